@@ -1,0 +1,213 @@
+-- The change feed: every committed change to a project's data becomes an event with a gapless, per-project
+-- sequence number, recorded in the writer's own transaction and announced with NOTIFY.
+--
+-- Why it is built this way:
+--
+-- * Gapless and in commit order. Each project has one counter row in feed_seq. A statement that changes a
+--   project bumps that row (INSERT .. ON CONFLICT DO UPDATE), which locks it until the transaction ends. A
+--   second writer to the same project waits for that lock, so it takes its numbers only after the first has
+--   committed (or rolled back, which also undoes the bump: no gap). Seqs therefore follow commit order.
+--   The price is that writers to one project serialize at commit; writers to different projects do not.
+--
+-- * Recorded, not just notified. NOTIFY is fire-and-forget: a listener that is disconnected misses it. Events
+--   are kept in feed_events so a listener can catch up after a reconnect and a client can resume with
+--   `since`. NOTIFY is only the doorbell.
+--
+-- * One NOTIFY per statement and project, not per row. Every transaction that NOTIFYs takes a database-wide
+--   lock at commit, and payloads are limited to 8000 bytes. A small change carries its event frames inline
+--   (the common case, delivered without a second query); a big one (a 100 KB description, 100,000 rows) sends
+--   only "project P has seqs A..B" and the listener reads the frames from feed_events.
+--
+-- * Serialized once. The frame clients receive is built here, once, as JSON text; the server forwards it to
+--   every subscriber untouched.
+--
+-- Notification payload on channel 'boardcast_feed':
+--     <project uuid> <first seq> <last seq>[\n<frame>\n<frame>...]
+-- The frames are present only when they all fit; otherwise the listener fetches seqs first..last.
+-- Secrets never enter the feed: users and api_tokens have no feed trigger.
+
+CREATE TABLE feed_seq (
+    project_id uuid PRIMARY KEY,
+    last_seq   bigint NOT NULL
+);
+
+CREATE TABLE feed_events (
+    project_id uuid NOT NULL,
+    seq        bigint NOT NULL,
+    at         timestamptz NOT NULL DEFAULT statement_timestamp(),
+    frame      text NOT NULL,
+    PRIMARY KEY (project_id, seq)
+);
+-- Retention by age scans by time; a BRIN index costs writers next to nothing.
+CREATE INDEX feed_events_at_idx ON feed_events USING brin (at);
+
+-- Builds the frame a WebSocket client receives. Table names and actions are plain identifiers and the row is
+-- jsonb rendered as text, so concatenation yields valid JSON with a fixed key order: op, project, seq, table,
+-- action, row, [old], at.
+CREATE FUNCTION boardcast_frame(project uuid, seq bigint, tbl text, action text, new_row jsonb, old_row jsonb)
+RETURNS text LANGUAGE sql IMMUTABLE AS $$
+    SELECT '{"op":"event","project":"' || project::text || '","seq":' || seq::text
+        || ',"table":"' || tbl || '","action":"' || action || '","row":' || new_row::text
+        || CASE WHEN old_row IS NULL THEN '' ELSE ',"old":' || old_row::text END
+        || ',"at":' || to_json(statement_timestamp())::text || '}'
+$$;
+
+-- The project a row belongs to: a project is its own room; everything else carries project_id.
+CREATE FUNCTION boardcast_project_of(tbl text, r jsonb) RETURNS uuid LANGUAGE sql IMMUTABLE AS $$
+    SELECT CASE WHEN tbl = 'projects' THEN (r->>'id')::uuid ELSE (r->>'project_id')::uuid END
+$$;
+
+-- A row's identity, to pair the old and new images of an UPDATE.
+CREATE FUNCTION boardcast_key_of(tbl text, r jsonb) RETURNS text LANGUAGE sql IMMUTABLE AS $$
+    SELECT CASE WHEN tbl = 'project_members' THEN (r->>'project_id') || '/' || (r->>'user_id') ELSE r->>'id' END
+$$;
+
+-- Numbers, stores and announces a statement's changes. `changes` holds one element per changed row:
+-- {"p": project, "a": action, "r": row, "o": old row or null}, in the order they should be numbered.
+CREATE FUNCTION boardcast_record(tbl text, changes jsonb[]) RETURNS void LANGUAGE plpgsql AS $$
+DECLARE
+    notified bigint;
+BEGIN
+    IF cardinality(changes) = 0 THEN
+        RETURN;
+    END IF;
+    WITH ch AS (
+        SELECT (c->>'p')::uuid AS project_id, c->>'a' AS action, c->'r' AS new_row,
+               nullif(c->'o', 'null'::jsonb) AS old_row, ord
+        FROM unnest(changes) WITH ORDINALITY AS u(c, ord)
+    ), counts AS (
+        SELECT project_id, count(*) AS n FROM ch GROUP BY project_id
+    ), bumped AS (
+        -- Sorted so that statements touching several projects lock counters in one order (no deadlock).
+        INSERT INTO feed_seq AS f (project_id, last_seq)
+        SELECT project_id, n FROM counts ORDER BY project_id
+        ON CONFLICT (project_id) DO UPDATE SET last_seq = f.last_seq + excluded.last_seq
+        RETURNING f.project_id, f.last_seq
+    ), numbered AS (
+        SELECT ch.project_id,
+               b.last_seq - c.n + row_number() OVER (PARTITION BY ch.project_id ORDER BY ch.ord) AS seq,
+               ch.action, ch.new_row, ch.old_row
+        FROM ch JOIN counts c USING (project_id) JOIN bumped b USING (project_id)
+    ), stored AS (
+        INSERT INTO feed_events (project_id, seq, frame)
+        SELECT project_id, seq, boardcast_frame(project_id, seq, tbl, action, new_row, old_row) FROM numbered
+        RETURNING project_id, seq, frame
+    ), per_project AS (
+        SELECT project_id, min(seq) AS first_seq, max(seq) AS last_seq, sum(octet_length(frame) + 1) AS bytes
+        FROM stored GROUP BY project_id
+    )
+    SELECT count(pg_notify('boardcast_feed',
+               pp.project_id::text || ' ' || pp.first_seq || ' ' || pp.last_seq
+               -- 8000 bytes is PostgreSQL's payload limit; keep a margin for the header.
+               || CASE WHEN pp.bytes <= 7800
+                       THEN E'\n' || (SELECT string_agg(s.frame, E'\n' ORDER BY s.seq)
+                                      FROM stored s WHERE s.project_id = pp.project_id)
+                       ELSE '' END))
+    INTO notified
+    FROM per_project pp;
+END $$;
+
+-- The statement-level triggers. They see the whole statement's rows at once (transition tables), so a
+-- 100,000-row statement costs one counter bump and one NOTIFY per project, not 100,000.
+
+CREATE FUNCTION boardcast_feed_insert() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM boardcast_record(TG_TABLE_NAME, coalesce((
+        SELECT array_agg(jsonb_build_object('p', boardcast_project_of(TG_TABLE_NAME, r), 'a', 'insert', 'r', r))
+        FROM (SELECT to_jsonb(n) AS r FROM new_rows n) s), '{}'));
+    RETURN NULL;
+END $$;
+
+CREATE FUNCTION boardcast_feed_delete() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM boardcast_record(TG_TABLE_NAME, coalesce((
+        SELECT array_agg(jsonb_build_object('p', boardcast_project_of(TG_TABLE_NAME, r), 'a', 'delete', 'r', r))
+        FROM (SELECT to_jsonb(o) AS r FROM old_rows o) s), '{}'));
+    RETURN NULL;
+END $$;
+
+-- An UPDATE is paired old-to-new by primary key. A row that moved to another project (a task moved between
+-- boards) is a delete in the old project's feed and an insert in the new one's, so each room stays truthful.
+-- Rows the statement left unchanged produce no event.
+CREATE FUNCTION boardcast_feed_update() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM boardcast_record(TG_TABLE_NAME, coalesce((
+        SELECT array_agg(e ORDER BY ord, sub)
+        FROM (
+            SELECT o.r AS o, n.r AS n, coalesce(n.ord, o.ord) AS ord,
+                   boardcast_project_of(TG_TABLE_NAME, o.r) AS op, boardcast_project_of(TG_TABLE_NAME, n.r) AS np
+            FROM (SELECT to_jsonb(x) AS r, boardcast_key_of(TG_TABLE_NAME, to_jsonb(x)) AS k,
+                         row_number() OVER () AS ord FROM old_rows x) o
+            FULL JOIN (SELECT to_jsonb(x) AS r, boardcast_key_of(TG_TABLE_NAME, to_jsonb(x)) AS k,
+                              row_number() OVER () AS ord FROM new_rows x) n USING (k)
+            WHERE o.r IS DISTINCT FROM n.r
+        ) pairs
+        CROSS JOIN LATERAL (
+            SELECT 1 AS sub, jsonb_build_object('p', np, 'a', 'update', 'r', n, 'o', o) AS e
+             WHERE o IS NOT NULL AND n IS NOT NULL AND op = np
+            UNION ALL
+            SELECT 1, jsonb_build_object('p', op, 'a', 'delete', 'r', o)
+             WHERE o IS NOT NULL AND (n IS NULL OR op <> np)
+            UNION ALL
+            SELECT 2, jsonb_build_object('p', np, 'a', 'insert', 'r', n)
+             WHERE n IS NOT NULL AND (o IS NULL OR op <> np)
+        ) events), '{}'));
+    RETURN NULL;
+END $$;
+
+DO $$
+DECLARE
+    t text;
+BEGIN
+    FOREACH t IN ARRAY ARRAY['projects', 'project_members', 'tasks', 'comments'] LOOP
+        EXECUTE format('CREATE TRIGGER %I AFTER INSERT ON %I REFERENCING NEW TABLE AS new_rows
+                        FOR EACH STATEMENT EXECUTE FUNCTION boardcast_feed_insert()', t || '_feed_insert', t);
+        EXECUTE format('CREATE TRIGGER %I AFTER UPDATE ON %I REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows
+                        FOR EACH STATEMENT EXECUTE FUNCTION boardcast_feed_update()', t || '_feed_update', t);
+        EXECUTE format('CREATE TRIGGER %I AFTER DELETE ON %I REFERENCING OLD TABLE AS old_rows
+                        FOR EACH STATEMENT EXECUTE FUNCTION boardcast_feed_delete()', t || '_feed_delete', t);
+    END LOOP;
+END $$;
+
+-- Token revocation reaches open connections at once: the server closes every WebSocket opened with a token
+-- that is revoked or deleted. The payload is the token's id, never its hash.
+CREATE FUNCTION boardcast_token_revoked() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF TG_OP = 'DELETE' OR (NEW.revoked_at IS NOT NULL AND OLD.revoked_at IS NULL) THEN
+        PERFORM pg_notify('boardcast_auth', OLD.id::text);
+    END IF;
+    RETURN NULL;
+END $$;
+CREATE TRIGGER api_tokens_revoked AFTER UPDATE OR DELETE ON api_tokens
+    FOR EACH ROW EXECUTE FUNCTION boardcast_token_revoked();
+
+-- Retention. Events older than max_age are removed, and of each project at most max_per_project most recent
+-- events are kept (NULL disables either rule). The latest event of a project is always kept by the age rule,
+-- so "the history does not reach back" can always be told apart from "nothing happened". Deletes go in
+-- batches so no long lock is held; writers insert new rows and never wait on these deletes.
+CREATE FUNCTION boardcast_prune_events(max_age interval, max_per_project bigint, batch integer DEFAULT 10000)
+RETURNS bigint LANGUAGE plpgsql AS $$
+DECLARE
+    removed bigint := 0;
+    n bigint;
+BEGIN
+    IF max_age IS NOT NULL THEN
+        LOOP
+            DELETE FROM feed_events e
+             WHERE (e.project_id, e.seq) IN (
+                   SELECT x.project_id, x.seq FROM feed_events x JOIN feed_seq s USING (project_id)
+                    WHERE x.at < now() - max_age AND x.seq < s.last_seq
+                    LIMIT batch);
+            GET DIAGNOSTICS n = ROW_COUNT;
+            removed := removed + n;
+            EXIT WHEN n < batch;
+        END LOOP;
+    END IF;
+    IF max_per_project IS NOT NULL THEN
+        DELETE FROM feed_events e USING feed_seq s
+         WHERE e.project_id = s.project_id AND e.seq <= s.last_seq - greatest(max_per_project, 1);
+        GET DIAGNOSTICS n = ROW_COUNT;
+        removed := removed + n;
+    END IF;
+    RETURN removed;
+END $$;

@@ -1,0 +1,163 @@
+//! Operator tasks, shared by the CLI and the tests: users, tokens, memberships, the demo project, and
+//! retention of recorded events.
+
+use deadpool_postgres::Pool;
+use tokio_postgres::GenericClient;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use crate::auth;
+use crate::config::Retention;
+use crate::error::{Error, Result};
+
+pub const DEMO_USER: &str = "demo";
+pub const DEMO_PROJECT: &str = "Demo board";
+
+/// Creates a user and returns `(user id, token)`.
+pub async fn add_user(db: &impl GenericClient, name: &str) -> Result<(Uuid, String)> {
+    let row = db
+        .query_opt("INSERT INTO users (name) VALUES ($1) ON CONFLICT (name) DO NOTHING RETURNING id", &[&name])
+        .await
+        .map_err(|e| match e.as_db_error() {
+            Some(d) if d.code() == &tokio_postgres::error::SqlState::CHECK_VIOLATION => {
+                Error::Usage(format!("invalid user name {name:?}: use 1-64 letters, digits, '_', '.' or '-'"))
+            }
+            _ => e.into(),
+        })?
+        .ok_or_else(|| Error::Usage(format!("user {name:?} already exists; use `boardcast token issue {name}`")))?;
+    let id: Uuid = row.get(0);
+    let (_, token) = auth::issue_token(db, id, "created with user add").await?;
+    Ok((id, token))
+}
+
+pub async fn user_id(db: &impl GenericClient, name: &str) -> Result<Uuid> {
+    db.query_opt("SELECT id FROM users WHERE name = $1", &[&name])
+        .await?
+        .map(|r| r.get(0))
+        .ok_or_else(|| Error::Usage(format!("no user named {name:?}")))
+}
+
+/// Issues another token for an existing user: `(token id, token)`.
+pub async fn issue_token(db: &impl GenericClient, user: &str, label: &str) -> Result<(Uuid, String)> {
+    let id = user_id(db, user).await?;
+    auth::issue_token(db, id, label).await
+}
+
+/// Revokes a token, named by its id or by the token itself. Connections using it are closed at once.
+pub async fn revoke_token(db: &impl GenericClient, token_or_id: &str) -> Result<Uuid> {
+    let row = match token_or_id.parse::<Uuid>() {
+        Ok(id) => {
+            db.query_opt(
+                "UPDATE api_tokens SET revoked_at = coalesce(revoked_at, now()) WHERE id = $1 RETURNING id",
+                &[&id],
+            )
+            .await?
+        }
+        Err(_) => {
+            db.query_opt(
+                "UPDATE api_tokens SET revoked_at = coalesce(revoked_at, now()) WHERE token_hash = $1 RETURNING id",
+                &[&auth::hash_token(token_or_id)],
+            )
+            .await?
+        }
+    };
+    row.map(|r| r.get(0)).ok_or_else(|| Error::Usage("no such token".into()))
+}
+
+/// Lists a user's tokens: `(id, label, created, revoked?)`.
+pub async fn list_tokens(db: &impl GenericClient, user: &str) -> Result<Vec<(Uuid, String, String, bool)>> {
+    let id = user_id(db, user).await?;
+    let rows = db
+        .query(
+            "SELECT id, label, to_char(created_at, 'YYYY-MM-DD HH24:MI'), revoked_at IS NOT NULL
+               FROM api_tokens WHERE user_id = $1 ORDER BY created_at",
+            &[&id],
+        )
+        .await?;
+    Ok(rows.iter().map(|r| (r.get(0), r.get(1), r.get(2), r.get(3))).collect())
+}
+
+pub async fn add_member(db: &impl GenericClient, project: Uuid, user: &str, role: &str) -> Result<()> {
+    if !matches!(role, "owner" | "member") {
+        return Err(Error::Usage(format!("role must be owner or member, not {role:?}")));
+    }
+    let user_id = user_id(db, user).await?;
+    if db.query_opt("SELECT 1 FROM projects WHERE id = $1", &[&project]).await?.is_none() {
+        return Err(Error::Usage(format!("no project {project}")));
+    }
+    db.execute(
+        "INSERT INTO project_members (project_id, user_id, role) VALUES ($1, $2, $3)
+         ON CONFLICT (project_id, user_id) DO UPDATE SET role = excluded.role",
+        &[&project, &user_id, &role],
+    )
+    .await?;
+    Ok(())
+}
+
+/// Creates a project owned by `owner` and returns its id.
+pub async fn add_project(db: &mut tokio_postgres::Client, name: &str, owner: &str) -> Result<Uuid> {
+    let owner_id = user_id(&*db, owner).await?;
+    let tx = db.transaction().await?;
+    let id: Uuid = tx.query_one("INSERT INTO projects (name) VALUES ($1) RETURNING id", &[&name]).await?.get(0);
+    tx.execute("INSERT INTO project_members (project_id, user_id, role) VALUES ($1, $2, 'owner')", &[&id, &owner_id])
+        .await?;
+    tx.commit().await?;
+    Ok(id)
+}
+
+/// For `make run`: the demo user and project, created if absent, and a fresh token for the demo user.
+/// Returns `(project id, token)`.
+pub async fn demo(db: &mut tokio_postgres::Client) -> Result<(Uuid, String)> {
+    db.execute("INSERT INTO users (name) VALUES ($1) ON CONFLICT (name) DO NOTHING", &[&DEMO_USER]).await?;
+    let existing = db
+        .query_opt(
+            "SELECT p.id FROM projects p JOIN project_members m ON m.project_id = p.id
+               JOIN users u ON u.id = m.user_id
+              WHERE u.name = $1 AND p.name = $2 ORDER BY p.created_at LIMIT 1",
+            &[&DEMO_USER, &DEMO_PROJECT],
+        )
+        .await?;
+    let project = match existing {
+        Some(r) => r.get(0),
+        None => add_project(db, DEMO_PROJECT, DEMO_USER).await?,
+    };
+    let (_, token) = issue_token(&*db, DEMO_USER, "make run").await?;
+    Ok((project, token))
+}
+
+/// Prunes recorded events on a timer. With several servers on one database, an advisory lock lets one of
+/// them do it at a time. Deletes are batched inside `boardcast_prune_events`, and writers never wait on them.
+pub async fn retention_loop(pool: Pool, retention: Retention, shutdown: CancellationToken) {
+    if retention.max_age.is_none() && retention.max_per_project.is_none() {
+        return;
+    }
+    let mut tick = tokio::time::interval(retention.interval);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        match prune(&pool, &retention).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!("retention removed {n} recorded events"),
+            Err(e) => tracing::warn!("retention failed: {e}"),
+        }
+    }
+}
+
+pub async fn prune(pool: &Pool, retention: &Retention) -> Result<i64> {
+    let client = pool.get().await?;
+    let age = retention.max_age.map(|d| format!("{} seconds", d.as_secs()));
+    let row = client
+        .query_one(
+            "SELECT CASE WHEN pg_try_advisory_lock(hashtext('boardcast.retention'))
+                    THEN boardcast_prune_events($1::text::interval, $2) END",
+            &[&age, &retention.max_per_project],
+        )
+        .await?;
+    let removed: Option<i64> = row.get(0);
+    if removed.is_some() {
+        client.execute("SELECT pg_advisory_unlock(hashtext('boardcast.retention'))", &[]).await?;
+    }
+    Ok(removed.unwrap_or(0))
+}

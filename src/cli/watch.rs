@@ -1,0 +1,114 @@
+//! `boardcast watch`: a terminal client that joins one project's room and prints each event as it arrives.
+//! It reconnects on its own and resumes with `since`, so what it prints is gapless across reconnects.
+
+use std::time::Duration;
+
+use futures::{SinkExt, StreamExt};
+use serde_json::{Value, json};
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use uuid::Uuid;
+
+use crate::error::{Error, Result};
+
+pub async fn run(project: Uuid, args: &[&str]) -> Result<()> {
+    let mut token = std::env::var("BOARDCAST_TOKEN").ok();
+    let mut url = std::env::var("BOARDCAST_URL").ok().unwrap_or_else(|| {
+        let addr = std::env::var("BOARDCAST_ADDR").unwrap_or_else(|_| "127.0.0.1:8080".into());
+        format!("ws://{addr}/ws")
+    });
+    let mut since: Option<i64> = None;
+    let mut it = args.iter();
+    while let Some(arg) = it.next() {
+        let mut value = |name: &str| {
+            it.next().map(|s| s.to_string()).ok_or_else(|| Error::Usage(format!("{name} needs a value")))
+        };
+        match *arg {
+            "--token" => token = Some(value("--token")?),
+            "--url" => url = value("--url")?,
+            "--since" => {
+                since = Some(value("--since")?.parse().map_err(|_| Error::Usage("--since needs a number".into()))?)
+            }
+            other => return Err(Error::Usage(format!("unknown option {other}"))),
+        }
+    }
+    let token = token.ok_or_else(|| Error::Usage("no token: pass --token or set BOARDCAST_TOKEN".into()))?;
+
+    let mut backoff = Duration::from_millis(200);
+    loop {
+        match session(&url, &token, project, &mut since).await {
+            Ok(()) => return Ok(()),
+            Err(Fatal(msg)) if !msg.is_empty() => return Err(Error::Usage(msg)),
+            Err(_) => {
+                eprintln!("# disconnected; reconnecting in {backoff:?} and resuming after seq {}", since.unwrap_or(0));
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
+}
+
+/// An error that reconnecting cannot fix (message set), or a lost connection (empty message).
+struct Fatal(String);
+
+async fn session(url: &str, token: &str, project: Uuid, since: &mut Option<i64>) -> Result<(), Fatal> {
+    let mut request = url.into_client_request().map_err(|e| Fatal(format!("bad --url {url}: {e}")))?;
+    request.headers_mut().insert("authorization", format!("Bearer {token}").parse().unwrap());
+    let (mut ws, _) = match tokio_tungstenite::connect_async(request).await {
+        Ok(ok) => ok,
+        Err(tokio_tungstenite::tungstenite::Error::Http(res)) if res.status() == 401 => {
+            return Err(Fatal("the server refused the token (401)".into()));
+        }
+        Err(e) => {
+            eprintln!("# cannot connect to {url}: {e}");
+            return Err(Fatal(String::new()));
+        }
+    };
+    let join = json!({"op": "join", "project": project, "since": *since});
+    ws.send(Message::text(join.to_string())).await.map_err(|_| Fatal(String::new()))?;
+    while let Some(msg) = ws.next().await {
+        let Ok(Message::Text(text)) = msg else {
+            if msg.is_err() {
+                break;
+            }
+            continue;
+        };
+        let frame: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
+        match frame["op"].as_str() {
+            Some("event") => {
+                let seq = frame["seq"].as_i64().unwrap_or(0);
+                if let Some(prev) = *since {
+                    if seq != prev + 1 {
+                        eprintln!("# GAP: expected seq {} but got {seq}", prev + 1);
+                    }
+                }
+                *since = Some(seq);
+                let row = &frame["row"];
+                let what = row["title"].as_str().or(row["body"].as_str()).or(row["name"].as_str()).unwrap_or("");
+                println!(
+                    "#{seq} {} {} {} {}",
+                    frame["table"].as_str().unwrap_or("?"),
+                    frame["action"].as_str().unwrap_or("?"),
+                    row["id"].as_str().or(row["user_id"].as_str()).unwrap_or(""),
+                    what
+                );
+            }
+            Some("joined") => {
+                let seq = frame["seq"].as_i64().unwrap_or(0);
+                *since = Some(seq);
+                eprintln!("# joined {project} after seq {seq}; waiting for events (Ctrl-C to stop)");
+            }
+            Some("resync") => {
+                eprintln!("# the server cannot replay from seq {}; starting from now", since.unwrap_or(0));
+                *since = None;
+                return Err(Fatal(String::new()));
+            }
+            Some("error") => {
+                return Err(Fatal(format!("{}: {}", frame["code"].as_str().unwrap_or(""), frame["message"])));
+            }
+            Some("left") => return Err(Fatal(format!("left the room: {}", frame["reason"]))),
+            _ => println!("{text}"),
+        }
+    }
+    Err(Fatal(String::new()))
+}

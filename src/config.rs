@@ -1,0 +1,132 @@
+//! Settings, read from the environment. Every knob has a default that suits one server on a laptop.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use crate::error::{Error, Result};
+
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// `BOARDCAST_ADDR`, default 127.0.0.1:8080. Port 0 picks a free port (tests).
+    pub addr: SocketAddr,
+    /// `DATABASE_URL`, a libpq-style URL or key=value string.
+    pub database_url: String,
+    /// `BOARDCAST_POOL_SIZE`: connections for API writes, joins and history reads (the listener has its own).
+    pub pool_size: usize,
+    pub feed: FeedSettings,
+    pub retention: Retention,
+}
+
+#[derive(Debug, Clone)]
+pub struct FeedSettings {
+    /// Events a room keeps for subscribers that are behind. A subscriber further behind catches up from
+    /// `feed_events` on its own, so this bounds memory, not correctness.
+    pub room_buffer: usize,
+    /// `BOARDCAST_PING_SECS`: how often the server pings each WebSocket client.
+    pub ping_interval: Duration,
+    /// `BOARDCAST_IDLE_TIMEOUT_SECS`: a client that has sent nothing (not even a pong) for this long is dropped.
+    pub idle_timeout: Duration,
+    /// `BOARDCAST_SEND_TIMEOUT_SECS`: a client that accepts no data for this long is disconnected as too slow.
+    pub send_timeout: Duration,
+    /// `BOARDCAST_MAX_FRAME_BYTES`: the largest message a client may send.
+    pub max_client_frame: usize,
+    /// `BOARDCAST_MAX_ROOMS`: rooms one connection may be in at once.
+    pub max_rooms_per_connection: usize,
+    /// Events read from history per query when catching up.
+    pub history_page: i64,
+}
+
+#[derive(Debug, Clone)]
+pub struct Retention {
+    /// `BOARDCAST_RETENTION_MAX_AGE_SECS` (default 7 days; 0 disables): events older than this are pruned.
+    pub max_age: Option<Duration>,
+    /// `BOARDCAST_RETENTION_MAX_EVENTS` (default 1,000,000; 0 disables): events kept per project at most.
+    pub max_per_project: Option<i64>,
+    /// `BOARDCAST_RETENTION_INTERVAL_SECS` (default 60): how often pruning runs.
+    pub interval: Duration,
+}
+
+impl Default for FeedSettings {
+    fn default() -> Self {
+        FeedSettings {
+            room_buffer: 4096,
+            ping_interval: Duration::from_secs(20),
+            idle_timeout: Duration::from_secs(60),
+            send_timeout: Duration::from_secs(15),
+            max_client_frame: 16 * 1024,
+            max_rooms_per_connection: 100,
+            history_page: 1000,
+        }
+    }
+}
+
+impl Default for Retention {
+    fn default() -> Self {
+        Retention {
+            max_age: Some(Duration::from_secs(7 * 24 * 3600)),
+            max_per_project: Some(1_000_000),
+            interval: Duration::from_secs(60),
+        }
+    }
+}
+
+impl Settings {
+    /// Settings for a database, with every other knob at its default.
+    pub fn new(database_url: impl Into<String>) -> Self {
+        Settings {
+            addr: "127.0.0.1:8080".parse().unwrap(),
+            database_url: database_url.into(),
+            pool_size: 16,
+            feed: FeedSettings::default(),
+            retention: Retention::default(),
+        }
+    }
+
+    pub fn from_env() -> Result<Self> {
+        let url = std::env::var("DATABASE_URL").map_err(|_| {
+            Error::Config("DATABASE_URL is not set (e.g. postgres://postgres@127.0.0.1:5432/boardcast)".into())
+        })?;
+        let mut s = Settings::new(url);
+        if let Some(addr) = var("BOARDCAST_ADDR") {
+            s.addr = addr.parse().map_err(|e| Error::Config(format!("BOARDCAST_ADDR={addr}: {e}")))?;
+        }
+        if let Some(n) = num("BOARDCAST_POOL_SIZE")? {
+            s.pool_size = n.max(1) as usize;
+        }
+        if let Some(n) = num("BOARDCAST_PING_SECS")? {
+            s.feed.ping_interval = Duration::from_secs(n.max(1));
+        }
+        if let Some(n) = num("BOARDCAST_IDLE_TIMEOUT_SECS")? {
+            s.feed.idle_timeout = Duration::from_secs(n.max(1));
+        }
+        if let Some(n) = num("BOARDCAST_SEND_TIMEOUT_SECS")? {
+            s.feed.send_timeout = Duration::from_secs(n.max(1));
+        }
+        if let Some(n) = num("BOARDCAST_MAX_FRAME_BYTES")? {
+            s.feed.max_client_frame = n.max(256) as usize;
+        }
+        if let Some(n) = num("BOARDCAST_MAX_ROOMS")? {
+            s.feed.max_rooms_per_connection = n.max(1) as usize;
+        }
+        if let Some(n) = num("BOARDCAST_RETENTION_MAX_AGE_SECS")? {
+            s.retention.max_age = (n > 0).then(|| Duration::from_secs(n));
+        }
+        if let Some(n) = num("BOARDCAST_RETENTION_MAX_EVENTS")? {
+            s.retention.max_per_project = (n > 0).then_some(n as i64);
+        }
+        if let Some(n) = num("BOARDCAST_RETENTION_INTERVAL_SECS")? {
+            s.retention.interval = Duration::from_secs(n.max(1));
+        }
+        Ok(s)
+    }
+}
+
+fn var(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.is_empty())
+}
+
+fn num(name: &str) -> Result<Option<u64>> {
+    var(name)
+        .map(|v| v.parse::<u64>().map_err(|_| Error::Config(format!("{name}={v}: expected a whole number"))))
+        .transpose()
+}

@@ -1,0 +1,88 @@
+//! The database: the connection pool used by the API and the feed's history reads, and the migrations in
+//! `sql/`, which are compiled into the binary so `boardcast migrate` needs no files at run time.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
+use tokio_postgres::{Client, NoTls};
+
+use crate::error::{Error, Result};
+
+/// The migrations, in order. A migration is applied once, in one transaction, and recorded by name.
+pub const MIGRATIONS: &[(&str, &str)] = &[
+    ("001_domain", include_str!("../sql/001_domain.sql")),
+    ("002_feed", include_str!("../sql/002_feed.sql")),
+];
+
+/// Parses a database URL, with the keepalives that let a dead peer be noticed on a quiet connection.
+pub fn pg_config(url: &str) -> Result<tokio_postgres::Config> {
+    let mut config = tokio_postgres::Config::from_str(url)
+        .map_err(|e| Error::Config(format!("DATABASE_URL is not a valid PostgreSQL URL: {e}")))?;
+    config
+        .keepalives(true)
+        .keepalives_idle(Duration::from_secs(10))
+        .keepalives_interval(Duration::from_secs(2))
+        .keepalives_retries(3)
+        .connect_timeout(Duration::from_secs(5));
+    if config.get_application_name().is_none() {
+        config.application_name("boardcast");
+    }
+    Ok(config)
+}
+
+/// The pool for everything except LISTEN. Connections are checked on recycle, so after a database restart
+/// broken connections are replaced instead of handed out.
+pub fn pool(url: &str, size: usize) -> Result<Pool> {
+    let manager = Manager::from_config(
+        pg_config(url)?,
+        NoTls,
+        ManagerConfig { recycling_method: RecyclingMethod::Fast },
+    );
+    Pool::builder(manager)
+        .max_size(size)
+        .wait_timeout(Some(Duration::from_secs(10)))
+        .create_timeout(Some(Duration::from_secs(5)))
+        .recycle_timeout(Some(Duration::from_secs(5)))
+        .runtime(deadpool_postgres::Runtime::Tokio1)
+        .build()
+        .map_err(|e| Error::Config(format!("cannot build the connection pool: {e}")))
+}
+
+/// Opens one dedicated connection (not from the pool) and drives it on a task.
+pub async fn connect(url: &str) -> Result<Client> {
+    let (client, connection) = pg_config(url)?.connect(NoTls).await?;
+    tokio::spawn(async move {
+        if let Err(e) = connection.await {
+            tracing::debug!("dedicated connection ended: {e}");
+        }
+    });
+    Ok(client)
+}
+
+/// Applies the migrations that are not applied yet. Safe to run concurrently from several processes: an
+/// advisory lock makes them take turns, and each sees what the previous one applied.
+pub async fn migrate(client: &mut Client) -> Result<Vec<&'static str>> {
+    let tx = client.transaction().await?;
+    tx.batch_execute(
+        "SELECT pg_advisory_xact_lock(hashtext('boardcast.migrate'));
+         CREATE TABLE IF NOT EXISTS schema_migrations (
+             name text PRIMARY KEY,
+             applied_at timestamptz NOT NULL DEFAULT now()
+         );",
+    )
+    .await?;
+    let done: Vec<String> =
+        tx.query("SELECT name FROM schema_migrations", &[]).await?.iter().map(|r| r.get(0)).collect();
+    let mut applied = Vec::new();
+    for (name, sql) in MIGRATIONS {
+        if done.iter().any(|d| d == name) {
+            continue;
+        }
+        tx.batch_execute(sql).await?;
+        tx.execute("INSERT INTO schema_migrations (name) VALUES ($1)", &[name]).await?;
+        applied.push(*name);
+    }
+    tx.commit().await?;
+    Ok(applied)
+}

@@ -1,0 +1,328 @@
+//! One WebSocket client's session: its requests, its rooms, and the guarantee it can check.
+//!
+//! The guarantee: after `joined {seq: N}` the client receives every event of that project with seq > N,
+//! exactly once and in order. The session keeps, per room, the last seq it sent (its cursor). An event from
+//! the room's broadcast at cursor + 1 is sent; one at or below the cursor is a duplicate and skipped; one
+//! further ahead means the session missed some (it was slow and the room's buffer moved on, or it joined
+//! while the room was catching up), and the gap is read from history before going on. If history no longer
+//! has it, the client gets `resync` instead of a silent hole.
+//!
+//! The session also enforces liveness (pings; a silent peer is dropped), slowness (a client that accepts no
+//! data for `send_timeout` is disconnected; until then it costs the room nothing, because the room's buffer is
+//! shared and bounded), membership (a removed member leaves the room at once) and token revocation.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+use futures::{FutureExt, SinkExt, StreamExt};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::broadcast::error::RecvError;
+use tokio_stream::StreamMap;
+use tokio_stream::wrappers::BroadcastStream;
+use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::{self, Message};
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use super::Feed;
+use super::event::Event;
+use super::history;
+use super::protocol::{self, Op, Request};
+use crate::auth::Identity;
+
+/// Why a session ends, and what the client is told.
+#[derive(Debug)]
+enum End {
+    /// The client closed, or the socket failed: nothing more can be said.
+    Gone,
+    Shutdown,
+    Revoked,
+    TooBig,
+    Silent,
+    TooSlow,
+    Internal,
+}
+
+impl End {
+    fn close_frame(&self, limit: usize) -> Option<CloseFrame> {
+        let (code, reason) = match self {
+            End::Gone | End::TooSlow => return None,
+            End::Shutdown => (CloseCode::Restart, "server shutting down; reconnect and join with since".to_string()),
+            End::Revoked => (CloseCode::Library(4001), "token revoked".to_string()),
+            End::TooBig => (CloseCode::Size, format!("message too big; the limit is {limit} bytes")),
+            End::Silent => (CloseCode::Away, "no pong or message within the idle timeout".to_string()),
+            End::Internal => (CloseCode::Error, "internal error; reconnect and join with since".to_string()),
+        };
+        Some(CloseFrame { code, reason: reason.into() })
+    }
+}
+
+type Rooms = StreamMap<Uuid, BroadcastStream<Arc<Event>>>;
+
+struct Session<S> {
+    who: Identity,
+    feed: Arc<Feed>,
+    ws: WebSocketStream<S>,
+    /// Per joined project: the last seq sent to this client.
+    cursors: HashMap<Uuid, i64>,
+}
+
+pub async fn serve<S>(ws: WebSocketStream<S>, who: Identity, feed: Arc<Feed>, shutdown: CancellationToken)
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let mut revoked = feed.revoked_tokens.subscribe();
+    let settings = feed.settings.clone();
+    let mut session = Session { who, feed, ws, cursors: HashMap::new() };
+    let mut rooms = Rooms::new();
+    let mut ping = tokio::time::interval(settings.ping_interval);
+    ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    ping.tick().await;
+    let mut heard = Instant::now();
+
+    let end = loop {
+        let step = tokio::select! {
+            biased;
+            _ = shutdown.cancelled() => Err(End::Shutdown),
+            r = revoked.recv() => match r {
+                Ok(token) if token == session.who.token_id => Err(End::Revoked),
+                Err(RecvError::Lagged(_)) => session.recheck_token().await,
+                _ => Ok(()),
+            },
+            msg = session.ws.next() => {
+                heard = Instant::now();
+                match msg {
+                    Some(Ok(Message::Text(text))) => session.request(&mut rooms, &text).await,
+                    Some(Ok(Message::Binary(_))) => session.say(protocol::error("bad_frame", "binary messages are not supported; send JSON text", &None)).await,
+                    Some(Ok(Message::Close(_))) | None => Err(End::Gone),
+                    Some(Ok(_)) => Ok(()), // ping (answered by tungstenite), pong
+                    Some(Err(tungstenite::Error::Capacity(_))) => Err(End::TooBig),
+                    Some(Err(_)) => Err(End::Gone),
+                }
+            }
+            Some((project, item)) = rooms.next() => session.deliver(&mut rooms, project, item).await,
+            _ = ping.tick() => {
+                if heard.elapsed() > settings.idle_timeout {
+                    Err(End::Silent)
+                } else {
+                    session.send(Message::Ping(Default::default())).await
+                }
+            }
+        };
+        if let Err(end) = step {
+            break end;
+        }
+    };
+
+    if let Some(frame) = end.close_frame(settings.max_client_frame) {
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(1), session.ws.close(Some(frame))).await;
+    }
+    let projects: Vec<Uuid> = rooms.keys().copied().collect();
+    drop(rooms);
+    for project in projects {
+        session.feed.rooms.release(project);
+    }
+    tracing::debug!(user = %session.who.user_name, "websocket session ended: {end:?}");
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
+    async fn request(&mut self, rooms: &mut Rooms, text: &str) -> Result<(), End> {
+        match protocol::parse(text) {
+            Err(e) => self.say(protocol::error(e.code, &e.message, &e.reference)).await,
+            Ok(Request { op: Op::Ping, reference }) => self.say(protocol::pong(&reference)).await,
+            Ok(Request { op: Op::Join { project, since }, reference }) => {
+                self.join(rooms, project, since, reference).await
+            }
+            Ok(Request { op: Op::Leave { project }, reference }) => {
+                if self.cursors.remove(&project).is_none() {
+                    let msg = "you are not in this project's room";
+                    return self.say(protocol::error("not_joined", msg, &reference)).await;
+                }
+                rooms.remove(&project);
+                self.feed.rooms.release(project);
+                self.say(protocol::left(project, "requested", &reference)).await
+            }
+        }
+    }
+
+    async fn join(
+        &mut self,
+        rooms: &mut Rooms,
+        project: Uuid,
+        since: Option<i64>,
+        reference: Option<serde_json::Value>,
+    ) -> Result<(), End> {
+        if self.cursors.contains_key(&project) {
+            let msg = "already in this project's room; leave first to join again";
+            return self.say(protocol::error("already_joined", msg, &reference)).await;
+        }
+        if self.cursors.len() >= self.feed.settings.max_rooms_per_connection {
+            let msg = format!("a connection may be in at most {} rooms", self.feed.settings.max_rooms_per_connection);
+            return self.say(protocol::error("too_many_rooms", &msg, &reference)).await;
+        }
+        // Subscribe before reading the latest seq: every event committed after that read is then either in
+        // the broadcast or, if the room was catching up, filled from history. Nothing falls in between.
+        let rx = self.feed.rooms.subscribe(project);
+        let latest = match history::latest_if_member(&self.feed.pool, project, self.who.user_id).await {
+            Ok(Some(latest)) => latest,
+            outcome => {
+                drop(rx);
+                self.feed.rooms.release(project);
+                if let Err(e) = outcome {
+                    tracing::error!("join failed: {e}");
+                    let msg = "the server could not check your membership; try again";
+                    return self.say(protocol::error("unavailable", msg, &reference)).await;
+                }
+                // One answer for "no such project" and "not a member", so ids cannot be probed.
+                let msg = "no such project, or you are not a member of it";
+                return self.say(protocol::error("not_found", msg, &reference)).await;
+            }
+        };
+        let start = since.unwrap_or(latest);
+        if start > latest {
+            drop(rx);
+            self.feed.rooms.release(project);
+            return self.say(protocol::resync(project, latest, "since_ahead", &reference)).await;
+        }
+        rooms.insert(project, BroadcastStream::new(rx));
+        self.cursors.insert(project, start);
+        self.say(protocol::joined(project, start, latest, &reference)).await?;
+        if start < latest {
+            self.fill(rooms, project, latest).await?;
+        }
+        Ok(())
+    }
+
+    /// An item from a room's broadcast, then whatever else is ready, flushed once: a burst of events costs
+    /// one write to the socket, not one per event.
+    async fn deliver(
+        &mut self,
+        rooms: &mut Rooms,
+        project: Uuid,
+        item: Result<Arc<Event>, BroadcastStreamRecvError>,
+    ) -> Result<(), End> {
+        self.take(rooms, project, item).await?;
+        for _ in 0..256 {
+            match rooms.next().now_or_never() {
+                Some(Some((project, item))) => self.take(rooms, project, item).await?,
+                _ => break,
+            }
+        }
+        self.flush().await
+    }
+
+    async fn take(
+        &mut self,
+        rooms: &mut Rooms,
+        project: Uuid,
+        item: Result<Arc<Event>, BroadcastStreamRecvError>,
+    ) -> Result<(), End> {
+        let Some(&cursor) = self.cursors.get(&project) else { return Ok(()) };
+        match item {
+            // This session fell behind the room's buffer: catch up from history right away.
+            Err(BroadcastStreamRecvError::Lagged(_)) => self.fill(rooms, project, i64::MAX).await,
+            Ok(event) if event.seq <= cursor => Ok(()),
+            Ok(event) => {
+                if event.seq > cursor + 1 {
+                    self.fill(rooms, project, event.seq - 1).await?;
+                    if self.cursors.get(&project) != Some(&(event.seq - 1)) {
+                        return Ok(()); // resynced or removed while filling
+                    }
+                }
+                self.emit(rooms, &event).await
+            }
+        }
+    }
+
+    /// Sends recorded events after the cursor, up to `upto`, from history.
+    async fn fill(&mut self, rooms: &mut Rooms, project: Uuid, upto: i64) -> Result<(), End> {
+        let page = self.feed.settings.history_page;
+        loop {
+            let Some(&cursor) = self.cursors.get(&project) else { return Ok(()) };
+            if cursor >= upto {
+                return Ok(());
+            }
+            let events = match history::read(&self.feed.pool, project, cursor, upto, page).await {
+                Ok(events) => events,
+                Err(e) => {
+                    tracing::error!("history read failed: {e}");
+                    return Err(End::Internal);
+                }
+            };
+            let Some(first) = events.first() else { return Ok(()) };
+            if first.seq != cursor + 1 {
+                // Retention removed events this client has not seen; it cannot be made whole from here.
+                rooms.remove(&project);
+                self.cursors.remove(&project);
+                self.feed.rooms.release(project);
+                let latest = events.last().map(|e| e.seq).unwrap_or(cursor);
+                return self.say(protocol::resync(project, latest, "history_pruned", &None)).await;
+            }
+            let full = events.len() as i64 == page;
+            for event in events {
+                self.emit(rooms, &event).await?;
+                if !self.cursors.contains_key(&project) {
+                    return self.flush().await;
+                }
+            }
+            self.flush().await?;
+            if !full {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Queues one event for the client and moves its cursor. If the event removes this user from the
+    /// project, the client leaves the room right after it.
+    async fn emit(&mut self, rooms: &mut Rooms, event: &Event) -> Result<(), End> {
+        self.feed_frame(Message::Text(event.frame.clone())).await?;
+        self.cursors.insert(event.project, event.seq);
+        if event.removed_member == Some(self.who.user_id) {
+            rooms.remove(&event.project);
+            self.cursors.remove(&event.project);
+            self.feed.rooms.release(event.project);
+            self.feed_frame(Message::text(protocol::left(event.project, "removed", &None))).await?;
+        }
+        Ok(())
+    }
+
+    async fn recheck_token(&mut self) -> Result<(), End> {
+        let client = self.feed.pool.get().await.map_err(|_| End::Internal)?;
+        let row = client
+            .query_opt("SELECT 1 FROM api_tokens WHERE id = $1 AND revoked_at IS NULL", &[&self.who.token_id])
+            .await
+            .map_err(|_| End::Internal)?;
+        if row.is_none() { Err(End::Revoked) } else { Ok(()) }
+    }
+
+    async fn say(&mut self, frame: String) -> Result<(), End> {
+        self.send(Message::text(frame)).await
+    }
+
+    async fn send(&mut self, msg: Message) -> Result<(), End> {
+        self.feed_frame(msg).await?;
+        self.flush().await
+    }
+
+    async fn feed_frame(&mut self, msg: Message) -> Result<(), End> {
+        let timeout = self.feed.settings.send_timeout;
+        match tokio::time::timeout(timeout, self.ws.feed(msg)).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(_)) => Err(End::Gone),
+            Err(_) => Err(End::TooSlow),
+        }
+    }
+
+    async fn flush(&mut self) -> Result<(), End> {
+        let timeout = self.feed.settings.send_timeout;
+        match tokio::time::timeout(timeout, self.ws.flush()).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(_)) => Err(End::Gone),
+            Err(_) => Err(End::TooSlow),
+        }
+    }
+}

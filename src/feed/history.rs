@@ -1,0 +1,49 @@
+//! Reads of recorded events (`feed_events`): how a room catches up after the listener reconnects, how a
+//! client behind the live stream fills its gap, and how `join` with `since` replays.
+
+use std::sync::Arc;
+
+use deadpool_postgres::Pool;
+use uuid::Uuid;
+
+use super::event::Event;
+use crate::error::Result;
+
+/// Events of `project` with `after < seq <= upto`, in seq order, at most `limit` of them. Events removed by
+/// retention are simply absent: callers compare the first seq with the one they expected.
+pub async fn read(pool: &Pool, project: Uuid, after: i64, upto: i64, limit: i64) -> Result<Vec<Arc<Event>>> {
+    let client = pool.get().await?;
+    let stmt = client
+        .prepare_cached(
+            "SELECT seq, frame FROM feed_events WHERE project_id = $1 AND seq > $2 AND seq <= $3
+              ORDER BY seq LIMIT $4",
+        )
+        .await?;
+    let rows = client.query(&stmt, &[&project, &after, &upto, &limit]).await?;
+    Ok(rows.into_iter().map(|r| Arc::new(Event::new(project, r.get(0), r.get(1)))).collect())
+}
+
+/// The latest seq of each project (0 for a project without events).
+pub async fn latest(pool: &Pool, projects: &[Uuid]) -> Result<Vec<(Uuid, i64)>> {
+    let client = pool.get().await?;
+    let stmt = client
+        .prepare_cached(
+            "SELECT p, coalesce(s.last_seq, 0) FROM unnest($1::uuid[]) p LEFT JOIN feed_seq s ON s.project_id = p",
+        )
+        .await?;
+    let rows = client.query(&stmt, &[&projects]).await?;
+    Ok(rows.into_iter().map(|r| (r.get(0), r.get(1))).collect())
+}
+
+/// For a join: the project's latest seq if `user` is a member, `None` if not (or if there is no such project;
+/// the two are deliberately indistinguishable).
+pub async fn latest_if_member(pool: &Pool, project: Uuid, user: Uuid) -> Result<Option<i64>> {
+    let client = pool.get().await?;
+    let stmt = client
+        .prepare_cached(
+            "SELECT coalesce((SELECT last_seq FROM feed_seq WHERE project_id = $1), 0)
+               FROM project_members WHERE project_id = $1 AND user_id = $2",
+        )
+        .await?;
+    Ok(client.query_opt(&stmt, &[&project, &user]).await?.map(|r| r.get(0)))
+}

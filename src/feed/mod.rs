@@ -1,0 +1,49 @@
+//! The change feed: from a NOTIFY to the WebSocket clients in a project's room.
+//!
+//! * [`event`] — an event as it travels: its project, seq and the JSON frame built once by PostgreSQL.
+//! * [`listener`] — the LISTEN connection, its reconnects and catch-up.
+//! * [`room`] — the rooms of this process and the task that broadcasts each room's events in seq order.
+//! * [`history`] — reads of recorded events, for catch-up, gap filling and resume.
+//! * [`protocol`] — the frames clients send and receive (documented in docs/protocol.md).
+//! * [`connection`] — one WebSocket client's session.
+//! * [`upgrade`] — the `/ws` route: authentication and the WebSocket handshake.
+
+pub mod connection;
+pub mod event;
+pub mod history;
+pub mod listener;
+pub mod protocol;
+pub mod room;
+pub mod upgrade;
+
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+
+use deadpool_postgres::Pool;
+use tokio::sync::broadcast;
+use uuid::Uuid;
+
+use crate::config::FeedSettings;
+
+/// What the feed's tasks share.
+pub struct Feed {
+    pub pool: Pool,
+    pub rooms: room::Rooms,
+    pub settings: FeedSettings,
+    /// Ids of tokens revoked just now; every connection opened with one of them closes.
+    pub revoked_tokens: broadcast::Sender<Uuid>,
+    /// Whether the listener is connected and LISTENing.
+    pub listener_up: AtomicBool,
+}
+
+impl Feed {
+    pub fn new(pool: Pool, settings: FeedSettings) -> Arc<Feed> {
+        Arc::new(Feed {
+            rooms: room::Rooms::new(pool.clone(), settings.clone()),
+            pool,
+            settings,
+            revoked_tokens: broadcast::channel(1024).0,
+            listener_up: AtomicBool::new(false),
+        })
+    }
+}

@@ -1,0 +1,119 @@
+//! `GET /ws`: authenticate, then complete the WebSocket handshake ourselves.
+//!
+//! Why not `warp::ws()`: it builds tungstenite with its default configuration, whose read buffer is 128 KiB
+//! per connection, eagerly allocated, and whose largest accepted message is 64 MB. Neither is acceptable for
+//! tens of thousands of mostly idle connections that should only ever send small JSON requests, and warp
+//! offers no setting for the read buffer. So the accept loop (see [`crate::server`]) stashes hyper's upgrade
+//! handle in the request, this warp route does everything else (authentication, errors, the 101 response),
+//! and the socket is built with our own [`socket_config`].
+
+use std::sync::{Arc, Mutex};
+
+use hyper::upgrade::OnUpgrade;
+use hyper_util::rt::TokioIo;
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
+use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use warp::http::{Response, StatusCode, header};
+use warp::hyper::body::Bytes;
+use warp::{Filter, Rejection, Reply};
+
+use super::{Feed, connection};
+use crate::api::error::ApiError;
+use crate::api::with_feed;
+use crate::auth;
+
+/// hyper's upgrade handle for this request, put in the request's extensions by the accept loop.
+#[derive(Clone, Default)]
+pub struct UpgradeSlot(Arc<Mutex<Option<OnUpgrade>>>);
+
+impl UpgradeSlot {
+    pub fn new(on_upgrade: OnUpgrade) -> Self {
+        UpgradeSlot(Arc::new(Mutex::new(Some(on_upgrade))))
+    }
+    fn take(&self) -> Option<OnUpgrade> {
+        self.0.lock().unwrap().take()
+    }
+}
+
+/// Small buffers: a client only sends small requests, and the server's frames are written straight out.
+pub fn socket_config(max_client_frame: usize) -> WebSocketConfig {
+    WebSocketConfig::default()
+        .read_buffer_size(4 * 1024)
+        .write_buffer_size(0)
+        .max_write_buffer_size(4 * 1024 * 1024)
+        .max_message_size(Some(max_client_frame))
+        .max_frame_size(Some(max_client_frame))
+}
+
+struct Handshake {
+    authorization: Option<String>,
+    query: Option<String>,
+    upgrade: Option<String>,
+    key: Option<String>,
+    slot: Option<UpgradeSlot>,
+}
+
+pub fn route(
+    feed: Arc<Feed>,
+    shutdown: CancellationToken,
+    tracker: TaskTracker,
+) -> impl Filter<Extract = (impl Reply,), Error = Rejection> + Clone {
+    let query = warp::query::raw().map(Some).or(warp::any().map(|| None)).unify();
+    warp::path!("ws")
+        .and(warp::get())
+        .and(warp::header::optional::<String>("authorization"))
+        .and(query)
+        .and(warp::header::optional::<String>("upgrade"))
+        .and(warp::header::optional::<String>("sec-websocket-key"))
+        .and(warp::ext::optional::<UpgradeSlot>())
+        .map(|authorization, query, upgrade, key, slot| Handshake { authorization, query, upgrade, key, slot })
+        .and(with_feed(feed))
+        .and(warp::any().map(move || (shutdown.clone(), tracker.clone())))
+        .and_then(|h: Handshake, feed: Arc<Feed>, (shutdown, tracker): (CancellationToken, TaskTracker)| async move {
+            upgrade(h, feed, shutdown, tracker).await.map_err(warp::reject::custom)
+        })
+}
+
+async fn upgrade(
+    h: Handshake,
+    feed: Arc<Feed>,
+    shutdown: CancellationToken,
+    tracker: TaskTracker,
+) -> Result<Response<warp::hyper::body::Bytes>, ApiError> {
+    let token = auth::token_from(h.authorization.as_deref(), h.query.as_deref()).ok_or_else(|| {
+        ApiError::Unauthorized("missing token: send Authorization: Bearer TOKEN or ?token=TOKEN".into())
+    })?;
+    let client = feed.pool.get().await?;
+    let who = auth::authenticate(&**client, &token)
+        .await?
+        .ok_or_else(|| ApiError::Unauthorized("invalid or revoked token".into()))?;
+    drop(client);
+
+    let is_websocket = h.upgrade.as_deref().is_some_and(|u| u.eq_ignore_ascii_case("websocket"));
+    let (Some(key), true) = (h.key, is_websocket) else {
+        return Err(ApiError::BadRequest("this is a WebSocket endpoint: send an upgrade request".into()));
+    };
+    let on_upgrade =
+        h.slot.and_then(|s| s.take()).ok_or_else(|| ApiError::Internal("no upgrade handle on a /ws request".into()))?;
+
+    let config = socket_config(feed.settings.max_client_frame);
+    tracker.spawn(async move {
+        let upgraded = match on_upgrade.await {
+            Ok(u) => u,
+            Err(e) => return tracing::debug!("websocket upgrade failed: {e}"),
+        };
+        let ws = WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(config)).await;
+        connection::serve(ws, who, feed, shutdown).await;
+    });
+
+    Ok(Response::builder()
+        .status(StatusCode::SWITCHING_PROTOCOLS)
+        .header(header::CONNECTION, "upgrade")
+        .header(header::UPGRADE, "websocket")
+        .header("sec-websocket-accept", derive_accept_key(key.as_bytes()))
+        .body(Bytes::new())
+        .unwrap())
+}
