@@ -1,0 +1,53 @@
+# boardcast — two commands do everything on a fresh machine:
+#   make run    start the server on a local database, with a demo project and a token printed
+#   make test   run the whole test suite against a real PostgreSQL
+# Both find PostgreSQL with scripts/pg.sh: DATABASE_URL, else a server on 127.0.0.1:5432, else a throwaway
+# cluster in ./.pgdata started with initdb/pg_ctl.
+
+SHELL := /bin/bash
+CARGO ?= cargo
+BIN := ./target/release/boardcast
+
+.PHONY: run test build bench lint pg-stop help
+
+help:
+	@echo "make run      start boardcast on a local database (demo project + token printed)"
+	@echo "make test     run the test suite (starts PostgreSQL if none is running)"
+	@echo "make bench    run the benchmark and update BENCHMARKS.md"
+	@echo "make lint     rustfmt check and clippy"
+	@echo "make pg-stop  stop the throwaway PostgreSQL cluster in ./.pgdata, if one was started"
+
+build:
+	$(CARGO) build --release --bins
+
+run: build
+	@set -e; eval "$$(scripts/pg.sh env boardcast)"; export DATABASE_URL; \
+	  eval "$$($(BIN) demo)"; \
+	  addr="$${BOARDCAST_ADDR:-127.0.0.1:8080}"; \
+	  echo; \
+	  echo "  boardcast is starting on http://$$addr  (database: $$DATABASE_URL)"; \
+	  echo "  demo project: $$DEMO_PROJECT"; \
+	  echo "  demo token:   $$DEMO_TOKEN"; \
+	  echo; \
+	  echo "  watch the feed:   DATABASE_URL='$$DATABASE_URL' $(BIN) watch $$DEMO_PROJECT --token $$DEMO_TOKEN"; \
+	  echo "  or any client:    ws://$$addr/ws?token=$$DEMO_TOKEN  then send {\"op\":\"join\",\"project\":\"$$DEMO_PROJECT\"}"; \
+	  echo "  write with psql:  psql '$$DATABASE_URL' -c \"INSERT INTO tasks (project_id, title) VALUES ('$$DEMO_PROJECT', 'hello')\""; \
+	  echo; \
+	  exec $(BIN) serve
+
+test:
+	@set -e; eval "$$(scripts/pg.sh env)"; export BOARDCAST_TEST_DATABASE_URL="$$DATABASE_URL"; \
+	  scripts/drop-test-databases.sh "$$DATABASE_URL"; \
+	  $(CARGO) test --all-targets
+
+bench: build
+	@set -e; eval "$$(scripts/pg.sh env boardcast_bench)"; export DATABASE_URL; \
+	  $(CARGO) build --release --bin boardcast-bench; \
+	  ./target/release/boardcast-bench $(BENCH_ARGS)
+
+lint:
+	$(CARGO) fmt --check
+	$(CARGO) clippy --all-targets -- -D warnings
+
+pg-stop:
+	scripts/pg.sh stop

@@ -1,0 +1,416 @@
+//! The change feed, end to end: rows written with plain SQL (as psql would) reach the WebSocket clients in
+//! that project's room, once, in seq order, and nobody else.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use serde_json::json;
+use uuid::Uuid;
+
+#[tokio::test]
+async fn a_task_inserted_with_plain_sql_reaches_the_member_once_with_the_row() {
+    let app = spawn_app().await;
+    let (token, project) = app.member_of_new_project("alice").await;
+    let (mut alice, joined) = app.joined(&token, project).await;
+
+    let id = app.insert_task(project, "Write the launch post").await;
+
+    let e = alice.event().await;
+    assert_eq!(e["seq"], joined + 1);
+    assert_eq!(e["project"], json!(project));
+    assert_eq!((e["table"].as_str(), e["action"].as_str()), (Some("tasks"), Some("insert")));
+    assert_eq!(e["row"]["id"], json!(id));
+    assert_eq!(e["row"]["title"], "Write the launch post");
+    assert_eq!(e["row"]["status"], "todo");
+    alice.expect_silence(Duration::from_millis(300)).await;
+}
+
+#[tokio::test]
+async fn joined_reports_the_latest_seq_and_earlier_events_are_not_replayed() {
+    let app = spawn_app().await;
+    let (token, project) = app.member_of_new_project("alice").await;
+    app.insert_task(project, "before").await;
+    let latest = app.latest_seq(project).await;
+    assert!(latest >= 3, "project, member and task inserts are events");
+
+    let (mut alice, joined) = app.joined(&token, project).await;
+    assert_eq!(joined, latest);
+    app.insert_task(project, "after").await;
+    let e = alice.event().await;
+    assert_eq!((e["seq"].as_i64(), e["row"]["title"].as_str()), (Some(latest + 1), Some("after")));
+}
+
+#[tokio::test]
+async fn inserts_updates_and_deletes_arrive_in_seq_order_with_the_old_row_on_update() {
+    let app = spawn_app().await;
+    let (token, project) = app.member_of_new_project("alice").await;
+    let (mut alice, s) = app.joined(&token, project).await;
+
+    let id = app.insert_task(project, "draft").await;
+    app.sql.execute("UPDATE tasks SET status = 'in_progress', title = 'final' WHERE id = $1", &[&id]).await.unwrap();
+    app.sql.execute("DELETE FROM tasks WHERE id = $1", &[&id]).await.unwrap();
+
+    let events = alice.events(3).await;
+    assert_gapless(&events, project, s + 1, s + 3);
+    let actions: Vec<&str> = events.iter().map(|e| e["action"].as_str().unwrap()).collect();
+    assert_eq!(actions, ["insert", "update", "delete"]);
+    assert_eq!(events[1]["row"]["title"], "final");
+    assert_eq!(events[1]["old"]["title"], "draft");
+    assert_eq!(events[1]["row"]["version"], 2, "every writer bumps the version");
+    assert_eq!(events[2]["row"]["id"], json!(id), "a delete carries the deleted row");
+}
+
+#[tokio::test]
+async fn a_rolled_back_transaction_leaves_no_event_and_no_gap() {
+    let app = spawn_app().await;
+    let (token, project) = app.member_of_new_project("alice").await;
+    let (mut alice, s) = app.joined(&token, project).await;
+
+    app.sql
+        .batch_execute(&format!(
+            "BEGIN; INSERT INTO tasks (project_id, title) VALUES ('{project}', 'never'); ROLLBACK;"
+        ))
+        .await
+        .unwrap();
+    // A failing statement inside a transaction rolls it back too.
+    let failed = app
+        .sql
+        .batch_execute(&format!(
+            "BEGIN; INSERT INTO tasks (project_id, title) VALUES ('{project}', 'also never');
+             INSERT INTO tasks (project_id, title, status) VALUES ('{project}', 'bad', 'nonsense'); COMMIT;"
+        ))
+        .await;
+    assert!(failed.is_err());
+    let _ = app.sql.batch_execute("ROLLBACK").await;
+    app.insert_task(project, "kept").await;
+
+    let e = alice.event().await;
+    assert_eq!(e["seq"], s + 1, "the rolled-back writes took no seq");
+    assert_eq!(e["row"]["title"], "kept");
+    alice.expect_silence(Duration::from_millis(300)).await;
+    let in_history: i64 = app
+        .sql
+        .query_one("SELECT count(*) FROM feed_events WHERE frame LIKE '%never%'", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(in_history, 0);
+}
+
+#[tokio::test]
+async fn a_comment_reaches_the_room_of_its_tasks_project() {
+    let app = spawn_app().await;
+    let (token, project) = app.member_of_new_project("alice").await;
+    let task = app.insert_task(project, "needs review").await;
+    let (mut alice, s) = app.joined(&token, project).await;
+
+    // As psql would write it: no project_id, the trigger takes it from the task.
+    app.sql.execute("INSERT INTO comments (task_id, body) VALUES ($1, 'LGTM')", &[&task]).await.unwrap();
+
+    let e = alice.event().await;
+    assert_eq!(e["seq"], s + 1);
+    assert_eq!((e["table"].as_str(), e["action"].as_str()), (Some("comments"), Some("insert")));
+    assert_eq!(e["row"]["body"], "LGTM");
+    assert_eq!(e["row"]["task_id"], json!(task));
+}
+
+#[tokio::test]
+async fn two_clients_in_different_rooms_each_get_only_their_projects_events() {
+    let app = spawn_app().await;
+    let (a_token, a_project) = app.member_of_new_project("alice").await;
+    let (b_token, b_project) = app.member_of_new_project("bob").await;
+    let (mut alice, a0) = app.joined(&a_token, a_project).await;
+    let (mut bob, b0) = app.joined(&b_token, b_project).await;
+
+    app.insert_task(a_project, "for alice").await;
+    app.insert_task(b_project, "for bob").await;
+    app.insert_task(a_project, "for alice again").await;
+
+    let a = alice.events(2).await;
+    assert_gapless(&a, a_project, a0 + 1, a0 + 2);
+    assert_eq!(a[1]["row"]["title"], "for alice again");
+    let b = bob.event().await;
+    assert_eq!((b["seq"].as_i64(), b["row"]["title"].as_str()), (Some(b0 + 1), Some("for bob")));
+    alice.expect_silence(Duration::from_millis(300)).await;
+    bob.expect_silence(Duration::from_millis(100)).await;
+}
+
+#[tokio::test]
+async fn one_client_can_be_in_several_rooms_at_once() {
+    let app = spawn_app().await;
+    let (token, first) = app.member_of_new_project("alice").await;
+    let second = app.project("second board", "alice").await;
+    let mut alice = app.client(&token).await;
+    let s1 = alice.join(first).await;
+    let s2 = alice.join(second).await;
+
+    app.insert_task(first, "one").await;
+    app.insert_task(second, "two").await;
+
+    let events = alice.events(2).await;
+    assert_eq!((events[0]["project"].clone(), events[0]["seq"].as_i64()), (json!(first), Some(s1 + 1)));
+    assert_eq!((events[1]["project"].clone(), events[1]["seq"].as_i64()), (json!(second), Some(s2 + 1)));
+
+    alice.send(json!({"op": "leave", "project": first, "ref": 9})).await;
+    let left = alice.recv().await;
+    assert_eq!((left["op"].as_str(), left["ref"].as_i64()), (Some("left"), Some(9)));
+    app.insert_task(first, "not for a client that left").await;
+    app.insert_task(second, "still here").await;
+    assert_eq!(alice.event().await["row"]["title"], "still here");
+}
+
+#[tokio::test]
+async fn a_non_member_and_an_unknown_project_get_the_same_error_and_the_connection_stays_usable() {
+    let app = spawn_app().await;
+    let (_, project) = app.member_of_new_project("alice").await;
+    let (_, stranger_token) = app.user("mallory").await;
+    let mut mallory = app.client(&stranger_token).await;
+
+    mallory.send(json!({"op": "join", "project": project, "ref": "a"})).await;
+    let not_member = mallory.recv().await;
+    mallory.send(json!({"op": "join", "project": Uuid::new_v4(), "ref": "a"})).await;
+    let unknown = mallory.recv().await;
+    assert_eq!(not_member["op"], "error");
+    assert_eq!(not_member["code"], "not_found");
+    assert_eq!(not_member, unknown, "ids cannot be probed");
+
+    app.insert_task(project, "secret").await;
+    mallory.send(json!({"op": "ping", "ref": 1})).await;
+    let pong = mallory.recv().await;
+    assert_eq!(pong, json!({"op": "pong", "ref": 1}), "the stranger got nothing but the pong");
+}
+
+#[tokio::test]
+async fn a_missing_or_bad_token_is_refused_at_the_upgrade_with_401() {
+    let app = spawn_app().await;
+    app.user("alice").await;
+    for token in ["", "bc_0000000000000000000000000000000000000000000000000000000000000000", "garbage"] {
+        match WsClient::connect(&app.ws_url(), token).await {
+            Err(tokio_tungstenite::tungstenite::Error::Http(res)) => assert_eq!(res.status(), 401),
+            Err(e) => panic!("expected a 401, got {e}"),
+            Ok(_) => panic!("a bad token was accepted"),
+        }
+    }
+    // No credentials at all.
+    match tokio_tungstenite::connect_async(app.ws_url()).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(res)) => {
+            assert_eq!(res.status(), 401);
+            let body: serde_json::Value = serde_json::from_slice(res.body().as_deref().unwrap()).unwrap();
+            assert_eq!(body["error"]["code"], "unauthorized");
+        }
+        other => panic!("expected a 401, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn the_token_can_be_given_in_the_query_string_as_browsers_must() {
+    let app = spawn_app().await;
+    let (token, project) = app.member_of_new_project("alice").await;
+    let (mut ws, _) = tokio_tungstenite::connect_async(format!("{}?token={token}", app.ws_url())).await.unwrap();
+    use futures::{SinkExt, StreamExt};
+    ws.send(tokio_tungstenite::tungstenite::Message::text(json!({"op":"join","project":project}).to_string()))
+        .await
+        .unwrap();
+    let reply = ws.next().await.unwrap().unwrap();
+    let v: serde_json::Value = serde_json::from_str(reply.to_text().unwrap()).unwrap();
+    assert_eq!(v["op"], "joined");
+}
+
+#[tokio::test]
+async fn a_100kb_description_is_delivered_whole() {
+    let app = spawn_app().await;
+    let (token, project) = app.member_of_new_project("alice").await;
+    let (mut alice, s) = app.joined(&token, project).await;
+    let description: String = (0..100_000).map(|i| char::from(b'a' + (i % 26) as u8)).collect();
+
+    app.sql
+        .execute("INSERT INTO tasks (project_id, title, description) VALUES ($1, 'big', $2)", &[&project, &description])
+        .await
+        .unwrap();
+    let id = app.insert_task(project, "small after big").await;
+
+    let events = alice.events(2).await;
+    assert_gapless(&events, project, s + 1, s + 2);
+    assert_eq!(events[0]["row"]["description"].as_str().unwrap(), description);
+    assert_eq!(events[1]["row"]["id"], json!(id));
+}
+
+#[tokio::test]
+async fn ten_thousand_rows_in_one_transaction_arrive_complete_and_in_order() {
+    let app = spawn_app().await;
+    let (token, project) = app.member_of_new_project("alice").await;
+    let (mut alice, s) = app.joined(&token, project).await;
+
+    // 10,000 single-row statements in one transaction: 10,000 notifications, all delivered at commit.
+    let mut sql = String::from("BEGIN;");
+    for i in 0..10_000 {
+        sql.push_str(&format!("INSERT INTO tasks (project_id, title) VALUES ('{project}', 'row {i}');"));
+    }
+    sql.push_str("COMMIT;");
+    app.sql.batch_execute(&sql).await.unwrap();
+    // And one 10,000-row statement: a single notification naming the range.
+    app.sql
+        .execute(
+            "INSERT INTO tasks (project_id, title) SELECT $1, 'bulk ' || g FROM generate_series(0, 9999) g",
+            &[&project],
+        )
+        .await
+        .unwrap();
+
+    let events = alice.events(20_000).await;
+    assert_gapless(&events, project, s + 1, s + 20_000);
+    for (i, e) in events.iter().enumerate() {
+        let title = if i < 10_000 { format!("row {i}") } else { format!("bulk {}", i - 10_000) };
+        assert_eq!(e["row"]["title"], title.as_str());
+    }
+    alice.expect_silence(Duration::from_millis(300)).await;
+}
+
+#[tokio::test]
+async fn malformed_input_gets_precise_errors_and_the_connection_carries_on() {
+    let app = spawn_app().await;
+    let (token, project) = app.member_of_new_project("alice").await;
+    let mut alice = app.client(&token).await;
+
+    let cases = [
+        ("{not json", "bad_json"),
+        ("[1,2]", "bad_frame"),
+        (r#"{"project":"x"}"#, "bad_frame"),
+        (r#"{"op":"subscribe"}"#, "unknown_op"),
+        (r#"{"op":"join","project":"not-a-uuid"}"#, "bad_project"),
+        (r#"{"op":"join","project":42}"#, "bad_project"),
+        (r#"{"op":"join"}"#, "bad_project"),
+        (r#"{"op":"leave","project":"00000000-0000-0000-0000-000000000000"}"#, "not_joined"),
+    ];
+    for (input, code) in cases {
+        alice.send_text(input).await;
+        let e = alice.recv().await;
+        assert_eq!((e["op"].as_str(), e["code"].as_str()), (Some("error"), Some(code)), "for {input}");
+        assert!(e["message"].as_str().is_some_and(|m| !m.is_empty()));
+    }
+    alice.send(json!({"op": "join", "project": project, "since": "yesterday", "ref": "r"})).await;
+    let e = alice.recv().await;
+    assert_eq!((e["code"].as_str(), e["ref"].as_str()), (Some("bad_since"), Some("r")));
+
+    let s = alice.join(project).await;
+    alice.send(json!({"op": "join", "project": project})).await;
+    assert_eq!(alice.recv().await["code"], "already_joined");
+    app.insert_task(project, "still works").await;
+    assert_eq!(alice.event().await["seq"], s + 1);
+}
+
+#[tokio::test]
+async fn an_oversized_frame_closes_that_client_with_a_reason_and_others_carry_on() {
+    let app = spawn_app().await;
+    let (token, project) = app.member_of_new_project("alice").await;
+    let (mut alice, s) = app.joined(&token, project).await;
+    let mut loud = app.client(&token).await;
+
+    loud.send_text(&format!(r#"{{"op":"ping","pad":"{}"}}"#, "x".repeat(100_000))).await;
+    let (code, reason) = loud.closed().await.expect("a close frame with a reason");
+    assert_eq!(code, 1009);
+    assert!(reason.contains("too big"), "{reason}");
+
+    app.insert_task(project, "unaffected").await;
+    assert_eq!(alice.event().await["seq"], s + 1);
+}
+
+#[tokio::test]
+async fn secrets_never_enter_the_feed() {
+    let app = spawn_app().await;
+    let (token, project) = app.member_of_new_project("alice").await;
+    let (mut alice, _) = app.joined(&token, project).await;
+
+    app.user("bob").await;
+    app.sql.execute("UPDATE api_tokens SET label = 'renamed'", &[]).await.unwrap();
+    alice.expect_silence(Duration::from_millis(300)).await;
+    let leaks: i64 = app
+        .sql
+        .query_one("SELECT count(*) FROM feed_events WHERE frame LIKE '%token%' OR frame LIKE '%bc\\_%'", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(leaks, 0);
+}
+
+#[tokio::test]
+async fn a_removed_member_is_told_and_stops_receiving_the_projects_events() {
+    let app = spawn_app().await;
+    let (owner_token, project) = app.member_of_new_project("alice").await;
+    let (bob_id, bob_token) = app.user("bob").await;
+    app.add_member(project, "bob").await;
+    let (mut bob, _) = app.joined(&bob_token, project).await;
+    let (mut alice, _) = app.joined(&owner_token, project).await;
+
+    app.sql
+        .execute("DELETE FROM project_members WHERE project_id = $1 AND user_id = $2", &[&project, &bob_id])
+        .await
+        .unwrap();
+    let removal = bob.event().await;
+    assert_eq!((removal["table"].as_str(), removal["action"].as_str()), (Some("project_members"), Some("delete")));
+    let left = bob.recv().await;
+    assert_eq!(left, json!({"op": "left", "project": project, "reason": "removed"}));
+
+    app.insert_task(project, "bob must not see this").await;
+    assert_eq!(alice.events(2).await[1]["row"]["title"], "bob must not see this");
+    bob.expect_silence(Duration::from_millis(300)).await;
+    bob.send(json!({"op": "join", "project": project})).await;
+    assert_eq!(bob.recv().await["code"], "not_found");
+}
+
+#[tokio::test]
+async fn a_revoked_token_closes_open_connections_at_once() {
+    let app = spawn_app().await;
+    let (token, project) = app.member_of_new_project("alice").await;
+    let (mut alice, _) = app.joined(&token, project).await;
+
+    boardcast::admin::revoke_token(&app.sql, &token).await.unwrap();
+    let (code, reason) = alice.closed().await.expect("a close frame");
+    assert_eq!((code, reason.as_str()), (4001, "token revoked"));
+    assert!(WsClient::connect(&app.ws_url(), &token).await.is_err());
+}
+
+#[tokio::test]
+async fn a_write_with_the_psql_binary_reaches_the_room() {
+    let app = spawn_app().await;
+    let (token, project) = app.member_of_new_project("alice").await;
+    let (mut alice, s) = app.joined(&token, project).await;
+    let sql = format!("INSERT INTO tasks (project_id, title) VALUES ('{project}', 'from psql')");
+    let status = std::process::Command::new("psql")
+        .args([app.db_url.as_str(), "-v", "ON_ERROR_STOP=1", "-qc", sql.as_str()])
+        .status()
+        .expect("psql must be installed for this test");
+    assert!(status.success());
+    let e = alice.event().await;
+    assert_eq!((e["seq"].as_i64(), e["row"]["title"].as_str()), (Some(s + 1), Some("from psql")));
+}
+
+#[tokio::test]
+async fn healthz_is_200_when_the_pool_and_the_listener_are_up() {
+    let app = spawn_app().await;
+    let res = reqwest::get(app.http("/healthz")).await.unwrap();
+    assert_eq!(res.status(), 200);
+    let body: serde_json::Value = res.json().await.unwrap();
+    assert_eq!((body["database"].as_bool(), body["listener"].as_bool()), (Some(true), Some(true)));
+}
+
+#[tokio::test]
+async fn a_task_moved_to_another_project_leaves_one_room_and_enters_the_other() {
+    let app = spawn_app().await;
+    let (token, from) = app.member_of_new_project("alice").await;
+    let to = app.project("other", "alice").await;
+    let task = app.insert_task(from, "moving").await;
+    let mut alice = app.client(&token).await;
+    let s_from = alice.join(from).await;
+    let s_to = alice.join(to).await;
+
+    app.sql.execute("UPDATE tasks SET project_id = $1 WHERE id = $2", &[&to, &task]).await.unwrap();
+    let events = alice.events(2).await;
+    let by_project = |p: Uuid| events.iter().find(|e| e["project"] == json!(p)).unwrap().clone();
+    let (gone, came) = (by_project(from), by_project(to));
+    assert_eq!((gone["action"].as_str(), gone["seq"].as_i64()), (Some("delete"), Some(s_from + 1)));
+    assert_eq!((came["action"].as_str(), came["seq"].as_i64()), (Some("insert"), Some(s_to + 1)));
+    assert_eq!(came["row"]["id"], json!(task));
+}
