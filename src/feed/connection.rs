@@ -188,13 +188,38 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             self.feed.rooms.release(project);
             return self.say(protocol::resync(project, latest, "since_ahead", &reference)).await;
         }
+        // A resume: check that history still reaches back to `start` before promising anything.
+        let mut first_page = Vec::new();
+        if start < latest {
+            let page = self.feed.settings.history_page;
+            first_page = match history::read(&self.feed.pool, project, start, latest, page).await {
+                Ok(events) => events,
+                Err(e) => {
+                    tracing::error!("history read failed: {e}");
+                    drop(rx);
+                    self.feed.rooms.release(project);
+                    let msg = "the server could not read the project's history; try again";
+                    return self.say(protocol::error("unavailable", msg, &reference)).await;
+                }
+            };
+            if first_page.first().map(|e| e.seq) != Some(start + 1) {
+                drop(rx);
+                self.feed.rooms.release(project);
+                return self.say(protocol::resync(project, latest, "history_pruned", &reference)).await;
+            }
+        }
         rooms.insert(project, BroadcastStream::new(rx));
         self.cursors.insert(project, start);
-        self.say(protocol::joined(project, start, latest, &reference)).await?;
-        if start < latest {
-            self.fill(rooms, project, latest).await?;
+        self.feed_frame(Message::text(protocol::joined(project, start, latest, &reference))).await?;
+        for event in first_page {
+            self.emit(rooms, &event).await?;
+            if !self.cursors.contains_key(&project) {
+                break;
+            }
         }
-        Ok(())
+        self.flush().await?;
+        // The rest of the replay, if the first page did not reach `latest`.
+        self.fill(rooms, project, latest).await
     }
 
     /// An item from a room's broadcast, then whatever else is ready, flushed once: a burst of events costs

@@ -63,7 +63,9 @@ fn lost(after_listening: bool, reason: impl ToString) -> Lost {
 
 /// One connection's life: connect, LISTEN, catch the rooms up, then relay notifications until it fails.
 async fn session(feed: &Arc<Feed>, database_url: &str, shutdown: &CancellationToken) -> Result<(), Lost> {
-    let config = pg_config(database_url).map_err(|e| lost(false, e))?;
+    let mut config = pg_config(database_url).map_err(|e| lost(false, e))?;
+    // Named, so an operator can find it in pg_stat_activity (and tests can cut it).
+    config.application_name("boardcast-listener");
     let (client, mut connection) = config.connect(NoTls).await.map_err(|e| lost(false, e))?;
 
     // Drive the connection: forward notifications, end when the connection does.

@@ -96,6 +96,11 @@ impl Rooms {
         self.map.lock().unwrap().keys().copied().collect()
     }
 
+    /// Subscribers of a project's room in this process (0 if it has no room).
+    pub fn subscribers(&self, project: Uuid) -> usize {
+        self.map.lock().unwrap().get(&project).map(|r| r.events.receiver_count()).unwrap_or(0)
+    }
+
     pub fn len(&self) -> usize {
         self.map.lock().unwrap().len()
     }
