@@ -364,3 +364,105 @@ async fn on_shutdown_clients_are_told_to_reconnect_and_resume_without_loss() {
     let e = again.event().await;
     assert_eq!((e["seq"].as_i64(), e["row"]["title"].as_str()), (Some(s + 2), Some("while down")));
 }
+
+#[tokio::test]
+async fn concurrent_writers_and_clients_that_randomly_drop_and_resume_all_see_exactly_the_committed_events() {
+    let app = spawn_app().await;
+    let (token, p1) = app.member_of_new_project("alice").await;
+    let p2 = app.project("second", "alice").await;
+    let s1 = app.latest_seq(p1).await;
+    let s2 = app.latest_seq(p2).await;
+
+    // Four writers: single inserts, multi-statement transactions across both projects, updates, and
+    // transactions that roll back.
+    let mut writers = Vec::new();
+    for w in 0..4u64 {
+        let url = app.db_url.clone();
+        writers.push(tokio::spawn(async move {
+            let mut sql = connect(&url).await;
+            for i in 0..60u64 {
+                let tx = sql.transaction().await.unwrap();
+                let project = if (w + i) % 2 == 0 { p1 } else { p2 };
+                tx.execute("INSERT INTO tasks (project_id, title) VALUES ($1, $2)", &[&project, &format!("w{w}-{i}")])
+                    .await
+                    .unwrap();
+                if i % 3 == 0 {
+                    tx.execute("UPDATE tasks SET status = 'done' WHERE title = $1", &[&format!("w{w}-{i}")]).await.unwrap();
+                }
+                if i % 7 == 0 {
+                    tx.rollback().await.unwrap();
+                } else {
+                    tx.commit().await.unwrap();
+                }
+            }
+        }));
+    }
+
+    // Three clients in both rooms, each dropping its connection at random moments and resuming.
+    let mut clients = Vec::new();
+    for c in 0..3u64 {
+        let url = app.ws_url();
+        let token = token.clone();
+        clients.push(tokio::spawn(async move {
+            let mut seen: std::collections::HashMap<Uuid, Vec<i64>> = Default::default();
+            let mut last = std::collections::HashMap::from([(p1, s1), (p2, s2)]);
+            let mut rng_state = 0x9e3779b97f4a7c15u64 ^ c;
+            let mut next_rand = move || {
+                rng_state ^= rng_state << 13;
+                rng_state ^= rng_state >> 7;
+                rng_state ^= rng_state << 17;
+                rng_state
+            };
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(8);
+            while tokio::time::Instant::now() < deadline {
+                let mut ws = WsClient::connect(&url, &token).await.unwrap();
+                for p in [p1, p2] {
+                    ws.send(json!({"op": "join", "project": p, "since": last[&p]})).await;
+                }
+                let frames = 5 + next_rand() % 40;
+                for _ in 0..frames {
+                    let Some(f) = ws.recv_within(Duration::from_millis(300)).await else { break };
+                    if f["op"] == "event" {
+                        let p: Uuid = f["project"].as_str().unwrap().parse().unwrap();
+                        let seq = f["seq"].as_i64().unwrap();
+                        seen.entry(p).or_default().push(seq);
+                        last.insert(p, seq);
+                    } else {
+                        assert_eq!(f["op"], "joined", "{f}");
+                    }
+                }
+                drop(ws); // drop without a goodbye, mid-stream
+            }
+            (seen, last)
+        }));
+    }
+    for w in writers {
+        w.await.unwrap();
+    }
+    let results: Vec<_> = futures::future::join_all(clients).await.into_iter().map(|r| r.unwrap()).collect();
+
+    // Finally each client resumes once more and drains what is left.
+    for (mut seen, last) in results {
+        let mut ws = app.client(&token).await;
+        for (p, s) in [(p1, s1), (p2, s2)] {
+            ws.send(json!({"op": "join", "project": p, "since": last[&p]})).await;
+            assert_eq!(ws.recv().await["op"], "joined");
+            let end = app.latest_seq(p).await;
+            let rest = ws.events((end - last[&p]) as usize).await;
+            let all = seen.entry(p).or_default();
+            all.extend(rest.iter().map(|e| e["seq"].as_i64().unwrap()));
+            assert_eq!(*all, (s + 1..=end).collect::<Vec<_>>(), "project {p}: not exactly {}..={end}", s + 1);
+        }
+        ws.expect_silence(Duration::from_millis(200)).await;
+    }
+    // The events match the committed rows: 4 writers x 60, minus the rolled-back ones.
+    let committed: i64 = app.sql.query_one("SELECT count(*) FROM tasks", &[]).await.unwrap().get(0);
+    assert_eq!(committed, 4 * (60 - 9));
+    let inserts: i64 = app
+        .sql
+        .query_one("SELECT count(*) FROM feed_events WHERE frame LIKE '%\"table\":\"tasks\",\"action\":\"insert\"%'", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(inserts, committed);
+}
