@@ -40,9 +40,11 @@ test:
 	  scripts/drop-test-databases.sh "$$DATABASE_URL"; \
 	  $(CARGO) test --all-targets
 
+# make bench: every scenario (a few minutes) against database boardcast_bench (its schema is recreated);
+# writes BENCHMARKS.md and docs/bench/latency.svg. One scenario, other sizes:
+#   make bench BENCH_ARGS='--scenario latency --clients 2000 --rate 2000'   (see boardcast-bench --help)
 bench: build
 	@set -e; eval "$$(scripts/pg.sh env boardcast_bench)"; export DATABASE_URL; \
-	  $(CARGO) build --release --bin boardcast-bench; \
 	  ./target/release/boardcast-bench $(BENCH_ARGS)
 
 lint:

@@ -49,7 +49,8 @@ CREATE TABLE tasks (
     assignee_id uuid REFERENCES users (id) ON DELETE SET NULL,
     -- A card's place on the board. Fractional, so a card can be moved between two others without renumbering.
     -- Left NULL by the writer, it becomes "after the last card of the project".
-    position    double precision NOT NULL,
+    -- Bounded so that every client's JSON parser can read it back (no NaN, no infinities, no 1e308).
+    position    double precision NOT NULL CHECK (position BETWEEN -1e15 AND 1e15),
     -- Bumped on every update, by any writer; the API uses it to refuse stale writes (409).
     version     bigint NOT NULL DEFAULT 1,
     created_at  timestamptz NOT NULL DEFAULT now(),

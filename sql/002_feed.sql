@@ -3,12 +3,14 @@
 --
 -- Why it is built this way:
 --
--- * Gapless and in commit order. Each project has one counter row in feed_seq. A statement that changes a
---   project bumps that row (INSERT .. ON CONFLICT DO UPDATE), which locks it until the transaction ends. A
---   second writer to the same project waits for that lock, so it takes its numbers only after the first has
---   committed (or rolled back, which also undoes the bump: no gap). Seqs therefore follow commit order.
---   The price is that writers to one project serialize at commit; writers to different projects do not.
---
+-- * Gapless and in commit order. Each project has one lock row in feed_locks. A statement that changes a
+--   project first locks that row (FOR UPDATE), which it holds until its transaction ends; a second writer to
+--   the same project waits there. Only then, in a new statement (so with a fresh snapshot that sees every
+--   transaction committed before the lock was granted), does it number its events from the project's
+--   highest recorded seq. So seqs follow commit order, and a rollback removes its events with it: no gap.
+--   The price is that writers to one project serialize from their first write to their commit; writers to
+--   different projects do not. The lock row is never updated, only locked: a transaction of 100,000
+--   statements would otherwise pile up 100,000 versions of one row and slow down quadratically.
 -- * Recorded, not just notified. NOTIFY is fire-and-forget: a listener that is disconnected misses it. Events
 --   are kept in feed_events so a listener can catch up after a reconnect and a client can resume with
 --   `since`. NOTIFY is only the doorbell.
@@ -26,9 +28,8 @@
 -- The frames are present only when they all fit; otherwise the listener fetches seqs first..last.
 -- Secrets never enter the feed: users and api_tokens have no feed trigger.
 
-CREATE TABLE feed_seq (
-    project_id uuid PRIMARY KEY,
-    last_seq   bigint NOT NULL
+CREATE TABLE feed_locks (
+    project_id uuid PRIMARY KEY
 );
 
 CREATE TABLE feed_events (
@@ -40,6 +41,13 @@ CREATE TABLE feed_events (
 );
 -- Retention by age scans by time; a BRIN index costs writers next to nothing.
 CREATE INDEX feed_events_at_idx ON feed_events USING brin (at);
+
+-- The latest seq of each project. Inside a writing transaction it includes that transaction's own events
+-- (the API uses this to tell a client the seq of its write).
+CREATE VIEW feed_seq AS
+    SELECT l.project_id,
+           coalesce((SELECT max(e.seq) FROM feed_events e WHERE e.project_id = l.project_id), 0) AS last_seq
+      FROM feed_locks l;
 
 -- Builds the frame a WebSocket client receives. Table names and actions are plain identifiers and the row is
 -- jsonb rendered as text, so concatenation yields valid JSON with a fixed key order: op, project, seq, table,
@@ -66,28 +74,39 @@ $$;
 -- {"p": project, "a": action, "r": row, "o": old row or null}, in the order they should be numbered.
 CREATE FUNCTION boardcast_record(tbl text, changes jsonb[]) RETURNS void LANGUAGE plpgsql AS $$
 DECLARE
+    projects uuid[];
+    bases bigint[];
     notified bigint;
 BEGIN
     IF cardinality(changes) = 0 THEN
         RETURN;
     END IF;
+    SELECT array_agg(DISTINCT (c->>'p')::uuid ORDER BY (c->>'p')::uuid) INTO projects FROM unnest(changes) c;
+    -- Lock each project's row, in one order so statements touching several projects cannot deadlock each
+    -- other. Re-locking a row this transaction already holds costs nothing.
+    INSERT INTO feed_locks (project_id) SELECT unnest(projects) ON CONFLICT DO NOTHING;
+    PERFORM 1 FROM feed_locks WHERE project_id = ANY (projects) ORDER BY project_id FOR UPDATE;
+    -- Once per transaction, also update the row (to itself). Under REPEATABLE READ or SERIALIZABLE, a writer
+    -- whose snapshot predates another writer's commit then fails with a retryable serialization error at the
+    -- FOR UPDATE above, instead of numbering from a stale view of the events.
+    UPDATE feed_locks SET project_id = project_id
+     WHERE project_id = ANY (projects) AND xmin::text <> (pg_current_xact_id()::text::bigint % 4294967296)::text;
+    -- A new statement, so a new snapshot: it sees the events of every writer that committed before us.
+    -- (Read here, once, and not inside the INSERT below: there, each lookup would have to step over the rows
+    -- that very INSERT is adding, and a 100,000-row statement would take quadratic time.)
+    SELECT array_agg(coalesce((SELECT max(seq) FROM feed_events e WHERE e.project_id = p), 0) ORDER BY ord)
+      INTO bases FROM unnest(projects) WITH ORDINALITY AS u(p, ord);
     WITH ch AS (
         SELECT (c->>'p')::uuid AS project_id, c->>'a' AS action, c->'r' AS new_row,
                nullif(c->'o', 'null'::jsonb) AS old_row, ord
         FROM unnest(changes) WITH ORDINALITY AS u(c, ord)
-    ), counts AS (
-        SELECT project_id, count(*) AS n FROM ch GROUP BY project_id
-    ), bumped AS (
-        -- Sorted so that statements touching several projects lock counters in one order (no deadlock).
-        INSERT INTO feed_seq AS f (project_id, last_seq)
-        SELECT project_id, n FROM counts ORDER BY project_id
-        ON CONFLICT (project_id) DO UPDATE SET last_seq = f.last_seq + excluded.last_seq
-        RETURNING f.project_id, f.last_seq
+    ), base AS (
+        SELECT * FROM unnest(projects, bases) AS b(project_id, last_seq)
     ), numbered AS (
         SELECT ch.project_id,
-               b.last_seq - c.n + row_number() OVER (PARTITION BY ch.project_id ORDER BY ch.ord) AS seq,
+               b.last_seq + row_number() OVER (PARTITION BY ch.project_id ORDER BY ch.ord) AS seq,
                ch.action, ch.new_row, ch.old_row
-        FROM ch JOIN counts c USING (project_id) JOIN bumped b USING (project_id)
+        FROM ch JOIN base b USING (project_id)
     ), stored AS (
         INSERT INTO feed_events (project_id, seq, frame)
         SELECT project_id, seq, boardcast_frame(project_id, seq, tbl, action, new_row, old_row) FROM numbered
@@ -181,33 +200,42 @@ END $$;
 CREATE TRIGGER api_tokens_revoked AFTER UPDATE OR DELETE ON api_tokens
     FOR EACH ROW EXECUTE FUNCTION boardcast_token_revoked();
 
--- Retention. Events older than max_age are removed, and of each project at most max_per_project most recent
--- events are kept (NULL disables either rule). The latest event of a project is always kept by the age rule,
--- so "the history does not reach back" can always be told apart from "nothing happened". Deletes go in
--- batches so no long lock is held; writers insert new rows and never wait on these deletes.
+-- Retention. Removes up to `batch` of the oldest events that are older than max_age or beyond the
+-- max_per_project most recent of their project (NULL disables either rule), and returns how many it removed;
+-- the server calls it until it returns less than `batch`, each call its own short transaction. The latest
+-- event of a project is always kept, so "the history does not reach back" can always be told apart from
+-- "nothing happened". Deletes walk each project's events from the oldest end of the primary key, so a run
+-- costs what it removes, not the size of the table. Writers only insert new rows and never wait on this.
 CREATE FUNCTION boardcast_prune_events(max_age interval, max_per_project bigint, batch integer DEFAULT 10000)
 RETURNS bigint LANGUAGE plpgsql AS $$
 DECLARE
+    r record;
     removed bigint := 0;
     n bigint;
+    oldest record;
 BEGIN
-    IF max_age IS NOT NULL THEN
-        LOOP
-            DELETE FROM feed_events e
-             WHERE (e.project_id, e.seq) IN (
-                   SELECT x.project_id, x.seq FROM feed_events x JOIN feed_seq s USING (project_id)
-                    WHERE x.at < now() - max_age AND x.seq < s.last_seq
-                    LIMIT batch);
+    FOR r IN SELECT project_id, last_seq FROM feed_seq LOOP
+        EXIT WHEN removed >= batch;
+        IF max_per_project IS NOT NULL THEN
+            DELETE FROM feed_events
+             WHERE project_id = r.project_id
+               AND seq <= r.last_seq - greatest(max_per_project, 1)
+               AND seq < (SELECT min(seq) FROM feed_events WHERE project_id = r.project_id) + (batch - removed);
             GET DIAGNOSTICS n = ROW_COUNT;
             removed := removed + n;
-            EXIT WHEN n < batch;
-        END LOOP;
-    END IF;
-    IF max_per_project IS NOT NULL THEN
-        DELETE FROM feed_events e USING feed_seq s
-         WHERE e.project_id = s.project_id AND e.seq <= s.last_seq - greatest(max_per_project, 1);
-        GET DIAGNOSTICS n = ROW_COUNT;
-        removed := removed + n;
-    END IF;
+        END IF;
+        IF max_age IS NOT NULL AND removed < batch THEN
+            -- Events are recorded in seq order, so the old ones are a prefix: stop at the first young one.
+            SELECT seq, at INTO oldest FROM feed_events WHERE project_id = r.project_id ORDER BY seq LIMIT 1;
+            IF oldest.at < now() - max_age AND oldest.seq < r.last_seq THEN
+                DELETE FROM feed_events
+                 WHERE project_id = r.project_id
+                   AND seq < least(r.last_seq, oldest.seq + (batch - removed))
+                   AND at < now() - max_age;
+                GET DIAGNOSTICS n = ROW_COUNT;
+                removed := removed + n;
+            END IF;
+        END IF;
+    END LOOP;
     RETURN removed;
 END $$;

@@ -146,18 +146,32 @@ pub async fn retention_loop(pool: Pool, retention: Retention, shutdown: Cancella
 }
 
 pub async fn prune(pool: &Pool, retention: &Retention) -> Result<i64> {
+    const BATCH: i32 = 10_000;
     let client = pool.get().await?;
-    let age = retention.max_age.map(|d| format!("{} seconds", d.as_secs()));
-    let row = client
-        .query_one(
-            "SELECT CASE WHEN pg_try_advisory_lock(hashtext('boardcast.retention'))
-                    THEN boardcast_prune_events($1::text::interval, $2) END",
-            &[&age, &retention.max_per_project],
-        )
-        .await?;
-    let removed: Option<i64> = row.get(0);
-    if removed.is_some() {
-        client.execute("SELECT pg_advisory_unlock(hashtext('boardcast.retention'))", &[]).await?;
+    let locked: bool =
+        client.query_one("SELECT pg_try_advisory_lock(hashtext('boardcast.retention'))", &[]).await?.get(0);
+    if !locked {
+        return Ok(0); // another server is pruning
     }
-    Ok(removed.unwrap_or(0))
+    let age = retention.max_age.map(|d| format!("{} seconds", d.as_secs()));
+    let mut total = 0;
+    let outcome = async {
+        loop {
+            // Each call is its own short transaction.
+            let n: i64 = client
+                .query_one(
+                    "SELECT boardcast_prune_events($1::text::interval, $2, $3)",
+                    &[&age, &retention.max_per_project, &BATCH],
+                )
+                .await?
+                .get(0);
+            total += n;
+            if n < BATCH as i64 {
+                return Ok::<_, Error>(());
+            }
+        }
+    }
+    .await;
+    client.execute("SELECT pg_advisory_unlock(hashtext('boardcast.retention'))", &[]).await?;
+    outcome.map(|()| total)
 }

@@ -9,7 +9,7 @@ use warp::http::StatusCode;
 use warp::reject::Rejection;
 use warp::reply::{Reply, Response};
 
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum ApiError {
     /// 400: the request cannot be understood (malformed JSON, a bad query string, an id that is not a UUID).
     #[error("{0}")]
@@ -26,9 +26,15 @@ pub enum ApiError {
     /// 409: the write conflicts with the current state; `current` is that state when there is one to show.
     #[error("{message}")]
     Conflict { message: String, current: Option<Value> },
+    /// 405: the path exists but not with this method; `allow` lists the methods it has (the `Allow` header).
+    #[error("method not allowed on this route; allowed: {allow}")]
+    MethodNotAllowed { allow: String },
     /// 413: the body is larger than the limit.
     #[error("{0}")]
     TooLarge(String),
+    /// 415: a body was sent with a content type other than JSON.
+    #[error("{0}")]
+    UnsupportedMediaType(String),
     /// 422: a field holds a value that is not allowed.
     #[error("{field}: {message}")]
     Invalid { field: String, message: String },
@@ -54,7 +60,9 @@ impl ApiError {
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::Conflict { .. } => StatusCode::CONFLICT,
+            ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::Invalid { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -68,7 +76,9 @@ impl ApiError {
             ApiError::Forbidden(_) => "forbidden",
             ApiError::NotFound(_) => "not_found",
             ApiError::Conflict { .. } => "conflict",
+            ApiError::MethodNotAllowed { .. } => "method_not_allowed",
             ApiError::TooLarge(_) => "too_large",
+            ApiError::UnsupportedMediaType(_) => "unsupported_media_type",
             ApiError::Invalid { .. } => "invalid",
             ApiError::Unavailable(_) => "unavailable",
             ApiError::Internal(_) => "internal",
@@ -93,6 +103,11 @@ impl ApiError {
         let mut res = warp::reply::with_status(warp::reply::json(&json!({"error": body})), status).into_response();
         if status == StatusCode::UNAUTHORIZED {
             res.headers_mut().insert("www-authenticate", "Bearer".parse().unwrap());
+        }
+        if let ApiError::MethodNotAllowed { allow } = &self
+            && let Ok(v) = allow.parse()
+        {
+            res.headers_mut().insert("allow", v);
         }
         res
     }
@@ -131,8 +146,12 @@ impl From<tokio_postgres::Error> for ApiError {
         };
         let constraint = db.constraint().unwrap_or("").to_string();
         match *db.code() {
-            SqlState::UNIQUE_VIOLATION => ApiError::Conflict { message: format!("already exists ({constraint})"), current: None },
-            SqlState::FOREIGN_KEY_VIOLATION => ApiError::invalid(&fk_field(&constraint), "refers to something that does not exist"),
+            SqlState::UNIQUE_VIOLATION => {
+                ApiError::Conflict { message: format!("already exists ({constraint})"), current: None }
+            }
+            SqlState::FOREIGN_KEY_VIOLATION => {
+                ApiError::invalid(&fk_field(&constraint), "refers to something that does not exist")
+            }
             SqlState::CHECK_VIOLATION => ApiError::invalid(&check_field(&constraint), "value not allowed"),
             SqlState::NOT_NULL_VIOLATION => ApiError::invalid(db.column().unwrap_or("body"), "is required"),
             SqlState::STRING_DATA_RIGHT_TRUNCATION | SqlState::NUMERIC_VALUE_OUT_OF_RANGE => {
@@ -140,6 +159,13 @@ impl From<tokio_postgres::Error> for ApiError {
             }
             SqlState::T_R_SERIALIZATION_FAILURE | SqlState::T_R_DEADLOCK_DETECTED => {
                 ApiError::Conflict { message: "a concurrent write got in the way; retry".into(), current: None }
+            }
+            // Text PostgreSQL cannot store (a NUL character): the API validates first, this is the safety net.
+            SqlState::CHARACTER_NOT_IN_REPERTOIRE | SqlState::UNTRANSLATABLE_CHARACTER => {
+                ApiError::invalid(db.column().unwrap_or("body"), "contains a character that cannot be stored")
+            }
+            SqlState::INVALID_TEXT_REPRESENTATION | SqlState::INVALID_DATETIME_FORMAT => {
+                ApiError::BadRequest("a value could not be parsed".into())
             }
             SqlState::ADMIN_SHUTDOWN | SqlState::CANNOT_CONNECT_NOW => {
                 ApiError::Unavailable("the database is restarting; try again".into())
@@ -169,18 +195,7 @@ fn check_field(constraint: &str) -> String {
 /// method, bad body, ...) in the same JSON shape.
 pub async fn recover(r: Rejection) -> Result<Response, Infallible> {
     let e = if let Some(e) = r.find::<ApiError>() {
-        // Rebuild: Rejection only lends us a reference.
-        match e {
-            ApiError::BadRequest(m) => ApiError::BadRequest(m.clone()),
-            ApiError::Unauthorized(m) => ApiError::Unauthorized(m.clone()),
-            ApiError::Forbidden(m) => ApiError::Forbidden(m.clone()),
-            ApiError::NotFound(m) => ApiError::NotFound(m.clone()),
-            ApiError::Conflict { message, current } => ApiError::Conflict { message: message.clone(), current: current.clone() },
-            ApiError::TooLarge(m) => ApiError::TooLarge(m.clone()),
-            ApiError::Invalid { field, message } => ApiError::Invalid { field: field.clone(), message: message.clone() },
-            ApiError::Unavailable(m) => ApiError::Unavailable(m.clone()),
-            ApiError::Internal(m) => ApiError::Internal(m.clone()),
-        }
+        e.clone()
     } else if r.is_not_found() {
         ApiError::NotFound("no such route".into())
     } else if let Some(e) = r.find::<warp::filters::body::BodyDeserializeError>() {
@@ -188,7 +203,7 @@ pub async fn recover(r: Rejection) -> Result<Response, Infallible> {
     } else if r.find::<warp::reject::PayloadTooLarge>().is_some() {
         ApiError::TooLarge("the body is too large".into())
     } else if r.find::<warp::reject::UnsupportedMediaType>().is_some() {
-        ApiError::BadRequest("send the body as application/json".into())
+        ApiError::UnsupportedMediaType("send the body as application/json".into())
     } else if let Some(e) = r.find::<warp::reject::InvalidQuery>() {
         ApiError::BadRequest(format!("bad query string: {e}"))
     } else if let Some(e) = r.find::<warp::reject::MissingHeader>() {

@@ -1,17 +1,37 @@
 //! The HTTP API. Route handlers only read and write PostgreSQL; the triggers emit. See docs/api.md and the
 //! OpenAPI document served at /api/openapi.json.
+//!
+//! This file holds what every resource shares: the authentication filter, the reply of a write (with the
+//! seq of its event), membership checks, and [`routes`], which combines the resources:
+//!
+//! * [`projects`], [`members`], [`tasks`], [`comments`] — the board;
+//! * [`me`] — the caller and their API tokens;
+//! * [`openapi`] — the OpenAPI document, which also drives the 405/404 answers for unrouted requests.
 
+pub mod comments;
 pub mod error;
+pub mod input;
+pub mod me;
+pub mod members;
+pub mod openapi;
+pub mod projects;
+pub mod tasks;
 
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use serde_json::Value;
+use tokio_postgres::GenericClient;
+use uuid::Uuid;
 use warp::http::StatusCode;
+use warp::reply::Response;
 use warp::{Filter, Rejection, Reply};
 
+use crate::auth::{self, Identity};
 use crate::feed::Feed;
+use error::ApiError;
 
 pub fn with_feed(feed: Arc<Feed>) -> impl Filter<Extract = (Arc<Feed>,), Error = Infallible> + Clone {
     warp::any().map(move || feed.clone())
@@ -37,8 +57,111 @@ pub fn healthz(feed: Arc<Feed>) -> impl Filter<Extract = (impl Reply,), Error = 
     })
 }
 
-/// Every `/api` route. (The REST resources are added here.)
+/// Every `/api` route. A request no route takes ends in [`unrouted`], which answers 405 (with `Allow`) for a
+/// documented path and 404 for anything else under /api.
 pub fn routes(feed: Arc<Feed>) -> impl Filter<Extract = (impl Reply,), Error = Rejection> + Clone {
-    let _ = feed;
-    warp::path("api").and(warp::path::end()).map(|| warp::reply::json(&serde_json::json!({"api": "boardcast"})))
+    let index = warp::path!("api").and(warp::get()).map(|| {
+        warp::reply::json(&serde_json::json!({"api": "boardcast", "openapi": "/api/openapi.json"})).into_response()
+    });
+    index
+        .or(openapi::route())
+        .unify()
+        .or(me::routes(feed.clone()))
+        .unify()
+        .or(projects::routes(feed.clone()))
+        .unify()
+        .or(members::routes(feed.clone()))
+        .unify()
+        .or(tasks::routes(feed.clone()))
+        .unify()
+        .or(comments::routes(feed))
+        .unify()
+        .or(unrouted())
+        .unify()
+}
+
+/// Rejects, never answers: a custom rejection combined after a route's own (say, a 401) loses to it, and wins
+/// over warp's generic 404/405. So a route's error always stands, and an unrouted request gets the document's
+/// view: 405 with the methods of a documented path, else 404.
+fn unrouted() -> impl Filter<Extract = (Response,), Error = Rejection> + Clone {
+    warp::path("api").and(warp::path::full()).and(warp::method()).and_then(
+        |path: warp::path::FullPath, method: warp::http::Method| async move {
+            let methods = openapi::methods_of(path.as_str());
+            if methods.contains(&method.as_str()) {
+                // A route took this request and refused it (a bad header or query): its rejection stands.
+                return Err(warp::reject::not_found());
+            }
+            let e = if methods.is_empty() {
+                ApiError::NotFound("no such route".into())
+            } else {
+                ApiError::MethodNotAllowed { allow: methods.join(", ") }
+            };
+            Err::<Response, _>(warp::reject::custom(e))
+        },
+    )
+}
+
+/// The caller, from `Authorization: Bearer TOKEN`. Missing, malformed, unknown and revoked tokens are 401.
+/// (Unlike the WebSocket, the REST API does not take `?token=`: query strings end up in logs.)
+pub fn authed(feed: Arc<Feed>) -> impl Filter<Extract = (Identity,), Error = Rejection> + Clone {
+    warp::header::optional::<String>("authorization").and(with_feed(feed)).and_then(
+        |header: Option<String>, feed: Arc<Feed>| async move {
+            let who = async {
+                let token = auth::token_from(header.as_deref(), None)
+                    .ok_or_else(|| ApiError::Unauthorized("missing token: send Authorization: Bearer TOKEN".into()))?;
+                let client = feed.pool.get().await?;
+                auth::authenticate(&**client, &token)
+                    .await?
+                    .ok_or_else(|| ApiError::Unauthorized("invalid or revoked token".into()))
+            };
+            who.await.map_err(warp::reject::custom)
+        },
+    )
+}
+
+/// A handler's result as a response: errors take the one JSON shape.
+pub fn respond(r: Result<Response, ApiError>) -> Response {
+    r.unwrap_or_else(ApiError::into_response)
+}
+
+/// A JSON reply.
+pub fn ok(status: StatusCode, body: &Value) -> Response {
+    warp::reply::with_status(warp::reply::json(body), status).into_response()
+}
+
+/// The reply to a write: the resource with `"seq"`, the seq of the event the write produced in its project's
+/// feed (null when the write changed nothing, so produced no event), also sent as `X-Boardcast-Seq`.
+pub fn written(status: StatusCode, mut body: Value, seq: Option<i64>) -> Response {
+    if let Value::Object(m) = &mut body {
+        m.insert("seq".into(), seq.map_or(Value::Null, Value::from));
+    }
+    let mut res = ok(status, &body);
+    if let Some(seq) = seq {
+        res.headers_mut().insert("x-boardcast-seq", seq.into());
+    }
+    res
+}
+
+/// The seq of the event this transaction's last write produced. Called right after the write, in the same
+/// transaction: the write bumped the project's counter row and holds its lock until commit, so no other
+/// writer can have moved it since.
+pub async fn seq_of(tx: &impl GenericClient, project: Uuid) -> Result<i64, ApiError> {
+    let row = tx.query_opt("SELECT last_seq FROM feed_seq WHERE project_id = $1", &[&project]).await?;
+    Ok(row.map_or(0, |r| r.get(0)))
+}
+
+/// The caller's role in a project; a project they are not a member of does not exist for them (404).
+pub async fn role_in(db: &impl GenericClient, project: Uuid, who: &Identity) -> Result<String, ApiError> {
+    db.query_opt("SELECT role FROM project_members WHERE project_id = $1 AND user_id = $2", &[&project, &who.user_id])
+        .await?
+        .map(|r| r.get(0))
+        .ok_or_else(|| ApiError::NotFound("no such project".into()))
+}
+
+/// Owner-only actions: 404 to non-members, 403 to members.
+pub async fn require_owner(db: &impl GenericClient, project: Uuid, who: &Identity) -> Result<(), ApiError> {
+    match role_in(db, project, who).await?.as_str() {
+        "owner" => Ok(()),
+        _ => Err(ApiError::Forbidden("only an owner of the project may do this".into())),
+    }
 }

@@ -79,7 +79,8 @@ mod tests {
     #[test]
     fn an_announcement_without_frames_names_a_range() {
         let p = Uuid::new_v4();
-        let a = parse_announcement(&format!("{p} 3 9")).unwrap();
+        let payload = format!("{p} 3 9");
+        let a = parse_announcement(&payload).unwrap();
         assert_eq!(a, Announcement { project: p, first: 3, last: 9, frames: None });
         assert!(inline_events(&a).is_none());
     }

@@ -216,7 +216,9 @@ impl WsClient {
         loop {
             let msg = tokio::time::timeout_at(deadline, self.ws.next()).await.ok()??;
             match msg {
-                Ok(Message::Text(t)) => return Some(serde_json::from_str(&t).expect("server sent invalid JSON")),
+                Ok(Message::Text(t)) => {
+                    return Some(serde_json::from_str(&t).expect("server sent invalid JSON"));
+                }
                 Ok(Message::Close(_)) | Err(_) => return None,
                 Ok(_) => continue,
             }
@@ -228,7 +230,9 @@ impl WsClient {
         let deadline = tokio::time::Instant::now() + WAIT;
         loop {
             match tokio::time::timeout_at(deadline, self.ws.next()).await {
-                Ok(Some(Ok(Message::Close(Some(f))))) => return Some((f.code.into(), f.reason.to_string())),
+                Ok(Some(Ok(Message::Close(Some(f))))) => {
+                    return Some((f.code.into(), f.reason.to_string()));
+                }
                 Ok(Some(Ok(Message::Close(None)))) | Ok(None) | Ok(Some(Err(_))) => return None,
                 Ok(Some(Ok(_))) => continue,
                 Err(_) => panic!("the connection was not closed in time"),

@@ -1,0 +1,131 @@
+//! The caller: `GET /api/me`, and self-service API tokens (issue another, list, revoke).
+//!
+//! `boardcast token issue/revoke/list` remain the operator's tools; these endpoints let a user manage their
+//! own tokens with a token they already have. A token's secret is shown once, in the response that issues
+//! it. Revoking a token, including the one making the request, stops it at once: the revocation trigger
+//! closes WebSocket connections opened with it, and the next HTTP request with it is a 401.
+
+use std::sync::Arc;
+
+use serde_json::{Value, json};
+use warp::Filter;
+use warp::filters::BoxedFilter;
+use warp::http::StatusCode;
+use warp::reply::Response;
+
+use super::error::ApiError;
+use super::input::{self, Body};
+use super::{authed, ok, respond, with_feed};
+use crate::auth::{self, Identity};
+use crate::feed::Feed;
+
+pub const LABEL_MAX: usize = 200;
+
+pub fn routes(feed: Arc<Feed>) -> BoxedFilter<(Response,)> {
+    me(feed.clone())
+        .or(list_tokens(feed.clone()))
+        .unify()
+        .or(issue_token(feed.clone()))
+        .unify()
+        .or(revoke_token(feed))
+        .unify()
+        .boxed()
+}
+
+/// `GET /api/me`: who the token belongs to.
+pub fn me(feed: Arc<Feed>) -> impl Filter<Extract = (Response,), Error = warp::Rejection> + Clone {
+    warp::path!("api" / "me").and(warp::get()).and(authed(feed.clone())).and(with_feed(feed)).then(
+        |who: Identity, feed: Arc<Feed>| async move {
+            respond(
+                async {
+                    let client = feed.pool.get().await?;
+                    let row = client
+                        .query_opt("SELECT to_jsonb(u) FROM users u WHERE id = $1", &[&who.user_id])
+                        .await?
+                        .ok_or_else(|| ApiError::Unauthorized("the token's user no longer exists".into()))?;
+                    Ok(ok(StatusCode::OK, &row.get::<_, Value>(0)))
+                }
+                .await,
+            )
+        },
+    )
+}
+
+const TOKEN_JSON: &str = "jsonb_build_object('id', id, 'label', label, 'created_at', created_at,
+                                              'revoked_at', revoked_at)";
+
+/// `GET /api/tokens`: the caller's tokens, oldest first, without secrets; `current` marks the one in use.
+pub fn list_tokens(feed: Arc<Feed>) -> impl Filter<Extract = (Response,), Error = warp::Rejection> + Clone {
+    warp::path!("api" / "tokens").and(warp::get()).and(authed(feed.clone())).and(with_feed(feed)).then(
+        |who: Identity, feed: Arc<Feed>| async move {
+            respond(
+                async {
+                    let client = feed.pool.get().await?;
+                    let rows = client
+                        .query(
+                            &format!(
+                                "SELECT {TOKEN_JSON} || jsonb_build_object('current', id = $2)
+                               FROM api_tokens WHERE user_id = $1 ORDER BY created_at, id"
+                            ),
+                            &[&who.user_id, &who.token_id],
+                        )
+                        .await?;
+                    let items: Vec<Value> = rows.iter().map(|r| r.get(0)).collect();
+                    Ok(ok(StatusCode::OK, &json!({"items": items})))
+                }
+                .await,
+            )
+        },
+    )
+}
+
+/// `POST /api/tokens` `{"label"?}` → 201 with the new token, shown this once.
+pub fn issue_token(feed: Arc<Feed>) -> impl Filter<Extract = (Response,), Error = warp::Rejection> + Clone {
+    warp::path!("api" / "tokens")
+        .and(warp::post())
+        .and(authed(feed.clone()))
+        .and(input::body())
+        .and(with_feed(feed))
+        .then(|who: Identity, body: bytes::Bytes, feed: Arc<Feed>| async move {
+            respond(
+                async {
+                    let body = Body::parse(&body, &["label"])?;
+                    let label = body.text("label", 0, LABEL_MAX)?.unwrap_or_default();
+                    let client = feed.pool.get().await?;
+                    let (id, token) = auth::issue_token(&**client, who.user_id, &label).await?;
+                    let row =
+                        client.query_one(&format!("SELECT {TOKEN_JSON} FROM api_tokens WHERE id = $1"), &[&id]).await?;
+                    let mut issued: Value = row.get(0);
+                    issued["token"] = json!(token);
+                    Ok(ok(StatusCode::CREATED, &issued))
+                }
+                .await,
+            )
+        })
+}
+
+/// `DELETE /api/tokens/{token_id}`: revokes one of the caller's tokens (idempotent).
+pub fn revoke_token(feed: Arc<Feed>) -> impl Filter<Extract = (Response,), Error = warp::Rejection> + Clone {
+    warp::path!("api" / "tokens" / String).and(warp::delete()).and(authed(feed.clone())).and(with_feed(feed)).then(
+        |id: String, who: Identity, feed: Arc<Feed>| async move {
+            respond(
+                async {
+                    let id = input::id(&id, "token")?;
+                    let client = feed.pool.get().await?;
+                    let row = client
+                        .query_opt(
+                            &format!(
+                                "UPDATE api_tokens SET revoked_at = coalesce(revoked_at, now())
+                              WHERE id = $1 AND user_id = $2 RETURNING {TOKEN_JSON}"
+                            ),
+                            &[&id, &who.user_id],
+                        )
+                        .await?
+                        .ok_or_else(|| ApiError::NotFound("no such token".into()))?;
+                    Ok(ok(StatusCode::OK, &row.get::<_, Value>(0)))
+                }
+                .await,
+            )
+        },
+    )
+}

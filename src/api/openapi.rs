@@ -1,0 +1,392 @@
+//! The OpenAPI 3.0 document of the API, served at `GET /api/openapi.json`.
+//!
+//! It is built here in code, next to the handlers, so that the limits it states are the constants the
+//! handlers enforce. It is kept true in two ways: tests/api.rs walks every documented path and method and
+//! checks a route answers it (and that undocumented methods are 405), and the unrouted-request fallback
+//! (`api::unrouted`) answers 405 with `Allow` from this document's paths — so a route missing from the
+//! document would show up as a wrong `Allow`. A schema-driven fuzzer can check every response against it.
+
+use std::sync::OnceLock;
+
+use serde_json::{Map, Value, json};
+use warp::http::StatusCode;
+use warp::reply::Response;
+use warp::{Filter, Rejection};
+
+use super::input::{DEFAULT_LIMIT, MAX_BODY, MAX_LIMIT};
+use super::{comments, me, members, ok, projects, tasks};
+
+/// `GET /api/openapi.json`, no token needed.
+pub fn route() -> impl Filter<Extract = (Response,), Error = Rejection> + Clone {
+    warp::path!("api" / "openapi.json").and(warp::get()).map(|| ok(StatusCode::OK, document()))
+}
+
+/// The methods (upper case) the document lists for a concrete request path, e.g. `/api/tasks/123`.
+pub fn methods_of(path: &str) -> Vec<&'static str> {
+    let segments: Vec<&str> = path.trim_end_matches('/').split('/').collect();
+    let Some(paths) = document()["paths"].as_object() else {
+        return vec![];
+    };
+    for (template, ops) in paths {
+        let t: Vec<&str> = template.split('/').collect();
+        let matches = t.len() == segments.len()
+            && t.iter().zip(&segments).all(|(t, s)| (t.starts_with('{') && !s.is_empty()) || t == s);
+        if matches {
+            let ops = ops.as_object().map(|o| o.keys().collect::<Vec<_>>()).unwrap_or_default();
+            return ["GET", "POST", "PUT", "PATCH", "DELETE"]
+                .into_iter()
+                .filter(|m| ops.iter().any(|o| o.eq_ignore_ascii_case(m)))
+                .collect();
+        }
+    }
+    vec![]
+}
+
+pub fn document() -> &'static Value {
+    static DOC: OnceLock<Value> = OnceLock::new();
+    DOC.get_or_init(build)
+}
+
+fn build() -> Value {
+    let uuid = json!({"type": "string", "format": "uuid"});
+    let time = json!({"type": "string", "format": "date-time"});
+    let seq = json!({"type": "integer", "nullable": true, "minimum": 0,
+        "description": "On write responses: the seq of the event this write produced in the project's feed (null \
+                        if it changed nothing). Also in the X-Boardcast-Seq header."});
+
+    let any_of_required: Vec<Value> = ["title", "description", "status", "assignee_id", "position"]
+        .iter()
+        .map(|f| json!({"required": [f]}))
+        .collect();
+    let schemas = json!({
+        "Error": {
+            "type": "object", "required": ["error"],
+            "properties": {"error": {
+                "type": "object", "required": ["code", "message"],
+                "properties": {
+                    "code": {"type": "string", "enum": ["bad_request", "unauthorized", "forbidden", "not_found",
+                        "method_not_allowed", "conflict", "too_large", "unsupported_media_type", "invalid",
+                        "unavailable", "internal"]},
+                    "message": {"type": "string"},
+                    "field": {"type": "string", "description": "422: the field, query parameter or `body` at fault"},
+                    "current": {"type": "object", "description": "409: the current state of the resource"}
+                }
+            }}
+        },
+        "Project": {
+            "type": "object", "required": ["id", "name", "status", "created_at", "updated_at", "role"],
+            "properties": {
+                "id": uuid, "name": {"type": "string"}, "status": {"type": "string", "enum": projects::STATUSES},
+                "created_at": time, "updated_at": time,
+                "role": {"type": "string", "enum": members::ROLES, "description": "the caller's role"},
+                "seq": seq
+            }
+        },
+        "Member": {
+            "type": "object", "required": ["project_id", "user_id", "user_name", "role", "created_at"],
+            "properties": {
+                "project_id": uuid, "user_id": uuid, "user_name": {"type": "string"},
+                "role": {"type": "string", "enum": members::ROLES}, "created_at": time, "seq": seq
+            }
+        },
+        "Task": {
+            "type": "object",
+            "required": ["id", "project_id", "title", "description", "status", "assignee_id", "position", "version",
+                         "created_at", "updated_at"],
+            "properties": {
+                "id": uuid, "project_id": uuid, "title": {"type": "string"}, "description": {"type": "string"},
+                "status": {"type": "string", "enum": tasks::STATUSES},
+                "assignee_id": {"type": "string", "format": "uuid", "nullable": true},
+                "position": {"type": "number", "minimum": -1e15, "maximum": 1e15},
+                "version": {"type": "integer", "minimum": 1},
+                "created_at": time, "updated_at": time, "seq": seq
+            }
+        },
+        "Comment": {
+            "type": "object",
+            "required": ["id", "task_id", "project_id", "author_id", "body", "version", "created_at", "updated_at"],
+            "properties": {
+                "id": uuid, "task_id": uuid, "project_id": uuid,
+                "author_id": {"type": "string", "format": "uuid", "nullable": true},
+                "body": {"type": "string"}, "version": {"type": "integer", "minimum": 1},
+                "created_at": time, "updated_at": time, "seq": seq
+            }
+        },
+        "Deleted": {
+            "type": "object", "required": ["deleted", "seq"],
+            "properties": {"id": uuid, "project_id": uuid, "task_id": uuid, "user_id": uuid,
+                           "deleted": {"type": "boolean"}, "seq": seq}
+        },
+        "Me": {
+            "type": "object", "required": ["id", "name", "created_at"],
+            "properties": {"id": uuid, "name": {"type": "string"}, "created_at": time}
+        },
+        "Token": {
+            "type": "object", "required": ["id", "label", "created_at", "revoked_at"],
+            "properties": {
+                "id": uuid, "label": {"type": "string"}, "created_at": time,
+                "revoked_at": {"type": "string", "format": "date-time", "nullable": true},
+                "current": {"type": "boolean", "description": "in lists: whether this is the token of the request"},
+                "token": {"type": "string", "description": "only when issued: the secret, shown this once"}
+            }
+        },
+        "ProjectPage": page("Project"),
+        "TaskPage": page("Task"),
+        "CommentPage": page("Comment"),
+        "MemberList": list("Member"),
+        "TokenList": list("Token"),
+        "NewProject": object(&[("name", text(1, projects::NAME_MAX))], &["name"], &[("status", choice(projects::STATUSES))]),
+        "ProjectChange": patch(&[("name", text(1, projects::NAME_MAX)), ("status", choice(projects::STATUSES))]),
+        "NewMember": object(
+            &[("user", json!({"type": "string", "pattern": "^[A-Za-z0-9_.-]{1,64}$", "description": "a user name"}))],
+            &["user"],
+            &[("role", choice(members::ROLES))]),
+        "MemberChange": object(&[("role", choice(members::ROLES))], &["role"], &[]),
+        "NewTask": object(&[("title", text(1, tasks::TITLE_MAX))], &["title"], &task_fields()),
+        "TaskChange": {
+            "type": "object", "additionalProperties": false, "minProperties": 1,
+            "description": "Send the fields to change, and `version` to refuse the write (409) if the task changed \
+                            since. At least one field besides `version`.",
+            "properties": props(&[task_fields(), vec![("title", text(1, tasks::TITLE_MAX)), ("version", version())]].concat()),
+            "anyOf": any_of_required
+        },
+        "NewComment": object(&[("body", text(1, comments::BODY_MAX))], &["body"], &[]),
+        "CommentChange": object(&[("body", text(1, comments::BODY_MAX))], &["body"], &[("version", version())]),
+        "NewToken": object(&[], &[], &[("label", text(0, me::LABEL_MAX))]),
+    });
+
+    let p = |name: &str, what: &str| {
+        json!({"name": name, "in": "path", "required": true, "schema": {"type": "string", "format": "uuid"},
+               "description": what})
+    };
+    let project_id = p("project_id", "a project id");
+    let task_id = p("task_id", "a task id");
+    let comment_id = p("comment_id", "a comment id");
+    let user_id = p("user_id", "a member's user id");
+    let token_id = p("token_id", "a token id");
+    let limit = json!({"name": "limit", "in": "query", "required": false,
+        "schema": {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT, "default": DEFAULT_LIMIT}});
+    let cursor = json!({"name": "cursor", "in": "query", "required": false, "schema": {"type": "string"},
+        "description": "`next_cursor` of the previous page; a string that is not one is a 404"});
+
+    let paths = json!({
+        "/api": {"get": {
+            "operationId": "index", "summary": "What this is", "security": [],
+            "responses": {"200": {"description": "the API's name", "content": json_schema(json!({"type": "object"}))}}
+        }},
+        "/api/openapi.json": {"get": {
+            "operationId": "openapi", "summary": "This document", "security": [],
+            "responses": {"200": {"description": "the OpenAPI document", "content": json_schema(json!({"type": "object"}))}}
+        }},
+        "/api/me": {"get": op("me", "Who the token belongs to", vec![], None, "200", "Me", &[])},
+        "/api/tokens": {
+            "get": op("listTokens", "The caller's API tokens", vec![], None, "200", "TokenList", &[]),
+            "post": op("issueToken", "Issue another token for the caller (the secret is shown once)", vec![],
+                       Some("NewToken"), "201", "Token", &[]),
+        },
+        "/api/tokens/{token_id}": {
+            "delete": op("revokeToken", "Revoke one of the caller's tokens; it stops working at once",
+                         vec![token_id], None, "200", "Token", &["404"]),
+        },
+        "/api/projects": {
+            "get": op("listProjects", "The caller's projects, oldest first", vec![limit.clone(), cursor.clone()],
+                      None, "200", "ProjectPage", &[]),
+            "post": op("createProject", "Create a project; the caller becomes its owner", vec![],
+                       Some("NewProject"), "201", "Project", &[]),
+        },
+        "/api/projects/{project_id}": {
+            "get": op("getProject", "A project", vec![project_id.clone()], None, "200", "Project", &["404"]),
+            "patch": op("updateProject", "Rename or archive a project (owners)", vec![project_id.clone()],
+                        Some("ProjectChange"), "200", "Project", &["403", "404"]),
+            "delete": op("deleteProject", "Delete a project with everything in it (owners)", vec![project_id.clone()],
+                         None, "200", "Deleted", &["403", "404"]),
+        },
+        "/api/projects/{project_id}/members": {
+            "get": op("listMembers", "The project's members", vec![project_id.clone()], None, "200", "MemberList",
+                      &["404"]),
+            "post": op("addMember", "Add a user by name (owners); 404 if there is no such user, 409 if already a member", vec![project_id.clone()],
+                       Some("NewMember"), "201", "Member", &["403", "404", "409"]),
+        },
+        "/api/projects/{project_id}/members/{user_id}": {
+            "patch": op("updateMember", "Change a member's role (owners); 409 for the last owner",
+                        vec![project_id.clone(), user_id.clone()], Some("MemberChange"), "200", "Member",
+                        &["403", "404", "409"]),
+            "delete": op("removeMember",
+                         "Remove a member (owners), or leave (yourself); 409 for the last owner. Takes effect on the \
+                          feed at once.",
+                         vec![project_id.clone(), user_id], None, "200", "Deleted", &["403", "404", "409"]),
+        },
+        "/api/projects/{project_id}/tasks": {
+            "get": op("listTasks", "The project's tasks in board order (position, created_at, id)",
+                      vec![project_id.clone(),
+                           json!({"name": "status", "in": "query", "required": false,
+                                  "schema": {"type": "string", "enum": tasks::STATUSES}}),
+                           json!({"name": "assignee", "in": "query", "required": false,
+                                  "schema": {"anyOf": [{"type": "string", "format": "uuid"},
+                                                       {"type": "string", "enum": ["none"]}]},
+                                  "description": "a user id, or `none` for unassigned tasks"}),
+                           limit.clone(), cursor.clone()],
+                      None, "200", "TaskPage", &["404"]),
+            "post": op("createTask", "Create a task; without position it goes last. 409 if assignee_id is not a member", vec![project_id],
+                       Some("NewTask"), "201", "Task", &["404", "409"]),
+        },
+        "/api/tasks/{task_id}": {
+            "get": op("getTask", "A task", vec![task_id.clone()], None, "200", "Task", &["404"]),
+            "patch": op("updateTask", "Change a task or move its card; 409 with the current task if `version` is stale",
+                        vec![task_id.clone()], Some("TaskChange"), "200", "Task", &["404", "409"]),
+            "delete": op("deleteTask", "Delete a task (and its comments); 409 if `version` is given and stale",
+                         vec![task_id.clone(), json!({"name": "version", "in": "query", "required": false,
+                                                      "schema": {"type": "integer", "minimum": 1, "maximum": i64::MAX}})],
+                         None, "200", "Deleted", &["404", "409"]),
+        },
+        "/api/tasks/{task_id}/comments": {
+            "get": op("listComments", "A task's comments, oldest first", vec![task_id.clone(), limit, cursor], None,
+                      "200", "CommentPage", &["404"]),
+            "post": op("addComment", "Comment on a task", vec![task_id], Some("NewComment"), "201", "Comment",
+                       &["404"]),
+        },
+        "/api/comments/{comment_id}": {
+            "get": op("getComment", "A comment", vec![comment_id.clone()], None, "200", "Comment", &["404"]),
+            "patch": op("editComment", "Edit your comment; 409 with the current comment if `version` is stale",
+                        vec![comment_id.clone()], Some("CommentChange"), "200", "Comment", &["403", "404", "409"]),
+            "delete": op("deleteComment", "Delete your comment", vec![comment_id], None, "200", "Deleted",
+                         &["403", "404"]),
+        },
+    });
+
+    json!({
+        "openapi": "3.0.3",
+        "info": {
+            "title": "boardcast",
+            "version": env!("CARGO_PKG_VERSION"),
+            "description": "The REST API of boardcast. Writes return the `seq` of the event they produced on the \
+                            WebSocket feed (/ws, see docs/protocol.md). Errors are always \
+                            {\"error\": {\"code\", \"message\"}}, with `field` on 422 and `current` on 409. Unknown \
+                            body fields are refused with 422. See docs/api.md."
+        },
+        "servers": [{"url": "/"}],
+        "security": [{"bearerAuth": []}],
+        "paths": paths,
+        "components": {
+            "securitySchemes": {"bearerAuth": {"type": "http", "scheme": "bearer",
+                "description": "an API token: `boardcast user add NAME`, `boardcast token issue NAME`, or POST /api/tokens"}},
+            "schemas": schemas,
+            "responses": {
+                "400": error_response("Malformed: not JSON, not an object, a bad query string"),
+                "401": error_response("No token, or an unknown or revoked one"),
+                "403": error_response("A member, but not allowed to do this (owners only, authors only)"),
+                "404": error_response("No such resource, or not one the caller may see"),
+                "409": error_response("Conflicts with the current state; `current` holds it when there is one"),
+                "413": error_response(&format!("The body is larger than {MAX_BODY} bytes")),
+                "415": error_response("The body is not application/json"),
+                "422": error_response("A field, parameter or the body holds a value that is not allowed; `field` names it"),
+                "503": error_response("The database is not reachable right now; retry"),
+            }
+        }
+    })
+}
+
+/// An authenticated operation: its success response plus the errors every operation of its kind can give.
+fn op(
+    id: &str,
+    summary: &str,
+    params: Vec<Value>,
+    body: Option<&str>,
+    status: &str,
+    schema: &str,
+    extra: &[&str],
+) -> Value {
+    let mut responses = Map::new();
+    let mut success =
+        json!({"description": "OK", "content": json_schema(json!({"$ref": format!("#/components/schemas/{schema}")}))});
+    if body.is_some() || status == "201" || matches!(schema, "Deleted") {
+        success["headers"] = json!({"X-Boardcast-Seq": {"description": "the seq of the write's event, when there is one",
+                                                         "schema": {"type": "integer"}}});
+    }
+    responses.insert(status.into(), success);
+    // 404 everywhere: also an unknown cursor, an unknown user name.
+    let mut errors = vec!["400", "401", "404", "422", "503"];
+    if body.is_some() {
+        errors.extend(["413", "415"]);
+    }
+    errors.extend(extra);
+    for e in errors {
+        responses.insert(e.into(), json!({"$ref": format!("#/components/responses/{e}")}));
+    }
+    let mut op = json!({"operationId": id, "summary": summary, "responses": responses});
+    if !params.is_empty() {
+        op["parameters"] = Value::Array(params);
+    }
+    if let Some(b) = body {
+        // Only a new token's body may be left out: every field of it is optional.
+        op["requestBody"] = json!({"required": b != "NewToken",
+            "content": json_schema(json!({"$ref": format!("#/components/schemas/{b}")}))});
+    }
+    op
+}
+
+fn json_schema(schema: Value) -> Value {
+    json!({"application/json": {"schema": schema}})
+}
+
+fn error_response(description: &str) -> Value {
+    json!({"description": description, "content": json_schema(json!({"$ref": "#/components/schemas/Error"}))})
+}
+
+fn page(item: &str) -> Value {
+    json!({"type": "object", "required": ["items", "next_cursor"], "properties": {
+        "items": {"type": "array", "items": {"$ref": format!("#/components/schemas/{item}")}},
+        "next_cursor": {"type": "string", "nullable": true, "description": "null on the last page"}
+    }})
+}
+
+fn list(item: &str) -> Value {
+    json!({"type": "object", "required": ["items"], "properties": {
+        "items": {"type": "array", "items": {"$ref": format!("#/components/schemas/{item}")}}
+    }})
+}
+
+/// Text the API stores: a length in characters, and no NUL (which PostgreSQL text cannot hold).
+fn text(min: usize, max: usize) -> Value {
+    json!({"type": "string", "minLength": min, "maxLength": max, "pattern": "^[^\\u0000]*$"})
+}
+
+fn choice(values: &[&str]) -> Value {
+    json!({"type": "string", "enum": values})
+}
+
+fn version() -> Value {
+    json!({"type": "integer", "minimum": 1, "maximum": i64::MAX, "description": "the version this change is based on"})
+}
+
+fn task_fields() -> Vec<(&'static str, Value)> {
+    vec![
+        ("description", text(0, tasks::DESCRIPTION_MAX)),
+        ("status", choice(tasks::STATUSES)),
+        (
+            "assignee_id",
+            json!({"type": "string", "format": "uuid", "nullable": true,
+                               "description": "a member of the project, or null"}),
+        ),
+        ("position", json!({"type": "number", "minimum": -1e15, "maximum": 1e15,
+            "description": "the card's place on the board; lower comes first"})),
+    ]
+}
+
+fn props(fields: &[(&str, Value)]) -> Value {
+    Value::Object(fields.iter().map(|(k, v)| (k.to_string(), v.clone())).collect())
+}
+
+/// A request body: a closed object (unknown fields are a 422) with these required and optional fields.
+fn object(required: &[(&str, Value)], names: &[&str], optional: &[(&str, Value)]) -> Value {
+    let all: Vec<(&str, Value)> = required.iter().chain(optional).cloned().collect();
+    let mut o = json!({"type": "object", "additionalProperties": false, "properties": props(&all)});
+    if !names.is_empty() {
+        o["required"] = json!(names);
+    }
+    o
+}
+
+fn patch(fields: &[(&str, Value)]) -> Value {
+    json!({"type": "object", "additionalProperties": false, "minProperties": 1, "properties": props(fields)})
+}

@@ -1,0 +1,631 @@
+//! The load: WebSocket clients that join rooms and check what they receive, and SQL writers that insert
+//! tasks at an offered rate (open loop) or as fast as they can (closed loop).
+//!
+//! Latency is commit-to-client. Each write's title carries an id (`bcb#<id>#`); the writer stores the instant
+//! its INSERT was acknowledged (the commit) under that id, and a client that receives the event looks the id
+//! up and records receipt minus commit. Both clocks are this process's monotonic clock. A client that
+//! receives an event before its writer has seen the acknowledgement (possible: the NOTIFY and the reply
+//! leave PostgreSQL at the same moment) parks it, and it is resolved when the run ends.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use futures::stream::FuturesUnordered;
+use tokio::sync::Semaphore;
+use tokio_postgres::{Client, NoTls};
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use super::hist::Histogram;
+use super::ws::{self, Conn, OP_CLOSE, OP_PING, OP_TEXT};
+
+/// A write id whose latency is not measured (warm-up).
+const EXCLUDED: u64 = u64::MAX;
+pub const MARKER: &[u8] = b"bcb#";
+
+/// What writers and clients share.
+pub struct Shared {
+    pub base: Instant,
+    /// Per write id: nanoseconds since `base` when the INSERT was acknowledged; 0 = not yet.
+    commits: Vec<AtomicU64>,
+    /// Per write id: when it was due to be sent (open loop) or sent (closed loop).
+    sends: Vec<AtomicU64>,
+    pub latency: Histogram,
+    /// Receipt minus the send: an upper bound that includes the INSERT's own execution and commit.
+    pub from_send: Histogram,
+    pending: Mutex<Vec<(u64, u64)>>,
+    pub deliveries: AtomicU64,
+    pub first_recv: AtomicU64,
+    pub last_recv: AtomicU64,
+}
+
+impl Shared {
+    pub fn new(capacity: usize) -> Arc<Shared> {
+        Arc::new(Shared {
+            base: Instant::now(),
+            commits: (0..capacity).map(|_| AtomicU64::new(0)).collect(),
+            sends: (0..capacity).map(|_| AtomicU64::new(0)).collect(),
+            latency: Histogram::new(),
+            from_send: Histogram::new(),
+            pending: Mutex::new(Vec::new()),
+            deliveries: AtomicU64::new(0),
+            first_recv: AtomicU64::new(u64::MAX),
+            last_recv: AtomicU64::new(0),
+        })
+    }
+
+    pub fn now_ns(&self) -> u64 {
+        self.base.elapsed().as_nanos() as u64
+    }
+
+    fn commit(&self, id: u64, at: u64) {
+        if let Some(c) = self.commits.get(id as usize) {
+            c.store(at.max(1), Ordering::Release);
+        }
+    }
+
+    fn sent(&self, id: u64, at: u64) {
+        if let Some(c) = self.sends.get(id as usize) {
+            c.store(at, Ordering::Release);
+        }
+    }
+
+    fn exclude(&self, id: u64) {
+        if let Some(c) = self.commits.get(id as usize) {
+            c.store(EXCLUDED, Ordering::Release);
+        }
+    }
+
+    fn received(&self, id: u64, at: u64) {
+        let Some(c) = self.commits.get(id as usize) else { return };
+        match c.load(Ordering::Acquire) {
+            EXCLUDED => {}
+            0 => self.pending.lock().unwrap().push((id, at)),
+            commit => {
+                self.latency.record(at.saturating_sub(commit) / 1000);
+                self.from_send.record(at.saturating_sub(self.sends[id as usize].load(Ordering::Acquire)) / 1000);
+            }
+        }
+    }
+
+    /// Resolves receipts that came before their writer saw the commit. Returns how many there were.
+    pub fn resolve_pending(&self) -> usize {
+        let pending = std::mem::take(&mut *self.pending.lock().unwrap());
+        for &(id, at) in &pending {
+            match self.commits[id as usize].load(Ordering::Acquire) {
+                EXCLUDED | 0 => {}
+                commit => {
+                    self.latency.record(at.saturating_sub(commit) / 1000);
+                    self.from_send.record(at.saturating_sub(self.sends[id as usize].load(Ordering::Acquire)) / 1000);
+                }
+            }
+        }
+        pending.len()
+    }
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Clients
+
+#[derive(Debug, Default, Clone)]
+pub struct ClientOutcome {
+    pub project: usize,
+    pub joined_seq: i64,
+    pub last_seq: i64,
+    pub received: u64,
+    pub duplicates: u64,
+    pub gaps: u64,
+    pub other_frames: u64,
+    pub error: Option<String>,
+}
+
+pub struct Fleet {
+    pub shared: Arc<Shared>,
+    stop: CancellationToken,
+    handles: Vec<tokio::task::JoinHandle<ClientOutcome>>,
+    joined: Arc<AtomicUsize>,
+    failed: Arc<AtomicUsize>,
+    /// Per project: the seq every client should reach (set when the writers are done).
+    targets: Arc<Vec<AtomicI64>>,
+    caught_up: Arc<AtomicUsize>,
+    /// Cancelled when `targets` are set: every client checks whether it is caught up.
+    check: CancellationToken,
+    pub connect_errors: Arc<Mutex<Vec<String>>>,
+}
+
+pub struct FleetSpec {
+    pub addr: SocketAddr,
+    pub token: String,
+    pub projects: Arc<Vec<Uuid>>,
+    pub sources: Vec<IpAddr>,
+    /// Connections being opened at once.
+    pub connect_concurrency: usize,
+    pub buf_size: usize,
+}
+
+impl Fleet {
+    pub fn new(shared: Arc<Shared>, projects: usize) -> Fleet {
+        Fleet {
+            shared,
+            stop: CancellationToken::new(),
+            handles: Vec::new(),
+            joined: Arc::new(AtomicUsize::new(0)),
+            failed: Arc::new(AtomicUsize::new(0)),
+            targets: Arc::new((0..projects).map(|_| AtomicI64::new(i64::MAX)).collect()),
+            caught_up: Arc::new(AtomicUsize::new(0)),
+            check: CancellationToken::new(),
+            connect_errors: Arc::new(Mutex::new(Vec::new())),
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.handles.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.handles.is_empty()
+    }
+
+    pub fn joined(&self) -> usize {
+        self.joined.load(Ordering::Relaxed)
+    }
+
+    pub fn failed(&self) -> usize {
+        self.failed.load(Ordering::Relaxed)
+    }
+
+    /// Opens clients until there are `total`, client `i` joining project `i % projects`, and waits until each
+    /// has joined or failed.
+    pub async fn grow(&mut self, spec: &FleetSpec, total: usize, timeout: Duration) -> Result<(), String> {
+        let gate = Arc::new(Semaphore::new(spec.connect_concurrency.max(1)));
+        let start = self.handles.len();
+        for i in start..total {
+            let project = i % spec.projects.len();
+            let source = (!spec.sources.is_empty()).then(|| spec.sources[i % spec.sources.len()]);
+            let ctx = ClientCtx {
+                addr: spec.addr,
+                source,
+                token: spec.token.clone(),
+                project,
+                project_id: spec.projects[project],
+                shared: self.shared.clone(),
+                stop: self.stop.clone(),
+                joined: self.joined.clone(),
+                failed: self.failed.clone(),
+                targets: self.targets.clone(),
+                caught_up: self.caught_up.clone(),
+                check: self.check.clone(),
+                errors: self.connect_errors.clone(),
+                buf_size: spec.buf_size,
+            };
+            let permit = gate.clone().acquire_owned().await.unwrap();
+            self.handles.push(tokio::spawn(client(ctx, permit)));
+        }
+        let deadline = Instant::now() + timeout;
+        while self.joined() + self.failed() < total {
+            if Instant::now() > deadline {
+                return Err(format!("only {} of {total} clients joined within {timeout:?}", self.joined()));
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        if self.failed() > 0 {
+            let errors = self.connect_errors.lock().unwrap();
+            return Err(format!(
+                "{} clients failed to join; first: {}",
+                self.failed(),
+                errors.first().cloned().unwrap_or_default()
+            ));
+        }
+        Ok(())
+    }
+
+    /// Tells the clients the final seq of each project, waits (up to `timeout`) until every client has
+    /// received up to it, then closes them all and collects what each saw.
+    pub async fn finish(self, finals: &[i64], timeout: Duration) -> (Vec<ClientOutcome>, Duration) {
+        let started = Instant::now();
+        for (t, f) in self.targets.iter().zip(finals) {
+            t.store(*f, Ordering::SeqCst);
+        }
+        self.check.cancel();
+        let n = self.handles.len();
+        let deadline = started + timeout;
+        while self.caught_up.load(Ordering::SeqCst) < n && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let drained = started.elapsed();
+        // A moment more, so a duplicate sent after the last event would still be seen.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        self.stop.cancel();
+        let mut out = Vec::with_capacity(n);
+        for h in self.handles {
+            out.push(h.await.unwrap_or_else(|e| ClientOutcome { error: Some(e.to_string()), ..Default::default() }));
+        }
+        (out, drained)
+    }
+
+    /// Closes every client without checking anything (memory scenario).
+    pub async fn close(self) {
+        self.stop.cancel();
+        for h in self.handles {
+            let _ = h.await;
+        }
+    }
+}
+
+struct ClientCtx {
+    addr: SocketAddr,
+    source: Option<IpAddr>,
+    token: String,
+    project: usize,
+    project_id: Uuid,
+    shared: Arc<Shared>,
+    stop: CancellationToken,
+    joined: Arc<AtomicUsize>,
+    failed: Arc<AtomicUsize>,
+    targets: Arc<Vec<AtomicI64>>,
+    caught_up: Arc<AtomicUsize>,
+    check: CancellationToken,
+    errors: Arc<Mutex<Vec<String>>>,
+    buf_size: usize,
+}
+
+async fn client(ctx: ClientCtx, permit: tokio::sync::OwnedSemaphorePermit) -> ClientOutcome {
+    let mut out = ClientOutcome { project: ctx.project, ..Default::default() };
+    let fail = |out: &mut ClientOutcome, e: String| {
+        ctx.failed.fetch_add(1, Ordering::Relaxed);
+        let mut errors = ctx.errors.lock().unwrap();
+        if errors.len() < 20 {
+            errors.push(e.clone());
+        }
+        out.error = Some(e);
+    };
+    let mut conn = match tokio::time::timeout(
+        Duration::from_secs(30),
+        Conn::connect(ctx.addr, ctx.source, &ctx.token, ctx.buf_size),
+    )
+    .await
+    {
+        Ok(Ok(c)) => c,
+        Ok(Err(e)) => {
+            fail(&mut out, format!("connect: {e}"));
+            return out;
+        }
+        Err(_) => {
+            fail(&mut out, "connect: timed out".into());
+            return out;
+        }
+    };
+    let join = format!(r#"{{"op":"join","project":"{}"}}"#, ctx.project_id);
+    if let Err(e) = conn.send(OP_TEXT, join.as_bytes()).await {
+        fail(&mut out, format!("send join: {e}"));
+        return out;
+    }
+    let mut joined = false;
+    let mut done = false;
+    let mut permit = Some(permit);
+    let mut checked = false;
+    loop {
+        let read = tokio::select! {
+            _ = ctx.stop.cancelled() => break,
+            _ = ctx.check.cancelled(), if !checked => {
+                checked = true;
+                if !done && joined && out.last_seq >= ctx.targets[ctx.project].load(Ordering::Relaxed) {
+                    done = true;
+                    ctx.caught_up.fetch_add(1, Ordering::SeqCst);
+                }
+                continue;
+            }
+            r = conn.read_more() => r,
+        };
+        match read {
+            Ok(true) => {}
+            Ok(false) => {
+                if !joined {
+                    fail(&mut out, "closed before joined".into());
+                } else {
+                    out.error = Some("server closed the connection".into());
+                }
+                break;
+            }
+            Err(e) => {
+                if !joined {
+                    fail(&mut out, format!("read: {e}"));
+                } else {
+                    out.error = Some(format!("read: {e}"));
+                }
+                break;
+            }
+        }
+        let now = ctx.shared.now_ns();
+        let mut pong = false;
+        let mut closed = false;
+        let mut got = 0u64;
+        while let Some((op, payload)) = conn.next_frame() {
+            match op {
+                OP_TEXT if payload.starts_with(b"{\"op\":\"event\"") => {
+                    let Some(seq) = ws::int_after(payload, b"\"seq\":") else {
+                        out.other_frames += 1;
+                        continue;
+                    };
+                    if seq <= out.last_seq {
+                        out.duplicates += 1;
+                        continue;
+                    }
+                    if seq > out.last_seq + 1 {
+                        out.gaps += (seq - out.last_seq - 1) as u64;
+                    }
+                    out.last_seq = seq;
+                    out.received += 1;
+                    got += 1;
+                    if let Some(id) = ws::int_after(payload, MARKER) {
+                        ctx.shared.received(id as u64, now);
+                    }
+                }
+                OP_TEXT if !joined && ws::find(payload, b"\"op\":\"joined\"").is_some() => {
+                    let seq = ws::int_after(payload, b"\"seq\":").unwrap_or(0);
+                    out.joined_seq = seq;
+                    out.last_seq = seq;
+                    joined = true;
+                    ctx.joined.fetch_add(1, Ordering::Relaxed);
+                    permit.take();
+                }
+                OP_TEXT => {
+                    out.other_frames += 1;
+                    if !joined {
+                        fail(
+                            &mut out,
+                            format!("join refused: {}", String::from_utf8_lossy(&payload[..payload.len().min(200)])),
+                        );
+                        return out;
+                    }
+                }
+                OP_PING => pong = true,
+                OP_CLOSE => closed = true,
+                _ => {}
+            }
+        }
+        if got > 0 {
+            ctx.shared.deliveries.fetch_add(got, Ordering::Relaxed);
+            ctx.shared.first_recv.fetch_min(now, Ordering::Relaxed);
+            ctx.shared.last_recv.fetch_max(now, Ordering::Relaxed);
+        }
+        if closed {
+            out.error = Some("server sent close".into());
+            break;
+        }
+        if pong && conn.send(10, b"").await.is_err() {
+            break;
+        }
+        if !done && joined && out.last_seq >= ctx.targets[ctx.project].load(Ordering::Relaxed) {
+            done = true;
+            ctx.caught_up.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+    if !done {
+        // Count it as caught up so `finish` does not wait for a client that is gone.
+        ctx.caught_up.fetch_add(1, Ordering::SeqCst);
+    }
+    out
+}
+
+/// Checks every client's view: lost = seqs it never got (gaps inside its stream plus the tail it did not
+/// reach), duplicates = seqs it got twice or out of order.
+pub struct Verdict {
+    pub received: u64,
+    pub lost: u64,
+    pub duplicates: u64,
+    pub disconnected: usize,
+    pub other_frames: u64,
+}
+
+pub fn verdict(outcomes: &[ClientOutcome], finals: &[i64]) -> Verdict {
+    let mut v = Verdict { received: 0, lost: 0, duplicates: 0, disconnected: 0, other_frames: 0 };
+    for o in outcomes {
+        v.received += o.received;
+        v.duplicates += o.duplicates;
+        v.other_frames += o.other_frames;
+        v.lost += o.gaps + (finals[o.project] - o.last_seq).max(0) as u64;
+        if o.error.is_some() {
+            v.disconnected += 1;
+        }
+    }
+    v
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Writers
+
+#[derive(Clone)]
+pub struct WriteSpec {
+    pub url: String,
+    pub projects: Arc<Vec<Uuid>>,
+    pub writers: usize,
+    /// Transactions per second offered, all writers together; `None`: as fast as possible.
+    pub rate: Option<f64>,
+    pub duration: Duration,
+    pub warmup: Duration,
+    /// Rows per transaction (1: single-row INSERTs; more: one multi-row INSERT per transaction).
+    pub rows: usize,
+    /// Run on each writer connection first (e.g. `SET synchronous_commit = off`).
+    pub setup: Option<String>,
+}
+
+#[derive(Debug, Default, Clone, serde::Serialize)]
+pub struct WriteOutcome {
+    pub transactions: u64,
+    pub rows: u64,
+    pub errors: u64,
+    pub first_error: Option<String>,
+    /// Measured window (after warm-up) in seconds, and what committed in it.
+    pub window_secs: f64,
+    pub window_transactions: u64,
+    pub window_rows: u64,
+    /// Offered transactions that could not be sent because too many were in flight.
+    pub shed: u64,
+    /// Commit acknowledgement minus the intended start (open loop) or the send (closed loop), in µs.
+    pub ack_p50_us: u64,
+    pub ack_p99_us: u64,
+}
+
+const SINGLE: &str = "INSERT INTO tasks (project_id, title) VALUES ($1, $2)";
+const BULK: &str = "INSERT INTO tasks (project_id, title) SELECT $1, $2 || g FROM generate_series(1, $3::int) g";
+const MAX_IN_FLIGHT: usize = 20_000;
+
+pub async fn pg_connect(url: &str) -> Result<Client, String> {
+    let (client, conn) =
+        tokio_postgres::connect(url, NoTls).await.map_err(|e| format!("connect to PostgreSQL: {e}"))?;
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    Ok(client)
+}
+
+/// Runs the writers to completion. Transaction `i` goes to project `i % projects`.
+pub async fn write(spec: WriteSpec, shared: Arc<Shared>) -> Result<WriteOutcome, String> {
+    let mut clients = Vec::new();
+    for _ in 0..spec.writers {
+        let c = pg_connect(&spec.url).await?;
+        if let Some(sql) = &spec.setup {
+            c.batch_execute(sql).await.map_err(|e| format!("{sql}: {e}"))?;
+        }
+        clients.push(Arc::new(c));
+    }
+    let ack = Arc::new(Histogram::new());
+    let start = Instant::now() + Duration::from_millis(50);
+    let end = start + spec.warmup + spec.duration;
+    let window_start = start + spec.warmup;
+    let mut tasks = Vec::new();
+    for (w, client) in clients.into_iter().enumerate() {
+        let spec = spec.clone();
+        let shared = shared.clone();
+        let ack = ack.clone();
+        tasks.push(tokio::spawn(async move {
+            let single = client.prepare(SINGLE).await.map_err(|e| e.to_string())?;
+            let bulk = client.prepare(BULK).await.map_err(|e| e.to_string())?;
+            let mut out = WriteOutcome::default();
+            let mut inflight = FuturesUnordered::new();
+            let one = |id: u64, intended: Instant| {
+                let client = client.clone();
+                let single = single.clone();
+                let bulk = bulk.clone();
+                let shared = shared.clone();
+                let ack = ack.clone();
+                let projects = spec.projects.clone();
+                let rows = spec.rows;
+                async move {
+                    let project = projects[id as usize % projects.len()];
+                    if intended < window_start {
+                        shared.exclude(id);
+                    } else {
+                        shared.sent(id, intended.saturating_duration_since(shared.base).as_nanos() as u64);
+                    }
+                    let title = format!("bcb#{id}#");
+                    let r = if rows <= 1 {
+                        client.execute(&single, &[&project, &title]).await
+                    } else {
+                        client.execute(&bulk, &[&project, &title, &(rows as i32)]).await
+                    };
+                    let at = Instant::now();
+                    if r.is_ok() && intended >= window_start {
+                        shared.commit(id, shared.now_ns());
+                        ack.record(at.saturating_duration_since(intended).as_micros() as u64);
+                    }
+                    (r, intended, at)
+                }
+            };
+            let tally =
+                |out: &mut WriteOutcome, (r, intended, at): (Result<u64, tokio_postgres::Error>, Instant, Instant)| {
+                    match r {
+                        Ok(n) => {
+                            out.transactions += 1;
+                            out.rows += n;
+                            if intended >= window_start && at <= end + Duration::from_millis(0) {
+                                out.window_transactions += 1;
+                                out.window_rows += n;
+                            } else if intended >= window_start {
+                                // Committed after the window closed: counted, but not in the window rate.
+                            }
+                        }
+                        Err(e) => {
+                            out.errors += 1;
+                            if out.first_error.is_none() {
+                                out.first_error = Some(e.to_string());
+                            }
+                        }
+                    }
+                };
+            tokio::time::sleep_until(start.into()).await;
+            match spec.rate {
+                Some(rate) => {
+                    let per = spec.writers as u64;
+                    let mut k = 0u64;
+                    loop {
+                        let id = w as u64 + k * per;
+                        let intended = start + Duration::from_secs_f64(id as f64 / rate);
+                        if intended >= end {
+                            break;
+                        }
+                        k += 1;
+                        // Collect what finished while waiting for the next send time.
+                        loop {
+                            tokio::select! {
+                                biased;
+                                Some(r) = inflight.next(), if !inflight.is_empty() => tally(&mut out, r),
+                                _ = tokio::time::sleep_until(intended.into()) => break,
+                            }
+                        }
+                        if inflight.len() >= MAX_IN_FLIGHT {
+                            out.shed += 1;
+                            continue;
+                        }
+                        inflight.push(one(id, intended));
+                    }
+                }
+                None => {
+                    let per = spec.writers as u64;
+                    let mut k = 0u64;
+                    while Instant::now() < end {
+                        let id = w as u64 + k * per;
+                        k += 1;
+                        let r = one(id, Instant::now()).await;
+                        tally(&mut out, r);
+                    }
+                }
+            }
+            while let Some(r) = inflight.next().await {
+                tally(&mut out, r);
+            }
+            Ok::<_, String>(out)
+        }));
+    }
+    let mut total = WriteOutcome::default();
+    for t in tasks {
+        let o = t.await.map_err(|e| e.to_string())??;
+        total.transactions += o.transactions;
+        total.rows += o.rows;
+        total.errors += o.errors;
+        total.shed += o.shed;
+        total.window_transactions += o.window_transactions;
+        total.window_rows += o.window_rows;
+        if total.first_error.is_none() {
+            total.first_error = o.first_error;
+        }
+    }
+    total.window_secs = spec.duration.as_secs_f64();
+    total.ack_p50_us = ack.quantile(0.5);
+    total.ack_p99_us = ack.quantile(0.99);
+    Ok(total)
+}
+
+/// The latest seq of each project, in the order given.
+pub async fn final_seqs(client: &Client, projects: &[Uuid]) -> Result<Vec<i64>, String> {
+    let rows = client
+        .query("SELECT project_id, last_seq FROM feed_seq WHERE project_id = ANY($1)", &[&projects])
+        .await
+        .map_err(|e| e.to_string())?;
+    let map: std::collections::HashMap<Uuid, i64> = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
+    Ok(projects.iter().map(|p| map.get(p).copied().unwrap_or(0)).collect())
+}

@@ -1,0 +1,394 @@
+//! The results as text (stdout), as BENCHMARKS.md, and as a latency plot (an SVG drawn by hand).
+
+use std::fmt::Write as _;
+
+use super::{LoadRun, Results};
+
+const MIB: f64 = 1024.0 * 1024.0;
+
+pub fn load_line(r: &LoadRun) -> String {
+    format!(
+        "{}: offered {} tx/s, achieved {:.0} tx/s; {:.0} deliveries/s; latency p50 {:.2} ms, p99 {:.2} ms, p99.9 {:.2} ms, max {:.2} ms; lost {}, duplicated {}; RSS idle {:.1} MiB, with {} connections {:.1} MiB; queue {:.4}%; CPU server {:.0}%, postgres {:.0}%, bench {:.0}% (machine {:.0}% busy)",
+        r.name,
+        r.offered_tps.map(|x| format!("{x:.0}")).unwrap_or_else(|| "max".into()),
+        r.achieved_tps,
+        r.deliveries_per_s,
+        r.p50_ms,
+        r.p99_ms,
+        r.p999_ms,
+        r.max_ms,
+        r.lost,
+        r.duplicates,
+        r.rss_idle as f64 / MIB,
+        r.clients,
+        r.rss_connected as f64 / MIB,
+        r.queue_usage_max * 100.0,
+        r.server_cpu_pct,
+        r.postgres_cpu_pct,
+        r.bench_cpu_pct,
+        r.machine_busy_pct,
+    )
+}
+
+fn opt_ms(x: f64) -> String {
+    format!("{x:.2}")
+}
+
+fn mib(b: u64) -> String {
+    format!("{:.1}", b as f64 / MIB)
+}
+
+/// The tables, in markdown (also what is printed).
+pub fn tables(r: &Results) -> String {
+    let mut s = String::new();
+    if !r.load.is_empty() {
+        s.push_str("### Latency and fan-out\n\n");
+        s.push_str("| run | clients / rooms | writers | offered tx/s | achieved tx/s | deliveries/s | p50 ms | p99 ms | p99.9 ms | max ms | lost | dup | RSS idle MiB | RSS with C MiB | notify queue max | CPU server / postgres / bench (% of a core) |\n");
+        s.push_str("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n");
+        for l in &r.load {
+            let _ = writeln!(
+                s,
+                "| {} | {} / {} | {} | {} | {:.0} | {:.0} | {} | {} | {} | {} | {} | {} | {} | {} | {:.4}% | {:.0} / {:.0} / {:.0} |",
+                l.name,
+                l.clients,
+                l.rooms,
+                l.writers,
+                l.offered_tps.map(|x| format!("{x:.0}")).unwrap_or_else(|| "max".into()),
+                l.achieved_tps,
+                l.deliveries_per_s,
+                opt_ms(l.p50_ms),
+                opt_ms(l.p99_ms),
+                opt_ms(l.p999_ms),
+                opt_ms(l.max_ms),
+                l.lost,
+                l.duplicates,
+                mib(l.rss_idle),
+                mib(l.rss_connected),
+                l.queue_usage_max * 100.0,
+                l.server_cpu_pct,
+                l.postgres_cpu_pct,
+                l.bench_cpu_pct,
+            );
+        }
+        s.push('\n');
+        for l in &r.load {
+            let _ = writeln!(
+                s,
+                "- {}: writers' synchronous_commit={}; {} deliveries ({} expected from the rooms' final seqs), {} latency samples, mean {:.2} ms; from the (intended) send instead of the commit: p50 {:.2} ms, p99 {:.2} ms; {} events reached a client before their writer saw the commit; writers' commit acknowledgement p50 {:.2} ms / p99 {:.2} ms after the intended send; clients joined in {:.1} s; all delivered {} ms after the last write; machine {:.0}% busy; {} clients disconnected; {} transactions shed.",
+                l.name,
+                l.synchronous_commit,
+                l.deliveries,
+                l.expected_deliveries,
+                l.latency_samples,
+                l.mean_ms,
+                l.from_send_p50_ms,
+                l.from_send_p99_ms,
+                l.early_receipts,
+                l.write.ack_p50_us as f64 / 1000.0,
+                l.write.ack_p99_us as f64 / 1000.0,
+                l.connect_secs,
+                l.drain_ms,
+                l.machine_busy_pct,
+                l.disconnected,
+                l.write.shed,
+            );
+        }
+        s.push('\n');
+    }
+    if let Some(m) = &r.memory {
+        s.push_str("### Memory (server RSS, idle connections, each joined to one of ");
+        let _ = write!(s, "{} rooms)\n\n", m.rooms);
+        s.push_str("| connections | server RSS MiB |\n|---|---|\n");
+        let _ = writeln!(s, "| 0 (idle) | {} |", mib(m.rss_idle));
+        for (n, rss) in &m.points {
+            let _ = writeln!(s, "| {n} | {} |", mib(*rss));
+        }
+        let _ = writeln!(
+            s,
+            "\nSlope (least squares over the points from 1,000 connections up): **{:.2} KiB per connection**. Held {} connections (requested {}){}{}; connections opened at {:.0}/s.\n",
+            m.slope_bytes_per_conn / 1024.0,
+            m.held,
+            m.hold_requested,
+            m.hold_limit_note.as_ref().map(|n| format!(" — {n}")).unwrap_or_default(),
+            m.hold_error.as_ref().map(|e| format!(" — error: {e}")).unwrap_or_default(),
+            m.connect_rate,
+        );
+    }
+    if !r.writes.is_empty() {
+        s.push_str("### Write ceiling (closed loop, as fast as possible)\n\n");
+        s.push_str("| synchronous_commit | listening | rows/tx | writers | tx/s (mean) | tx/s per round | rows/s | vs bare listener | lost / dup | CPU postgres / server (% of a core) | notify queue max |\n");
+        s.push_str("|---|---|---|---|---|---|---|---|---|---|---|\n");
+        for w in &r.writes {
+            let bare = r.writes.iter().find(|b| {
+                b.mode == "bare-listener"
+                    && b.rows_per_tx == w.rows_per_tx
+                    && b.synchronous_commit == w.synchronous_commit
+            });
+            let frac = bare.map(|b| format!("{:.1}%", w.rows_per_s / b.rows_per_s * 100.0)).unwrap_or_default();
+            let _ = writeln!(
+                s,
+                "| {} | {} | {} | {} | {:.0} | {} | {:.0} | {} | {} | {:.0} / {} | {:.4}% |",
+                w.synchronous_commit,
+                w.mode,
+                w.rows_per_tx,
+                w.writers,
+                w.tps,
+                w.tps_rounds.iter().map(|t| format!("{t:.0}")).collect::<Vec<_>>().join(", "),
+                w.rows_per_s,
+                frac,
+                match (w.lost, w.duplicates) {
+                    (Some(l), Some(d)) => format!("{l} / {d}"),
+                    _ => "—".into(),
+                },
+                w.postgres_cpu_pct,
+                w.server_cpu_pct.map(|c| format!("{c:.0}")).unwrap_or_else(|| "—".into()),
+                w.queue_usage_max * 100.0,
+            );
+        }
+        s.push_str(
+            "\n`no-feed`: the feed trigger on tasks is disabled (no event, no NOTIFY: plain INSERTs, for scale). `none`: the feed records and NOTIFYs, nobody LISTENs. `bare-listener`: one plain tokio-postgres connection LISTENs and only reads. `server`: the boardcast server runs, no client. `server+clients`: the server with clients joined (lost/dup checked).\n\n",
+        );
+    }
+    s
+}
+
+/// Targets from the issue, met or not.
+pub fn targets(r: &Results) -> String {
+    let mut s = String::from("| target | result | |\n|---|---|---|\n");
+    let mut row = |t: &str, res: String, ok: Option<bool>| {
+        let mark = match ok {
+            Some(true) => "met",
+            Some(false) => "**missed**",
+            None => "not measured",
+        };
+        let _ = writeln!(s, "| {t} | {res} | {mark} |");
+    };
+    if let Some(l) = r.load.iter().find(|l| l.name == "latency") {
+        row(
+            &format!(
+                "{} clients / {} rooms, {} writes/s: p50 ≤ 2 ms, p99 ≤ 10 ms",
+                l.clients,
+                l.rooms,
+                l.offered_tps.unwrap_or(0.0)
+            ),
+            format!("p50 {:.2} ms, p99 {:.2} ms", l.p50_ms, l.p99_ms),
+            Some(l.p50_ms <= 2.0 && l.p99_ms <= 10.0),
+        );
+    }
+    if let Some(l) = r.load.iter().find(|l| l.name == "fanout") {
+        row(
+            "fan-out ≥ 250,000 deliveries/s, p99 ≤ 50 ms, nothing lost",
+            format!("{:.0} deliveries/s, p99 {:.2} ms, lost {}", l.deliveries_per_s, l.p99_ms, l.lost),
+            Some(l.deliveries_per_s >= 250_000.0 && l.p99_ms <= 50.0 && l.lost == 0),
+        );
+    }
+    if let Some(m) = &r.memory {
+        let top = m.points.iter().map(|p| p.0).max().unwrap_or(0);
+        row(
+            &"≤ 16 KiB RSS per idle connection (slope 1,000 → 20,000)".to_string(),
+            format!("{:.2} KiB/connection (1,000 → {top})", m.slope_bytes_per_conn / 1024.0),
+            Some(m.slope_bytes_per_conn <= 16.0 * 1024.0),
+        );
+        row(
+            "50,000 concurrent connections held",
+            format!(
+                "{} held{}",
+                m.held,
+                m.hold_limit_note.as_ref().map(|_| " (capped by the open-file limit)".to_string()).unwrap_or_default()
+            ),
+            if m.held >= 50_000 {
+                Some(true)
+            } else if m.hold_limit_note.is_some() {
+                None
+            } else {
+                Some(false)
+            },
+        );
+    }
+    let mut keys: Vec<(String, usize)> = Vec::new();
+    for w in &r.writes {
+        let k = (w.synchronous_commit.clone(), w.rows_per_tx);
+        if !keys.contains(&k) {
+            keys.push(k);
+        }
+    }
+    for (sync, rows) in keys {
+        let bare = r
+            .writes
+            .iter()
+            .find(|w| w.mode == "bare-listener" && w.rows_per_tx == rows && w.synchronous_commit == sync);
+        let srv = r
+            .writes
+            .iter()
+            .find(|w| w.mode == "server+clients" && w.rows_per_tx == rows && w.synchronous_commit == sync);
+        if let (Some(b), Some(x)) = (bare, srv) {
+            let f = x.rows_per_s / b.rows_per_s * 100.0;
+            row(
+                &format!(
+                    "writes ≥ 95% of the bare-listener rate, {} (synchronous_commit={sync})",
+                    if rows == 1 { "single-row tx".to_string() } else { format!("{rows}-row tx") }
+                ),
+                format!("{f:.1}% ({:.0} vs {:.0} rows/s)", x.rows_per_s, b.rows_per_s),
+                Some(f >= 95.0),
+            );
+        }
+    }
+    s
+}
+
+pub fn text(r: &Results) -> String {
+    let mut s = tables(r);
+    s.push_str(&targets(r));
+    s
+}
+
+pub fn markdown(r: &Results) -> String {
+    let mut s = String::new();
+    s.push_str("# Benchmarks\n\n");
+    s.push_str("Generated by `make bench` (the `boardcast-bench` binary, src/bin/boardcast-bench.rs and src/bench/). ");
+    s.push_str("Everything runs on one machine: the server (release build, spawned by the bench as a child process), PostgreSQL and the load generator share the cores, so each figure includes the cost of the others.\n\n");
+    let _ = writeln!(s, "- command: `{}`", r.command);
+    let _ = writeln!(s, "- date: {}", r.date);
+    if let Some(m) = &r.machine {
+        let _ = writeln!(
+            s,
+            "- machine: {} CPUs (nproc), {}, {:.1} GiB RAM, Linux {}, {}; open-file limit {}",
+            m.nproc, m.cpu_model, m.ram_gib, m.kernel, m.postgres, m.nofile_limit
+        );
+    }
+    if !r.server_env.is_empty() {
+        let env: Vec<String> = r.server_env.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        let _ = writeln!(s, "- server environment: `{}`", env.join(" "));
+    }
+    s.push_str("\n## How it measures\n\n");
+    s.push_str(
+        "- **Clients** authenticate with `Authorization: Bearer` on `GET /ws`, send `{\"op\":\"join\",\"project\":...}` and wait for `joined`; client *i* joins room *i mod R*. Each client checks that the seqs it receives are exactly joined+1, joined+2, ... up to the room's final seq (read from `feed_seq` after the writers stop): a gap or a missing tail counts as **lost**, a repeated or backward seq as **dup**.\n\
+         - **Writers** are W plain tokio-postgres connections running `INSERT INTO tasks (project_id, title) VALUES ($1, $2)` (bulk: one `INSERT .. SELECT` of K rows per transaction), transaction *i* to room *i mod R*. With a rate they are **open loop**: transaction *i* is sent at start + i/rate whether or not earlier ones have finished (they are pipelined on the connections), so a slow server cannot slow the offered load down.\n\
+         - **Latency** is commit-to-client: the title carries an id, the writer stores the instant its INSERT was acknowledged (the commit), the client takes the instant its `read` returned the frame; same process, same monotonic clock. Warm-up writes are excluded. Percentiles come from a log-linear histogram (≤ 0.2% error, rounded up).\n\
+         - **deliveries/s** = events received by all clients / (last receipt − first receipt).\n\
+         - **RSS** is `VmRSS` of the server process from /proc; the per-connection figure is the least-squares slope over several connection counts. **notify queue** is the maximum of `pg_notification_queue_usage()` sampled every 250 ms.\n\
+         - **CPU** is user+system time from /proc over the write phase, as % of one core (the machine has two): the server, all `postgres` processes (the database server is shared, so others' load counts too), the bench itself.\n\
+         - The load generator reads frames with its own minimal WebSocket reader (no JSON parsing: `seq` and the id are found in the frame bytes), clients run on a 2-thread runtime, writers on a thread of their own.\n\n",
+    );
+    s.push_str("## Targets\n\n");
+    s.push_str(&targets(r));
+    s.push_str("\n## Results\n\n");
+    s.push_str(&tables(r));
+    if r.load.iter().any(|l| !l.cdf.is_empty()) {
+        s.push_str("![commit-to-client latency by percentile](docs/bench/latency.svg)\n\n");
+    }
+    s.push_str("## Reference\n\n");
+    s.push_str("The seed's stack (Express + Socket.io + pg LISTEN) on this machine, 2,000 clients / 100 rooms / 5,000 single-row writes from 8 writers: 24,800 deliveries/s, p99 51 ms, ~20 KiB per connection.\n\n");
+    s.push_str("## Reproduce\n\n```\nmake bench                                   # all scenarios, writes this file and docs/bench/latency.svg\nmake bench BENCH_ARGS='--scenario latency --clients 2000 --rate 2000'\n./target/release/boardcast-bench --help\n```\n\n");
+    s.push_str("Raw results of the last run: `.bench-out/results.json`; server logs: `.bench-out/server-*.log`.\n");
+    s
+}
+
+pub fn write_files(r: &Results) -> std::io::Result<()> {
+    std::fs::write("BENCHMARKS.md", markdown(r))?;
+    if r.load.iter().any(|l| !l.cdf.is_empty()) {
+        std::fs::create_dir_all("docs/bench")?;
+        std::fs::write("docs/bench/latency.svg", svg(r))?;
+    }
+    Ok(())
+}
+
+/// Latency by percentile, HDR style: x is the percentile on a log scale of 1/(1-p) (so 90%, 99%, 99.9%,
+/// 99.99% are equally spaced), y is the latency in ms on a log scale.
+pub fn svg(r: &Results) -> String {
+    let (w, h) = (820.0, 480.0);
+    let (left, right, top, bottom) = (70.0, 30.0, 50.0, 60.0);
+    let pw = w - left - right;
+    let ph = h - top - bottom;
+    let xmax = 5.0; // up to 99.999%
+    let runs: Vec<&LoadRun> = r.load.iter().filter(|l| !l.cdf.is_empty()).collect();
+    let ymin_ms: f64 = 0.05;
+    let ymax_ms = runs.iter().map(|l| l.max_ms).fold(1.0, f64::max) * 1.5;
+    let (ly0, ly1) = (ymin_ms.log10(), ymax_ms.log10());
+    let x_of = |p: f64| left + (-(1.0 - p).max(1e-12).log10()).min(xmax) / xmax * pw;
+    let y_of = |ms: f64| top + ph - ((ms.max(ymin_ms).log10() - ly0) / (ly1 - ly0)) * ph;
+    let colors = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e"];
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" viewBox="0 0 {w} {h}" font-family="sans-serif" font-size="12">"#
+    );
+    let _ = writeln!(s, r#"<rect width="{w}" height="{h}" fill="white"/>"#);
+    let _ = writeln!(
+        s,
+        r#"<text x="{}" y="24" font-size="15" text-anchor="middle">boardcast: commit-to-client latency by percentile ({})</text>"#,
+        w / 2.0,
+        r.date
+    );
+    // Grid: percentiles.
+    for (i, label) in ["0%", "90%", "99%", "99.9%", "99.99%", "99.999%"].iter().enumerate() {
+        let x = left + i as f64 / xmax * pw;
+        let _ = writeln!(s, r##"<line x1="{x}" y1="{top}" x2="{x}" y2="{}" stroke="#ddd"/>"##, top + ph);
+        let _ = writeln!(s, r#"<text x="{x}" y="{}" text-anchor="middle">{label}</text>"#, top + ph + 18.0);
+    }
+    let _ = writeln!(s, r#"<text x="{}" y="{}" text-anchor="middle">percentile</text>"#, left + pw / 2.0, h - 14.0);
+    // Grid: latency decades (and 2, 5).
+    let mut d = 10f64.powf(ly0.floor());
+    while d <= ymax_ms {
+        for m in [1.0, 2.0, 5.0] {
+            let v = d * m;
+            if v < ymin_ms || v > ymax_ms {
+                continue;
+            }
+            let y = y_of(v);
+            let stroke = if m == 1.0 { "#ccc" } else { "#eee" };
+            let _ = writeln!(s, r#"<line x1="{left}" y1="{y}" x2="{}" y2="{y}" stroke="{stroke}"/>"#, left + pw);
+            let _ = writeln!(s, r#"<text x="{}" y="{}" text-anchor="end">{}</text>"#, left - 6.0, y + 4.0, fmt_ms(v));
+        }
+        d *= 10.0;
+    }
+    let _ = writeln!(
+        s,
+        r#"<text x="18" y="{}" transform="rotate(-90 18 {})" text-anchor="middle">latency (ms, log scale)</text>"#,
+        top + ph / 2.0,
+        top + ph / 2.0
+    );
+    let _ = writeln!(s, r##"<rect x="{left}" y="{top}" width="{pw}" height="{ph}" fill="none" stroke="#444"/>"##);
+    for (i, l) in runs.iter().enumerate() {
+        let color = colors[i % colors.len()];
+        // The latency at 400 percentiles evenly spaced on the x axis (the CDF has thousands of steps).
+        let mut pts = String::new();
+        let mut j = 0;
+        for k in 0..=400 {
+            let p = 1.0 - 10f64.powf(-(k as f64) / 400.0 * xmax);
+            while j + 1 < l.cdf.len() && l.cdf[j].1 < p {
+                j += 1;
+            }
+            let ms = l.cdf[j].0 as f64 / 1000.0;
+            let _ = write!(pts, "{:.1},{:.1} ", x_of(p), y_of(ms));
+        }
+        let _ = writeln!(s, r#"<polyline fill="none" stroke="{color}" stroke-width="1.8" points="{pts}"/>"#);
+        let ly = top + 16.0 + i as f64 * 18.0;
+        let _ = writeln!(
+            s,
+            r#"<line x1="{}" y1="{ly}" x2="{}" y2="{ly}" stroke="{color}" stroke-width="3"/>"#,
+            left + 12.0,
+            left + 36.0
+        );
+        let _ = writeln!(
+            s,
+            r#"<text x="{}" y="{}">{}: {} clients / {} rooms, {:.0} deliveries/s — p50 {:.2}, p99 {:.2}, p99.9 {:.2}, max {:.1} ms</text>"#,
+            left + 42.0,
+            ly + 4.0,
+            l.name,
+            l.clients,
+            l.rooms,
+            l.deliveries_per_s,
+            l.p50_ms,
+            l.p99_ms,
+            l.p999_ms,
+            l.max_ms
+        );
+    }
+    s.push_str("</svg>\n");
+    s
+}
+
+fn fmt_ms(v: f64) -> String {
+    if v >= 1.0 { format!("{v:.0}") } else { format!("{v}") }
+}

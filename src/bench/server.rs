@@ -1,0 +1,303 @@
+//! The system under test: a fresh schema, the bench's user and projects, and the `boardcast` server as a
+//! child process (so its memory and CPU can be read from /proc), plus the machine's description.
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio_postgres::Client;
+use uuid::Uuid;
+
+use super::load::pg_connect;
+
+/// Drops and recreates the `public` schema of the bench database, then applies the migrations.
+pub async fn reset_database(url: &str) -> Result<(), String> {
+    let mut client = pg_connect(url).await?;
+    client
+        .batch_execute("DROP SCHEMA IF EXISTS public CASCADE; CREATE SCHEMA public;")
+        .await
+        .map_err(|e| format!("reset schema: {e}"))?;
+    crate::db::migrate(&mut client).await.map_err(|e| format!("migrate: {e}"))?;
+    Ok(())
+}
+
+pub struct Fixture {
+    pub token: String,
+    pub projects: Vec<Uuid>,
+}
+
+/// One user (with a token) who owns `projects` new projects.
+pub async fn fixture(client: &Client, user: &str, projects: usize) -> Result<Fixture, String> {
+    let (user_id, token) = crate::admin::add_user(client, user).await.map_err(|e| e.to_string())?;
+    let rows = client
+        .query(
+            "INSERT INTO projects (name) SELECT 'bench ' || g FROM generate_series(1, $1::int) g RETURNING id",
+            &[&(projects as i32)],
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+    let ids: Vec<Uuid> = rows.iter().map(|r| r.get(0)).collect();
+    client
+        .execute(
+            "INSERT INTO project_members (project_id, user_id, role) SELECT p, $2, 'owner' FROM unnest($1::uuid[]) p",
+            &[&ids, &user_id],
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(Fixture { token, projects: ids })
+}
+
+pub struct Server {
+    child: Child,
+    pub addr: SocketAddr,
+    pub pid: u32,
+}
+
+impl Server {
+    /// Starts `bin serve` on a free port and waits until it accepts connections. Its log goes to `log`.
+    pub fn spawn(bin: &Path, url: &str, env: &[(String, String)], log: &Path) -> Result<Server, String> {
+        let mut child = Command::new(bin)
+            .arg("serve")
+            .env("DATABASE_URL", url)
+            .env("BOARDCAST_ADDR", "127.0.0.1:0")
+            .env("RUST_LOG", std::env::var("BENCH_SERVER_LOG").unwrap_or_else(|_| "boardcast=info,warn".into()))
+            .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|e| {
+                format!("cannot start the server {}: {e} (build it: cargo build --release --bins)", bin.display())
+            })?;
+        let pid = child.id();
+        let stderr = child.stderr.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let mut file = std::fs::File::create(log).map_err(|e| format!("{}: {e}", log.display()))?;
+        std::thread::spawn(move || {
+            let mut tx = Some(tx);
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                let _ = writeln!(file, "{line}");
+                if let Some(i) = line.find("listening on http://") {
+                    let rest = &line[i + "listening on http://".len()..];
+                    let addr = rest.split_whitespace().next().unwrap_or("").to_string();
+                    if let Some(tx) = tx.take() {
+                        let _ = tx.send(addr);
+                    }
+                }
+            }
+        });
+        let addr = match rx.recv_timeout(Duration::from_secs(30)) {
+            Ok(a) => a,
+            Err(_) => {
+                let _ = child.kill();
+                return Err(format!("the server did not start within 30s; see {}", log.display()));
+            }
+        };
+        let addr: SocketAddr = addr.parse().map_err(|e| format!("server address {addr:?}: {e}"))?;
+        Ok(Server { child, addr, pid })
+    }
+
+    /// Resident memory in bytes (VmRSS).
+    pub fn rss(&self) -> u64 {
+        rss_of(self.pid)
+    }
+
+    /// CPU time used so far (user + system).
+    pub fn cpu(&self) -> Duration {
+        cpu_of(self.pid)
+    }
+
+    pub fn threads(&self) -> u64 {
+        status_field(self.pid, "Threads:").unwrap_or(0)
+    }
+
+    /// SIGTERM, then SIGKILL after 15s.
+    pub fn stop(mut self) {
+        let _ = Command::new("kill").arg("-TERM").arg(self.pid.to_string()).status();
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+fn status_field(pid: u32, key: &str) -> Option<u64> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    s.lines().find(|l| l.starts_with(key))?.split_whitespace().nth(1)?.parse().ok()
+}
+
+pub fn rss_of(pid: u32) -> u64 {
+    status_field(pid, "VmRSS:").unwrap_or(0) * 1024
+}
+
+pub fn cpu_of(pid: u32) -> Duration {
+    let Ok(s) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { return Duration::ZERO };
+    // Fields after the command name (which is in parentheses and may hold spaces).
+    let rest = s.rsplit_once(')').map(|x| x.1).unwrap_or("");
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: u64 =
+        f.get(11).and_then(|v| v.parse().ok()).unwrap_or(0) + f.get(12).and_then(|v| v.parse().ok()).unwrap_or(0);
+    Duration::from_millis(ticks * 10) // USER_HZ is 100 on Linux
+}
+
+/// Total CPU time of every `postgres` process (the shared server: other users' load counts too).
+pub fn postgres_cpu() -> Duration {
+    let mut total = Duration::ZERO;
+    if let Ok(dir) = std::fs::read_dir("/proc") {
+        for e in dir.flatten() {
+            let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else { continue };
+            if std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim() == "postgres") {
+                total += cpu_of(pid);
+            }
+        }
+    }
+    total
+}
+
+/// Busy and total jiffies of the whole machine (from /proc/stat), to tell how saturated it was.
+pub fn machine_cpu() -> (u64, u64) {
+    let s = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let line = s.lines().next().unwrap_or("");
+    let v: Vec<u64> = line.split_whitespace().skip(1).filter_map(|x| x.parse().ok()).collect();
+    let total: u64 = v.iter().sum();
+    let idle = v.get(3).copied().unwrap_or(0) + v.get(4).copied().unwrap_or(0);
+    (total - idle, total)
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Machine {
+    pub nproc: usize,
+    pub cpu_model: String,
+    pub ram_gib: f64,
+    pub kernel: String,
+    pub postgres: String,
+    pub nofile_limit: u64,
+}
+
+pub async fn machine(client: &Client) -> Machine {
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let cpu_model = cpuinfo
+        .lines()
+        .find(|l| l.starts_with("model name"))
+        .and_then(|l| l.split_once(':'))
+        .map(|x| x.1.trim().to_string())
+        .unwrap_or_else(|| "unknown".into());
+    let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
+    let kb: f64 = meminfo
+        .lines()
+        .find(|l| l.starts_with("MemTotal:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0);
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default().trim().to_string();
+    let postgres = match client.query_one("SHOW server_version", &[]).await {
+        Ok(r) => {
+            let v: String = r.get(0);
+            let fsync = client.query_one("SHOW fsync", &[]).await.map(|r| r.get::<_, String>(0)).unwrap_or_default();
+            let sc = client
+                .query_one("SHOW synchronous_commit", &[])
+                .await
+                .map(|r| r.get::<_, String>(0))
+                .unwrap_or_default();
+            format!("PostgreSQL {v} (fsync={fsync}, synchronous_commit={sc})")
+        }
+        Err(_) => "unknown".into(),
+    };
+    Machine {
+        nproc: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+        cpu_model,
+        ram_gib: kb / 1024.0 / 1024.0,
+        kernel,
+        postgres,
+        nofile_limit: nofile().1,
+    }
+}
+
+// RLIMIT_NOFILE, through the C library std already links (no extra dependency).
+#[repr(C)]
+struct RLimit {
+    cur: u64,
+    max: u64,
+}
+unsafe extern "C" {
+    fn getrlimit(resource: i32, rlim: *mut RLimit) -> i32;
+    fn setrlimit(resource: i32, rlim: *const RLimit) -> i32;
+}
+const RLIMIT_NOFILE: i32 = 7;
+
+/// `(soft, hard)` limit on open files.
+pub fn nofile() -> (u64, u64) {
+    let mut r = RLimit { cur: 0, max: 0 };
+    // SAFETY: getrlimit writes one struct rlimit (two rlim_t = u64 on 64-bit Linux) into `r`.
+    unsafe { getrlimit(RLIMIT_NOFILE, &mut r) };
+    (r.cur, r.max)
+}
+
+/// Raises the soft limit on open files to the hard limit (the server, a child, inherits it). Returns it.
+pub fn raise_nofile() -> u64 {
+    let (cur, max) = nofile();
+    if cur < max {
+        let r = RLimit { cur: max, max };
+        // SAFETY: passes a valid struct rlimit.
+        unsafe { setrlimit(RLIMIT_NOFILE, &r) };
+    }
+    nofile().0
+}
+
+pub fn default_server_bin() -> PathBuf {
+    PathBuf::from("./target/release/boardcast")
+}
+
+/// Samples `pg_notification_queue_usage()` and the server's RSS until stopped; returns the maxima.
+pub struct Sampler {
+    stop: tokio_util::sync::CancellationToken,
+    handle: tokio::task::JoinHandle<(f64, u64)>,
+}
+
+impl Sampler {
+    pub fn start(client: Arc<Client>, pid: Option<u32>) -> Sampler {
+        let stop = tokio_util::sync::CancellationToken::new();
+        let s = stop.clone();
+        let handle = tokio::spawn(async move {
+            let mut queue: f64 = 0.0;
+            let mut rss = 0u64;
+            loop {
+                if let Ok(r) = client.query_one("SELECT pg_notification_queue_usage()", &[]).await {
+                    queue = queue.max(r.get::<_, f64>(0));
+                }
+                if let Some(pid) = pid {
+                    rss = rss.max(rss_of(pid));
+                }
+                tokio::select! {
+                    _ = s.cancelled() => break,
+                    _ = tokio::time::sleep(Duration::from_millis(250)) => {}
+                }
+            }
+            (queue, rss)
+        });
+        Sampler { stop, handle }
+    }
+
+    pub async fn finish(self) -> (f64, u64) {
+        self.stop.cancel();
+        self.handle.await.unwrap_or((0.0, 0))
+    }
+}

@@ -1,0 +1,728 @@
+//! The REST API over real HTTP against a real PostgreSQL: every endpoint, who may do what, stale writes,
+//! refusals in the one error shape, the OpenAPI document against the routes, and that an API write reaches the
+//! feed exactly as a psql write does, with the seq its response announced.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use reqwest::Method;
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+/// A caller of the API with one token.
+struct Api {
+    base: String,
+    token: Option<String>,
+    http: reqwest::Client,
+}
+
+/// A response: status, the `X-Boardcast-Seq` header if any, and the JSON body (Null if there is none).
+#[derive(Debug)]
+struct Res {
+    status: u16,
+    seq_header: Option<i64>,
+    allow: Option<String>,
+    body: Value,
+}
+
+impl Res {
+    fn seq(&self) -> i64 {
+        self.body["seq"].as_i64().unwrap_or_else(|| panic!("no seq in {}", self.body))
+    }
+
+    /// Asserts the status and the error shape, and returns the error object.
+    fn error(&self, status: u16, code: &str) -> &Value {
+        assert_eq!(self.status, status, "expected {status} {code}, got {self:?}");
+        let e = &self.body["error"];
+        assert_eq!(e["code"], code, "{self:?}");
+        assert!(e["message"].is_string(), "{self:?}");
+        e
+    }
+}
+
+impl Api {
+    fn new(app: &TestApp, token: Option<&str>) -> Api {
+        Api { base: app.http(""), token: token.map(str::to_string), http: reqwest::Client::new() }
+    }
+
+    async fn raw(&self, method: Method, path: &str, content_type: Option<&str>, body: Option<Vec<u8>>) -> Res {
+        let mut req = self.http.request(method, format!("{}{}", self.base, path));
+        if let Some(t) = &self.token {
+            req = req.header("authorization", format!("Bearer {t}"));
+        }
+        if let Some(ct) = content_type {
+            req = req.header("content-type", ct);
+        }
+        if let Some(b) = body {
+            req = req.body(b);
+        }
+        let r = req.send().await.expect("request");
+        let status = r.status().as_u16();
+        let seq_header = r.headers().get("x-boardcast-seq").map(|v| v.to_str().unwrap().parse().unwrap());
+        let allow = r.headers().get("allow").map(|v| v.to_str().unwrap().to_string());
+        let bytes = r.bytes().await.expect("body");
+        let body = if bytes.is_empty() { Value::Null } else { serde_json::from_slice(&bytes).expect("a JSON body") };
+        assert!(status < 500, "a 5xx for {path}: {status} {body}");
+        Res { status, seq_header, allow, body }
+    }
+
+    async fn send(&self, method: Method, path: &str, body: Option<Value>) -> Res {
+        let ct = body.as_ref().map(|_| "application/json");
+        self.raw(method, path, ct, body.map(|b| b.to_string().into_bytes())).await
+    }
+
+    async fn get(&self, path: &str) -> Res {
+        self.send(Method::GET, path, None).await
+    }
+    async fn post(&self, path: &str, body: Value) -> Res {
+        self.send(Method::POST, path, Some(body)).await
+    }
+    async fn patch(&self, path: &str, body: Value) -> Res {
+        self.send(Method::PATCH, path, Some(body)).await
+    }
+    async fn delete(&self, path: &str) -> Res {
+        self.send(Method::DELETE, path, None).await
+    }
+
+    /// Creates a project through the API and returns its id.
+    async fn project(&self, name: &str) -> Uuid {
+        let r = self.post("/api/projects", json!({"name": name})).await;
+        assert_eq!(r.status, 201, "{r:?}");
+        r.body["id"].as_str().unwrap().parse().unwrap()
+    }
+
+    async fn task(&self, project: Uuid, body: Value) -> Value {
+        let r = self.post(&format!("/api/projects/{project}/tasks"), body).await;
+        assert_eq!(r.status, 201, "{r:?}");
+        r.body
+    }
+}
+
+/// A user with a token, as an API caller.
+async fn caller(app: &TestApp, name: &str) -> (Uuid, Api) {
+    let (id, token) = app.user(name).await;
+    (id, Api::new(app, Some(&token)))
+}
+
+fn ids(items: &Value) -> Vec<String> {
+    items.as_array().unwrap().iter().map(|i| i["id"].as_str().unwrap().to_string()).collect()
+}
+
+// --- me and tokens -----------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn me_tells_who_the_token_belongs_to() {
+    let app = spawn_app().await;
+    let (id, alice) = caller(&app, "alice").await;
+    let r = alice.get("/api/me").await;
+    assert_eq!(r.status, 200);
+    assert_eq!((r.body["id"].clone(), r.body["name"].clone()), (json!(id), json!("alice")));
+}
+
+#[tokio::test]
+async fn a_missing_malformed_or_unknown_token_is_401_in_the_error_shape() {
+    let app = spawn_app().await;
+    caller(&app, "alice").await;
+    Api::new(&app, None).get("/api/me").await.error(401, "unauthorized");
+    Api::new(&app, Some("nonsense")).get("/api/projects").await.error(401, "unauthorized");
+    let unknown = format!("bc_{}", "0".repeat(64));
+    Api::new(&app, Some(&unknown)).post("/api/projects", json!({"name": "x"})).await.error(401, "unauthorized");
+}
+
+#[tokio::test]
+async fn a_user_issues_lists_and_revokes_their_own_tokens_and_a_revoked_token_stops_at_once() {
+    let app = spawn_app().await;
+    let (_, alice) = caller(&app, "alice").await;
+    let (_, bob) = caller(&app, "bob").await;
+
+    let issued = alice.post("/api/tokens", json!({"label": "laptop"})).await;
+    assert_eq!(issued.status, 201, "{issued:?}");
+    assert_eq!(issued.body["label"], "laptop");
+    let second = Api::new(&app, issued.body["token"].as_str());
+    assert_eq!(second.get("/api/me").await.body["name"], "alice");
+
+    let list = alice.get("/api/tokens").await;
+    assert_eq!(list.status, 200);
+    let items = list.body["items"].as_array().unwrap();
+    assert_eq!(items.len(), 2);
+    assert!(items.iter().all(|t| t.get("token").is_none() && t.get("token_hash").is_none()), "no secrets: {items:?}");
+    assert_eq!(items.iter().filter(|t| t["current"] == true).count(), 1);
+
+    let token_id = issued.body["id"].as_str().unwrap();
+    bob.delete(&format!("/api/tokens/{token_id}")).await.error(404, "not_found");
+    let revoked = alice.delete(&format!("/api/tokens/{token_id}")).await;
+    assert_eq!(revoked.status, 200);
+    assert!(revoked.body["revoked_at"].is_string());
+    second.get("/api/me").await.error(401, "unauthorized");
+    assert_eq!(alice.get("/api/me").await.status, 200, "the other token still works");
+    // Empty body: a token without a label.
+    let r = alice.raw(Method::POST, "/api/tokens", None, None).await;
+    assert_eq!((r.status, r.body["label"].as_str()), (201, Some("")));
+}
+
+// --- projects ----------------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn a_created_project_is_owned_by_its_creator_and_listed_among_theirs() {
+    let app = spawn_app().await;
+    let (alice_id, alice) = caller(&app, "alice").await;
+    let r = alice.post("/api/projects", json!({"name": "Launch"})).await;
+    assert_eq!(r.status, 201);
+    assert_eq!(
+        (r.body["name"].as_str(), r.body["status"].as_str(), r.body["role"].as_str()),
+        (Some("Launch"), Some("active"), Some("owner"))
+    );
+    let id: Uuid = r.body["id"].as_str().unwrap().parse().unwrap();
+    assert_eq!(r.seq(), app.latest_seq(id).await, "the seq of its last event");
+    assert_eq!(r.seq_header, Some(r.seq()));
+
+    let members = alice.get(&format!("/api/projects/{id}/members")).await;
+    assert_eq!(members.body["items"][0]["user_id"], json!(alice_id));
+    assert_eq!(members.body["items"][0]["role"], "owner");
+
+    let list = alice.get("/api/projects").await;
+    assert_eq!(ids(&list.body["items"]), vec![id.to_string()]);
+    assert_eq!(list.body["next_cursor"], Value::Null);
+    let got = alice.get(&format!("/api/projects/{id}")).await;
+    assert_eq!((got.status, got.body["name"].as_str()), (200, Some("Launch")));
+}
+
+#[tokio::test]
+async fn the_project_list_pages_with_a_cursor() {
+    let app = spawn_app().await;
+    let (_, alice) = caller(&app, "alice").await;
+    let mut made = Vec::new();
+    for i in 0..5 {
+        made.push(alice.project(&format!("p{i}")).await.to_string());
+    }
+    let mut seen = Vec::new();
+    let mut path = "/api/projects?limit=2".to_string();
+    loop {
+        let r = alice.get(&path).await;
+        assert_eq!(r.status, 200, "{r:?}");
+        seen.extend(ids(&r.body["items"]));
+        match r.body["next_cursor"].as_str() {
+            Some(c) => path = format!("/api/projects?limit=2&cursor={c}"),
+            None => break,
+        }
+    }
+    assert_eq!(seen, made);
+}
+
+#[tokio::test]
+async fn owners_rename_archive_and_delete_projects_and_members_may_not() {
+    let app = spawn_app().await;
+    let (_, alice) = caller(&app, "alice").await;
+    let (_, bob) = caller(&app, "bob").await;
+    let project = alice.project("Board").await;
+    alice.post(&format!("/api/projects/{project}/members"), json!({"user": "bob"})).await;
+
+    bob.patch(&format!("/api/projects/{project}"), json!({"name": "Mine now"})).await.error(403, "forbidden");
+    bob.delete(&format!("/api/projects/{project}")).await.error(403, "forbidden");
+    assert_eq!(bob.get(&format!("/api/projects/{project}")).await.body["role"], "member");
+
+    let r = alice.patch(&format!("/api/projects/{project}"), json!({"name": "Renamed", "status": "archived"})).await;
+    assert_eq!(r.status, 200, "{r:?}");
+    assert_eq!((r.body["name"].as_str(), r.body["status"].as_str()), (Some("Renamed"), Some("archived")));
+    assert_eq!(r.seq(), app.latest_seq(project).await);
+    let same = alice.patch(&format!("/api/projects/{project}"), json!({"name": "Renamed"})).await;
+    assert_eq!((same.status, &same.body["seq"]), (200, &Value::Null), "no change, no event, no seq");
+
+    let e = alice.patch(&format!("/api/projects/{project}"), json!({"status": "paused"})).await;
+    assert_eq!(e.error(422, "invalid")["field"], "status");
+    let e = alice.patch(&format!("/api/projects/{project}"), json!({})).await;
+    assert_eq!(e.error(422, "invalid")["field"], "body");
+
+    let d = alice.delete(&format!("/api/projects/{project}")).await;
+    assert_eq!((d.status, d.body["deleted"].as_bool()), (200, Some(true)));
+    assert_eq!(d.seq(), app.latest_seq(project).await);
+    alice.get(&format!("/api/projects/{project}")).await.error(404, "not_found");
+}
+
+#[tokio::test]
+async fn a_user_sees_nothing_of_another_users_project_everything_is_404() {
+    let app = spawn_app().await;
+    let (_, alice) = caller(&app, "alice").await;
+    let (_, mallory) = caller(&app, "mallory").await;
+    let project = alice.project("Secret").await;
+    let task = alice.task(project, json!({"title": "plans"})).await;
+    let task_id = task["id"].as_str().unwrap();
+    let comment = alice.post(&format!("/api/tasks/{task_id}/comments"), json!({"body": "hush"})).await.body;
+    let comment_id = comment["id"].as_str().unwrap();
+    mallory.project("Mallory's own").await;
+
+    assert!(ids(&mallory.get("/api/projects").await.body["items"]).iter().all(|id| *id != project.to_string()));
+    let p = format!("/api/projects/{project}");
+    mallory.get(&p).await.error(404, "not_found");
+    mallory.patch(&p, json!({"name": "pwned"})).await.error(404, "not_found");
+    mallory.delete(&p).await.error(404, "not_found");
+    mallory.get(&format!("{p}/members")).await.error(404, "not_found");
+    mallory.post(&format!("{p}/members"), json!({"user": "mallory"})).await.error(404, "not_found");
+    mallory.get(&format!("{p}/tasks")).await.error(404, "not_found");
+    mallory.post(&format!("{p}/tasks"), json!({"title": "x"})).await.error(404, "not_found");
+    mallory.get(&format!("/api/tasks/{task_id}")).await.error(404, "not_found");
+    mallory.patch(&format!("/api/tasks/{task_id}"), json!({"title": "x"})).await.error(404, "not_found");
+    mallory.delete(&format!("/api/tasks/{task_id}")).await.error(404, "not_found");
+    mallory.get(&format!("/api/tasks/{task_id}/comments")).await.error(404, "not_found");
+    mallory.post(&format!("/api/tasks/{task_id}/comments"), json!({"body": "x"})).await.error(404, "not_found");
+    mallory.get(&format!("/api/comments/{comment_id}")).await.error(404, "not_found");
+    mallory.patch(&format!("/api/comments/{comment_id}"), json!({"body": "x"})).await.error(404, "not_found");
+    mallory.delete(&format!("/api/comments/{comment_id}")).await.error(404, "not_found");
+    // Nothing changed.
+    assert_eq!(alice.get(&format!("/api/tasks/{task_id}")).await.body["title"], "plans");
+}
+
+// --- members -----------------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn owners_add_members_by_name_change_roles_and_remove_them() {
+    let app = spawn_app().await;
+    let (alice_id, alice) = caller(&app, "alice").await;
+    let (bob_id, bob) = caller(&app, "bob").await;
+    caller(&app, "carol").await;
+    let project = alice.project("Team").await;
+    let members = format!("/api/projects/{project}/members");
+
+    let added = alice.post(&members, json!({"user": "bob"})).await;
+    assert_eq!(added.status, 201, "{added:?}");
+    assert_eq!((added.body["user_name"].as_str(), added.body["role"].as_str()), (Some("bob"), Some("member")));
+    assert_eq!(added.seq(), app.latest_seq(project).await);
+    let dup = alice.post(&members, json!({"user": "bob", "role": "owner"})).await;
+    assert_eq!(dup.error(409, "conflict")["current"]["role"], "member");
+    assert_eq!(
+        alice.post(&members, json!({"user": "nobody"})).await.error(404, "not_found")["message"],
+        "no user named \"nobody\""
+    );
+    assert_eq!(
+        alice.post(&members, json!({"user": "bob", "role": "king"})).await.error(422, "invalid")["field"],
+        "role"
+    );
+
+    // A member may list, not manage.
+    let list = bob.get(&members).await;
+    assert_eq!(list.body["items"].as_array().unwrap().len(), 2);
+    bob.post(&members, json!({"user": "carol"})).await.error(403, "forbidden");
+    bob.patch(&format!("{members}/{alice_id}"), json!({"role": "member"})).await.error(403, "forbidden");
+    bob.delete(&format!("{members}/{alice_id}")).await.error(403, "forbidden");
+
+    // The last owner stays an owner.
+    let last = alice.patch(&format!("{members}/{alice_id}"), json!({"role": "member"})).await;
+    assert_eq!(last.error(409, "conflict")["current"]["role"], "owner");
+    alice.delete(&format!("{members}/{alice_id}")).await.error(409, "conflict");
+
+    let promoted = alice.patch(&format!("{members}/{bob_id}"), json!({"role": "owner"})).await;
+    assert_eq!((promoted.status, promoted.body["role"].as_str()), (200, Some("owner")));
+    let removed = bob.delete(&format!("{members}/{alice_id}")).await;
+    assert_eq!((removed.status, removed.body["deleted"].as_bool()), (200, Some(true)));
+    alice.get(&format!("/api/projects/{project}")).await.error(404, "not_found");
+    alice.patch(&format!("{members}/{}", Uuid::new_v4()), json!({"role": "owner"})).await.error(404, "not_found");
+    bob.patch(&format!("{members}/{}", Uuid::new_v4()), json!({"role": "owner"})).await.error(404, "not_found");
+}
+
+#[tokio::test]
+async fn a_member_may_leave_and_a_removed_member_is_told_on_the_feed() {
+    let app = spawn_app().await;
+    let (_, alice) = caller(&app, "alice").await;
+    let (bob_id, bob_token) = app.user("bob").await;
+    let bob = Api::new(&app, Some(&bob_token));
+    let (carol_id, carol) = caller(&app, "carol").await;
+    let project = alice.project("Team").await;
+    let members = format!("/api/projects/{project}/members");
+    alice.post(&members, json!({"user": "bob"})).await;
+    alice.post(&members, json!({"user": "carol"})).await;
+
+    let left = carol.delete(&format!("{members}/{carol_id}")).await;
+    assert_eq!(left.status, 200, "{left:?}");
+    carol.get(&format!("/api/projects/{project}")).await.error(404, "not_found");
+
+    let (mut ws, _) = app.joined(&bob_token, project).await;
+    let r = alice.delete(&format!("{members}/{bob_id}")).await;
+    assert_eq!(r.status, 200);
+    let removal = ws.event().await;
+    assert_eq!(removal["seq"], r.seq());
+    assert_eq!(ws.recv().await, json!({"op": "left", "project": project, "reason": "removed"}));
+    bob.get(&members).await.error(404, "not_found");
+}
+
+// --- tasks -------------------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn a_task_is_created_read_updated_moved_and_deleted() {
+    let app = spawn_app().await;
+    let (alice_id, alice) = caller(&app, "alice").await;
+    let project = alice.project("Board").await;
+
+    let t = alice.task(project, json!({"title": "Write docs"})).await;
+    assert_eq!(
+        (t["status"].as_str(), t["description"].as_str(), t["version"].as_i64()),
+        (Some("todo"), Some(""), Some(1))
+    );
+    assert_eq!((t["assignee_id"].clone(), t["project_id"].clone()), (Value::Null, json!(project)));
+    let id = t["id"].as_str().unwrap();
+    let second = alice
+        .task(project, json!({"title": "Ship", "status": "in_progress", "assignee_id": alice_id, "description": "v1"}))
+        .await;
+    assert!(second["position"].as_f64() > t["position"].as_f64(), "a new card goes last");
+
+    let got = alice.get(&format!("/api/tasks/{id}")).await;
+    assert_eq!(got.body["title"], "Write docs");
+
+    let u = alice
+        .patch(
+            &format!("/api/tasks/{id}"),
+            json!({"title": "Write the docs", "status": "done", "assignee_id": alice_id, "version": 1}),
+        )
+        .await;
+    assert_eq!(u.status, 200, "{u:?}");
+    assert_eq!(
+        (u.body["title"].as_str(), u.body["status"].as_str(), u.body["version"].as_i64()),
+        (Some("Write the docs"), Some("done"), Some(2))
+    );
+    assert_eq!(u.body["assignee_id"], json!(alice_id));
+    assert_eq!(u.seq(), app.latest_seq(project).await);
+
+    // Moving the first card after the second.
+    let moved =
+        alice.patch(&format!("/api/tasks/{id}"), json!({"position": second["position"].as_f64().unwrap() + 1.0})).await;
+    assert_eq!(moved.status, 200);
+    let board = alice.get(&format!("/api/projects/{project}/tasks")).await;
+    assert_eq!(ids(&board.body["items"]), vec![second["id"].as_str().unwrap().to_string(), id.to_string()]);
+
+    let unassigned = alice.patch(&format!("/api/tasks/{id}"), json!({"assignee_id": null})).await;
+    assert_eq!(unassigned.body["assignee_id"], Value::Null);
+
+    let d = alice.delete(&format!("/api/tasks/{id}")).await;
+    assert_eq!((d.status, d.body["deleted"].as_bool()), (200, Some(true)));
+    assert_eq!(d.seq(), app.latest_seq(project).await);
+    alice.get(&format!("/api/tasks/{id}")).await.error(404, "not_found");
+    alice.delete(&format!("/api/tasks/{id}")).await.error(404, "not_found");
+}
+
+#[tokio::test]
+async fn the_task_list_filters_by_status_and_assignee_and_pages_in_a_stable_order() {
+    let app = spawn_app().await;
+    let (alice_id, alice) = caller(&app, "alice").await;
+    let project = alice.project("Board").await;
+    let mut all = Vec::new();
+    for i in 0..7 {
+        let status = if i % 2 == 0 { "todo" } else { "done" };
+        let assignee = if i < 3 { json!(alice_id) } else { Value::Null };
+        // Equal positions on purpose: created_at and id break the tie.
+        let t = alice
+            .task(project, json!({"title": format!("t{i}"), "status": status, "assignee_id": assignee, "position": 1}))
+            .await;
+        all.push(t["id"].as_str().unwrap().to_string());
+    }
+    let base = format!("/api/projects/{project}/tasks");
+    let full = alice.get(&base).await;
+    assert_eq!(ids(&full.body["items"]), all);
+
+    let mut paged = Vec::new();
+    let mut path = format!("{base}?limit=3");
+    loop {
+        let r = alice.get(&path).await;
+        assert!(r.body["items"].as_array().unwrap().len() <= 3);
+        paged.extend(ids(&r.body["items"]));
+        match r.body["next_cursor"].as_str() {
+            Some(c) => path = format!("{base}?limit=3&cursor={c}"),
+            None => break,
+        }
+    }
+    assert_eq!(paged, all, "pages neither skip nor repeat");
+
+    let done = alice.get(&format!("{base}?status=done")).await;
+    assert_eq!(ids(&done.body["items"]), vec![all[1].clone(), all[3].clone(), all[5].clone()]);
+    let mine = alice.get(&format!("{base}?assignee={alice_id}")).await;
+    assert_eq!(ids(&mine.body["items"]), all[..3].to_vec());
+    let nobodys = alice.get(&format!("{base}?assignee=none&status=todo")).await;
+    assert_eq!(ids(&nobodys.body["items"]), vec![all[4].clone(), all[6].clone()]);
+
+    assert_eq!(alice.get(&format!("{base}?status=later")).await.error(422, "invalid")["field"], "status");
+    assert_eq!(alice.get(&format!("{base}?assignee=me")).await.error(422, "invalid")["field"], "assignee");
+    assert_eq!(alice.get(&format!("{base}?limit=0")).await.error(422, "invalid")["field"], "limit");
+    assert_eq!(alice.get(&format!("{base}?limit=201")).await.error(422, "invalid")["field"], "limit");
+    alice.get(&format!("{base}?cursor=zz")).await.error(404, "not_found");
+    alice.get(&format!("{base}?cursor=5b315d")).await.error(404, "not_found");
+}
+
+#[tokio::test]
+async fn a_stale_update_gets_409_with_the_current_row_and_does_not_overwrite() {
+    let app = spawn_app().await;
+    let (_, alice) = caller(&app, "alice").await;
+    let project = alice.project("Board").await;
+    let t = alice.task(project, json!({"title": "v1"})).await;
+    let id: Uuid = t["id"].as_str().unwrap().parse().unwrap();
+
+    // Someone else (here psql) changes the task: the trigger bumps its version.
+    app.sql.execute("UPDATE tasks SET title = 'changed in psql' WHERE id = $1", &[&id]).await.unwrap();
+
+    let stale = alice.patch(&format!("/api/tasks/{id}"), json!({"title": "mine", "version": 1})).await;
+    let e = stale.error(409, "conflict");
+    assert_eq!((e["current"]["title"].as_str(), e["current"]["version"].as_i64()), (Some("changed in psql"), Some(2)));
+    assert_eq!(alice.get(&format!("/api/tasks/{id}")).await.body["title"], "changed in psql");
+
+    // The recipe: merge with `current`, retry with its version.
+    let retried = alice.patch(&format!("/api/tasks/{id}"), json!({"title": "mine", "version": 2})).await;
+    assert_eq!((retried.status, retried.body["version"].as_i64()), (200, Some(3)));
+    alice.delete(&format!("/api/tasks/{id}?version=2")).await.error(409, "conflict");
+    assert_eq!(alice.delete(&format!("/api/tasks/{id}?version=3")).await.status, 200);
+}
+
+#[tokio::test]
+async fn invalid_task_fields_are_422_naming_the_field() {
+    let app = spawn_app().await;
+    let (_, alice) = caller(&app, "alice").await;
+    let (stranger_id, _) = caller(&app, "stranger").await;
+    let project = alice.project("Board").await;
+    let tasks = format!("/api/projects/{project}/tasks");
+    let field = |r: Res| r.error(422, "invalid")["field"].as_str().unwrap().to_string();
+
+    assert_eq!(field(alice.post(&tasks, json!({})).await), "title");
+    assert_eq!(field(alice.post(&tasks, json!({"title": ""})).await), "title");
+    assert_eq!(field(alice.post(&tasks, json!({"title": "x".repeat(501)})).await), "title");
+    assert_eq!(field(alice.post(&tasks, json!({"title": 5})).await), "title");
+    assert_eq!(field(alice.post(&tasks, json!({"title": "a\u{0}b"})).await), "title");
+    assert_eq!(field(alice.post(&tasks, json!({"title": "x", "status": "blocked"})).await), "status");
+    assert_eq!(field(alice.post(&tasks, json!({"title": "x", "assignee_id": "bob"})).await), "assignee_id");
+    let not_member = alice.post(&tasks, json!({"title": "x", "assignee_id": stranger_id})).await;
+    assert!(not_member.error(409, "conflict")["message"].as_str().unwrap().starts_with("assignee_id"));
+    assert_eq!(field(alice.post(&tasks, json!({"title": "x", "position": "first"})).await), "position");
+    assert_eq!(field(alice.post(&tasks, json!({"title": "x", "priority": 1})).await), "priority");
+    assert_eq!(
+        field(alice.post(&tasks, json!({"title": "x", "description": "d".repeat(20_001)})).await),
+        "description"
+    );
+    let t = alice.task(project, json!({"title": "x".repeat(500)})).await;
+    let id = t["id"].as_str().unwrap();
+    assert_eq!(field(alice.patch(&format!("/api/tasks/{id}"), json!({"version": 1})).await), "body");
+    assert_eq!(field(alice.patch(&format!("/api/tasks/{id}"), json!({"title": "y", "version": 0})).await), "version");
+    assert_eq!(
+        field(alice.patch(&format!("/api/tasks/{id}"), json!({"project_id": Uuid::new_v4()})).await),
+        "project_id"
+    );
+}
+
+// --- comments ----------------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn members_comment_on_tasks_and_only_authors_edit_or_delete_their_comments() {
+    let app = spawn_app().await;
+    let (alice_id, alice) = caller(&app, "alice").await;
+    let (_, bob) = caller(&app, "bob").await;
+    let project = alice.project("Board").await;
+    alice.post(&format!("/api/projects/{project}/members"), json!({"user": "bob"})).await;
+    let task = alice.task(project, json!({"title": "Review"})).await;
+    let comments = format!("/api/tasks/{}/comments", task["id"].as_str().unwrap());
+
+    let c = alice.post(&comments, json!({"body": "first"})).await;
+    assert_eq!(c.status, 201, "{c:?}");
+    assert_eq!((c.body["author_id"].clone(), c.body["project_id"].clone()), (json!(alice_id), json!(project)));
+    assert_eq!(c.seq(), app.latest_seq(project).await);
+    let cid = c.body["id"].as_str().unwrap().to_string();
+    let mut all = vec![cid.clone()];
+    for i in 0..4 {
+        all.push(
+            bob.post(&comments, json!({"body": format!("bob {i}")})).await.body["id"].as_str().unwrap().to_string(),
+        );
+    }
+    assert_eq!(bob.post(&comments, json!({"body": ""})).await.error(422, "invalid")["field"], "body");
+
+    let mut seen = Vec::new();
+    let mut path = format!("{comments}?limit=2");
+    loop {
+        let r = bob.get(&path).await;
+        seen.extend(ids(&r.body["items"]));
+        match r.body["next_cursor"].as_str() {
+            Some(cur) => path = format!("{comments}?limit=2&cursor={cur}"),
+            None => break,
+        }
+    }
+    assert_eq!(seen, all, "oldest first, every comment once");
+    assert_eq!(bob.get(&format!("/api/comments/{cid}")).await.body["body"], "first");
+
+    bob.patch(&format!("/api/comments/{cid}"), json!({"body": "edited by bob"})).await.error(403, "forbidden");
+    bob.delete(&format!("/api/comments/{cid}")).await.error(403, "forbidden");
+    let edited = alice.patch(&format!("/api/comments/{cid}"), json!({"body": "first, edited", "version": 1})).await;
+    assert_eq!((edited.status, edited.body["version"].as_i64()), (200, Some(2)));
+    let stale = alice.patch(&format!("/api/comments/{cid}"), json!({"body": "again", "version": 1})).await;
+    assert_eq!(stale.error(409, "conflict")["current"]["body"], "first, edited");
+    let d = alice.delete(&format!("/api/comments/{cid}")).await;
+    assert_eq!((d.status, d.seq()), (200, app.latest_seq(project).await));
+    alice.get(&format!("/api/comments/{cid}")).await.error(404, "not_found");
+}
+
+// --- the feed ----------------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn an_api_write_reaches_the_feed_like_a_psql_write_with_the_seq_its_response_announced() {
+    let app = spawn_app().await;
+    let (_, token) = app.user("alice").await;
+    let alice = Api::new(&app, Some(&token));
+    let project = alice.project("Board").await;
+    let (mut ws, _) = app.joined(&token, project).await;
+
+    let via_api = alice.task(project, json!({"title": "from the API"})).await;
+    let e_api = ws.event().await;
+    assert_eq!(e_api["seq"], via_api["seq"], "the response's seq is its event's");
+    let mut row = via_api.clone();
+    row.as_object_mut().unwrap().remove("seq");
+    assert_eq!(e_api["row"], row, "the response carries the row the feed carries");
+
+    app.insert_task(project, "from psql").await;
+    let e_sql = ws.event().await;
+    let keys = |v: &Value| v.as_object().unwrap().keys().cloned().collect::<Vec<_>>();
+    assert_eq!(keys(&e_api), keys(&e_sql));
+    assert_eq!(keys(&e_api["row"]), keys(&e_sql["row"]));
+    assert_eq!((e_api["table"].clone(), e_api["action"].clone()), (e_sql["table"].clone(), e_sql["action"].clone()));
+
+    // Updates, comments and deletes announce their seq too.
+    let id = via_api["id"].as_str().unwrap();
+    let u = alice.patch(&format!("/api/tasks/{id}"), json!({"status": "done"})).await;
+    let e = ws.event().await;
+    assert_eq!(
+        (e["seq"].clone(), e["action"].as_str(), e["old"]["status"].as_str()),
+        (u.body["seq"].clone(), Some("update"), Some("todo"))
+    );
+    let c = alice.post(&format!("/api/tasks/{id}/comments"), json!({"body": "done!"})).await;
+    assert_eq!(ws.event().await["seq"], c.body["seq"]);
+    let d = alice.delete(&format!("/api/tasks/{id}")).await;
+    let mut cascade = ws.events(2).await;
+    assert_eq!(cascade.pop().unwrap()["seq"], d.body["seq"], "the delete's seq is its last event's");
+    ws.expect_silence(Duration::from_millis(200)).await;
+}
+
+// --- refusals and the document -----------------------------------------------------------------------------
+
+#[tokio::test]
+async fn malformed_oversized_and_non_json_bodies_are_refused_cleanly() {
+    let app = spawn_app().await;
+    let (_, alice) = caller(&app, "alice").await;
+    let json = Some("application/json");
+    alice.raw(Method::POST, "/api/projects", json, Some(b"{\"name\":".to_vec())).await.error(400, "bad_request");
+    alice.raw(Method::POST, "/api/projects", json, Some(b"[1,2]".to_vec())).await.error(400, "bad_request");
+    alice.raw(Method::POST, "/api/projects", json, Some(b"\"x\"".to_vec())).await.error(400, "bad_request");
+    alice
+        .raw(Method::POST, "/api/projects", Some("text/plain"), Some(b"{\"name\":\"x\"}".to_vec()))
+        .await
+        .error(415, "unsupported_media_type");
+    let big = format!("{{\"name\":\"{}\"}}", "x".repeat(300 * 1024)).into_bytes();
+    alice.raw(Method::POST, "/api/projects", json, Some(big)).await.error(413, "too_large");
+    // No content type at all is taken as JSON.
+    let r = alice.raw(Method::POST, "/api/projects", None, Some(b"{\"name\":\"x\"}".to_vec())).await;
+    assert_eq!(r.status, 201);
+}
+
+#[tokio::test]
+async fn ids_that_are_not_uuids_and_unknown_routes_are_json_404s_and_wrong_methods_405() {
+    let app = spawn_app().await;
+    let (_, alice) = caller(&app, "alice").await;
+    for path in
+        ["/api/projects/nope", "/api/projects/1/tasks", "/api/tasks/%00", "/api/comments/not-a-uuid", "/api/tokens/x"]
+    {
+        let r = if path.starts_with("/api/tokens") { alice.delete(path).await } else { alice.get(path).await };
+        r.error(404, "not_found");
+    }
+    alice.get("/api/unknown").await.error(404, "not_found");
+    let r = alice.send(Method::PUT, "/api/projects", Some(json!({}))).await;
+    r.error(405, "method_not_allowed");
+    assert_eq!(r.allow.as_deref(), Some("GET, POST"));
+}
+
+/// The document and the routes agree: every documented operation is routed (unauthenticated it meets the
+/// token check, not a 404 or 405), and on documented paths every undocumented method is a 405.
+#[tokio::test]
+async fn every_operation_in_the_openapi_document_is_routed_and_nothing_else_is() {
+    let app = spawn_app().await;
+    let anonymous = Api::new(&app, None);
+    let doc = anonymous.get("/api/openapi.json").await;
+    assert_eq!(doc.status, 200);
+    assert_eq!(doc.body["openapi"], "3.0.3");
+    let paths = doc.body["paths"].as_object().unwrap();
+    assert!(paths.len() >= 12);
+    let all = [Method::GET, Method::POST, Method::PUT, Method::PATCH, Method::DELETE];
+    let mut checked = 0;
+    for (template, ops) in paths {
+        let path = template
+            .split('/')
+            .map(|s| if s.starts_with('{') { Uuid::new_v4().to_string() } else { s.to_string() })
+            .collect::<Vec<_>>()
+            .join("/");
+        let ops = ops.as_object().unwrap();
+        for method in &all {
+            let documented = ops.get(&method.as_str().to_lowercase());
+            let body = matches!(*method, Method::POST | Method::PATCH | Method::PUT).then(|| json!({}));
+            let r = anonymous.send(method.clone(), &path, body).await;
+            match documented {
+                Some(op) => {
+                    let public = op.get("security").is_some_and(|s| s == &json!([]));
+                    let expected = if public { 200 } else { 401 };
+                    assert_eq!(r.status, expected, "{method} {template}: {r:?}");
+                    assert!(
+                        op["responses"].get(r.status.to_string()).is_some(),
+                        "{method} {template} does not document {}",
+                        r.status
+                    );
+                    checked += 1;
+                }
+                None => {
+                    r.error(405, "method_not_allowed");
+                    let allow: Vec<String> = ops.keys().map(|m| m.to_uppercase()).collect();
+                    let mut got: Vec<String> = r.allow.unwrap().split(", ").map(str::to_string).collect();
+                    got.sort();
+                    let mut want = allow.clone();
+                    want.sort();
+                    assert_eq!(got, want, "Allow of {template}");
+                }
+            }
+        }
+    }
+    assert!(checked >= 25, "{checked} operations");
+}
+
+#[tokio::test]
+async fn hostile_input_never_gets_a_server_error() {
+    let app = spawn_app().await;
+    let (_, alice) = caller(&app, "alice").await;
+    let project = alice.project("Board").await;
+    let task = alice.task(project, json!({"title": "t"})).await;
+    let tid = task["id"].as_str().unwrap();
+    let bodies = [
+        json!({"title": "x", "position": 1e308}),
+        json!({"title": "x", "position": f64::MAX}),
+        json!({"title": "x", "position": -0.0}),
+        json!({"title": {"nested": [1, 2]}}),
+        json!({"title": "x", "assignee_id": ""}),
+        json!({"title": "😀".repeat(500)}),
+        json!({"title": "x", "version": 9_223_372_036_854_775_807_i64}),
+        json!({"title": "x", "version": -1}),
+        json!({"title": "x", "version": 1.5}),
+        json!(null),
+    ];
+    for b in bodies {
+        alice.post(&format!("/api/projects/{project}/tasks"), b.clone()).await;
+        alice.patch(&format!("/api/tasks/{tid}"), b.clone()).await;
+        alice.post(&format!("/api/projects/{project}/members"), b.clone()).await;
+        alice.post(&format!("/api/tasks/{tid}/comments"), b.clone()).await;
+        alice.patch(&format!("/api/projects/{project}"), b).await;
+    }
+    for q in ["limit=-1", "limit=99999999999999999999", "cursor=%ff", "status=%00", "assignee=%zz", "a=b&&&=", "limit"]
+    {
+        alice.get(&format!("/api/projects/{project}/tasks?{q}")).await;
+        alice.get(&format!("/api/projects?{q}")).await;
+        alice.get(&format!("/api/tasks/{tid}/comments?{q}")).await;
+        alice.delete(&format!("/api/tasks/{}?version={q}", Uuid::new_v4())).await;
+    }
+    alice.raw(Method::POST, "/api/projects", Some("application/json; charset=utf-8"), Some(vec![0xff, 0xfe])).await;
+    // Positions no JSON parser can read back exactly are refused, by the API and by the database alike.
+    let r = alice.patch(&format!("/api/tasks/{tid}"), json!({"position": 1.7976931348623157e308})).await;
+    assert_eq!((r.status, r.body["error"]["field"].as_str()), (422, Some("position")));
+    let psql = app
+        .sql
+        .execute("UPDATE tasks SET position = 'NaN' WHERE id = $1", &[&tid.parse::<Uuid>().unwrap()])
+        .await;
+    assert!(psql.is_err());
+    assert_eq!(alice.get(&format!("/api/projects/{project}/tasks")).await.status, 200);
+    alice.raw(Method::PATCH, "/api/tasks/x", Some("application/json"), Some(b"{}".to_vec())).await;
+}
