@@ -90,13 +90,15 @@ where
             _ = shutdown.cancelled() => Err(End::Shutdown),
             r = revoked.recv() => match r {
                 Ok(token) if token == session.who.token_id => Err(End::Revoked),
-                Err(RecvError::Lagged(_)) => session.recheck_token().await,
+                Err(RecvError::Lagged(_)) => Box::pin(session.recheck_token()).await,
                 _ => Ok(()),
             },
             msg = session.ws.next() => {
                 heard = Instant::now();
                 match msg {
-                    Some(Ok(Message::Text(text))) => session.request(&mut rooms, &text).await,
+                    // Boxed: requests are rare, and their futures (database round trips) are large. Inline,
+                    // they would make every idle connection's future as large as the largest of them.
+                    Some(Ok(Message::Text(text))) => Box::pin(session.request(&mut rooms, &text)).await,
                     Some(Ok(Message::Binary(_))) => session.say(protocol::error("bad_frame", "binary messages are not supported; send JSON text", &None)).await,
                     Some(Ok(Message::Close(_))) | None => Err(End::Gone),
                     Some(Ok(_)) => Ok(()), // ping (answered by tungstenite), pong
@@ -249,11 +251,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         let Some(&cursor) = self.cursors.get(&project) else { return Ok(()) };
         match item {
             // This session fell behind the room's buffer: catch up from history right away.
-            Err(BroadcastStreamRecvError::Lagged(_)) => self.fill(rooms, project, i64::MAX).await,
+            // (Boxed, like every history read on this path: rare, and large.)
+            Err(BroadcastStreamRecvError::Lagged(_)) => Box::pin(self.fill(rooms, project, i64::MAX)).await,
             Ok(event) if event.seq <= cursor => Ok(()),
             Ok(event) => {
                 if event.seq > cursor + 1 {
-                    self.fill(rooms, project, event.seq - 1).await?;
+                    Box::pin(self.fill(rooms, project, event.seq - 1)).await?;
                     if self.cursors.get(&project) != Some(&(event.seq - 1)) {
                         return Ok(()); // resynced or removed while filling
                     }
@@ -349,5 +352,37 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             Ok(Err(_)) => Err(End::Gone),
             Err(_) => Err(End::TooSlow),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// Every idle connection carries this future; keep it small (see BENCHMARKS.md, memory per connection).
+    #[test]
+    fn the_session_future_stays_small() {
+        fn size_of<F: std::future::Future>(_: &F) -> usize {
+            std::mem::size_of::<F>()
+        }
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        rt.block_on(async {
+            let pool = crate::db::pool("postgres://nobody@127.0.0.1:1/none", 1).unwrap();
+            let feed = super::Feed::new(pool, Default::default());
+            let (a, _b) = tokio::io::duplex(64);
+            let ws = tokio_tungstenite::WebSocketStream::from_raw_socket(
+                a,
+                tokio_tungstenite::tungstenite::protocol::Role::Server,
+                None,
+            )
+            .await;
+            let who = crate::auth::Identity {
+                user_id: uuid::Uuid::nil(),
+                user_name: String::new(),
+                token_id: uuid::Uuid::nil(),
+            };
+            let fut = super::serve(ws, who, feed, Default::default());
+            let size = size_of(&fut);
+            eprintln!("session future: {size} bytes");
+            assert!(size < 2048, "the session future is {size} bytes");
+        });
     }
 }
