@@ -180,6 +180,15 @@ async fn restarting_the_whole_postgres_server_mid_stream_loses_nothing() {
     tokio::time::sleep(Duration::from_millis(500)).await;
     cluster.start_again();
     app.wait_until_healthy().await;
+    // The pool recovered: a write through the API works again, and reaches the feed like any other.
+    let res = reqwest::Client::new()
+        .post(app.http(&format!("/api/projects/{project}/tasks")))
+        .bearer_auth(&token)
+        .json(&json!({"title": "through the API after the restart"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 201);
 
     writer.await.unwrap();
     app.sql = connect(&db_url).await; // the old one died with the server
