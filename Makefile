@@ -29,7 +29,7 @@ run: build
 	  echo "  demo project: $$DEMO_PROJECT"; \
 	  echo "  demo token:   $$DEMO_TOKEN"; \
 	  echo; \
-	  echo "  watch the feed:   DATABASE_URL='$$DATABASE_URL' $(BIN) watch $$DEMO_PROJECT --token $$DEMO_TOKEN"; \
+	  echo "  watch the feed:   $(BIN) watch $$DEMO_PROJECT --token $$DEMO_TOKEN --url ws://$$addr/ws"; \
 	  echo "  or any client:    ws://$$addr/ws?token=$$DEMO_TOKEN  then send {\"op\":\"join\",\"project\":\"$$DEMO_PROJECT\"}"; \
 	  echo "  write with psql:  psql '$$DATABASE_URL' -c \"INSERT INTO tasks (project_id, title) VALUES ('$$DEMO_PROJECT', 'hello')\""; \
 	  echo; \
