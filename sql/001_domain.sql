@@ -44,7 +44,8 @@ CREATE TABLE tasks (
     id          uuid PRIMARY KEY DEFAULT gen_random_uuid(),
     project_id  uuid NOT NULL REFERENCES projects (id) ON DELETE CASCADE,
     title       text NOT NULL CHECK (length(title) BETWEEN 1 AND 500),
-    description text NOT NULL DEFAULT '',
+    -- Bounded so that an event (the row, and the old row on update) stays a few megabytes at most.
+    description text NOT NULL DEFAULT '' CHECK (length(description) <= 200000),
     status      text NOT NULL DEFAULT 'todo' CHECK (status IN ('todo', 'in_progress', 'done')),
     assignee_id uuid REFERENCES users (id) ON DELETE SET NULL,
     -- A card's place on the board. Fractional, so a card can be moved between two others without renumbering.

@@ -53,7 +53,7 @@ CREATE VIEW feed_seq AS
 -- jsonb rendered as text, so concatenation yields valid JSON with a fixed key order: op, project, seq, table,
 -- action, row, [old], at.
 CREATE FUNCTION boardcast_frame(project uuid, seq bigint, tbl text, action text, new_row jsonb, old_row jsonb)
-RETURNS text LANGUAGE sql IMMUTABLE AS $$
+RETURNS text LANGUAGE sql STABLE AS $$
     SELECT '{"op":"event","project":"' || project::text || '","seq":' || seq::text
         || ',"table":"' || tbl || '","action":"' || action || '","row":' || new_row::text
         || CASE WHEN old_row IS NULL THEN '' ELSE ',"old":' || old_row::text END
@@ -77,6 +77,8 @@ DECLARE
     projects uuid[];
     bases bigint[];
     notified bigint;
+    proj uuid;
+    flag text;
 BEGIN
     IF cardinality(changes) = 0 THEN
         RETURN;
@@ -88,9 +90,15 @@ BEGIN
     PERFORM 1 FROM feed_locks WHERE project_id = ANY (projects) ORDER BY project_id FOR UPDATE;
     -- Once per transaction, also update the row (to itself). Under REPEATABLE READ or SERIALIZABLE, a writer
     -- whose snapshot predates another writer's commit then fails with a retryable serialization error at the
-    -- FOR UPDATE above, instead of numbering from a stale view of the events.
-    UPDATE feed_locks SET project_id = project_id
-     WHERE project_id = ANY (projects) AND xmin::text <> (pg_current_xact_id()::text::bigint % 4294967296)::text;
+    -- FOR UPDATE above, instead of numbering from a stale view of the events. "Once" is remembered in a
+    -- transaction-local setting, which a rolled-back savepoint undoes along with the update itself.
+    FOREACH proj IN ARRAY projects LOOP
+        flag := 'boardcast.locked_' || replace(proj::text, '-', '');
+        IF coalesce(current_setting(flag, true), '') <> 'y' THEN
+            UPDATE feed_locks SET project_id = project_id WHERE project_id = proj;
+            PERFORM set_config(flag, 'y', true);
+        END IF;
+    END LOOP;
     -- A new statement, so a new snapshot: it sees the events of every writer that committed before us.
     -- (Read here, once, and not inside the INSERT below: there, each lookup would have to step over the rows
     -- that very INSERT is adding, and a 100,000-row statement would take quadratic time.)
@@ -212,7 +220,7 @@ DECLARE
     r record;
     removed bigint := 0;
     n bigint;
-    oldest record;
+    keep_from bigint;
 BEGIN
     FOR r IN SELECT project_id, last_seq FROM feed_seq LOOP
         EXIT WHEN removed >= batch;
@@ -225,17 +233,38 @@ BEGIN
             removed := removed + n;
         END IF;
         IF max_age IS NOT NULL AND removed < batch THEN
-            -- Events are recorded in seq order, so the old ones are a prefix: stop at the first young one.
-            SELECT seq, at INTO oldest FROM feed_events WHERE project_id = r.project_id ORDER BY seq LIMIT 1;
-            IF oldest.at < now() - max_age AND oldest.seq < r.last_seq THEN
-                DELETE FROM feed_events
-                 WHERE project_id = r.project_id
-                   AND seq < least(r.last_seq, oldest.seq + (batch - removed))
-                   AND at < now() - max_age;
-                GET DIAGNOSTICS n = ROW_COUNT;
-                removed := removed + n;
-            END IF;
+            -- Only a prefix of the history goes: up to the first event that is young enough to keep. (`at`
+            -- is not strictly increasing with seq, since a statement may wait for the project's lock after
+            -- it started, so "every old event" could punch holes in the middle.)
+            SELECT min(seq) INTO keep_from FROM (
+                SELECT seq, at FROM feed_events WHERE project_id = r.project_id ORDER BY seq LIMIT batch - removed + 1
+            ) head WHERE at >= now() - max_age;
+            DELETE FROM feed_events
+             WHERE project_id = r.project_id
+               AND seq < least(r.last_seq, coalesce(keep_from, r.last_seq))
+               AND seq < (SELECT min(seq) FROM feed_events WHERE project_id = r.project_id) + (batch - removed);
+            GET DIAGNOSTICS n = ROW_COUNT;
+            removed := removed + n;
         END IF;
     END LOOP;
     RETURN removed;
+END $$;
+
+-- TRUNCATE fires no row or statement triggers that could record what it removed, so it would change a board
+-- behind every client's back. It is refused on the feed's tables; use DELETE (which is recorded).
+CREATE FUNCTION boardcast_refuse_truncate() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    RAISE EXCEPTION 'TRUNCATE % would bypass the boardcast feed', TG_TABLE_NAME
+        USING HINT = 'Use DELETE FROM ' || TG_TABLE_NAME || ', which every client sees.',
+              ERRCODE = 'feature_not_supported';
+END $$;
+
+DO $$
+DECLARE
+    t text;
+BEGIN
+    FOREACH t IN ARRAY ARRAY['projects', 'project_members', 'tasks', 'comments'] LOOP
+        EXECUTE format('CREATE TRIGGER %I BEFORE TRUNCATE ON %I
+                        FOR EACH STATEMENT EXECUTE FUNCTION boardcast_refuse_truncate()', t || '_no_truncate', t);
+    END LOOP;
 END $$;

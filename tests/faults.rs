@@ -215,20 +215,25 @@ async fn a_client_that_never_reads_does_not_hold_back_one_that_does() {
     let (stuck, _) = app.joined(&token, project).await; // joins, then never reads again
     let (mut reader, s) = app.joined(&token, project).await;
 
-    // 8,000 events of ~4 KB each: far more than the socket buffers of the stuck client hold.
-    let pad = "x".repeat(4000);
-    for chunk in 0..80 {
-        app.sql
-            .execute(
+    // 8,000 events of ~4 KB each: far more than the socket buffers of the stuck client hold. Written from
+    // another task, so the reader reads while they are written, as a real client would.
+    let url = app.db_url.clone();
+    let writer = tokio::spawn(async move {
+        let sql = connect(&url).await;
+        let pad = "x".repeat(4000);
+        for chunk in 0..80 {
+            sql.execute(
                 "INSERT INTO tasks (project_id, title, description)
                  SELECT $1, 'c' || $2::int || '-' || g, $3 FROM generate_series(1, 100) g",
                 &[&project, &chunk, &pad],
             )
             .await
             .unwrap();
-    }
+        }
+    });
+    let events = reader.events(8000).await;
+    writer.await.unwrap();
     let end = app.latest_seq(project).await;
-    let events = reader.events((end - s) as usize).await;
     assert_gapless(&events, project, s + 1, end);
 
     // The stuck client is disconnected as too slow (send_timeout), and the server carries on.
@@ -474,4 +479,37 @@ async fn concurrent_writers_and_clients_that_randomly_drop_and_resume_all_see_ex
         .unwrap()
         .get(0);
     assert_eq!(inserts, committed);
+}
+
+#[tokio::test]
+async fn retention_by_age_removes_only_a_prefix_so_a_resume_never_skips_a_hole() {
+    let app = spawn_app().await;
+    let (token, project) = app.member_of_new_project("alice").await;
+    for i in 0..10 {
+        app.insert_task(project, &format!("t{i}")).await;
+    }
+    let latest = app.latest_seq(project).await;
+    // `at` is the statement's start, so a writer that waited for the project's lock can have an older `at`
+    // than the event before it. Make one young event sit among old ones.
+    app.sql
+        .execute(
+            "UPDATE feed_events SET at = CASE WHEN seq = 5 THEN now() ELSE now() - interval '2 days' END
+              WHERE project_id = $1",
+            &[&project],
+        )
+        .await
+        .unwrap();
+    let retention = boardcast::config::Retention {
+        max_age: Some(Duration::from_secs(86_400)),
+        max_per_project: None,
+        ..Default::default()
+    };
+    assert_eq!(boardcast::admin::prune(&app.feed.pool, &retention).await.unwrap(), 4, "seqs 1..=4 only");
+
+    let mut alice = app.client(&token).await;
+    alice.send(json!({"op": "join", "project": project, "since": 4})).await;
+    assert_eq!(alice.recv().await["op"], "joined");
+    assert_gapless(&alice.events((latest - 4) as usize).await, project, 5, latest);
+    alice.send(json!({"op": "join", "project": Uuid::new_v4(), "since": 0})).await;
+    assert_eq!(alice.recv().await["code"], "not_found");
 }

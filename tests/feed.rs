@@ -414,3 +414,33 @@ async fn a_task_moved_to_another_project_leaves_one_room_and_enters_the_other() 
     assert_eq!((came["action"].as_str(), came["seq"].as_i64()), (Some("insert"), Some(s_to + 1)));
     assert_eq!(came["row"]["id"], json!(task));
 }
+
+#[tokio::test]
+async fn truncate_is_refused_because_no_client_would_hear_of_it() {
+    let app = spawn_app().await;
+    let err = app.sql.batch_execute("TRUNCATE comments").await.unwrap_err();
+    assert!(err.as_db_error().unwrap().message().contains("bypass the boardcast feed"), "{err}");
+}
+
+#[tokio::test]
+async fn a_member_removed_and_added_again_can_resume_from_before_the_removal() {
+    let app = spawn_app().await;
+    let (_, project) = app.member_of_new_project("alice").await;
+    let (bob_id, bob_token) = app.user("bob").await;
+    app.add_member(project, "bob").await;
+    let before = app.latest_seq(project).await;
+    app.sql
+        .execute("DELETE FROM project_members WHERE project_id = $1 AND user_id = $2", &[&project, &bob_id])
+        .await
+        .unwrap();
+    app.add_member(project, "bob").await;
+    let latest = app.latest_seq(project).await;
+
+    let mut bob = app.client(&bob_token).await;
+    bob.send(json!({"op": "join", "project": project, "since": before})).await;
+    assert_eq!(bob.recv().await["op"], "joined");
+    let replay = bob.events((latest - before) as usize).await;
+    assert_eq!(replay[0]["action"], "delete", "the old removal is replayed as history");
+    app.insert_task(project, "bob is still here").await;
+    assert_eq!(bob.event().await["row"]["title"], "bob is still here");
+}

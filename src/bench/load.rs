@@ -468,6 +468,9 @@ pub struct WriteOutcome {
     /// Commit acknowledgement minus the intended start (open loop) or the send (closed loop), in µs.
     pub ack_p50_us: u64,
     pub ack_p99_us: u64,
+    /// The writers' PostgreSQL backends: their pids and the CPU time they used (read before they exit).
+    pub backend_pids: Vec<u32>,
+    pub backend_cpu_secs: f64,
 }
 
 const SINGLE: &str = "INSERT INTO tasks (project_id, title) VALUES ($1, $2)";
@@ -486,11 +489,14 @@ pub async fn pg_connect(url: &str) -> Result<Client, String> {
 /// Runs the writers to completion. Transaction `i` goes to project `i % projects`.
 pub async fn write(spec: WriteSpec, shared: Arc<Shared>) -> Result<WriteOutcome, String> {
     let mut clients = Vec::new();
+    let mut pids = Vec::new();
     for _ in 0..spec.writers {
         let c = pg_connect(&spec.url).await?;
         if let Some(sql) = &spec.setup {
             c.batch_execute(sql).await.map_err(|e| format!("{sql}: {e}"))?;
         }
+        let pid: i32 = c.query_one("SELECT pg_backend_pid()", &[]).await.map_err(|e| e.to_string())?.get(0);
+        pids.push(pid as u32);
         clients.push(Arc::new(c));
     }
     let ack = Arc::new(Histogram::new());
@@ -617,6 +623,8 @@ pub async fn write(spec: WriteSpec, shared: Arc<Shared>) -> Result<WriteOutcome,
     total.window_secs = spec.duration.as_secs_f64();
     total.ack_p50_us = ack.quantile(0.5);
     total.ack_p99_us = ack.quantile(0.99);
+    total.backend_cpu_secs = pids.iter().map(|&p| super::server::cpu_of(p).as_secs_f64()).sum();
+    total.backend_pids = pids;
     Ok(total)
 }
 

@@ -341,16 +341,18 @@ impl CpuMark {
         CpuMark {
             at: Instant::now(),
             server: server.map(|s| s.cpu()).unwrap_or_default(),
-            postgres: server::postgres_cpu(),
+            postgres: server::postgres_cpu(&[]),
             bench: self_cpu(),
             machine: server::machine_cpu(),
         }
     }
 
-    /// (server %, postgres %, bench %, machine busy %) of one core; machine busy of all cores.
-    fn since(&self, server: Option<&Server>) -> (f64, f64, f64, f64) {
+    /// (server %, postgres %, bench %, machine busy %) of one core; machine busy of all cores. The writers'
+    /// backends have exited by now: their CPU time, read just before, is added.
+    fn since(&self, server: Option<&Server>, writers: &WriteOutcome) -> (f64, f64, f64, f64) {
         let wall = self.at.elapsed().as_secs_f64().max(1e-9);
-        let now = CpuMark::now(server);
+        let mut now = CpuMark::now(server);
+        now.postgres = server::postgres_cpu(&writers.backend_pids) + Duration::from_secs_f64(writers.backend_cpu_secs);
         let pct = |a: Duration, b: Duration| (a.saturating_sub(b)).as_secs_f64() / wall * 100.0;
         let (busy, total) = (now.machine.0 - self.machine.0, now.machine.1 - self.machine.1);
         (
@@ -485,7 +487,7 @@ async fn load_run(
         setup: Some(format!("SET synchronous_commit = {}", ctx.load_sync_commit())),
     };
     let write = write_on_own_thread(spec, shared.clone()).await?;
-    let (server_cpu, pg_cpu, bench_cpu, busy) = mark.since(Some(&server));
+    let (server_cpu, pg_cpu, bench_cpu, busy) = mark.since(Some(&server), &write);
     let finals = load::final_seqs(&ctx.admin, &ctx.projects[..rooms]).await?;
     let (outcomes, drained) = fleet.finish(&finals, Duration::from_secs(60)).await;
     let (queue, rss_max) = sampler.finish().await;
@@ -707,7 +709,7 @@ async fn writes_run(ctx: &Ctx) -> Result<Vec<WriteRun>, String> {
                         setup: Some(format!("SET synchronous_commit = {sync}")),
                     };
                     let w = write_on_own_thread(spec, Shared::new(0)).await?;
-                    let (server_cpu, pg_cpu, _, _) = mark.since(server.as_ref());
+                    let (server_cpu, pg_cpu, _, _) = mark.since(server.as_ref(), &w);
                     let (queue, _) = sampler.finish().await;
                     let t = w.window_transactions as f64 / w.window_secs;
                     ctx.say(format!(

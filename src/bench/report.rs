@@ -185,7 +185,7 @@ pub fn targets(r: &Results) -> String {
     if let Some(m) = &r.memory {
         let top = m.points.iter().map(|p| p.0).max().unwrap_or(0);
         row(
-            &"≤ 16 KiB RSS per idle connection (slope 1,000 → 20,000)".to_string(),
+            "≤ 16 KiB RSS per idle connection (slope 1,000 → 20,000)",
             format!("{:.2} KiB/connection (1,000 → {top})", m.slope_bytes_per_conn / 1024.0),
             Some(m.slope_bytes_per_conn <= 16.0 * 1024.0),
         );
@@ -267,7 +267,7 @@ pub fn markdown(r: &Results) -> String {
          - **Latency** is commit-to-client: the title carries an id, the writer stores the instant its INSERT was acknowledged (the commit), the client takes the instant its `read` returned the frame; same process, same monotonic clock. Warm-up writes are excluded. Percentiles come from a log-linear histogram (≤ 0.2% error, rounded up).\n\
          - **deliveries/s** = events received by all clients / (last receipt − first receipt).\n\
          - **RSS** is `VmRSS` of the server process from /proc; the per-connection figure is the least-squares slope over several connection counts. **notify queue** is the maximum of `pg_notification_queue_usage()` sampled every 250 ms.\n\
-         - **CPU** is user+system time from /proc over the write phase, as % of one core (the machine has two): the server, all `postgres` processes (the database server is shared, so others' load counts too), the bench itself.\n\
+         - **CPU** is user+system time from /proc over the write phase, as % of one core (the machine has two): the server, all `postgres` processes including the writers' backends (the database server is shared: other users' load counts too, and is the main source of noise in these figures), the bench itself.\n\
          - The load generator reads frames with its own minimal WebSocket reader (no JSON parsing: `seq` and the id are found in the frame bytes), clients run on a 2-thread runtime, writers on a thread of their own.\n\n",
     );
     s.push_str("## Targets\n\n");

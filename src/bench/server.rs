@@ -159,11 +159,14 @@ pub fn cpu_of(pid: u32) -> Duration {
 }
 
 /// Total CPU time of every `postgres` process (the shared server: other users' load counts too).
-pub fn postgres_cpu() -> Duration {
+pub fn postgres_cpu(exclude: &[u32]) -> Duration {
     let mut total = Duration::ZERO;
     if let Ok(dir) = std::fs::read_dir("/proc") {
         for e in dir.flatten() {
             let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else { continue };
+            if exclude.contains(&pid) {
+                continue;
+            }
             if std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim() == "postgres") {
                 total += cpu_of(pid);
             }

@@ -4,8 +4,9 @@
 //! exactly once and in order. The session keeps, per room, the last seq it sent (its cursor). An event from
 //! the room's broadcast at cursor + 1 is sent; one at or below the cursor is a duplicate and skipped; one
 //! further ahead means the session missed some (it was slow and the room's buffer moved on, or it joined
-//! while the room was catching up), and the gap is read from history before going on. If history no longer
-//! has it, the client gets `resync` instead of a silent hole.
+//! while the room was starting), and the session catches up from history, one page per turn of its loop, so
+//! that meanwhile it still reads the socket, answers pings and notices shutdown. If history no longer has
+//! what it needs, the client gets `resync` instead of a silent hole.
 //!
 //! The session also enforces liveness (pings; a silent peer is dropped), slowness (a client that accepts no
 //! data for `send_timeout` is disconnected; until then it costs the room nothing, because the room's buffer is
@@ -17,6 +18,7 @@ use std::time::Instant;
 
 use futures::{FutureExt, SinkExt, StreamExt};
 use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::broadcast;
 use tokio::sync::broadcast::error::RecvError;
 use tokio_stream::StreamMap;
 use tokio_stream::wrappers::BroadcastStream;
@@ -61,35 +63,54 @@ impl End {
     }
 }
 
-type Rooms = StreamMap<Uuid, BroadcastStream<Arc<Event>>>;
+type Streams = StreamMap<Uuid, BroadcastStream<Arc<Event>>>;
+
+/// The session's state in one room.
+struct Joined {
+    /// The last seq sent to the client.
+    cursor: i64,
+    /// The project's latest seq when membership was checked. A member removal at or before it is history
+    /// (the user has been re-added since); only a later one takes the user out of the room.
+    verified_at: i64,
+    /// Set while catching up from history: read up to this seq (`i64::MAX`: until history runs out).
+    catch_up_to: Option<i64>,
+}
 
 struct Session<S> {
     who: Identity,
     feed: Arc<Feed>,
     ws: WebSocketStream<S>,
-    /// Per joined project: the last seq sent to this client.
-    cursors: HashMap<Uuid, i64>,
+    rooms: HashMap<Uuid, Joined>,
 }
 
-pub async fn serve<S>(ws: WebSocketStream<S>, who: Identity, feed: Arc<Feed>, shutdown: CancellationToken)
-where
+/// Serves one client until it leaves or must go. `revoked` was subscribed before the token was checked, so
+/// a revocation in between is not missed.
+pub async fn serve<S>(
+    ws: WebSocketStream<S>,
+    who: Identity,
+    feed: Arc<Feed>,
+    mut revoked: broadcast::Receiver<Uuid>,
+    shutdown: CancellationToken,
+) where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    let mut revoked = feed.revoked_tokens.subscribe();
     let settings = feed.settings.clone();
-    let mut session = Session { who, feed, ws, cursors: HashMap::new() };
-    let mut rooms = Rooms::new();
+    let mut session = Session { who, feed, ws, rooms: HashMap::new() };
+    let mut streams = Streams::new();
     let mut ping = tokio::time::interval(settings.ping_interval);
     ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     ping.tick().await;
     let mut heard = Instant::now();
 
     let end = loop {
+        let backlog = session.catching_up();
         let step = tokio::select! {
             biased;
             _ = shutdown.cancelled() => Err(End::Shutdown),
             r = revoked.recv() => match r {
                 Ok(token) if token == session.who.token_id => Err(End::Revoked),
+                // The nil id means "revocations may have been missed" (the listener was reconnecting).
+                Ok(token) if token.is_nil() => Box::pin(session.recheck_token()).await,
                 Err(RecvError::Lagged(_)) => Box::pin(session.recheck_token()).await,
                 _ => Ok(()),
             },
@@ -98,7 +119,7 @@ where
                 match msg {
                     // Boxed: requests are rare, and their futures (database round trips) are large. Inline,
                     // they would make every idle connection's future as large as the largest of them.
-                    Some(Ok(Message::Text(text))) => Box::pin(session.request(&mut rooms, &text)).await,
+                    Some(Ok(Message::Text(text))) => Box::pin(session.request(&mut streams, &text)).await,
                     Some(Ok(Message::Binary(_))) => session.say(protocol::error("bad_frame", "binary messages are not supported; send JSON text", &None)).await,
                     Some(Ok(Message::Close(_))) | None => Err(End::Gone),
                     Some(Ok(_)) => Ok(()), // ping (answered by tungstenite), pong
@@ -106,7 +127,6 @@ where
                     Some(Err(_)) => Err(End::Gone),
                 }
             }
-            Some((project, item)) = rooms.next() => session.deliver(&mut rooms, project, item).await,
             _ = ping.tick() => {
                 if heard.elapsed() > settings.idle_timeout {
                     Err(End::Silent)
@@ -114,6 +134,11 @@ where
                     session.send(Message::Ping(Default::default())).await
                 }
             }
+            // One page of history per turn, for a room that is catching up.
+            Some(project) = std::future::ready(backlog) => {
+                Box::pin(session.catch_up(&mut streams, project)).await
+            }
+            Some((project, item)) = streams.next() => session.deliver(&mut streams, project, item).await,
         };
         if let Err(end) = step {
             break end;
@@ -123,8 +148,8 @@ where
     if let Some(frame) = end.close_frame(settings.max_client_frame) {
         let _ = tokio::time::timeout(std::time::Duration::from_secs(1), session.ws.close(Some(frame))).await;
     }
-    let projects: Vec<Uuid> = rooms.keys().copied().collect();
-    drop(rooms);
+    let projects: Vec<Uuid> = streams.keys().copied().collect();
+    drop(streams);
     for project in projects {
         session.feed.rooms.release(project);
     }
@@ -132,20 +157,19 @@ where
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
-    async fn request(&mut self, rooms: &mut Rooms, text: &str) -> Result<(), End> {
+    async fn request(&mut self, streams: &mut Streams, text: &str) -> Result<(), End> {
         match protocol::parse(text) {
             Err(e) => self.say(protocol::error(e.code, &e.message, &e.reference)).await,
             Ok(Request { op: Op::Ping, reference }) => self.say(protocol::pong(&reference)).await,
             Ok(Request { op: Op::Join { project, since }, reference }) => {
-                self.join(rooms, project, since, reference).await
+                self.join(streams, project, since, reference).await
             }
             Ok(Request { op: Op::Leave { project }, reference }) => {
-                if self.cursors.remove(&project).is_none() {
+                if !self.rooms.contains_key(&project) {
                     let msg = "you are not in this project's room";
                     return self.say(protocol::error("not_joined", msg, &reference)).await;
                 }
-                rooms.remove(&project);
-                self.feed.rooms.release(project);
+                self.drop_room(streams, project);
                 self.say(protocol::left(project, "requested", &reference)).await
             }
         }
@@ -153,27 +177,30 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
 
     async fn join(
         &mut self,
-        rooms: &mut Rooms,
+        streams: &mut Streams,
         project: Uuid,
         since: Option<i64>,
         reference: Option<serde_json::Value>,
     ) -> Result<(), End> {
-        if self.cursors.contains_key(&project) {
+        if self.rooms.contains_key(&project) {
             let msg = "already in this project's room; leave first to join again";
             return self.say(protocol::error("already_joined", msg, &reference)).await;
         }
-        if self.cursors.len() >= self.feed.settings.max_rooms_per_connection {
+        if self.rooms.len() >= self.feed.settings.max_rooms_per_connection {
             let msg = format!("a connection may be in at most {} rooms", self.feed.settings.max_rooms_per_connection);
             return self.say(protocol::error("too_many_rooms", &msg, &reference)).await;
         }
         // Subscribe before reading the latest seq: every event committed after that read is then either in
         // the broadcast or, if the room was catching up, filled from history. Nothing falls in between.
         let rx = self.feed.rooms.subscribe(project);
+        let refuse = |feed: &Feed, rx| {
+            drop(rx);
+            feed.rooms.release(project);
+        };
         let latest = match history::latest_if_member(&self.feed.pool, project, self.who.user_id).await {
             Ok(Some(latest)) => latest,
             outcome => {
-                drop(rx);
-                self.feed.rooms.release(project);
+                refuse(&self.feed, rx);
                 if let Err(e) = outcome {
                     tracing::error!("join failed: {e}");
                     let msg = "the server could not check your membership; try again";
@@ -186,8 +213,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         };
         let start = since.unwrap_or(latest);
         if start > latest {
-            drop(rx);
-            self.feed.rooms.release(project);
+            refuse(&self.feed, rx);
             return self.say(protocol::resync(project, latest, "since_ahead", &reference)).await;
         }
         // A resume: check that history still reaches back to `start` before promising anything.
@@ -198,44 +224,44 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 Ok(events) => events,
                 Err(e) => {
                     tracing::error!("history read failed: {e}");
-                    drop(rx);
-                    self.feed.rooms.release(project);
+                    refuse(&self.feed, rx);
                     let msg = "the server could not read the project's history; try again";
                     return self.say(protocol::error("unavailable", msg, &reference)).await;
                 }
             };
-            if first_page.first().map(|e| e.seq) != Some(start + 1) {
-                drop(rx);
-                self.feed.rooms.release(project);
+            if !contiguous(&first_page, start) {
+                refuse(&self.feed, rx);
                 return self.say(protocol::resync(project, latest, "history_pruned", &reference)).await;
             }
         }
-        rooms.insert(project, BroadcastStream::new(rx));
-        self.cursors.insert(project, start);
+        streams.insert(project, BroadcastStream::new(rx));
+        self.rooms.insert(project, Joined { cursor: start, verified_at: latest, catch_up_to: None });
         self.feed_frame(Message::text(protocol::joined(project, start, latest, &reference))).await?;
         for event in first_page {
-            self.emit(rooms, &event).await?;
-            if !self.cursors.contains_key(&project) {
+            if !self.emit(streams, &event).await? {
                 break;
             }
         }
-        self.flush().await?;
-        // The rest of the replay, if the first page did not reach `latest`.
-        self.fill(rooms, project, latest).await
+        if let Some(room) = self.rooms.get_mut(&project) {
+            if room.cursor < latest {
+                room.catch_up_to = Some(latest); // the rest of the replay, a page per turn
+            }
+        }
+        self.flush().await
     }
 
     /// An item from a room's broadcast, then whatever else is ready, flushed once: a burst of events costs
     /// one write to the socket, not one per event.
     async fn deliver(
         &mut self,
-        rooms: &mut Rooms,
+        streams: &mut Streams,
         project: Uuid,
         item: Result<Arc<Event>, BroadcastStreamRecvError>,
     ) -> Result<(), End> {
-        self.take(rooms, project, item).await?;
+        self.take(streams, project, item).await?;
         for _ in 0..256 {
-            match rooms.next().now_or_never() {
-                Some(Some((project, item))) => self.take(rooms, project, item).await?,
+            match streams.next().now_or_never() {
+                Some(Some((project, item))) => self.take(streams, project, item).await?,
                 _ => break,
             }
         }
@@ -244,78 +270,92 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
 
     async fn take(
         &mut self,
-        rooms: &mut Rooms,
+        streams: &mut Streams,
         project: Uuid,
         item: Result<Arc<Event>, BroadcastStreamRecvError>,
     ) -> Result<(), End> {
-        let Some(&cursor) = self.cursors.get(&project) else { return Ok(()) };
-        match item {
-            // This session fell behind the room's buffer: catch up from history right away.
-            // (Boxed, like every history read on this path: rare, and large.)
-            Err(BroadcastStreamRecvError::Lagged(_)) => Box::pin(self.fill(rooms, project, i64::MAX)).await,
-            Ok(event) if event.seq <= cursor => Ok(()),
-            Ok(event) => {
-                if event.seq > cursor + 1 {
-                    Box::pin(self.fill(rooms, project, event.seq - 1)).await?;
-                    if self.cursors.get(&project) != Some(&(event.seq - 1)) {
-                        return Ok(()); // resynced or removed while filling
-                    }
-                }
-                self.emit(rooms, &event).await
-            }
-        }
-    }
-
-    /// Sends recorded events after the cursor, up to `upto`, from history.
-    async fn fill(&mut self, rooms: &mut Rooms, project: Uuid, upto: i64) -> Result<(), End> {
-        let page = self.feed.settings.history_page;
-        loop {
-            let Some(&cursor) = self.cursors.get(&project) else { return Ok(()) };
-            if cursor >= upto {
-                return Ok(());
-            }
-            let events = match history::read(&self.feed.pool, project, cursor, upto, page).await {
-                Ok(events) => events,
-                Err(e) => {
-                    tracing::error!("history read failed: {e}");
-                    return Err(End::Internal);
-                }
-            };
-            let Some(first) = events.first() else { return Ok(()) };
-            if first.seq != cursor + 1 {
-                // Retention removed events this client has not seen; it cannot be made whole from here.
-                rooms.remove(&project);
-                self.cursors.remove(&project);
-                self.feed.rooms.release(project);
-                let latest = events.last().map(|e| e.seq).unwrap_or(cursor);
-                return self.say(protocol::resync(project, latest, "history_pruned", &None)).await;
-            }
-            let full = events.len() as i64 == page;
-            for event in events {
-                self.emit(rooms, &event).await?;
-                if !self.cursors.contains_key(&project) {
-                    return self.flush().await;
-                }
-            }
-            self.flush().await?;
-            if !full {
-                return Ok(());
-            }
-        }
-    }
-
-    /// Queues one event for the client and moves its cursor. If the event removes this user from the
-    /// project, the client leaves the room right after it.
-    async fn emit(&mut self, rooms: &mut Rooms, event: &Event) -> Result<(), End> {
-        self.feed_frame(Message::Text(event.frame.clone())).await?;
-        self.cursors.insert(event.project, event.seq);
-        if event.removed_member == Some(self.who.user_id) {
-            rooms.remove(&event.project);
-            self.cursors.remove(&event.project);
-            self.feed.rooms.release(event.project);
-            self.feed_frame(Message::text(protocol::left(event.project, "removed", &None))).await?;
-        }
+        let Some(room) = self.rooms.get_mut(&project) else { return Ok(()) };
+        let behind_to = match item {
+            // This session fell behind the room's buffer: catch up from history.
+            Err(BroadcastStreamRecvError::Lagged(_)) => i64::MAX,
+            Ok(event) if event.seq <= room.cursor => return Ok(()),
+            // While catching up, history has this event too (or will have it by the time we get there).
+            Ok(event) if room.catch_up_to.is_some() || event.watermark || event.seq > room.cursor + 1 => event.seq,
+            Ok(event) => return self.emit(streams, &event).await.map(|_| ()),
+        };
+        room.catch_up_to = Some(room.catch_up_to.unwrap_or(0).max(behind_to));
         Ok(())
+    }
+
+    /// The first room that is catching up from history, if any.
+    fn catching_up(&self) -> Option<Uuid> {
+        self.rooms.iter().find(|(_, r)| r.catch_up_to.is_some()).map(|(p, _)| *p)
+    }
+
+    /// Sends one page of recorded events after the room's cursor.
+    async fn catch_up(&mut self, streams: &mut Streams, project: Uuid) -> Result<(), End> {
+        let Some(room) = self.rooms.get(&project) else { return Ok(()) };
+        let (cursor, target) = (room.cursor, room.catch_up_to.unwrap_or(room.cursor));
+        let page = self.feed.settings.history_page;
+        let events = match history::read(&self.feed.pool, project, cursor, target, page).await {
+            Ok(events) => events,
+            Err(e) => {
+                tracing::error!("history read failed: {e}");
+                return Err(End::Internal);
+            }
+        };
+        let Some(last) = events.last().map(|e| e.seq) else {
+            if target == i64::MAX || cursor >= target {
+                self.rooms.get_mut(&project).unwrap().catch_up_to = None; // caught up
+                return Ok(());
+            }
+            // Announced, yet not in history: retention removed it. Say so rather than leave a hole.
+            return self.resync(streams, project).await;
+        };
+        if !contiguous(&events, cursor) {
+            return self.resync(streams, project).await;
+        }
+        for event in &events {
+            if !self.emit(streams, event).await? {
+                return self.flush().await;
+            }
+        }
+        if let Some(room) = self.rooms.get_mut(&project) {
+            let short = (events.len() as i64) < page && target == i64::MAX;
+            if last >= target || short {
+                room.catch_up_to = None;
+            }
+        }
+        self.flush().await
+    }
+
+    async fn resync(&mut self, streams: &mut Streams, project: Uuid) -> Result<(), End> {
+        self.drop_room(streams, project);
+        let latest = match history::latest(&self.feed.pool, &[project]).await {
+            Ok(v) => v.first().map(|x| x.1).unwrap_or(0),
+            Err(_) => return Err(End::Internal),
+        };
+        self.say(protocol::resync(project, latest, "history_pruned", &None)).await
+    }
+
+    fn drop_room(&mut self, streams: &mut Streams, project: Uuid) {
+        streams.remove(&project);
+        self.rooms.remove(&project);
+        self.feed.rooms.release(project);
+    }
+
+    /// Queues one event for the client and moves its cursor. Returns whether the client is still in the
+    /// room: if the event removes this user from the project, the client leaves the room right after it.
+    async fn emit(&mut self, streams: &mut Streams, event: &Event) -> Result<bool, End> {
+        self.feed_frame(Message::Text(event.frame.clone())).await?;
+        let Some(room) = self.rooms.get_mut(&event.project) else { return Ok(false) };
+        room.cursor = event.seq;
+        if event.removed_member == Some(self.who.user_id) && event.seq > room.verified_at {
+            self.drop_room(streams, event.project);
+            self.feed_frame(Message::text(protocol::left(event.project, "removed", &None))).await?;
+            return Ok(false);
+        }
+        Ok(true)
     }
 
     async fn recheck_token(&mut self) -> Result<(), End> {
@@ -355,6 +395,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     }
 }
 
+/// Whether a page of history continues exactly from `cursor`: no seq missing, at the start or inside.
+fn contiguous(events: &[Arc<Event>], cursor: i64) -> bool {
+    events.iter().enumerate().all(|(i, e)| e.seq == cursor + 1 + i as i64)
+}
+
 #[cfg(test)]
 mod tests {
     /// Every idle connection carries this future; keep it small (see BENCHMARKS.md, memory per connection).
@@ -379,7 +424,8 @@ mod tests {
                 user_name: String::new(),
                 token_id: uuid::Uuid::nil(),
             };
-            let fut = super::serve(ws, who, feed, Default::default());
+            let revoked = feed.revoked_tokens.subscribe();
+            let fut = super::serve(ws, who, feed, revoked, Default::default());
             let size = size_of(&fut);
             eprintln!("session future: {size} bytes");
             assert!(size < 2048, "the session future is {size} bytes");

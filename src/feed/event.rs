@@ -13,12 +13,19 @@ pub struct Event {
     pub frame: Utf8Bytes,
     /// Set when this event removes a member from the project: that user's connections leave the room.
     pub removed_member: Option<Uuid>,
+    /// Not an event but a room's promise: "I will broadcast only events after `seq`". A subscriber whose
+    /// cursor is below it reads the difference from history. (Sent when a room starts, or skips seqs.)
+    pub watermark: bool,
 }
 
 impl Event {
     pub fn new(project: Uuid, seq: i64, frame: String) -> Event {
         let removed_member = removed_member(&frame);
-        Event { project, seq, frame: frame.into(), removed_member }
+        Event { project, seq, frame: frame.into(), removed_member, watermark: false }
+    }
+
+    pub fn watermark(project: Uuid, seq: i64) -> Event {
+        Event { project, seq, frame: Default::default(), removed_member: None, watermark: true }
     }
 }
 

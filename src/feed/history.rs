@@ -9,17 +9,23 @@ use uuid::Uuid;
 use super::event::Event;
 use crate::error::Result;
 
-/// Events of `project` with `after < seq <= upto`, in seq order, at most `limit` of them. Events removed by
-/// retention are simply absent: callers compare the first seq with the one they expected.
+/// A page of history holds at most this many bytes of frames (but always at least one event), so a page of
+/// large rows cannot take hundreds of megabytes.
+pub const PAGE_BYTES: i64 = 4 * 1024 * 1024;
+
+/// Events of `project` with `after < seq <= upto`, in seq order, at most `limit` of them and about
+/// [`PAGE_BYTES`]. Events removed by retention are simply absent: callers check that seqs are contiguous.
 pub async fn read(pool: &Pool, project: Uuid, after: i64, upto: i64, limit: i64) -> Result<Vec<Arc<Event>>> {
     let client = pool.get().await?;
     let stmt = client
         .prepare_cached(
-            "SELECT seq, frame FROM feed_events WHERE project_id = $1 AND seq > $2 AND seq <= $3
-              ORDER BY seq LIMIT $4",
+            "SELECT seq, frame FROM (
+                 SELECT seq, frame, sum(octet_length(frame)) OVER (ORDER BY seq) - octet_length(frame) AS before
+                   FROM feed_events WHERE project_id = $1 AND seq > $2 AND seq <= $3 ORDER BY seq LIMIT $4
+             ) page WHERE before < $5 ORDER BY seq",
         )
         .await?;
-    let rows = client.query(&stmt, &[&project, &after, &upto, &limit]).await?;
+    let rows = client.query(&stmt, &[&project, &after, &upto, &limit, &PAGE_BYTES]).await?;
     Ok(rows.into_iter().map(|r| Arc::new(Event::new(project, r.get(0), r.get(1)))).collect())
 }
 

@@ -96,6 +96,8 @@ async fn session(feed: &Arc<Feed>, database_url: &str, shutdown: &CancellationTo
             feed.rooms.announce_latest(project, seq);
         }
     }
+    // Token revocations announced while we were away are lost too: every session re-checks its token.
+    let _ = feed.revoked_tokens.send(uuid::Uuid::nil());
     feed.listener_up.store(true, Ordering::SeqCst);
     tracing::info!("listener connected and listening");
 

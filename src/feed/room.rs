@@ -140,7 +140,13 @@ async fn run(room: Arc<Room>, pool: Pool, page: i64) {
     // Subscribers start from their own join point and fill anything before this from history themselves.
     let mut delivered = loop {
         match history::latest(&pool, &[room.project]).await {
-            Ok(v) => break v.first().map(|x| x.1).unwrap_or(0),
+            Ok(v) => {
+                let latest = v.first().map(|x| x.1).unwrap_or(0);
+                // Subscribers that joined before this read may have cursors below it: tell them where the
+                // broadcast starts, so they read the difference from history now rather than at the next event.
+                let _ = room.events.send(Arc::new(Event::watermark(room.project, latest)));
+                break latest;
+            }
             Err(e) => {
                 tracing::warn!(project = %room.project, "room cannot read its latest seq: {e}");
                 if room.inbox.lock().unwrap().closed {
@@ -194,6 +200,7 @@ async fn run(room: Arc<Room>, pool: Pool, page: i64) {
                     // Announced but not recorded: only possible if retention removed it already.
                     tracing::warn!(project = %room.project, "seqs {}..={upto} are not in history", delivered + 1);
                     delivered = upto;
+                    let _ = room.events.send(Arc::new(Event::watermark(room.project, upto)));
                 }
                 Err(e) => {
                     tracing::warn!(project = %room.project, "room cannot read history: {e}");

@@ -45,7 +45,9 @@ pub fn socket_config(max_client_frame: usize) -> WebSocketConfig {
     WebSocketConfig::default()
         .read_buffer_size(4 * 1024)
         .write_buffer_size(8 * 1024)
-        .max_write_buffer_size(4 * 1024 * 1024)
+        // Above the largest frame the schema allows (a 200,000-character description, in the row and the old
+        // row, JSON-escaped): a write never fails for size.
+        .max_write_buffer_size(64 * 1024 * 1024)
         .max_message_size(Some(max_client_frame))
         .max_frame_size(Some(max_client_frame))
 }
@@ -88,6 +90,8 @@ async fn upgrade(
     let token = auth::token_from(h.authorization.as_deref(), h.query.as_deref()).ok_or_else(|| {
         ApiError::Unauthorized("missing token: send Authorization: Bearer TOKEN or ?token=TOKEN".into())
     })?;
+    // Listen for revocations before checking the token, so one that lands in between is not missed.
+    let revoked = feed.revoked_tokens.subscribe();
     let client = feed.pool.get().await?;
     let who = auth::authenticate(&**client, &token)
         .await?
@@ -108,7 +112,7 @@ async fn upgrade(
             Err(e) => return tracing::debug!("websocket upgrade failed: {e}"),
         };
         let ws = WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(config)).await;
-        connection::serve(ws, who, feed, shutdown).await;
+        connection::serve(ws, who, feed, revoked, shutdown).await;
     });
 
     Ok(Response::builder()
