@@ -135,7 +135,7 @@ BEGIN
 END $$;
 
 -- The statement-level triggers. They see the whole statement's rows at once (transition tables), so a
--- 100,000-row statement costs one counter bump and one NOTIFY per project, not 100,000.
+-- 100,000-row statement costs one lock and one NOTIFY per project, not 100,000.
 
 CREATE FUNCTION boardcast_feed_insert() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN

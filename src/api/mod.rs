@@ -143,8 +143,8 @@ pub fn written(status: StatusCode, mut body: Value, seq: Option<i64>) -> Respons
 }
 
 /// The seq of the event this transaction's last write produced. Called right after the write, in the same
-/// transaction: the write bumped the project's counter row and holds its lock until commit, so no other
-/// writer can have moved it since.
+/// transaction: the write's trigger locked the project's feed row until commit, so no other writer can have
+/// added an event since, and `feed_seq` (which sees this transaction's own events) gives ours.
 pub async fn seq_of(tx: &impl GenericClient, project: Uuid) -> Result<i64, ApiError> {
     let row = tx.query_opt("SELECT last_seq FROM feed_seq WHERE project_id = $1", &[&project]).await?;
     Ok(row.map_or(0, |r| r.get(0)))
