@@ -61,7 +61,11 @@ impl Application {
         let feed = self.feed;
 
         let listening = tokio::spawn(listener::run(feed.clone(), self.settings.database_url.clone(), stop.clone()));
-        let pruning = tokio::spawn(crate::admin::retention_loop(feed.pool.clone(), self.settings.retention.clone(), stop.clone()));
+        let pruning = tokio::spawn(crate::admin::retention_loop(
+            feed.pool.clone(),
+            self.settings.retention.clone(),
+            stop.clone(),
+        ));
 
         let routes = api::healthz(feed.clone())
             .or(upgrade::route(feed.clone(), stop.clone(), tracker.clone()))

@@ -10,10 +10,8 @@ use tokio_postgres::{Client, NoTls};
 use crate::error::{Error, Result};
 
 /// The migrations, in order. A migration is applied once, in one transaction, and recorded by name.
-pub const MIGRATIONS: &[(&str, &str)] = &[
-    ("001_domain", include_str!("../sql/001_domain.sql")),
-    ("002_feed", include_str!("../sql/002_feed.sql")),
-];
+pub const MIGRATIONS: &[(&str, &str)] =
+    &[("001_domain", include_str!("../sql/001_domain.sql")), ("002_feed", include_str!("../sql/002_feed.sql"))];
 
 /// Parses a database URL, with the keepalives that let a dead peer be noticed on a quiet connection.
 pub fn pg_config(url: &str) -> Result<tokio_postgres::Config> {
@@ -34,11 +32,8 @@ pub fn pg_config(url: &str) -> Result<tokio_postgres::Config> {
 /// The pool for everything except LISTEN. Connections are checked on recycle, so after a database restart
 /// broken connections are replaced instead of handed out.
 pub fn pool(url: &str, size: usize) -> Result<Pool> {
-    let manager = Manager::from_config(
-        pg_config(url)?,
-        NoTls,
-        ManagerConfig { recycling_method: RecyclingMethod::Fast },
-    );
+    let manager =
+        Manager::from_config(pg_config(url)?, NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
     Pool::builder(manager)
         .max_size(size)
         .wait_timeout(Some(Duration::from_secs(10)))

@@ -19,10 +19,7 @@ use crate::feed::upgrade::UpgradeSlot;
 /// Serves `service` (the warp routes, as `warp::service(routes)`) on `listener` until `shutdown`.
 pub async fn serve<S>(listener: TcpListener, service: S, shutdown: CancellationToken, tracker: TaskTracker)
 where
-    S: Service<hyper::Request<Incoming>, Response = warp::reply::Response, Error = Infallible>
-        + Clone
-        + Send
-        + 'static,
+    S: Service<hyper::Request<Incoming>, Response = warp::reply::Response, Error = Infallible> + Clone + Send + 'static,
     S::Future: Send,
 {
     loop {

@@ -83,7 +83,10 @@ async fn a_resume_from_before_the_retained_history_gets_a_resync() {
     let mut alice = app.client(&token).await;
     alice.send(json!({"op": "join", "project": project, "since": 2, "ref": "r"})).await;
     let f = alice.recv().await;
-    assert_eq!(f, json!({"op": "resync", "project": project, "latest": latest, "reason": "history_pruned", "ref": "r"}));
+    assert_eq!(
+        f,
+        json!({"op": "resync", "project": project, "latest": latest, "reason": "history_pruned", "ref": "r"})
+    );
     assert_eq!(f["op"], "resync");
     assert_eq!(f["reason"], "history_pruned");
     // Still retained: a resume from inside the window works.
@@ -151,7 +154,10 @@ async fn restarting_the_whole_postgres_server_mid_stream_loses_nothing() {
         let mut i = 0;
         while committed < 200 {
             i += 1;
-            match sql.execute("INSERT INTO tasks (project_id, title) VALUES ($1, $2)", &[&project, &format!("t{i}")]).await {
+            match sql
+                .execute("INSERT INTO tasks (project_id, title) VALUES ($1, $2)", &[&project, &format!("t{i}")])
+                .await
+            {
                 Ok(_) => committed += 1,
                 Err(_) => {
                     tokio::time::sleep(Duration::from_millis(200)).await;
@@ -192,7 +198,8 @@ async fn restarting_the_whole_postgres_server_mid_stream_loses_nothing() {
 
     writer.await.unwrap();
     app.sql = connect(&db_url).await; // the old one died with the server
-    let end: i64 = app.sql.query_one("SELECT last_seq FROM feed_seq WHERE project_id = $1", &[&project]).await.unwrap().get(0);
+    let end: i64 =
+        app.sql.query_one("SELECT last_seq FROM feed_seq WHERE project_id = $1", &[&project]).await.unwrap().get(0);
     let have = seen.last().unwrap()["seq"].as_i64().unwrap();
     seen.extend(alice.events((end - have) as usize).await);
     let bob_seen = bob.events((end - s) as usize).await;
@@ -257,7 +264,10 @@ async fn a_slow_reader_behind_the_rooms_buffer_catches_up_from_history_in_order(
     let (mut slow, s) = app.joined(&token, project).await;
 
     app.sql
-        .execute("INSERT INTO tasks (project_id, title) SELECT $1, 'b' || g FROM generate_series(1, 3000) g", &[&project])
+        .execute(
+            "INSERT INTO tasks (project_id, title) SELECT $1, 'b' || g FROM generate_series(1, 3000) g",
+            &[&project],
+        )
         .await
         .unwrap();
     let mut events = Vec::new();
@@ -345,7 +355,10 @@ async fn two_servers_on_one_database_each_deliver_every_event_whoever_wrote_it()
 
     for i in 0..50 {
         let writer = if i % 2 == 0 { &app1.sql } else { &app2.sql };
-        writer.execute("INSERT INTO tasks (project_id, title) VALUES ($1, $2)", &[&project, &format!("t{i}")]).await.unwrap();
+        writer
+            .execute("INSERT INTO tasks (project_id, title) VALUES ($1, $2)", &[&project, &format!("t{i}")])
+            .await
+            .unwrap();
     }
     let a = on1.events(50).await;
     let b = on2.events(50).await;
@@ -401,7 +414,9 @@ async fn concurrent_writers_and_clients_that_randomly_drop_and_resume_all_see_ex
                     .await
                     .unwrap();
                 if i % 3 == 0 {
-                    tx.execute("UPDATE tasks SET status = 'done' WHERE title = $1", &[&format!("w{w}-{i}")]).await.unwrap();
+                    tx.execute("UPDATE tasks SET status = 'done' WHERE title = $1", &[&format!("w{w}-{i}")])
+                        .await
+                        .unwrap();
                 }
                 if i % 7 == 0 {
                     tx.rollback().await.unwrap();
@@ -474,7 +489,10 @@ async fn concurrent_writers_and_clients_that_randomly_drop_and_resume_all_see_ex
     assert_eq!(committed, 4 * (60 - 9));
     let inserts: i64 = app
         .sql
-        .query_one("SELECT count(*) FROM feed_events WHERE frame LIKE '%\"table\":\"tasks\",\"action\":\"insert\"%'", &[])
+        .query_one(
+            "SELECT count(*) FROM feed_events WHERE frame LIKE '%\"table\":\"tasks\",\"action\":\"insert\"%'",
+            &[],
+        )
         .await
         .unwrap()
         .get(0);

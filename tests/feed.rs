@@ -90,12 +90,8 @@ async fn a_rolled_back_transaction_leaves_no_event_and_no_gap() {
     assert_eq!(e["seq"], s + 1, "the rolled-back writes took no seq");
     assert_eq!(e["row"]["title"], "kept");
     alice.expect_silence(Duration::from_millis(300)).await;
-    let in_history: i64 = app
-        .sql
-        .query_one("SELECT count(*) FROM feed_events WHERE frame LIKE '%never%'", &[])
-        .await
-        .unwrap()
-        .get(0);
+    let in_history: i64 =
+        app.sql.query_one("SELECT count(*) FROM feed_events WHERE frame LIKE '%never%'", &[]).await.unwrap().get(0);
     assert_eq!(in_history, 0);
 }
 

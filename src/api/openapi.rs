@@ -368,8 +368,11 @@ fn task_fields() -> Vec<(&'static str, Value)> {
             json!({"type": "string", "format": "uuid", "nullable": true,
                                "description": "a member of the project, or null"}),
         ),
-        ("position", json!({"type": "number", "minimum": -1e15, "maximum": 1e15,
-            "description": "the card's place on the board; lower comes first"})),
+        (
+            "position",
+            json!({"type": "number", "minimum": -1e15, "maximum": 1e15,
+            "description": "the card's place on the board; lower comes first"}),
+        ),
     ]
 }
 

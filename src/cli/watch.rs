@@ -20,9 +20,8 @@ pub async fn run(project: Uuid, args: &[&str]) -> Result<()> {
     let mut since: Option<i64> = None;
     let mut it = args.iter();
     while let Some(arg) = it.next() {
-        let mut value = |name: &str| {
-            it.next().map(|s| s.to_string()).ok_or_else(|| Error::Usage(format!("{name} needs a value")))
-        };
+        let mut value =
+            |name: &str| it.next().map(|s| s.to_string()).ok_or_else(|| Error::Usage(format!("{name} needs a value")));
         match *arg {
             "--token" => token = Some(value("--token")?),
             "--url" => url = value("--url")?,

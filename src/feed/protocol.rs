@@ -17,8 +17,13 @@ pub struct Request {
 #[derive(Debug, PartialEq)]
 pub enum Op {
     /// Join a project's room. With `since`, replay every event after that seq first.
-    Join { project: Uuid, since: Option<i64> },
-    Leave { project: Uuid },
+    Join {
+        project: Uuid,
+        since: Option<i64>,
+    },
+    Leave {
+        project: Uuid,
+    },
     Ping,
 }
 
@@ -50,7 +55,10 @@ pub fn parse(text: &str) -> Result<Request, ProtocolError> {
         None => return Err(err("bad_frame", "missing \"op\" (one of join, leave, ping)".into())),
     };
     let op = match op {
-        "join" => Op::Join { project: project(&obj).map_err(|m| err("bad_project", m))?, since: since(&obj).map_err(|m| err("bad_since", m))? },
+        "join" => Op::Join {
+            project: project(&obj).map_err(|m| err("bad_project", m))?,
+            since: since(&obj).map_err(|m| err("bad_since", m))?,
+        },
         "leave" => Op::Leave { project: project(&obj).map_err(|m| err("bad_project", m))? },
         "ping" => Op::Ping,
         other => {
