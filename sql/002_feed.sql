@@ -70,24 +70,35 @@ CREATE FUNCTION boardcast_key_of(tbl text, r jsonb) RETURNS text LANGUAGE sql IM
     SELECT CASE WHEN tbl = 'project_members' THEN (r->>'project_id') || '/' || (r->>'user_id') ELSE r->>'id' END
 $$;
 
--- Numbers, stores and announces a statement's changes. `changes` holds one element per changed row:
--- {"p": project, "a": action, "r": row, "o": old row or null}, in the order they should be numbered.
-CREATE FUNCTION boardcast_record(tbl text, changes jsonb[]) RETURNS void LANGUAGE plpgsql AS $$
+-- Numbers, stores and announces a statement's changes. `projects` are the distinct projects changed, sorted;
+-- `changes` holds one element per changed row: {"p": project, "a": action, "r": row, "o": old row or null},
+-- in the order they should be numbered. Returns the number of events recorded.
+--
+-- This runs for every writing statement, so it is kept to three queries (plus one per project and
+-- transaction): lock, (first time only) mark, number-store-notify.
+CREATE FUNCTION boardcast_record(tbl text, projects uuid[], changes jsonb[]) RETURNS bigint LANGUAGE plpgsql
+-- Plan once: with custom plans, every call would re-plan (and re-inline the SQL functions), which cost more
+-- than the work itself.
+SET plan_cache_mode = force_generic_plan AS $$
 DECLARE
-    projects uuid[];
-    bases bigint[];
+    locked bigint;
     notified bigint;
     proj uuid;
     flag text;
+    ignored text;
 BEGIN
-    IF cardinality(changes) = 0 THEN
-        RETURN;
+    IF coalesce(cardinality(changes), 0) = 0 THEN
+        RETURN 0;
     END IF;
-    SELECT array_agg(DISTINCT (c->>'p')::uuid ORDER BY (c->>'p')::uuid) INTO projects FROM unnest(changes) c;
     -- Lock each project's row, in one order so statements touching several projects cannot deadlock each
-    -- other. Re-locking a row this transaction already holds costs nothing.
-    INSERT INTO feed_locks (project_id) SELECT unnest(projects) ON CONFLICT DO NOTHING;
-    PERFORM 1 FROM feed_locks WHERE project_id = ANY (projects) ORDER BY project_id FOR UPDATE;
+    -- other. Re-locking a row this transaction already holds costs nothing. A project's first event creates
+    -- its row.
+    SELECT count(*) INTO locked
+      FROM (SELECT 1 FROM feed_locks WHERE project_id = ANY (projects) ORDER BY project_id FOR UPDATE) l;
+    IF locked < cardinality(projects) THEN
+        INSERT INTO feed_locks (project_id) SELECT unnest(projects) ON CONFLICT DO NOTHING;
+        PERFORM 1 FROM feed_locks WHERE project_id = ANY (projects) ORDER BY project_id FOR UPDATE;
+    END IF;
     -- Once per transaction, also update the row (to itself). Under REPEATABLE READ or SERIALIZABLE, a writer
     -- whose snapshot predates another writer's commit then fails with a retryable serialization error at the
     -- FOR UPDATE above, instead of numbering from a stale view of the events. "Once" is remembered in a
@@ -96,20 +107,20 @@ BEGIN
         flag := 'boardcast.locked_' || replace(proj::text, '-', '');
         IF coalesce(current_setting(flag, true), '') <> 'y' THEN
             UPDATE feed_locks SET project_id = project_id WHERE project_id = proj;
-            PERFORM set_config(flag, 'y', true);
+            ignored := set_config(flag, 'y', true);
         END IF;
     END LOOP;
-    -- A new statement, so a new snapshot: it sees the events of every writer that committed before us.
-    -- (Read here, once, and not inside the INSERT below: there, each lookup would have to step over the rows
-    -- that very INSERT is adding, and a 100,000-row statement would take quadratic time.)
-    SELECT array_agg(coalesce((SELECT max(seq) FROM feed_events e WHERE e.project_id = p), 0) ORDER BY ord)
-      INTO bases FROM unnest(projects) WITH ORDINALITY AS u(p, ord);
+    -- A new statement, so a new snapshot: it sees the events of every writer that committed before we got
+    -- the locks. `base` is materialized, so each project's highest seq is read once, before any of its new
+    -- events are inserted (read per row, each lookup would step over the rows this INSERT adds, and a
+    -- 100,000-row statement would take quadratic time).
     WITH ch AS (
         SELECT (c->>'p')::uuid AS project_id, c->>'a' AS action, c->'r' AS new_row,
                nullif(c->'o', 'null'::jsonb) AS old_row, ord
         FROM unnest(changes) WITH ORDINALITY AS u(c, ord)
-    ), base AS (
-        SELECT * FROM unnest(projects, bases) AS b(project_id, last_seq)
+    ), base AS MATERIALIZED (
+        SELECT p AS project_id, coalesce((SELECT max(seq) FROM feed_events e WHERE e.project_id = p), 0) AS last_seq
+        FROM unnest(projects) p
     ), numbered AS (
         SELECT ch.project_id,
                b.last_seq + row_number() OVER (PARTITION BY ch.project_id ORDER BY ch.ord) AS seq,
@@ -132,35 +143,53 @@ BEGIN
                        ELSE '' END))
     INTO notified
     FROM per_project pp;
+    RETURN cardinality(changes);
 END $$;
 
 -- The statement-level triggers. They see the whole statement's rows at once (transition tables), so a
--- 100,000-row statement costs one lock and one NOTIFY per project, not 100,000.
+-- 100,000-row statement costs one lock and one NOTIFY per project, not 100,000. Each builds the change list
+-- and the sorted project list in one query, and calls boardcast_record as a plain expression (no query).
 
-CREATE FUNCTION boardcast_feed_insert() RETURNS trigger LANGUAGE plpgsql AS $$
+CREATE FUNCTION boardcast_feed_insert() RETURNS trigger LANGUAGE plpgsql SET plan_cache_mode = force_generic_plan AS $$
+DECLARE
+    changes jsonb[];
+    projects uuid[];
+    recorded bigint;
 BEGIN
-    PERFORM boardcast_record(TG_TABLE_NAME, coalesce((
-        SELECT array_agg(jsonb_build_object('p', boardcast_project_of(TG_TABLE_NAME, r), 'a', 'insert', 'r', r))
-        FROM (SELECT to_jsonb(n) AS r FROM new_rows n) s), '{}'));
+    SELECT array_agg(jsonb_build_object('p', p, 'a', 'insert', 'r', r)), array_agg(DISTINCT p ORDER BY p)
+      INTO changes, projects
+      FROM (SELECT r, boardcast_project_of(TG_TABLE_NAME, r) AS p
+              FROM (SELECT to_jsonb(n) AS r FROM new_rows n OFFSET 0) rows) s;  -- OFFSET 0: to_jsonb once per row
+    recorded := boardcast_record(TG_TABLE_NAME, projects, changes);
     RETURN NULL;
 END $$;
 
-CREATE FUNCTION boardcast_feed_delete() RETURNS trigger LANGUAGE plpgsql AS $$
+CREATE FUNCTION boardcast_feed_delete() RETURNS trigger LANGUAGE plpgsql SET plan_cache_mode = force_generic_plan AS $$
+DECLARE
+    changes jsonb[];
+    projects uuid[];
+    recorded bigint;
 BEGIN
-    PERFORM boardcast_record(TG_TABLE_NAME, coalesce((
-        SELECT array_agg(jsonb_build_object('p', boardcast_project_of(TG_TABLE_NAME, r), 'a', 'delete', 'r', r))
-        FROM (SELECT to_jsonb(o) AS r FROM old_rows o) s), '{}'));
+    SELECT array_agg(jsonb_build_object('p', p, 'a', 'delete', 'r', r)), array_agg(DISTINCT p ORDER BY p)
+      INTO changes, projects
+      FROM (SELECT r, boardcast_project_of(TG_TABLE_NAME, r) AS p
+              FROM (SELECT to_jsonb(o) AS r FROM old_rows o OFFSET 0) rows) s;
+    recorded := boardcast_record(TG_TABLE_NAME, projects, changes);
     RETURN NULL;
 END $$;
 
 -- An UPDATE is paired old-to-new by primary key. A row that moved to another project (a task moved between
 -- boards) is a delete in the old project's feed and an insert in the new one's, so each room stays truthful.
 -- Rows the statement left unchanged produce no event.
-CREATE FUNCTION boardcast_feed_update() RETURNS trigger LANGUAGE plpgsql AS $$
+CREATE FUNCTION boardcast_feed_update() RETURNS trigger LANGUAGE plpgsql SET plan_cache_mode = force_generic_plan AS $$
+DECLARE
+    changes jsonb[];
+    projects uuid[];
+    recorded bigint;
 BEGIN
-    PERFORM boardcast_record(TG_TABLE_NAME, coalesce((
-        SELECT array_agg(e ORDER BY ord, sub)
-        FROM (
+    SELECT array_agg(e ORDER BY ord, sub), array_agg(DISTINCT (e->>'p')::uuid ORDER BY (e->>'p')::uuid)
+      INTO changes, projects
+      FROM (
             SELECT o.r AS o, n.r AS n, coalesce(n.ord, o.ord) AS ord,
                    boardcast_project_of(TG_TABLE_NAME, o.r) AS op, boardcast_project_of(TG_TABLE_NAME, n.r) AS np
             FROM (SELECT to_jsonb(x) AS r, boardcast_key_of(TG_TABLE_NAME, to_jsonb(x)) AS k,
@@ -178,7 +207,8 @@ BEGIN
             UNION ALL
             SELECT 2, jsonb_build_object('p', np, 'a', 'insert', 'r', n)
              WHERE n IS NOT NULL AND (o IS NULL OR op <> np)
-        ) events), '{}'));
+        ) events;
+    recorded := boardcast_record(TG_TABLE_NAME, projects, changes);
     RETURN NULL;
 END $$;
 

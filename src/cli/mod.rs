@@ -113,6 +113,7 @@ async fn migrated() -> Result<tokio_postgres::Client> {
 }
 
 async fn serve() -> Result<()> {
+    raise_open_file_limit();
     let settings = Settings::from_env()?;
     let app = crate::Application::build(settings).await?;
     app.run_until_stopped(shutdown_signal()).await
@@ -132,4 +133,19 @@ pub async fn shutdown_signal() {
     }
     #[cfg(not(unix))]
     let _ = ctrl_c.await;
+}
+
+/// Every WebSocket is a file descriptor, and the usual soft limit (1,024) would refuse clients long before
+/// memory runs out. Raise the soft limit to the hard limit, as far as the system lets an unprivileged process.
+fn raise_open_file_limit() {
+    #[cfg(unix)]
+    unsafe {
+        let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 && limit.rlim_cur < limit.rlim_max {
+            let wanted = libc::rlimit { rlim_cur: limit.rlim_max, rlim_max: limit.rlim_max };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &wanted) == 0 {
+                tracing::info!("open-file limit raised from {} to {}", limit.rlim_cur, limit.rlim_max);
+            }
+        }
+    }
 }

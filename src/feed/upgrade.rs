@@ -39,11 +39,11 @@ impl UpgradeSlot {
 }
 
 /// Small buffers. The read buffer is allocated up front for every connection, and clients only send small
-/// requests, so 4 KiB (not 128 KiB) is plenty. The write buffer is allocated only when there is something to
+/// requests, so 1 KiB (not 128 KiB) is plenty; it grows for the rare larger frame. The write buffer is allocated only when there is something to
 /// send; up to 8 KiB of frames are gathered before a write, so a burst of events costs few system calls.
 pub fn socket_config(max_client_frame: usize) -> WebSocketConfig {
     WebSocketConfig::default()
-        .read_buffer_size(4 * 1024)
+        .read_buffer_size(1024)
         .write_buffer_size(8 * 1024)
         // Above the largest frame the schema allows (a 200,000-character description, in the row and the old
         // row, JSON-escaped): a write never fails for size.
