@@ -718,10 +718,8 @@ async fn hostile_input_never_gets_a_server_error() {
     // Positions no JSON parser can read back exactly are refused, by the API and by the database alike.
     let r = alice.patch(&format!("/api/tasks/{tid}"), json!({"position": 1.7976931348623157e308})).await;
     assert_eq!((r.status, r.body["error"]["field"].as_str()), (422, Some("position")));
-    let psql = app
-        .sql
-        .execute("UPDATE tasks SET position = 'NaN' WHERE id = $1", &[&tid.parse::<Uuid>().unwrap()])
-        .await;
+    let psql =
+        app.sql.execute("UPDATE tasks SET position = 'NaN' WHERE id = $1", &[&tid.parse::<Uuid>().unwrap()]).await;
     assert!(psql.is_err());
     assert_eq!(alice.get(&format!("/api/projects/{project}/tasks")).await.status, 200);
     alice.raw(Method::PATCH, "/api/tasks/x", Some("application/json"), Some(b"{}".to_vec())).await;

@@ -331,13 +331,11 @@ async fn a_100k_row_transaction_and_a_100k_row_update_reach_every_subscriber_in_
     let other_latency = started.elapsed();
 
     for client in [&mut a, &mut b] {
-        let mut next = s + 1;
-        for _ in 0..200_000 {
+        for next in s + 1..=s + 200_000 {
             let e = client.event().await;
             assert_eq!(e["seq"].as_i64(), Some(next));
             let action = if next <= s + 100_000 { "insert" } else { "update" };
             assert_eq!(e["action"], action);
-            next += 1;
         }
         client.expect_silence(Duration::from_millis(200)).await;
     }

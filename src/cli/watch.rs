@@ -76,10 +76,10 @@ async fn session(url: &str, token: &str, project: Uuid, since: &mut Option<i64>)
         match frame["op"].as_str() {
             Some("event") => {
                 let seq = frame["seq"].as_i64().unwrap_or(0);
-                if let Some(prev) = *since {
-                    if seq != prev + 1 {
-                        eprintln!("# GAP: expected seq {} but got {seq}", prev + 1);
-                    }
+                if let Some(prev) = *since
+                    && seq != prev + 1
+                {
+                    eprintln!("# GAP: expected seq {} but got {seq}", prev + 1);
                 }
                 *since = Some(seq);
                 let row = &frame["row"];

@@ -242,10 +242,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 break;
             }
         }
-        if let Some(room) = self.rooms.get_mut(&project) {
-            if room.cursor < latest {
-                room.catch_up_to = Some(latest); // the rest of the replay, a page per turn
-            }
+        if let Some(room) = self.rooms.get_mut(&project)
+            && room.cursor < latest
+        {
+            room.catch_up_to = Some(latest); // the rest of the replay, a page per turn
         }
         self.flush().await
     }

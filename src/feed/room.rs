@@ -68,12 +68,12 @@ impl Rooms {
     /// To be called after a subscriber dropped its receiver: removes the room if nobody is left in it.
     pub fn release(&self, project: Uuid) {
         let mut map = self.map.lock().unwrap();
-        if let Some(room) = map.get(&project) {
-            if room.events.receiver_count() == 0 {
-                let room = map.remove(&project).unwrap();
-                room.inbox.lock().unwrap().closed = true;
-                room.wake.notify_one();
-            }
+        if let Some(room) = map.get(&project)
+            && room.events.receiver_count() == 0
+        {
+            let room = map.remove(&project).unwrap();
+            room.inbox.lock().unwrap().closed = true;
+            room.wake.notify_one();
         }
     }
 

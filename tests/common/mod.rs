@@ -115,10 +115,10 @@ impl TestApp {
     pub async fn wait_until_healthy(&self) {
         let deadline = tokio::time::Instant::now() + WAIT;
         loop {
-            if let Ok(r) = reqwest::get(self.http("/healthz")).await {
-                if r.status() == 200 {
-                    return;
-                }
+            if let Ok(r) = reqwest::get(self.http("/healthz")).await
+                && r.status() == 200
+            {
+                return;
             }
             assert!(tokio::time::Instant::now() < deadline, "server never became healthy");
             tokio::time::sleep(Duration::from_millis(50)).await;
