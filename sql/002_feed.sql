@@ -15,17 +15,18 @@
 --   are kept in feed_events so a listener can catch up after a reconnect and a client can resume with
 --   `since`. NOTIFY is only the doorbell.
 --
--- * One NOTIFY per statement and project, not per row. Every transaction that NOTIFYs takes a database-wide
---   lock at commit, and payloads are limited to 8000 bytes. A small change carries its event frames inline
---   (the common case, delivered without a second query); a big one (a 100 KB description, 100,000 rows) sends
---   only "project P has seqs A..B" and the listener reads the frames from feed_events.
+-- * Few NOTIFYs per statement, not one per row. Every transaction that NOTIFYs takes a database-wide lock at
+--   commit, and payloads are limited to 8000 bytes. A small change carries its event frames inline (the
+--   common case, delivered without a second query), split over a few notifications if needed; a big one (a
+--   100 KB description, 100,000 rows) sends only "project P has seqs A..B" and the listener reads the frames
+--   from feed_events.
 --
 -- * Serialized once. The frame clients receive is built here, once, as JSON text; the server forwards it to
 --   every subscriber untouched.
 --
 -- Notification payload on channel 'boardcast_feed':
 --     <project uuid> <first seq> <last seq>[\n<frame>\n<frame>...]
--- The frames are present only when they all fit; otherwise the listener fetches seqs first..last.
+-- The frames are present only when they fit; otherwise the listener fetches seqs first..last.
 -- Secrets never enter the feed: users and api_tokens have no feed trigger.
 
 CREATE TABLE feed_locks (
@@ -130,19 +131,35 @@ BEGIN
         INSERT INTO feed_events (project_id, seq, frame)
         SELECT project_id, seq, boardcast_frame(project_id, seq, tbl, action, new_row, old_row) FROM numbered
         RETURNING project_id, seq, frame
+    ), sized AS (
+        SELECT project_id, seq, frame, octet_length(frame) + 1 AS len,
+               sum(octet_length(frame) + 1) OVER (PARTITION BY project_id ORDER BY seq) - octet_length(frame) - 1
+                   AS before
+          FROM stored
     ), per_project AS (
-        SELECT project_id, min(seq) AS first_seq, max(seq) AS last_seq, sum(octet_length(frame) + 1) AS bytes
-        FROM stored GROUP BY project_id
+        SELECT project_id, min(seq) AS first_seq, max(seq) AS last_seq, sum(len) AS bytes, max(len) AS biggest
+          FROM sized GROUP BY project_id
+    ), announcements AS (
+        -- Frames travel inline when they fit: in one notification (up to 7,800 bytes; PostgreSQL's limit is
+        -- 8,000), or split over several when the statement's frames total at most 64 KiB and none is over
+        -- 3,900 bytes (so each chunk of "3,900 bytes, plus the frame that crosses the line" stays under
+        -- 7,800). Otherwise only the range is announced and the listener reads the frames from feed_events.
+        SELECT s.project_id, min(s.seq) AS first_seq, max(s.seq) AS last_seq,
+               string_agg(s.frame, E'\n' ORDER BY s.seq) AS frames
+          FROM sized s JOIN per_project pp USING (project_id)
+         WHERE pp.bytes <= 7800 OR (pp.bytes <= 65536 AND pp.biggest <= 3900)
+         GROUP BY s.project_id, CASE WHEN pp.bytes <= 7800 THEN 0 ELSE s.before / 3900 END
+        UNION ALL
+        SELECT project_id, first_seq, last_seq, NULL
+          FROM per_project
+         WHERE NOT (bytes <= 7800 OR (bytes <= 65536 AND biggest <= 3900))
     )
-    SELECT count(pg_notify('boardcast_feed',
-               pp.project_id::text || ' ' || pp.first_seq || ' ' || pp.last_seq
-               -- 8000 bytes is PostgreSQL's payload limit; keep a margin for the header.
-               || CASE WHEN pp.bytes <= 7800
-                       THEN E'\n' || (SELECT string_agg(s.frame, E'\n' ORDER BY s.seq)
-                                      FROM stored s WHERE s.project_id = pp.project_id)
-                       ELSE '' END))
-    INTO notified
-    FROM per_project pp;
+    -- pg_notify is volatile, so it runs after the sort: each project's notifications go out in seq order.
+    SELECT count(*) INTO notified FROM (
+        SELECT pg_notify('boardcast_feed',
+                   project_id::text || ' ' || first_seq || ' ' || last_seq || coalesce(E'\n' || frames, ''))
+          FROM announcements ORDER BY project_id, first_seq
+    ) sent;
     RETURN cardinality(changes);
 END $$;
 

@@ -440,3 +440,22 @@ async fn a_member_removed_and_added_again_can_resume_from_before_the_removal() {
     app.insert_task(project, "bob is still here").await;
     assert_eq!(bob.event().await["row"]["title"], "bob is still here");
 }
+
+#[tokio::test]
+async fn a_medium_statement_split_over_several_notifications_arrives_whole_and_in_order() {
+    let app = spawn_app().await;
+    let (token, project) = app.member_of_new_project("alice").await;
+    let (mut alice, s) = app.joined(&token, project).await;
+
+    // ~45 KB of frames: too much for one notification, so they travel inline in a dozen chunks.
+    app.sql
+        .execute("INSERT INTO tasks (project_id, title) SELECT $1, 'm' || g FROM generate_series(1, 100) g", &[&project])
+        .await
+        .unwrap();
+    let events = alice.events(100).await;
+    assert_gapless(&events, project, s + 1, s + 100);
+    for (i, e) in events.iter().enumerate() {
+        assert_eq!(e["row"]["title"], format!("m{}", i + 1).as_str());
+    }
+    alice.expect_silence(Duration::from_millis(300)).await;
+}
