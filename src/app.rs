@@ -13,7 +13,7 @@ use warp::Filter;
 
 use crate::config::Settings;
 use crate::db;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::feed::{Feed, listener, upgrade};
 use crate::{api, server};
 
@@ -34,7 +34,9 @@ impl Application {
         }
         drop(client);
         let pool = db::pool(&settings.database_url, settings.pool_size)?;
-        let listener = TcpListener::bind(settings.addr).await?;
+        let listener = TcpListener::bind(settings.addr).await.map_err(|e| {
+            Error::Config(format!("cannot listen on {}: {e} (set BOARDCAST_ADDR to another address)", settings.addr))
+        })?;
         let addr = listener.local_addr()?;
         let feed = Feed::new(pool, settings.feed.clone());
         Ok(Application { listener, addr, settings, feed })

@@ -449,7 +449,10 @@ async fn a_medium_statement_split_over_several_notifications_arrives_whole_and_i
 
     // ~45 KB of frames: too much for one notification, so they travel inline in a dozen chunks.
     app.sql
-        .execute("INSERT INTO tasks (project_id, title) SELECT $1, 'm' || g FROM generate_series(1, 100) g", &[&project])
+        .execute(
+            "INSERT INTO tasks (project_id, title) SELECT $1, 'm' || g FROM generate_series(1, 100) g",
+            &[&project],
+        )
         .await
         .unwrap();
     let events = alice.events(100).await;
