@@ -14,7 +14,9 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use futures::{FutureExt, SinkExt, StreamExt};
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -74,6 +76,9 @@ struct Joined {
     verified_at: i64,
     /// Set while catching up from history: read up to this seq (`i64::MAX`: until history runs out).
     catch_up_to: Option<i64>,
+    /// After a failed history read (the database is restarting, the pool is exhausted): when to try again.
+    /// The client stays connected meanwhile; it just waits for its events a little longer.
+    retry_at: Option<Instant>,
 }
 
 struct Session<S> {
@@ -100,10 +105,11 @@ pub async fn serve<S>(
     let mut ping = tokio::time::interval(settings.ping_interval);
     ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     ping.tick().await;
-    let mut heard = Instant::now();
+    let mut heard = std::time::Instant::now();
 
     let end = loop {
         let backlog = session.catching_up();
+        let retry = session.rooms.values().filter_map(|r| r.retry_at).min();
         let step = tokio::select! {
             biased;
             _ = shutdown.cancelled() => Err(End::Shutdown),
@@ -115,7 +121,7 @@ pub async fn serve<S>(
                 _ => Ok(()),
             },
             msg = session.ws.next() => {
-                heard = Instant::now();
+                heard = std::time::Instant::now();
                 match msg {
                     // Boxed: requests are rare, and their futures (database round trips) are large. Inline,
                     // they would make every idle connection's future as large as the largest of them.
@@ -134,6 +140,13 @@ pub async fn serve<S>(
                     session.send(Message::Ping(Default::default())).await
                 }
             }
+            _ = tokio::time::sleep_until(retry.unwrap_or_else(Instant::now)), if retry.is_some() => {
+                let now = Instant::now();
+                for room in session.rooms.values_mut() {
+                    room.retry_at = room.retry_at.filter(|t| *t > now);
+                }
+                Ok(())
+            }
             // One page of history per turn, for a room that is catching up.
             Some(project) = std::future::ready(backlog) => {
                 Box::pin(session.catch_up(&mut streams, project)).await
@@ -146,7 +159,7 @@ pub async fn serve<S>(
     };
 
     if let Some(frame) = end.close_frame(settings.max_client_frame) {
-        let _ = tokio::time::timeout(std::time::Duration::from_secs(1), session.ws.close(Some(frame))).await;
+        let _ = tokio::time::timeout(Duration::from_secs(1), session.ws.close(Some(frame))).await;
     }
     let projects: Vec<Uuid> = streams.keys().copied().collect();
     drop(streams);
@@ -235,7 +248,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             }
         }
         streams.insert(project, BroadcastStream::new(rx));
-        self.rooms.insert(project, Joined { cursor: start, verified_at: latest, catch_up_to: None });
+        self.rooms.insert(project, Joined { cursor: start, verified_at: latest, catch_up_to: None, retry_at: None });
         self.feed_frame(Message::text(protocol::joined(project, start, latest, &reference))).await?;
         for event in first_page {
             if !self.emit(streams, &event).await? {
@@ -287,9 +300,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         Ok(())
     }
 
-    /// The first room that is catching up from history, if any.
+    /// The first room that is catching up from history (and not waiting to retry), if any.
     fn catching_up(&self) -> Option<Uuid> {
-        self.rooms.iter().find(|(_, r)| r.catch_up_to.is_some()).map(|(p, _)| *p)
+        self.rooms.iter().find(|(_, r)| r.catch_up_to.is_some() && r.retry_at.is_none()).map(|(p, _)| *p)
     }
 
     /// Sends one page of recorded events after the room's cursor.
@@ -300,8 +313,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         let events = match history::read(&self.feed.pool, project, cursor, target, page).await {
             Ok(events) => events,
             Err(e) => {
-                tracing::error!("history read failed: {e}");
-                return Err(End::Internal);
+                tracing::warn!(%project, "history read failed, retrying in 1s: {e}");
+                self.rooms.get_mut(&project).unwrap().retry_at = Some(Instant::now() + Duration::from_secs(1));
+                return Ok(());
             }
         };
         let Some(last) = events.last().map(|e| e.seq) else {
