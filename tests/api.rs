@@ -724,3 +724,32 @@ async fn hostile_input_never_gets_a_server_error() {
     assert_eq!(alice.get(&format!("/api/projects/{project}/tasks")).await.status, 200);
     alice.raw(Method::PATCH, "/api/tasks/x", Some("application/json"), Some(b"{}".to_vec())).await;
 }
+
+#[tokio::test]
+async fn a_write_racing_the_writers_removal_waits_for_it_and_is_refused() {
+    let app = spawn_app().await;
+    let (_, project) = app.member_of_new_project("alice").await;
+    let (bob_id, bob_token) = app.user("bob").await;
+    app.add_member(project, "bob").await;
+
+    // An admin removes bob in a transaction that has not committed yet...
+    let mut admin = connect(&app.db_url).await;
+    let removal = admin.transaction().await.unwrap();
+    removal
+        .execute("DELETE FROM project_members WHERE project_id = $1 AND user_id = $2", &[&project, &bob_id])
+        .await
+        .unwrap();
+    // ...while bob writes. His write must wait for the removal, not slip in beside it.
+    let bob = Api::new(&app, Some(&bob_token));
+    let write = tokio::spawn(async move {
+        bob.post(&format!("/api/projects/{project}/tasks"), json!({"title": "sneaked in"})).await
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!write.is_finished(), "the write should be waiting for the removal");
+    removal.commit().await.unwrap();
+    let res = write.await.unwrap();
+    assert_eq!(res.status, 404, "{res:?}");
+    let sneaked: i64 =
+        app.sql.query_one("SELECT count(*) FROM tasks WHERE title = 'sneaked in'", &[]).await.unwrap().get(0);
+    assert_eq!(sneaked, 0);
+}

@@ -58,6 +58,7 @@ async fn add_comment(task: String, who: Identity, body: bytes::Bytes, feed: Arc<
     let tx = client.transaction().await?;
     // The insert's foreign key check locks the task (key share): it cannot be deleted under the new comment.
     let (_, project) = visible_task(&*tx, task, &who, false).await?;
+    super::role_in_locked(&*tx, project, &who).await?; // a concurrent removal waits for this comment
     let row: Value = tx
         .query_one(
             "INSERT INTO comments (task_id, project_id, author_id, body) VALUES ($1, $2, $3, $4)
@@ -201,7 +202,7 @@ async fn visible_comment(
         "SELECT to_jsonb(c), c.project_id FROM comments c
            JOIN project_members m ON m.project_id = c.project_id AND m.user_id = $2
           WHERE c.id = $1 {}",
-        if lock { "FOR UPDATE OF c" } else { "" }
+        if lock { "FOR UPDATE OF c FOR KEY SHARE OF m" } else { "" }
     );
     let row =
         db.query_opt(&sql, &[&id, &who.user_id]).await?.ok_or_else(|| ApiError::NotFound("no such comment".into()))?;

@@ -19,7 +19,7 @@ use warp::reply::Response;
 
 use super::error::ApiError;
 use super::input::{self, Body};
-use super::{authed, ok, require_owner, respond, role_in, seq_of, with_feed, written};
+use super::{authed, ok, require_owner, respond, role_in, role_in_locked, seq_of, with_feed, written};
 use crate::auth::Identity;
 use crate::feed::Feed;
 
@@ -169,7 +169,7 @@ async fn remove_member(project: String, user: String, who: Identity, feed: Arc<F
     let mut client = feed.pool.get().await?;
     let tx = client.transaction().await?;
     lock_project(&*tx, project).await?;
-    let my_role = role_in(&*tx, project, &who).await?;
+    let my_role = role_in_locked(&*tx, project, &who).await?;
     let user = input::id(&user, "member")?;
     if my_role != "owner" && user != who.user_id {
         return Err(ApiError::Forbidden("only an owner may remove other members".into()));

@@ -158,9 +158,22 @@ pub async fn role_in(db: &impl GenericClient, project: Uuid, who: &Identity) -> 
         .ok_or_else(|| ApiError::NotFound("no such project".into()))
 }
 
-/// Owner-only actions: 404 to non-members, 403 to members.
+/// [`role_in`] for a write, inside its transaction: the membership row is locked (FOR KEY SHARE) until the
+/// write commits, so a concurrent removal waits for it instead of racing it. Whoever was removed cannot write
+/// after the removal's event, and the feed's order tells the truth.
+pub async fn role_in_locked(db: &impl GenericClient, project: Uuid, who: &Identity) -> Result<String, ApiError> {
+    db.query_opt(
+        "SELECT role FROM project_members WHERE project_id = $1 AND user_id = $2 FOR KEY SHARE",
+        &[&project, &who.user_id],
+    )
+    .await?
+    .map(|r| r.get(0))
+    .ok_or_else(|| ApiError::NotFound("no such project".into()))
+}
+
+/// Owner-only actions (always writes): 404 to non-members, 403 to members.
 pub async fn require_owner(db: &impl GenericClient, project: Uuid, who: &Identity) -> Result<(), ApiError> {
-    match role_in(db, project, who).await?.as_str() {
+    match role_in_locked(db, project, who).await?.as_str() {
         "owner" => Ok(()),
         _ => Err(ApiError::Forbidden("only an owner of the project may do this".into())),
     }

@@ -24,7 +24,7 @@ use warp::reply::Response;
 use super::error::ApiError;
 use super::input::{self, Body, Page};
 use super::projects::paged;
-use super::{authed, ok, respond, role_in, seq_of, with_feed, written};
+use super::{authed, ok, respond, role_in, role_in_locked, seq_of, with_feed, written};
 use crate::auth::Identity;
 use crate::feed::Feed;
 
@@ -73,7 +73,7 @@ async fn create_task(
     let position = body.position("position")?;
     let mut client = feed.pool.get().await?;
     let tx = client.transaction().await?;
-    role_in(&*tx, project, &who).await?;
+    role_in_locked(&*tx, project, &who).await?;
     if let Some(a) = assignee {
         check_assignee(&*tx, project, a).await?;
     }
@@ -264,7 +264,7 @@ pub async fn visible_task(
         "SELECT row_to_json(t), t.project_id FROM tasks t
            JOIN project_members m ON m.project_id = t.project_id AND m.user_id = $2
           WHERE t.id = $1 {}",
-        if lock { "FOR UPDATE OF t" } else { "" }
+        if lock { "FOR UPDATE OF t FOR KEY SHARE OF m" } else { "" }
     );
     let row =
         db.query_opt(&sql, &[&id, &who.user_id]).await?.ok_or_else(|| ApiError::NotFound("no such task".into()))?;
@@ -287,7 +287,10 @@ fn check_version(current: &Value, expected: Option<i64>) -> Result<(), ApiError>
 /// Tasks are assigned to members of their project only.
 async fn check_assignee(db: &impl GenericClient, project: Uuid, user: Uuid) -> Result<(), ApiError> {
     let found = db
-        .query_opt("SELECT 1 FROM project_members WHERE project_id = $1 AND user_id = $2", &[&project, &user])
+        .query_opt(
+            "SELECT 1 FROM project_members WHERE project_id = $1 AND user_id = $2 FOR KEY SHARE",
+            &[&project, &user],
+        )
         .await?;
     // A 409, not a 422: the value is well-formed, and whether it is allowed depends on the project's current
     // members (like a foreign key), which can change between two identical requests.
