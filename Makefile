@@ -38,7 +38,8 @@ run: build
 test:
 	@set -e; eval "$$(scripts/pg.sh env)"; export BOARDCAST_TEST_DATABASE_URL="$$DATABASE_URL"; \
 	  scripts/drop-test-databases.sh "$$DATABASE_URL"; \
-	  $(CARGO) test --all-targets
+	  $(CARGO) test --all-targets; \
+	  scripts/drop-test-databases.sh "$$DATABASE_URL"   # kept only when a test failed, for a look
 
 # make bench: every scenario (a few minutes) against database boardcast_bench (its schema is recreated);
 # writes BENCHMARKS.md and docs/bench/latency.svg. One scenario, other sizes:
