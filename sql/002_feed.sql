@@ -229,6 +229,15 @@ BEGIN
     RETURN NULL;
 END $$;
 
+-- TRUNCATE fires no row or statement triggers that could record what it removed, so it would change a board
+-- behind every client's back. It is refused on the feed's tables; use DELETE (which is recorded).
+CREATE FUNCTION boardcast_refuse_truncate() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    RAISE EXCEPTION 'TRUNCATE % would bypass the boardcast feed', TG_TABLE_NAME
+        USING HINT = 'Use DELETE FROM ' || TG_TABLE_NAME || ', which every client sees.',
+              ERRCODE = 'feature_not_supported';
+END $$;
+
 DO $$
 DECLARE
     t text;
@@ -240,6 +249,8 @@ BEGIN
                         FOR EACH STATEMENT EXECUTE FUNCTION boardcast_feed_update()', t || '_feed_update', t);
         EXECUTE format('CREATE TRIGGER %I AFTER DELETE ON %I REFERENCING OLD TABLE AS old_rows
                         FOR EACH STATEMENT EXECUTE FUNCTION boardcast_feed_delete()', t || '_feed_delete', t);
+        EXECUTE format('CREATE TRIGGER %I BEFORE TRUNCATE ON %I
+                        FOR EACH STATEMENT EXECUTE FUNCTION boardcast_refuse_truncate()', t || '_no_truncate', t);
     END LOOP;
 END $$;
 
@@ -295,23 +306,4 @@ BEGIN
         END IF;
     END LOOP;
     RETURN removed;
-END $$;
-
--- TRUNCATE fires no row or statement triggers that could record what it removed, so it would change a board
--- behind every client's back. It is refused on the feed's tables; use DELETE (which is recorded).
-CREATE FUNCTION boardcast_refuse_truncate() RETURNS trigger LANGUAGE plpgsql AS $$
-BEGIN
-    RAISE EXCEPTION 'TRUNCATE % would bypass the boardcast feed', TG_TABLE_NAME
-        USING HINT = 'Use DELETE FROM ' || TG_TABLE_NAME || ', which every client sees.',
-              ERRCODE = 'feature_not_supported';
-END $$;
-
-DO $$
-DECLARE
-    t text;
-BEGIN
-    FOREACH t IN ARRAY ARRAY['projects', 'project_members', 'tasks', 'comments'] LOOP
-        EXECUTE format('CREATE TRIGGER %I BEFORE TRUNCATE ON %I
-                        FOR EACH STATEMENT EXECUTE FUNCTION boardcast_refuse_truncate()', t || '_no_truncate', t);
-    END LOOP;
 END $$;

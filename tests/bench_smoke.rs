@@ -1,34 +1,15 @@
 //! A short run of the benchmark binary against a fresh database: it must run and lose nothing. No timing is
 //! asserted (that is what `make bench` and BENCHMARKS.md are for).
 
+mod common;
+
 use std::process::Command;
 
-use tokio_postgres::NoTls;
+use common::{admin_url, connect, with_db};
 use uuid::Uuid;
 
-fn admin_url() -> String {
-    std::env::var("BOARDCAST_TEST_DATABASE_URL")
-        .or_else(|_| std::env::var("DATABASE_URL"))
-        .expect("set BOARDCAST_TEST_DATABASE_URL (make test does) to a PostgreSQL server tests may create databases on")
-}
-
-fn with_db(url: &str, db: &str) -> String {
-    let (base, query) = match url.split_once('?') {
-        Some((b, q)) => (b, format!("?{q}")),
-        None => (url, String::new()),
-    };
-    let after_scheme = base.find("://").map(|i| i + 3).unwrap_or(0);
-    let base = match base[after_scheme..].rfind('/') {
-        Some(i) => &base[..after_scheme + i],
-        None => base,
-    };
-    format!("{base}/{db}{query}")
-}
-
 async fn admin(sql: &str) {
-    let (client, conn) = tokio_postgres::connect(&with_db(&admin_url(), "postgres"), NoTls).await.expect("connect");
-    tokio::spawn(conn);
-    client.batch_execute(sql).await.expect(sql);
+    connect(&with_db(&admin_url(), "postgres")).await.batch_execute(sql).await.expect(sql);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

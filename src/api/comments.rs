@@ -198,15 +198,7 @@ async fn visible_comment(
     who: &Identity,
     lock: bool,
 ) -> Result<(Value, Uuid), ApiError> {
-    let sql = format!(
-        "SELECT to_jsonb(c), c.project_id FROM comments c
-           JOIN project_members m ON m.project_id = c.project_id AND m.user_id = $2
-          WHERE c.id = $1 {}",
-        if lock { "FOR UPDATE OF c FOR KEY SHARE OF m" } else { "" }
-    );
-    let row =
-        db.query_opt(&sql, &[&id, &who.user_id]).await?.ok_or_else(|| ApiError::NotFound("no such comment".into()))?;
-    Ok((row.get(0), row.get(1)))
+    super::visible_row(db, "comments", "to_jsonb", id, who, lock).await
 }
 
 fn require_author(comment: &Value, who: &Identity) -> Result<(), ApiError> {

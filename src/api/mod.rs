@@ -171,6 +171,30 @@ pub async fn role_in_locked(db: &impl GenericClient, project: Uuid, who: &Identi
     .ok_or_else(|| ApiError::NotFound("no such project".into()))
 }
 
+/// A row of `table` (tasks or comments) in a project the caller is a member of, as JSON (`to_json` is
+/// `row_to_json` or `to_jsonb`), with its project; 404 otherwise. With `lock`, for a write: the row is locked
+/// so the version checked is the version overwritten, and the caller's membership so a concurrent removal
+/// waits for the write.
+pub async fn visible_row(
+    db: &impl GenericClient,
+    table: &'static str,
+    to_json: &'static str,
+    id: Uuid,
+    who: &Identity,
+    lock: bool,
+) -> Result<(Value, Uuid), ApiError> {
+    let sql = format!(
+        "SELECT {to_json}(x), x.project_id FROM {table} x
+           JOIN project_members m ON m.project_id = x.project_id AND m.user_id = $2
+          WHERE x.id = $1 {}",
+        if lock { "FOR UPDATE OF x FOR KEY SHARE OF m" } else { "" }
+    );
+    let what = table.trim_end_matches('s');
+    let row =
+        db.query_opt(&sql, &[&id, &who.user_id]).await?.ok_or_else(|| ApiError::NotFound(format!("no such {what}")))?;
+    Ok((row.get(0), row.get(1)))
+}
+
 /// Owner-only actions (always writes): 404 to non-members, 403 to members.
 pub async fn require_owner(db: &impl GenericClient, project: Uuid, who: &Identity) -> Result<(), ApiError> {
     match role_in_locked(db, project, who).await?.as_str() {

@@ -260,15 +260,7 @@ pub async fn visible_task(
     who: &Identity,
     lock: bool,
 ) -> Result<(Value, Uuid), ApiError> {
-    let sql = format!(
-        "SELECT row_to_json(t), t.project_id FROM tasks t
-           JOIN project_members m ON m.project_id = t.project_id AND m.user_id = $2
-          WHERE t.id = $1 {}",
-        if lock { "FOR UPDATE OF t FOR KEY SHARE OF m" } else { "" }
-    );
-    let row =
-        db.query_opt(&sql, &[&id, &who.user_id]).await?.ok_or_else(|| ApiError::NotFound("no such task".into()))?;
-    Ok((row.get(0), row.get(1)))
+    super::visible_row(db, "tasks", "row_to_json", id, who, lock).await
 }
 
 fn check_version(current: &Value, expected: Option<i64>) -> Result<(), ApiError> {
