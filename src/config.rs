@@ -34,6 +34,9 @@ pub struct FeedSettings {
     pub max_rooms_per_connection: usize,
     /// Events read from history per query when catching up.
     pub history_page: i64,
+    /// How often the listener checks that its connection answers, and how long it waits for the answer (and
+    /// for a new connection). A connection cut by the network, with nothing to send, looks alive otherwise.
+    pub listener_probe: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -56,6 +59,7 @@ impl Default for FeedSettings {
             max_client_frame: 16 * 1024,
             max_rooms_per_connection: 100,
             history_page: 1000,
+            listener_probe: Duration::from_secs(5),
         }
     }
 }

@@ -13,7 +13,9 @@ use crate::error::{Error, Result};
 pub const MIGRATIONS: &[(&str, &str)] =
     &[("001_domain", include_str!("../sql/001_domain.sql")), ("002_feed", include_str!("../sql/002_feed.sql"))];
 
-/// Parses a database URL, with the keepalives that let a dead peer be noticed on a quiet connection.
+/// Parses a database URL, with the keepalives that let a dead peer be noticed on a quiet connection, and a TCP
+/// user timeout for a busy one: without it, a query sent into a network cut waits for the kernel's
+/// retransmissions to give up, which takes about fifteen minutes.
 pub fn pg_config(url: &str) -> Result<tokio_postgres::Config> {
     let mut config = tokio_postgres::Config::from_str(url)
         .map_err(|e| Error::Config(format!("DATABASE_URL is not a valid PostgreSQL URL: {e}")))?;
@@ -22,6 +24,7 @@ pub fn pg_config(url: &str) -> Result<tokio_postgres::Config> {
         .keepalives_idle(Duration::from_secs(10))
         .keepalives_interval(Duration::from_secs(2))
         .keepalives_retries(3)
+        .tcp_user_timeout(Duration::from_secs(30))
         .connect_timeout(Duration::from_secs(5));
     if config.get_application_name().is_none() {
         config.application_name("boardcast");

@@ -7,6 +7,7 @@ mod common;
 use std::time::Duration;
 
 use common::cluster::Cluster;
+use common::proxy::Proxy;
 use common::*;
 use serde_json::{Value, json};
 use uuid::Uuid;
@@ -209,6 +210,75 @@ async fn restarting_the_whole_postgres_server_mid_stream_loses_nothing() {
     assert_gapless(&bob_seen, project, s + 1, end);
     assert_eq!(seq_title(&seen), recorded_titles(&app, project, s).await);
     app.stop().await;
+}
+
+#[tokio::test]
+async fn a_network_cut_between_server_and_database_is_noticed_and_loses_nothing() {
+    // The server reaches PostgreSQL through a proxy the test can cut: no FIN, no RST, just silence, the
+    // failure that neither `pg_terminate_backend` nor a server restart shows (both say goodbye).
+    let db_url = fresh_database(&admin_url()).await;
+    let proxy = Proxy::to_server_of(&db_url).await;
+    let mut settings = test_settings(&proxy.url_for(&db_url));
+    settings.feed.listener_probe = Duration::from_millis(500);
+    let mut app = spawn_app_on(settings).await;
+    app.sql = connect(&db_url).await; // the test's own writes go around the proxy, like any other writer's
+    app.db_url = db_url.clone();
+    let (token, project) = app.member_of_new_project("alice").await;
+    let (mut alice, s) = app.joined(&token, project).await;
+
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writing = stop.clone();
+    let url = db_url.clone();
+    let writer = tokio::spawn(async move {
+        let sql = connect(&url).await;
+        let mut i = 0;
+        while !writing.load(std::sync::atomic::Ordering::SeqCst) {
+            i += 1;
+            sql.execute("INSERT INTO tasks (project_id, title) VALUES ($1, $2)", &[&project, &format!("t{i}")])
+                .await
+                .unwrap();
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    });
+
+    let mut seen = alice.events(20).await;
+    proxy.cut();
+    // Nothing arrives while the link is down, and the server notices: its probe goes unanswered.
+    let mut unhealthy = false;
+    for _ in 0..100 {
+        if reqwest::get(app.http("/healthz")).await.map(|r| r.status() == 503).unwrap_or(false) {
+            unhealthy = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(unhealthy, "/healthz should answer 503 once the listener's connection stops answering");
+    // Stay cut through a failed reconnect (the handshake is accepted and never answered).
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let during: i64 = app.latest_seq(project).await;
+    proxy.heal();
+    app.wait_until_healthy().await;
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    writer.await.unwrap();
+
+    let end = app.latest_seq(project).await;
+    assert!(end > during && during > s + 20, "writes went on during the cut and after it");
+    let have = seen.last().unwrap()["seq"].as_i64().unwrap();
+    seen.extend(alice.events((end - have) as usize).await);
+    alice.expect_silence(Duration::from_millis(300)).await;
+
+    assert_gapless(&seen, project, s + 1, end);
+    assert_eq!(seq_title(&seen), recorded_titles(&app, project, s).await);
+    // And the connection pool found its way back too: a write through the API works.
+    let res = reqwest::Client::new()
+        .post(app.http(&format!("/api/projects/{project}/tasks")))
+        .bearer_auth(&token)
+        .json(&json!({"title": "through the API after the cut"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 201);
+    assert_eq!(alice.event().await["row"]["title"], "through the API after the cut");
 }
 
 #[tokio::test]

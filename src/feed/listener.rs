@@ -22,11 +22,6 @@ use super::event::parse_announcement;
 use super::history;
 use crate::db::pg_config;
 
-/// How often the listener checks that its connection still answers. A connection cut by the network may
-/// otherwise look alive for minutes.
-const PROBE_EVERY: Duration = Duration::from_secs(5);
-const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
-
 pub async fn run(feed: Arc<Feed>, database_url: String, shutdown: CancellationToken) {
     let mut backoff = Duration::from_millis(100);
     loop {
@@ -66,7 +61,13 @@ async fn session(feed: &Arc<Feed>, database_url: &str, shutdown: &CancellationTo
     let mut config = pg_config(database_url).map_err(|e| lost(false, e))?;
     // Named, so an operator can find it in pg_stat_activity (and tests can cut it).
     config.application_name("boardcast-listener");
-    let (client, mut connection) = config.connect(NoTls).await.map_err(|e| lost(false, e))?;
+    // `connect_timeout` covers only the TCP connect: a server (or a middlebox) that accepts and then says
+    // nothing would hold the listener here forever, so the whole handshake gets a deadline.
+    let probe = feed.settings.listener_probe;
+    let (client, mut connection) = match tokio::time::timeout(probe * 2, config.connect(NoTls)).await {
+        Ok(connected) => connected.map_err(|e| lost(false, e))?,
+        Err(_) => return Err(lost(false, format!("no answer to the connection handshake within {:?}", probe * 2))),
+    };
 
     // Drive the connection: forward notifications, end when the connection does.
     let (notes_tx, mut notes) = mpsc::unbounded_channel();
@@ -101,8 +102,8 @@ async fn session(feed: &Arc<Feed>, database_url: &str, shutdown: &CancellationTo
     feed.listener_up.store(true, Ordering::SeqCst);
     tracing::info!("listener connected and listening");
 
-    let mut probe = tokio::time::interval(PROBE_EVERY);
-    probe.tick().await;
+    let mut probe_every = tokio::time::interval(probe);
+    probe_every.tick().await;
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return Ok(()),
@@ -114,11 +115,11 @@ async fn session(feed: &Arc<Feed>, database_url: &str, shutdown: &CancellationTo
                     return Err(lost(true, reason));
                 }
             },
-            _ = probe.tick() => {
-                match tokio::time::timeout(PROBE_TIMEOUT, client.simple_query("")).await {
+            _ = probe_every.tick() => {
+                match tokio::time::timeout(probe, client.simple_query("")).await {
                     Ok(Ok(_)) => {}
                     Ok(Err(e)) => return Err(lost(true, e)),
-                    Err(_) => return Err(lost(true, "no answer to a probe within 5s")),
+                    Err(_) => return Err(lost(true, format!("no answer to a probe within {probe:?}"))),
                 }
             }
         }
