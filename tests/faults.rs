@@ -282,6 +282,50 @@ async fn a_network_cut_between_server_and_database_is_noticed_and_loses_nothing(
 }
 
 #[tokio::test]
+async fn a_stampede_of_resuming_clients_queues_for_history_and_leaves_the_api_its_connections() {
+    let db_url = fresh_database(&admin_url()).await;
+    let mut settings = test_settings(&db_url);
+    settings.pool_size = 4;
+    let app = spawn_app_on(settings).await;
+    let (token, project) = app.member_of_new_project("alice").await;
+    for i in 0..30 {
+        app.insert_task(project, &format!("t{i}")).await;
+    }
+    let mut clients = Vec::new();
+    for _ in 0..12 {
+        clients.push(app.client(&token).await);
+    }
+
+    // Make every history read wait, as a slow disk or a long replay would: hold a lock they queue behind.
+    let mut locker = connect(&db_url).await;
+    let lock = locker.transaction().await.unwrap();
+    lock.batch_execute("LOCK TABLE feed_events IN ACCESS EXCLUSIVE MODE").await.unwrap();
+    for c in &mut clients {
+        c.send(json!({"op": "join", "project": project, "since": 0})).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    // Twelve waiting replays, a pool of four: the API still answers at once.
+    let me = tokio::time::timeout(
+        Duration::from_secs(3),
+        reqwest::Client::new().get(app.http("/api/me")).bearer_auth(&token).send(),
+    )
+    .await
+    .expect("the API should not wait behind the feed's reads")
+    .unwrap();
+    assert_eq!(me.status(), 200);
+
+    lock.commit().await.unwrap();
+    let end = app.latest_seq(project).await;
+    for c in &mut clients {
+        let joined = c.recv().await;
+        assert_eq!((joined["op"].as_str(), joined["seq"].as_i64()), (Some("joined"), Some(0)), "{joined}");
+        let replay = c.events(end as usize).await;
+        assert_gapless(&replay, project, 1, end);
+    }
+}
+
+#[tokio::test]
 async fn a_client_that_never_reads_does_not_hold_back_one_that_does() {
     let db_url = fresh_database(&admin_url()).await;
     let mut settings = test_settings(&db_url);

@@ -34,7 +34,6 @@ use uuid::Uuid;
 
 use super::Feed;
 use super::event::Event;
-use super::history;
 use super::protocol::{self, Op, Request};
 use crate::auth::Identity;
 
@@ -210,7 +209,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             drop(rx);
             feed.rooms.release(project);
         };
-        let latest = match history::latest_if_member(&self.feed.pool, project, self.who.user_id).await {
+        let latest = match self.feed.history.latest_if_member(project, self.who.user_id).await {
             Ok(Some(latest)) => latest,
             outcome => {
                 refuse(&self.feed, rx);
@@ -233,7 +232,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         let mut first_page = Vec::new();
         if start < latest {
             let page = self.feed.settings.history_page;
-            first_page = match history::read(&self.feed.pool, project, start, latest, page).await {
+            first_page = match self.feed.history.read(project, start, latest, page).await {
                 Ok(events) => events,
                 Err(e) => {
                     tracing::error!("history read failed: {e}");
@@ -310,7 +309,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         let Some(room) = self.rooms.get(&project) else { return Ok(()) };
         let (cursor, target) = (room.cursor, room.catch_up_to.unwrap_or(room.cursor));
         let page = self.feed.settings.history_page;
-        let events = match history::read(&self.feed.pool, project, cursor, target, page).await {
+        let events = match self.feed.history.read(project, cursor, target, page).await {
             Ok(events) => events,
             Err(e) => {
                 tracing::warn!(%project, "history read failed, retrying in 1s: {e}");
@@ -345,7 +344,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
 
     async fn resync(&mut self, streams: &mut Streams, project: Uuid) -> Result<(), End> {
         self.drop_room(streams, project);
-        let latest = match history::latest(&self.feed.pool, &[project]).await {
+        let latest = match self.feed.history.latest(&[project]).await {
             Ok(v) => v.first().map(|x| x.1).unwrap_or(0),
             Err(_) => return Err(End::Internal),
         };

@@ -1,9 +1,15 @@
 //! Reads of recorded events (`feed_events`): how a room catches up after the listener reconnects, how a
 //! client behind the live stream fills its gap, and how `join` with `since` replays.
+//!
+//! The feed's reads share the connection pool with the API, but may use only half of it. After a restart,
+//! thousands of clients reconnect at once and each joins with `since`: without a limit their reads would take
+//! every connection and API writes would time out waiting for one. With it, the reads queue here (a client
+//! just gets its replay a little later) and writes always find a connection.
 
 use std::sync::Arc;
 
-use deadpool_postgres::Pool;
+use deadpool_postgres::{Object, Pool};
+use tokio::sync::{Semaphore, SemaphorePermit};
 use uuid::Uuid;
 
 use super::event::Event;
@@ -13,43 +19,66 @@ use crate::error::Result;
 /// large rows cannot take hundreds of megabytes.
 pub const PAGE_BYTES: i64 = 4 * 1024 * 1024;
 
-/// Events of `project` with `after < seq <= upto`, in seq order, at most `limit` of them and about
-/// [`PAGE_BYTES`]. Events removed by retention are simply absent: callers check that seqs are contiguous.
-pub async fn read(pool: &Pool, project: Uuid, after: i64, upto: i64, limit: i64) -> Result<Vec<Arc<Event>>> {
-    let client = pool.get().await?;
-    let stmt = client
-        .prepare_cached(
-            "SELECT seq, frame FROM (
+pub struct History {
+    pool: Pool,
+    slots: Semaphore,
+}
+
+impl History {
+    /// Reads through `pool`, at most half of its connections at a time.
+    pub fn new(pool: Pool) -> History {
+        let slots = (pool.status().max_size / 2).max(1);
+        History { pool, slots: Semaphore::new(slots) }
+    }
+
+    /// The limit on concurrent reads: its available permits are the reads that could start now.
+    pub fn slots(&self) -> &Semaphore {
+        &self.slots
+    }
+
+    async fn client(&self) -> Result<(SemaphorePermit<'_>, Object)> {
+        let slot = self.slots.acquire().await.expect("the semaphore is never closed");
+        Ok((slot, self.pool.get().await?))
+    }
+
+    /// Events of `project` with `after < seq <= upto`, in seq order, at most `limit` of them and about
+    /// [`PAGE_BYTES`]. Events removed by retention are simply absent: callers check that seqs are contiguous.
+    pub async fn read(&self, project: Uuid, after: i64, upto: i64, limit: i64) -> Result<Vec<Arc<Event>>> {
+        let (_slot, client) = self.client().await?;
+        let stmt = client
+            .prepare_cached(
+                "SELECT seq, frame FROM (
                  SELECT seq, frame, sum(octet_length(frame)) OVER (ORDER BY seq) - octet_length(frame) AS before
                    FROM feed_events WHERE project_id = $1 AND seq > $2 AND seq <= $3 ORDER BY seq LIMIT $4
              ) page WHERE before < $5 ORDER BY seq",
-        )
-        .await?;
-    let rows = client.query(&stmt, &[&project, &after, &upto, &limit, &PAGE_BYTES]).await?;
-    Ok(rows.into_iter().map(|r| Arc::new(Event::new(project, r.get(0), r.get(1)))).collect())
-}
+            )
+            .await?;
+        let rows = client.query(&stmt, &[&project, &after, &upto, &limit, &PAGE_BYTES]).await?;
+        Ok(rows.into_iter().map(|r| Arc::new(Event::new(project, r.get(0), r.get(1)))).collect())
+    }
 
-/// The latest seq of each project (0 for a project without events).
-pub async fn latest(pool: &Pool, projects: &[Uuid]) -> Result<Vec<(Uuid, i64)>> {
-    let client = pool.get().await?;
-    let stmt = client
-        .prepare_cached(
-            "SELECT p, coalesce(s.last_seq, 0) FROM unnest($1::uuid[]) p LEFT JOIN feed_seq s ON s.project_id = p",
-        )
-        .await?;
-    let rows = client.query(&stmt, &[&projects]).await?;
-    Ok(rows.into_iter().map(|r| (r.get(0), r.get(1))).collect())
-}
+    /// The latest seq of each project (0 for a project without events).
+    pub async fn latest(&self, projects: &[Uuid]) -> Result<Vec<(Uuid, i64)>> {
+        let (_slot, client) = self.client().await?;
+        let stmt = client
+            .prepare_cached(
+                "SELECT p, coalesce(s.last_seq, 0) FROM unnest($1::uuid[]) p LEFT JOIN feed_seq s ON s.project_id = p",
+            )
+            .await?;
+        let rows = client.query(&stmt, &[&projects]).await?;
+        Ok(rows.into_iter().map(|r| (r.get(0), r.get(1))).collect())
+    }
 
-/// For a join: the project's latest seq if `user` is a member, `None` if not (or if there is no such project;
-/// the two are deliberately indistinguishable).
-pub async fn latest_if_member(pool: &Pool, project: Uuid, user: Uuid) -> Result<Option<i64>> {
-    let client = pool.get().await?;
-    let stmt = client
-        .prepare_cached(
-            "SELECT coalesce((SELECT last_seq FROM feed_seq WHERE project_id = $1), 0)
+    /// For a join: the project's latest seq if `user` is a member, `None` if not (or if there is no such project;
+    /// the two are deliberately indistinguishable).
+    pub async fn latest_if_member(&self, project: Uuid, user: Uuid) -> Result<Option<i64>> {
+        let (_slot, client) = self.client().await?;
+        let stmt = client
+            .prepare_cached(
+                "SELECT coalesce((SELECT last_seq FROM feed_seq WHERE project_id = $1), 0)
                FROM project_members WHERE project_id = $1 AND user_id = $2",
-        )
-        .await?;
-    Ok(client.query_opt(&stmt, &[&project, &user]).await?.map(|r| r.get(0)))
+            )
+            .await?;
+        Ok(client.query_opt(&stmt, &[&project, &user]).await?.map(|r| r.get(0)))
+    }
 }

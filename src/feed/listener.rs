@@ -19,7 +19,6 @@ use tokio_util::sync::CancellationToken;
 
 use super::Feed;
 use super::event::parse_announcement;
-use super::history;
 use crate::db::pg_config;
 
 pub async fn run(feed: Arc<Feed>, database_url: String, shutdown: CancellationToken) {
@@ -92,7 +91,7 @@ async fn session(feed: &Arc<Feed>, database_url: &str, shutdown: &CancellationTo
     // in history: tell each room how far its project has got.
     let projects = feed.rooms.projects();
     if !projects.is_empty() {
-        let latest = history::latest(&feed.pool, &projects).await.map_err(|e| lost(true, e))?;
+        let latest = feed.history.latest(&projects).await.map_err(|e| lost(true, e))?;
         for (project, seq) in latest {
             feed.rooms.announce_latest(project, seq);
         }

@@ -28,6 +28,8 @@ use crate::config::FeedSettings;
 /// What the feed's tasks share.
 pub struct Feed {
     pub pool: Pool,
+    /// Reads of recorded events, limited to part of the pool.
+    pub history: Arc<history::History>,
     pub rooms: room::Rooms,
     pub settings: FeedSettings,
     /// Ids of tokens revoked just now; every connection opened with one of them closes.
@@ -38,8 +40,10 @@ pub struct Feed {
 
 impl Feed {
     pub fn new(pool: Pool, settings: FeedSettings) -> Arc<Feed> {
+        let history = Arc::new(history::History::new(pool.clone()));
         Arc::new(Feed {
-            rooms: room::Rooms::new(pool.clone(), settings.clone()),
+            rooms: room::Rooms::new(history.clone(), settings.clone()),
+            history,
             pool,
             settings,
             revoked_tokens: broadcast::channel(1024).0,

@@ -11,12 +11,11 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use deadpool_postgres::Pool;
 use tokio::sync::{Notify, broadcast};
 use uuid::Uuid;
 
 use super::event::{Announcement, Event, inline_events};
-use super::history;
+use super::history::History;
 use crate::config::FeedSettings;
 
 /// Inline events a room holds before its task takes them. Past this the oldest are dropped and the task reads
@@ -25,7 +24,7 @@ const MAX_PENDING: usize = 8192;
 
 pub struct Rooms {
     map: Mutex<HashMap<Uuid, Arc<Room>>>,
-    pool: Pool,
+    history: Arc<History>,
     settings: FeedSettings,
 }
 
@@ -46,8 +45,8 @@ struct Inbox {
 }
 
 impl Rooms {
-    pub fn new(pool: Pool, settings: FeedSettings) -> Rooms {
-        Rooms { map: Mutex::new(HashMap::new()), pool, settings }
+    pub fn new(history: Arc<History>, settings: FeedSettings) -> Rooms {
+        Rooms { map: Mutex::new(HashMap::new()), history, settings }
     }
 
     /// Subscribes to a project's events, creating its room if this is the first subscriber. Events are
@@ -61,7 +60,7 @@ impl Rooms {
         let (events, rx) = broadcast::channel(self.settings.room_buffer);
         let room = Arc::new(Room { project, events, inbox: Mutex::default(), wake: Notify::new() });
         map.insert(project, room.clone());
-        tokio::spawn(run(room, self.pool.clone(), self.settings.history_page));
+        tokio::spawn(run(room, self.history.clone(), self.settings.history_page));
         rx
     }
 
@@ -136,10 +135,10 @@ enum Step {
 
 /// The room's task: broadcasts every event after the one that was latest when the room was created, once
 /// and in seq order.
-async fn run(room: Arc<Room>, pool: Pool, page: i64) {
+async fn run(room: Arc<Room>, history: Arc<History>, page: i64) {
     // Subscribers start from their own join point and fill anything before this from history themselves.
     let mut delivered = loop {
-        match history::latest(&pool, &[room.project]).await {
+        match history.latest(&[room.project]).await {
             Ok(v) => {
                 let latest = v.first().map(|x| x.1).unwrap_or(0);
                 // Subscribers that joined before this read may have cursors below it: tell them where the
@@ -187,7 +186,7 @@ async fn run(room: Arc<Room>, pool: Pool, page: i64) {
                     let _ = room.events.send(e);
                 }
             }
-            Step::Read { upto } => match history::read(&pool, room.project, delivered, upto, page).await {
+            Step::Read { upto } => match history.read(room.project, delivered, upto, page).await {
                 Ok(events) if !events.is_empty() => {
                     for e in events {
                         delivered = e.seq;
