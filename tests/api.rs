@@ -242,6 +242,47 @@ async fn owners_rename_archive_and_delete_projects_and_members_may_not() {
 }
 
 #[tokio::test]
+async fn an_archived_projects_board_is_read_only_through_the_api_until_an_owner_reactivates_it() {
+    let app = spawn_app().await;
+    let (_, alice) = caller(&app, "alice").await;
+    let project = alice.project("Board").await;
+    let task = alice.task(project, json!({"title": "Ship it"})).await;
+    let task_id = task["id"].as_str().unwrap();
+    let comment = alice.post(&format!("/api/tasks/{task_id}/comments"), json!({"body": "done?"})).await;
+    let comment_id = comment.body["id"].as_str().unwrap();
+    let archived = alice.patch(&format!("/api/projects/{project}"), json!({"status": "archived"})).await;
+    assert_eq!(archived.status, 200, "{archived:?}");
+    let before = app.latest_seq(project).await;
+
+    let refusals = [
+        alice.post(&format!("/api/projects/{project}/tasks"), json!({"title": "late"})).await,
+        alice.patch(&format!("/api/tasks/{task_id}"), json!({"status": "done"})).await,
+        alice.delete(&format!("/api/tasks/{task_id}")).await,
+        alice.post(&format!("/api/tasks/{task_id}/comments"), json!({"body": "late"})).await,
+        alice.patch(&format!("/api/comments/{comment_id}"), json!({"body": "edited"})).await,
+        alice.delete(&format!("/api/comments/{comment_id}")).await,
+    ];
+    for r in &refusals {
+        assert!(r.error(409, "conflict")["message"].as_str().unwrap().contains("archived"), "{r:?}");
+    }
+    assert_eq!(app.latest_seq(project).await, before, "a refused write leaves no event");
+    // Reading goes on.
+    assert_eq!(alice.get(&format!("/api/tasks/{task_id}")).await.body["status"], "todo");
+
+    // SQL writers are trusted, like any admin tool: psql still writes, and the feed still carries it.
+    app.sql
+        .execute("UPDATE tasks SET status = 'done' WHERE id = $1", &[&task_id.parse::<Uuid>().unwrap()])
+        .await
+        .unwrap();
+    assert_eq!(app.latest_seq(project).await, before + 1);
+
+    let active = alice.patch(&format!("/api/projects/{project}"), json!({"status": "active"})).await;
+    assert_eq!(active.status, 200, "{active:?}");
+    let r = alice.patch(&format!("/api/tasks/{task_id}"), json!({"title": "Shipped"})).await;
+    assert_eq!((r.status, r.body["title"].as_str()), (200, Some("Shipped")), "{r:?}");
+}
+
+#[tokio::test]
 async fn a_user_sees_nothing_of_another_users_project_everything_is_404() {
     let app = spawn_app().await;
     let (_, alice) = caller(&app, "alice").await;

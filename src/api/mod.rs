@@ -171,6 +171,24 @@ pub async fn role_in_locked(db: &impl GenericClient, project: Uuid, who: &Identi
     .ok_or_else(|| ApiError::NotFound("no such project".into()))
 }
 
+/// Tasks and comments of an archived project are read-only through the API: archiving is how an owner freezes
+/// a finished board (members and the project itself stay editable by owners, so it can be reactivated). The
+/// project row is share-locked until the write commits, so an archive waits for writes already let through and
+/// none slips in after it. SQL writers are not held to this: they are trusted, like any admin tool.
+pub async fn require_active(db: &impl GenericClient, project: Uuid) -> Result<(), ApiError> {
+    let row = db.query_opt("SELECT status FROM projects WHERE id = $1 FOR SHARE", &[&project]).await?;
+    match row.map(|r| r.get::<_, String>(0)).as_deref() {
+        Some("archived") => Err(ApiError::Conflict {
+            message: "the project is archived: its tasks and comments are read-only until an owner sets its status \
+                      to active"
+                .into(),
+            current: None,
+        }),
+        Some(_) => Ok(()),
+        None => Err(ApiError::NotFound("no such project".into())),
+    }
+}
+
 /// A row of `table` (tasks or comments) in a project the caller is a member of, as JSON (`to_json` is
 /// `row_to_json` or `to_jsonb`), with its project; 404 otherwise. With `lock`, for a write: the row is locked
 /// so the version checked is the version overwritten, and the caller's membership so a concurrent removal

@@ -227,14 +227,14 @@ fn build() -> Value {
                                   "description": "a user id, or `none` for unassigned tasks"}),
                            limit.clone(), cursor.clone()],
                       None, "200", "TaskPage", &["404"]),
-            "post": op("createTask", "Create a task; without position it goes last. 409 if assignee_id is not a member", vec![project_id],
+            "post": op("createTask", "Create a task; without position it goes last. 409 if assignee_id is not a member or the project is archived", vec![project_id],
                        Some("NewTask"), "201", "Task", &["404", "409"]),
         },
         "/api/tasks/{task_id}": {
             "get": op("getTask", "A task", vec![task_id.clone()], None, "200", "Task", &["404"]),
-            "patch": op("updateTask", "Change a task or move its card; 409 with the current task if `version` is stale",
+            "patch": op("updateTask", "Change a task or move its card; 409 with the current task if `version` is stale, 409 if the project is archived",
                         vec![task_id.clone()], Some("TaskChange"), "200", "Task", &["404", "409"]),
-            "delete": op("deleteTask", "Delete a task (and its comments); 409 if `version` is given and stale",
+            "delete": op("deleteTask", "Delete a task (and its comments); 409 if `version` is given and stale, or if the project is archived",
                          vec![task_id.clone(), json!({"name": "version", "in": "query", "required": false,
                                                       "schema": {"type": "integer", "minimum": 1, "maximum": i64::MAX}})],
                          None, "200", "Deleted", &["404", "409"]),
@@ -242,15 +242,15 @@ fn build() -> Value {
         "/api/tasks/{task_id}/comments": {
             "get": op("listComments", "A task's comments, oldest first", vec![task_id.clone(), limit, cursor], None,
                       "200", "CommentPage", &["404"]),
-            "post": op("addComment", "Comment on a task", vec![task_id], Some("NewComment"), "201", "Comment",
-                       &["404"]),
+            "post": op("addComment", "Comment on a task; 409 if the project is archived", vec![task_id],
+                       Some("NewComment"), "201", "Comment", &["404", "409"]),
         },
         "/api/comments/{comment_id}": {
             "get": op("getComment", "A comment", vec![comment_id.clone()], None, "200", "Comment", &["404"]),
-            "patch": op("editComment", "Edit your comment; 409 with the current comment if `version` is stale",
+            "patch": op("editComment", "Edit your comment; 409 with the current comment if `version` is stale, 409 if the project is archived",
                         vec![comment_id.clone()], Some("CommentChange"), "200", "Comment", &["403", "404", "409"]),
-            "delete": op("deleteComment", "Delete your comment", vec![comment_id], None, "200", "Deleted",
-                         &["403", "404"]),
+            "delete": op("deleteComment", "Delete your comment; 409 if the project is archived", vec![comment_id],
+                         None, "200", "Deleted", &["403", "404", "409"]),
         },
     });
 
