@@ -212,6 +212,35 @@ async fn the_project_list_pages_with_a_cursor() {
 }
 
 #[tokio::test]
+async fn the_member_list_pages_with_a_cursor_in_the_order_members_joined() {
+    let app = spawn_app().await;
+    let (_, alice) = caller(&app, "alice").await;
+    let project = alice.project("Board").await;
+    let mut joined = vec!["alice".to_string()];
+    for name in ["zoe", "bob", "mia", "al", "ned"] {
+        app.user(name).await;
+        let r = alice.post(&format!("/api/projects/{project}/members"), json!({"user": name})).await;
+        assert_eq!(r.status, 201, "{r:?}");
+        joined.push(name.to_string());
+    }
+    let mut seen = Vec::new();
+    let mut path = format!("/api/projects/{project}/members?limit=4");
+    loop {
+        let r = alice.get(&path).await;
+        assert_eq!(r.status, 200, "{r:?}");
+        assert!(r.body["items"].as_array().unwrap().len() <= 4);
+        seen.extend(r.body["items"].as_array().unwrap().iter().map(|m| m["user_name"].as_str().unwrap().to_string()));
+        match r.body["next_cursor"].as_str() {
+            Some(c) => path = format!("/api/projects/{project}/members?limit=4&cursor={c}"),
+            None => break,
+        }
+    }
+    assert_eq!(seen, joined);
+    let bad = alice.get(&format!("/api/projects/{project}/members?cursor=zz")).await;
+    bad.error(404, "not_found");
+}
+
+#[tokio::test]
 async fn owners_rename_archive_and_delete_projects_and_members_may_not() {
     let app = spawn_app().await;
     let (_, alice) = caller(&app, "alice").await;

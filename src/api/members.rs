@@ -7,6 +7,7 @@
 //! Writes that change membership first lock the project row and only then check the caller's role, so two
 //! owners demoting each other at the same time take turns and cannot leave the project without an owner.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use serde_json::{Value, json};
@@ -18,7 +19,8 @@ use warp::http::StatusCode;
 use warp::reply::Response;
 
 use super::error::ApiError;
-use super::input::{self, Body};
+use super::input::{self, Body, Page};
+use super::projects::paged;
 use super::{authed, ok, require_owner, respond, role_in, role_in_locked, seq_of, with_feed, written};
 use crate::auth::Identity;
 use crate::feed::Feed;
@@ -32,32 +34,45 @@ pub fn routes(feed: Arc<Feed>) -> BoxedFilter<(Response,)> {
 /// A membership as the API shows it: the row plus the user's name.
 const MEMBER_JSON: &str = "to_jsonb(m) || jsonb_build_object('user_name', u.name)";
 
-/// `GET /api/projects/{project_id}/members`.
+/// `GET /api/projects/{project_id}/members?limit=&cursor=`: in the order they joined.
 pub fn list(feed: Arc<Feed>) -> impl Filter<Extract = (Response,), Error = warp::Rejection> + Clone {
     warp::path!("api" / "projects" / String / "members")
         .and(warp::get())
         .and(authed(feed.clone()))
+        .and(input::query())
         .and(with_feed(feed))
-        .then(|project: String, who: Identity, feed: Arc<Feed>| async move {
-            respond(list_members(project, who, feed).await)
+        .then(|project: String, who: Identity, q: HashMap<String, String>, feed: Arc<Feed>| async move {
+            respond(list_members(project, who, q, feed).await)
         })
 }
 
-async fn list_members(project: String, who: Identity, feed: Arc<Feed>) -> Result<Response, ApiError> {
+async fn list_members(
+    project: String,
+    who: Identity,
+    q: HashMap<String, String>,
+    feed: Arc<Feed>,
+) -> Result<Response, ApiError> {
     let project = input::id(&project, "project")?;
+    let page = Page::from_query(&q, 2)?;
+    let (after_t, after_id) = match &page.after {
+        Some(k) => (Some(input::cursor_time(&k[0])?), Some(input::cursor_uuid(&k[1])?)),
+        None => (None, None),
+    };
     let client = feed.pool.get().await?;
     role_in(&**client, project, &who).await?;
     let rows = client
         .query(
             &format!(
                 "SELECT {MEMBER_JSON} FROM project_members m JOIN users u ON u.id = m.user_id
-                  WHERE m.project_id = $1 ORDER BY m.created_at, u.name"
+                  WHERE m.project_id = $1
+                    AND ($2::timestamptz IS NULL OR (m.created_at, m.user_id) > ($2::timestamptz, $3::uuid))
+                  ORDER BY m.created_at, m.user_id LIMIT $4"
             ),
-            &[&project],
+            &[&project, &after_t, &after_id, &(page.limit + 1)],
         )
         .await?;
     let items: Vec<Value> = rows.iter().map(|r| r.get(0)).collect();
-    Ok(ok(StatusCode::OK, &json!({"items": items})))
+    Ok(ok(StatusCode::OK, &paged(items, page.limit, |m| vec![&m["created_at"], &m["user_id"]])))
 }
 
 /// `POST /api/projects/{project_id}/members` `{"user": NAME, "role"?}` → 201. Owners only.
