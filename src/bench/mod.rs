@@ -270,6 +270,9 @@ pub struct Results {
     pub lost: u64,
     pub duplicates: u64,
     pub errors: Vec<String>,
+    /// The hand-written section of BENCHMARKS.md, carried over from the file being replaced.
+    #[serde(skip)]
+    pub notes: Option<String>,
 }
 
 struct Ctx {

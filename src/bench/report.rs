@@ -277,6 +277,10 @@ pub fn markdown(r: &Results) -> String {
     if r.load.iter().any(|l| !l.cdf.is_empty()) {
         s.push_str("![commit-to-client latency by percentile](docs/bench/latency.svg)\n\n");
     }
+    if let Some(notes) = &r.notes {
+        s.push_str(notes);
+        s.push_str("\n\n");
+    }
     s.push_str("## Reference\n\n");
     s.push_str("The seed's stack (Express + Socket.io + pg LISTEN) on this machine, 2,000 clients / 100 rooms / 5,000 single-row writes from 8 writers: 24,800 deliveries/s, p99 51 ms, ~20 KiB per connection.\n\n");
     s.push_str("## Reproduce\n\n```\nmake bench                                   # all scenarios, writes this file and docs/bench/latency.svg\nmake bench BENCH_ARGS='--scenario latency --clients 2000 --rate 2000'\n./target/release/boardcast-bench --help\n```\n\n");
@@ -284,11 +288,26 @@ pub fn markdown(r: &Results) -> String {
     s
 }
 
+/// Marks the part of BENCHMARKS.md written by hand (reading the figures, profiles): a new run keeps it.
+const NOTES_START: &str = "<!-- notes: written by hand; make bench keeps this section -->";
+const NOTES_END: &str = "<!-- end of notes -->";
+
+/// The hand-written section of an existing BENCHMARKS.md, markers included.
+pub fn kept_notes(existing: &str) -> Option<String> {
+    let start = existing.find(NOTES_START)?;
+    let end = existing[start..].find(NOTES_END)? + start + NOTES_END.len();
+    Some(existing[start..end].to_string())
+}
+
 pub fn write_files(r: &Results) -> std::io::Result<()> {
-    std::fs::write("BENCHMARKS.md", markdown(r))?;
+    let mut r = r.clone();
+    if r.notes.is_none() {
+        r.notes = std::fs::read_to_string("BENCHMARKS.md").ok().as_deref().and_then(kept_notes);
+    }
+    std::fs::write("BENCHMARKS.md", markdown(&r))?;
     if r.load.iter().any(|l| !l.cdf.is_empty()) {
         std::fs::create_dir_all("docs/bench")?;
-        std::fs::write("docs/bench/latency.svg", svg(r))?;
+        std::fs::write("docs/bench/latency.svg", svg(&r))?;
     }
     Ok(())
 }
@@ -391,4 +410,22 @@ pub fn svg(r: &Results) -> String {
 
 fn fmt_ms(v: f64) -> String {
     if v >= 1.0 { format!("{v:.0}") } else { format!("{v}") }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_new_report_keeps_the_hand_written_notes_of_the_old_one() {
+        let old = format!(
+            "# Benchmarks\n\nold figures\n\n{NOTES_START}\n## Reading\n\nwhy p99 is high\n{NOTES_END}\n\n## Reference\n"
+        );
+        let notes = kept_notes(&old).expect("the notes are found");
+        let new = markdown(&Results { notes: Some(notes), ..Default::default() });
+        assert!(new.contains("why p99 is high"), "{new}");
+        assert!(!new.contains("old figures"));
+        assert!(new.find("why p99 is high").unwrap() < new.find("## Reference").unwrap());
+        assert_eq!(kept_notes("# Benchmarks\n\nno notes here\n"), None);
+    }
 }
