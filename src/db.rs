@@ -10,8 +10,11 @@ use tokio_postgres::{Client, NoTls};
 use crate::error::{Error, Result};
 
 /// The migrations, in order. A migration is applied once, in one transaction, and recorded by name.
-pub const MIGRATIONS: &[(&str, &str)] =
-    &[("001_domain", include_str!("../sql/001_domain.sql")), ("002_feed", include_str!("../sql/002_feed.sql"))];
+pub const MIGRATIONS: &[(&str, &str)] = &[
+    ("001_domain", include_str!("../sql/001_domain.sql")),
+    ("002_feed", include_str!("../sql/002_feed.sql")),
+    ("003_defaults_that_always_fit", include_str!("../sql/003_defaults_that_always_fit.sql")),
+];
 
 /// Parses a database URL, with the keepalives that let a dead peer be noticed on a quiet connection, and a TCP
 /// user timeout for a busy one: without it, a query sent into a network cut waits for the kernel's

@@ -471,6 +471,71 @@ async fn a_task_is_created_read_updated_moved_and_deleted() {
 }
 
 #[tokio::test]
+async fn positions_are_kept_exactly_and_a_card_without_one_still_fits_after_a_card_at_the_top() {
+    let app = spawn_app().await;
+    let (_, alice) = caller(&app, "alice").await;
+    let project = alice.project("Board").await;
+
+    // Whatever double a client sends comes back, and is stored, bit for bit.
+    for p in [21.489705265908874, 0.1 + 0.2, -987654321.123456789, 1e-300] {
+        let t = alice.task(project, json!({"title": "exact", "position": p})).await;
+        assert_eq!(t["position"].as_f64(), Some(p), "{t}");
+        let id: Uuid = t["id"].as_str().unwrap().parse().unwrap();
+        let stored: f64 = app.sql.query_one("SELECT position FROM tasks WHERE id = $1", &[&id]).await.unwrap().get(0);
+        assert_eq!(stored, p);
+    }
+
+    // A card at the very top of the range: the next one, with no position, still goes last and is accepted.
+    alice.task(project, json!({"title": "top", "position": 1e15})).await;
+    let next = alice.task(project, json!({"title": "after the top"})).await;
+    assert!(next["position"].as_f64().unwrap() <= 1e15, "{next}");
+    let board = alice.get(&format!("/api/projects/{project}/tasks?limit=100")).await;
+    assert_eq!(board.body["items"].as_array().unwrap().last().unwrap()["title"], "after the top");
+}
+
+#[tokio::test]
+async fn paging_through_cards_with_close_fractional_positions_skips_none() {
+    let app = spawn_app().await;
+    let (_, alice) = caller(&app, "alice").await;
+    let project = alice.project("Board").await;
+    for title in ["t1", "t2", "t3"] {
+        app.sql
+            .execute(
+                "INSERT INTO tasks (project_id, title, position) VALUES ($1, $2, 999999999999999.5)",
+                &[&project, &title],
+            )
+            .await
+            .unwrap();
+    }
+    let mut seen = Vec::new();
+    let mut path = format!("/api/projects/{project}/tasks?limit=1");
+    loop {
+        let r = alice.get(&path).await;
+        assert_eq!(r.status, 200, "{r:?}");
+        seen.extend(r.body["items"].as_array().unwrap().iter().map(|t| t["title"].as_str().unwrap().to_string()));
+        match r.body["next_cursor"].as_str() {
+            Some(c) => path = format!("/api/projects/{project}/tasks?limit=1&cursor={c}"),
+            None => break,
+        }
+    }
+    assert_eq!(seen, ["t1", "t2", "t3"]);
+}
+
+#[tokio::test]
+async fn a_psql_comment_on_a_task_that_does_not_exist_is_a_foreign_key_violation_on_task_id() {
+    let app = spawn_app().await;
+    let (alice_id, _) = caller(&app, "alice").await;
+    let e = app
+        .sql
+        .execute("INSERT INTO comments (task_id, author_id, body) VALUES ($1, $2, 'hi')", &[&Uuid::new_v4(), &alice_id])
+        .await
+        .unwrap_err();
+    let db = e.as_db_error().expect("a database error");
+    assert_eq!(db.code(), &tokio_postgres::error::SqlState::FOREIGN_KEY_VIOLATION, "{db}");
+    assert_eq!(db.column(), Some("task_id"), "{db}");
+}
+
+#[tokio::test]
 async fn the_task_list_filters_by_status_and_assignee_and_pages_in_a_stable_order() {
     let app = spawn_app().await;
     let (alice_id, alice) = caller(&app, "alice").await;
