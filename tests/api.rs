@@ -477,7 +477,7 @@ async fn positions_are_kept_exactly_and_a_card_without_one_still_fits_after_a_ca
     let project = alice.project("Board").await;
 
     // Whatever double a client sends comes back, and is stored, bit for bit.
-    for p in [21.489705265908874, 0.1 + 0.2, -987654321.123456789, 1e-300] {
+    for p in [21.489705265908874, 0.1 + 0.2, -987_654_321.123_456_8, 1e-300] {
         let t = alice.task(project, json!({"title": "exact", "position": p})).await;
         assert_eq!(t["position"].as_f64(), Some(p), "{t}");
         let id: Uuid = t["id"].as_str().unwrap().parse().unwrap();
