@@ -479,6 +479,36 @@ async fn two_servers_on_one_database_each_deliver_every_event_whoever_wrote_it()
 }
 
 #[tokio::test]
+async fn shutdown_does_not_wait_for_a_client_that_stopped_reading() {
+    let db_url = fresh_database(&admin_url()).await;
+    let mut settings = test_settings(&db_url);
+    settings.feed.send_timeout = Duration::from_secs(60);
+    let app = spawn_app_on(settings).await;
+    let (token, project) = app.member_of_new_project("alice").await;
+    let (stuck, _) = app.joined(&token, project).await; // joins, then never reads again
+    // Far more than the socket buffers hold: the server's writes to the stuck client block.
+    let pad = "x".repeat(100_000);
+    for chunk in 0..4 {
+        app.sql
+            .execute(
+                "INSERT INTO tasks (project_id, title, description)
+                 SELECT $1, 'c' || $2::int || '-' || g, $3 FROM generate_series(1, 100) g",
+                &[&project, &chunk, &pad],
+            )
+            .await
+            .unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    let started = std::time::Instant::now();
+    app.stop().await;
+    // Without watching for shutdown while a write waits, the session would sit out its 60 s send timeout
+    // (and the server its 10 s grace period).
+    assert!(started.elapsed() < Duration::from_secs(5), "shutdown took {:?}", started.elapsed());
+    drop(stuck);
+}
+
+#[tokio::test]
 async fn on_shutdown_clients_are_told_to_reconnect_and_resume_without_loss() {
     let app = spawn_app().await;
     let (token, project) = app.member_of_new_project("alice").await;

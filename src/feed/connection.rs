@@ -85,6 +85,11 @@ struct Session<S> {
     feed: Arc<Feed>,
     ws: WebSocketStream<S>,
     rooms: HashMap<Uuid, Joined>,
+    /// Also watched while a write to the client waits: a client that stopped reading must not hold up the
+    /// server's shutdown until its send timeout.
+    shutdown: CancellationToken,
+    /// When to check again that the token is still valid (revocations may have been missed).
+    recheck_at: Option<Instant>,
 }
 
 /// Serves one client until it leaves or must go. `revoked` was subscribed before the token was checked, so
@@ -99,7 +104,7 @@ pub async fn serve<S>(
     S: AsyncRead + AsyncWrite + Unpin,
 {
     let settings = feed.settings.clone();
-    let mut session = Session { who, feed, ws, rooms: HashMap::new() };
+    let mut session = Session { who, feed, ws, rooms: HashMap::new(), shutdown, recheck_at: None };
     let mut streams = Streams::new();
     let mut ping = tokio::time::interval(settings.ping_interval);
     ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -108,15 +113,16 @@ pub async fn serve<S>(
 
     let end = loop {
         let backlog = session.catching_up();
-        let retry = session.rooms.values().filter_map(|r| r.retry_at).min();
+        let retry = session.rooms.values().filter_map(|r| r.retry_at).chain(session.recheck_at).min();
         let step = tokio::select! {
             biased;
-            _ = shutdown.cancelled() => Err(End::Shutdown),
+            _ = session.shutdown.cancelled() => Err(End::Shutdown),
             r = revoked.recv() => match r {
                 Ok(token) if token == session.who.token_id => Err(End::Revoked),
-                // The nil id means "revocations may have been missed" (the listener was reconnecting).
-                Ok(token) if token.is_nil() => Box::pin(session.recheck_token()).await,
-                Err(RecvError::Lagged(_)) => Box::pin(session.recheck_token()).await,
+                // The nil id means "revocations may have been missed" (the listener was reconnecting), and so
+                // does falling behind the channel: check this token again, soon.
+                Ok(token) if token.is_nil() => session.schedule_recheck(),
+                Err(RecvError::Lagged(_)) => session.schedule_recheck(),
                 _ => Ok(()),
             },
             msg = session.ws.next() => {
@@ -144,7 +150,11 @@ pub async fn serve<S>(
                 for room in session.rooms.values_mut() {
                     room.retry_at = room.retry_at.filter(|t| *t > now);
                 }
-                Ok(())
+                if session.recheck_at.is_some_and(|t| t <= now) {
+                    Box::pin(session.recheck_token()).await
+                } else {
+                    Ok(())
+                }
             }
             // One page of history per turn, for a room that is catching up.
             Some(project) = std::future::ready(backlog) => {
@@ -371,13 +381,36 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         Ok(true)
     }
 
+    /// Plans a token check within the next two seconds, at a moment of this session's own: after a listener
+    /// reconnect every session checks, and thousands of them at once would queue for the pool together.
+    fn schedule_recheck(&mut self) -> Result<(), End> {
+        use std::hash::{BuildHasher, Hasher};
+        let jitter = std::collections::hash_map::RandomState::new().build_hasher().finish() % 2000;
+        let at = Instant::now() + Duration::from_millis(jitter);
+        self.recheck_at = Some(self.recheck_at.map_or(at, |t| t.min(at)));
+        Ok(())
+    }
+
+    /// Closes the session if its token was revoked. If the database cannot say right now, the client stays
+    /// and the check is tried again in a second: a database blip is no reason to disconnect anyone.
     async fn recheck_token(&mut self) -> Result<(), End> {
-        let client = self.feed.pool.get().await.map_err(|_| End::Internal)?;
-        let row = client
-            .query_opt("SELECT 1 FROM api_tokens WHERE id = $1 AND revoked_at IS NULL", &[&self.who.token_id])
-            .await
-            .map_err(|_| End::Internal)?;
-        if row.is_none() { Err(End::Revoked) } else { Ok(()) }
+        self.recheck_at = None;
+        let check = async {
+            let client = self.feed.pool.get().await.map_err(|e| e.to_string())?;
+            client
+                .query_opt("SELECT 1 FROM api_tokens WHERE id = $1 AND revoked_at IS NULL", &[&self.who.token_id])
+                .await
+                .map_err(|e| e.to_string())
+        };
+        match check.await {
+            Ok(Some(_)) => Ok(()),
+            Ok(None) => Err(End::Revoked),
+            Err(e) => {
+                tracing::warn!(user = %self.who.user_name, "cannot check the token, retrying in 1s: {e}");
+                self.recheck_at = Some(Instant::now() + Duration::from_secs(1));
+                Ok(())
+            }
+        }
     }
 
     async fn say(&mut self, frame: String) -> Result<(), End> {
@@ -391,20 +424,29 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
 
     async fn feed_frame(&mut self, msg: Message) -> Result<(), End> {
         let timeout = self.feed.settings.send_timeout;
-        match tokio::time::timeout(timeout, self.ws.feed(msg)).await {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(_)) => Err(End::Gone),
-            Err(_) => Err(End::TooSlow),
+        tokio::select! {
+            biased;
+            r = tokio::time::timeout(timeout, self.ws.feed(msg)) => sent(r),
+            _ = self.shutdown.cancelled() => Err(End::Shutdown),
         }
     }
 
     async fn flush(&mut self) -> Result<(), End> {
         let timeout = self.feed.settings.send_timeout;
-        match tokio::time::timeout(timeout, self.ws.flush()).await {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(_)) => Err(End::Gone),
-            Err(_) => Err(End::TooSlow),
+        tokio::select! {
+            biased;
+            r = tokio::time::timeout(timeout, self.ws.flush()) => sent(r),
+            _ = self.shutdown.cancelled() => Err(End::Shutdown),
         }
+    }
+}
+
+/// The outcome of a write to the client: done, the client is gone, or it accepted nothing for the send timeout.
+fn sent(r: Result<Result<(), tungstenite::Error>, tokio::time::error::Elapsed>) -> Result<(), End> {
+    match r {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(_)) => Err(End::Gone),
+        Err(_) => Err(End::TooSlow),
     }
 }
 
