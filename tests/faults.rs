@@ -282,6 +282,34 @@ async fn a_network_cut_between_server_and_database_is_noticed_and_loses_nothing(
 }
 
 #[tokio::test]
+async fn a_token_revoked_while_the_server_was_cut_off_from_the_database_still_closes_its_connections() {
+    let db_url = fresh_database(&admin_url()).await;
+    let proxy = Proxy::to_server_of(&db_url).await;
+    let mut settings = test_settings(&proxy.url_for(&db_url));
+    settings.feed.listener_probe = Duration::from_millis(500);
+    let mut app = spawn_app_on(settings).await;
+    app.sql = connect(&db_url).await;
+    app.db_url = db_url.clone();
+    let (token, project) = app.member_of_new_project("alice").await;
+    let (mut alice, _) = app.joined(&token, project).await;
+
+    proxy.cut();
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while reqwest::get(app.http("/healthz")).await.map(|r| r.status() != 503).unwrap_or(true) {
+        assert!(tokio::time::Instant::now() < deadline, "the cut was never noticed");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // The revocation's notification is sent while nobody listens: it is lost.
+    boardcast::admin::revoke_token(&app.sql, &token).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    proxy.heal();
+
+    // Back online, the server re-checks the tokens of its open connections and closes this one.
+    let (code, reason) = alice.closed().await.expect("a close frame");
+    assert_eq!((code, reason.as_str()), (4001, "token revoked"));
+}
+
+#[tokio::test]
 async fn a_stampede_of_resuming_clients_queues_for_history_and_leaves_the_api_its_connections() {
     let db_url = fresh_database(&admin_url()).await;
     let mut settings = test_settings(&db_url);
