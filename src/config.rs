@@ -34,6 +34,9 @@ pub struct FeedSettings {
     pub max_rooms_per_connection: usize,
     /// Events read from history per query when catching up.
     pub history_page: i64,
+    /// `BOARDCAST_HELD_FRAMES_MB` (default 64): memory for large frames (16 KiB and more) that subscribers
+    /// have yet to take, all rooms together. Past it, the subscribers furthest behind read from history.
+    pub held_frames_budget: usize,
     /// How often the listener checks that its connection answers, and how long it waits for the answer (and
     /// for a new connection). A connection cut by the network, with nothing to send, looks alive otherwise.
     pub listener_probe: Duration,
@@ -59,6 +62,7 @@ impl Default for FeedSettings {
             max_client_frame: 16 * 1024,
             max_rooms_per_connection: 100,
             history_page: 1000,
+            held_frames_budget: 64 * 1024 * 1024,
             listener_probe: Duration::from_secs(5),
         }
     }
@@ -111,6 +115,9 @@ impl Settings {
         }
         if let Some(n) = num("BOARDCAST_MAX_ROOMS")? {
             s.feed.max_rooms_per_connection = n.max(1) as usize;
+        }
+        if let Some(n) = num("BOARDCAST_HELD_FRAMES_MB")? {
+            s.feed.held_frames_budget = (n as usize).saturating_mul(1024 * 1024);
         }
         if let Some(n) = num("BOARDCAST_RETENTION_MAX_AGE_SECS")? {
             s.retention.max_age = (n > 0).then(|| Duration::from_secs(n));

@@ -424,6 +424,58 @@ async fn a_slow_reader_behind_the_rooms_buffer_catches_up_from_history_in_order(
 }
 
 #[tokio::test]
+async fn a_client_that_stops_reading_during_a_bulk_update_of_large_rows_pins_no_more_than_the_budget() {
+    let db_url = fresh_database(&admin_url()).await;
+    let mut settings = test_settings(&db_url);
+    settings.feed.send_timeout = Duration::from_secs(120);
+    settings.feed.held_frames_budget = 2 * 1024 * 1024;
+    let app = spawn_app_on(settings).await;
+    let (token, project) = app.member_of_new_project("alice").await;
+    let (mut stalled, s) = app.joined(&token, project).await;
+    let (mut reader, _) = app.joined(&token, project).await;
+
+    // 200 rows of 100 KB, then an update of all of them: 400 frames, about 60 MB, announced by seq range only,
+    // so the room reads them from history and holds each large frame for its subscribers.
+    let url = app.db_url.clone();
+    let writer = tokio::spawn(async move {
+        let sql = connect(&url).await;
+        sql.execute(
+            "INSERT INTO tasks (project_id, title, description)
+             SELECT $1, 't' || g, repeat('x', 100000) FROM generate_series(1, 200) g",
+            &[&project],
+        )
+        .await
+        .unwrap();
+        sql.execute("UPDATE tasks SET description = repeat('y', 100000) WHERE project_id = $1", &[&project])
+            .await
+            .unwrap();
+    });
+    let mut most = 0;
+    let mut events = Vec::new();
+    while events.len() < 400 {
+        events.push(reader.event().await);
+        most = most.max(app.feed.rooms.held_bytes());
+    }
+    writer.await.unwrap();
+    assert_gapless(&events, project, s + 1, s + 400);
+    // The budget, plus the page the room has just sent (its subscribers get the time of the next read to take
+    // it), plus a frame of slack.
+    let bound = 2 * 1024 * 1024 + boardcast::feed::history::PAGE_BYTES as usize + 300_000;
+    assert!(most <= bound, "held {most} bytes, more than {bound}");
+
+    // The stalled client reads again: what the room let go of comes from history, in order, none missing.
+    let late = stalled.events(400).await;
+    assert_gapless(&late, project, s + 1, s + 400);
+    assert_eq!(late.last().unwrap()["row"]["description"].as_str().map(str::len), Some(100_000));
+    // Everyone has taken everything: nothing is held any more.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while app.feed.rooms.held_bytes() != 0 {
+        assert!(tokio::time::Instant::now() < deadline, "{} bytes still held", app.feed.rooms.held_bytes());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
 async fn a_silent_peer_is_dropped_after_the_idle_timeout() {
     let db_url = fresh_database(&admin_url()).await;
     let mut settings = test_settings(&db_url);

@@ -370,7 +370,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     /// Queues one event for the client and moves its cursor. Returns whether the client is still in the
     /// room: if the event removes this user from the project, the client leaves the room right after it.
     async fn emit(&mut self, streams: &mut Streams, event: &Event) -> Result<bool, End> {
-        self.feed_frame(Message::Text(event.frame.clone())).await?;
+        let Some(frame) = event.frame() else {
+            // A large frame the room no longer holds for us: we are too far behind. History has it.
+            if let Some(room) = self.rooms.get_mut(&event.project) {
+                room.catch_up_to = Some(room.catch_up_to.unwrap_or(0).max(event.seq));
+            }
+            return Ok(true);
+        };
+        self.feed_frame(Message::Text(frame)).await?;
         let Some(room) = self.rooms.get_mut(&event.project) else { return Ok(false) };
         room.cursor = event.seq;
         if event.removed_member == Some(self.who.user_id) && event.seq > room.verified_at {

@@ -3,6 +3,8 @@
 //! The frame (`{"op":"event",...}`) is built once by the trigger (see sql/002_feed.sql) and is forwarded to
 //! every subscriber as the same reference-counted bytes: per-event work is done once, never per subscriber.
 
+use std::sync::{Arc, Weak};
+
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 use uuid::Uuid;
 
@@ -10,7 +12,11 @@ use uuid::Uuid;
 pub struct Event {
     pub project: Uuid,
     pub seq: i64,
+    /// The frame, unless it is held by the room (`held`).
     pub frame: Utf8Bytes,
+    /// A large frame, held by its room while its subscribers may still need it, within a byte budget (see
+    /// `room`). Gone means this subscriber is too far behind: it reads the event from history instead.
+    pub held: Option<Weak<Utf8Bytes>>,
     /// Set when this event removes a member from the project: that user's connections leave the room.
     pub removed_member: Option<Uuid>,
     /// Not an event but a room's promise: "I will broadcast only events after `seq`". A subscriber whose
@@ -21,11 +27,31 @@ pub struct Event {
 impl Event {
     pub fn new(project: Uuid, seq: i64, frame: String) -> Event {
         let removed_member = removed_member(&frame);
-        Event { project, seq, frame: frame.into(), removed_member, watermark: false }
+        Event { project, seq, frame: frame.into(), held: None, removed_member, watermark: false }
     }
 
     pub fn watermark(project: Uuid, seq: i64) -> Event {
-        Event { project, seq, frame: Default::default(), removed_member: None, watermark: true }
+        Event { project, seq, frame: Default::default(), held: None, removed_member: None, watermark: true }
+    }
+
+    /// The same event with its frame held elsewhere: only a weak reference travels with it.
+    pub fn holding(&self, frame: &Arc<Utf8Bytes>) -> Event {
+        Event {
+            project: self.project,
+            seq: self.seq,
+            frame: Default::default(),
+            held: Some(Arc::downgrade(frame)),
+            removed_member: self.removed_member,
+            watermark: self.watermark,
+        }
+    }
+
+    /// The frame to send, or `None` if its room let go of it (the subscriber fell too far behind).
+    pub fn frame(&self) -> Option<Utf8Bytes> {
+        match &self.held {
+            None => Some(self.frame.clone()),
+            Some(held) => held.upgrade().map(|f| (*f).clone()),
+        }
     }
 }
 

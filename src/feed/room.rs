@@ -6,12 +6,23 @@
 //! range missed while the listener was reconnecting). The listener never waits on a room: it records what was
 //! announced in the room's inbox and wakes the task, so one project's 100,000-row transaction does not hold
 //! up another project's events.
+//!
+//! Memory. The broadcast buffer holds the last `room_buffer` events for subscribers that are behind, and an
+//! event stays in it until every subscriber has taken it. Counted in events, that is no bound in bytes: a
+//! client that stops reading during a bulk update of 100 KB descriptions would pin hundreds of megabytes until
+//! its send timeout. So a large frame is not put in the buffer itself: the room holds it and the buffer
+//! carries a weak reference. The room lets go of a frame once every subscriber has taken its event, or,
+//! oldest first, when the large frames held by all rooms together exceed `held_frames_budget` (checked before
+//! each history read, so a room may be over by the page it just sent); a subscriber that finds its frame gone
+//! is too far behind and reads the event from history, as it would after lagging.
 
 use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::sync::{Notify, broadcast};
+use tokio_tungstenite::tungstenite::Utf8Bytes;
 use uuid::Uuid;
 
 use super::event::{Announcement, Event, inline_events};
@@ -22,10 +33,16 @@ use crate::config::FeedSettings;
 /// them from history instead, so a burst cannot grow memory without bound.
 const MAX_PENDING: usize = 8192;
 
+/// Frames at least this large are held by the room, not by its broadcast buffer (see the module's doc).
+/// Notifications carry frames of at most 3,900 bytes inline, so these come from history reads.
+pub const LARGE_FRAME: usize = 16 * 1024;
+
 pub struct Rooms {
     map: Mutex<HashMap<Uuid, Arc<Room>>>,
     history: Arc<History>,
     settings: FeedSettings,
+    /// Bytes of large frames held by all rooms.
+    held_bytes: Arc<AtomicUsize>,
 }
 
 struct Room {
@@ -46,7 +63,7 @@ struct Inbox {
 
 impl Rooms {
     pub fn new(history: Arc<History>, settings: FeedSettings) -> Rooms {
-        Rooms { map: Mutex::new(HashMap::new()), history, settings }
+        Rooms { map: Mutex::new(HashMap::new()), history, settings, held_bytes: Arc::default() }
     }
 
     /// Subscribes to a project's events, creating its room if this is the first subscriber. Events are
@@ -60,7 +77,8 @@ impl Rooms {
         let (events, rx) = broadcast::channel(self.settings.room_buffer);
         let room = Arc::new(Room { project, events, inbox: Mutex::default(), wake: Notify::new() });
         map.insert(project, room.clone());
-        tokio::spawn(run(room, self.history.clone(), self.settings.history_page));
+        let held = Held::new(self.held_bytes.clone(), self.settings.held_frames_budget);
+        tokio::spawn(run(room, self.history.clone(), self.settings.history_page, held));
         rx
     }
 
@@ -104,6 +122,11 @@ impl Rooms {
         self.map.lock().unwrap().len()
     }
 
+    /// Bytes of large frames the rooms hold for subscribers that have not taken them yet.
+    pub fn held_bytes(&self) -> usize {
+        self.held_bytes.load(Ordering::Relaxed)
+    }
+
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
@@ -126,6 +149,62 @@ impl Room {
     }
 }
 
+/// A room's large frames, by the index of the broadcast send that carried them.
+struct Held {
+    frames: VecDeque<(u64, Arc<Utf8Bytes>)>,
+    bytes: usize,
+    /// Sends into the broadcast so far (the index of the next one).
+    sent: u64,
+    total: Arc<AtomicUsize>,
+    budget: usize,
+}
+
+impl Held {
+    fn new(total: Arc<AtomicUsize>, budget: usize) -> Held {
+        Held { frames: VecDeque::new(), bytes: 0, sent: 0, total, budget }
+    }
+
+    /// Broadcasts an event; a large frame is held here and the buffer gets a weak reference to it.
+    fn send(&mut self, events: &broadcast::Sender<Arc<Event>>, event: Arc<Event>) {
+        if event.held.is_some() || event.frame.len() < LARGE_FRAME {
+            if events.send(event).is_ok() {
+                self.sent += 1;
+            }
+            return;
+        }
+        let frame = Arc::new(event.frame.clone());
+        if events.send(Arc::new(event.holding(&frame))).is_ok() {
+            self.bytes += frame.len();
+            self.total.fetch_add(frame.len(), Ordering::Relaxed);
+            self.frames.push_back((self.sent, frame));
+            self.sent += 1;
+        }
+    }
+
+    /// Lets go of the frames every subscriber has taken, and of the oldest ones while all rooms together are
+    /// over the budget (keeping the newest, which the subscribers that keep up are about to take).
+    fn release(&mut self, events: &broadcast::Sender<Arc<Event>>) {
+        if self.frames.is_empty() {
+            return;
+        }
+        // `len` counts the events some subscriber has yet to take; they are the latest sends.
+        let first_queued = self.sent.saturating_sub(events.len() as u64);
+        while self.frames.front().is_some_and(|(i, _)| *i < first_queued)
+            || (self.frames.len() > 1 && self.total.load(Ordering::Relaxed) > self.budget)
+        {
+            let (_, frame) = self.frames.pop_front().unwrap();
+            self.bytes -= frame.len();
+            self.total.fetch_sub(frame.len(), Ordering::Relaxed);
+        }
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        self.total.fetch_sub(self.bytes, Ordering::Relaxed);
+    }
+}
+
 enum Step {
     Idle,
     Closed,
@@ -135,7 +214,7 @@ enum Step {
 
 /// The room's task: broadcasts every event after the one that was latest when the room was created, once
 /// and in seq order.
-async fn run(room: Arc<Room>, history: Arc<History>, page: i64) {
+async fn run(room: Arc<Room>, history: Arc<History>, page: i64, mut held: Held) {
     // Subscribers start from their own join point and fill anything before this from history themselves.
     let mut delivered = loop {
         match history.latest(&[room.project]).await {
@@ -143,7 +222,7 @@ async fn run(room: Arc<Room>, history: Arc<History>, page: i64) {
                 let latest = v.first().map(|x| x.1).unwrap_or(0);
                 // Subscribers that joined before this read may have cursors below it: tell them where the
                 // broadcast starts, so they read the difference from history now rather than at the next event.
-                let _ = room.events.send(Arc::new(Event::watermark(room.project, latest)));
+                held.send(&room.events, Arc::new(Event::watermark(room.project, latest)));
                 break latest;
             }
             Err(e) => {
@@ -179,18 +258,30 @@ async fn run(room: Arc<Room>, history: Arc<History>, page: i64) {
         };
         match step {
             Step::Closed => return,
-            Step::Idle => room.wake.notified().await,
+            Step::Idle if held.frames.is_empty() => room.wake.notified().await,
+            Step::Idle => {
+                // Large frames are held: look again soon whether the subscribers have taken them.
+                tokio::select! {
+                    _ = room.wake.notified() => {}
+                    _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+                }
+                held.release(&room.events);
+            }
             Step::Broadcast(batch) => {
                 for e in batch {
                     delivered = e.seq;
-                    let _ = room.events.send(e);
+                    held.send(&room.events, e);
                 }
             }
-            Step::Read { upto } => match history.read(room.project, delivered, upto, page).await {
+            Step::Read { upto } => match {
+                // Before reading more: the subscribers have had the time of this read to take the last page.
+                held.release(&room.events);
+                history.read(room.project, delivered, upto, page).await
+            } {
                 Ok(events) if !events.is_empty() => {
                     for e in events {
                         delivered = e.seq;
-                        let _ = room.events.send(e);
+                        held.send(&room.events, e);
                     }
                     // Let subscribers drain between pages of a large change.
                     tokio::task::yield_now().await;
@@ -199,7 +290,7 @@ async fn run(room: Arc<Room>, history: Arc<History>, page: i64) {
                     // Announced but not recorded: only possible if retention removed it already.
                     tracing::warn!(project = %room.project, "seqs {}..={upto} are not in history", delivered + 1);
                     delivered = upto;
-                    let _ = room.events.send(Arc::new(Event::watermark(room.project, upto)));
+                    held.send(&room.events, Arc::new(Event::watermark(room.project, upto)));
                 }
                 Err(e) => {
                     tracing::warn!(project = %room.project, "room cannot read history: {e}");
