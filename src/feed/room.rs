@@ -273,30 +273,35 @@ async fn run(room: Arc<Room>, history: Arc<History>, page: i64, mut held: Held) 
                     held.send(&room.events, e);
                 }
             }
-            Step::Read { upto } => match {
+            Step::Read { upto } => {
                 // Before reading more: the subscribers have had the time of this read to take the last page.
                 held.release(&room.events);
-                history.read(room.project, delivered, upto, page).await
-            } {
-                Ok(events) if !events.is_empty() => {
-                    for e in events {
-                        delivered = e.seq;
-                        held.send(&room.events, e);
-                    }
-                    // Let subscribers drain between pages of a large change.
-                    tokio::task::yield_now().await;
-                }
-                Ok(_) => {
-                    // Announced but not recorded: only possible if retention removed it already.
-                    tracing::warn!(project = %room.project, "seqs {}..={upto} are not in history", delivered + 1);
-                    delivered = upto;
-                    held.send(&room.events, Arc::new(Event::watermark(room.project, upto)));
-                }
-                Err(e) => {
-                    tracing::warn!(project = %room.project, "room cannot read history: {e}");
-                    tokio::time::sleep(Duration::from_millis(200)).await;
-                }
-            },
+                read(&room, &history, &mut held, &mut delivered, upto, page).await;
+            }
+        }
+    }
+}
+
+/// One page of history, broadcast; on failure, a pause before the room's loop tries again.
+async fn read(room: &Room, history: &History, held: &mut Held, delivered: &mut i64, upto: i64, page: i64) {
+    match history.read(room.project, *delivered, upto, page).await {
+        Ok(events) if !events.is_empty() => {
+            for e in events {
+                *delivered = e.seq;
+                held.send(&room.events, e);
+            }
+            // Let subscribers drain between pages of a large change.
+            tokio::task::yield_now().await;
+        }
+        Ok(_) => {
+            // Announced but not recorded: only possible if retention removed it already.
+            tracing::warn!(project = %room.project, "seqs {}..={upto} are not in history", *delivered + 1);
+            *delivered = upto;
+            held.send(&room.events, Arc::new(Event::watermark(room.project, upto)));
+        }
+        Err(e) => {
+            tracing::warn!(project = %room.project, "room cannot read history: {e}");
+            tokio::time::sleep(Duration::from_millis(200)).await;
         }
     }
 }
