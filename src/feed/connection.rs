@@ -34,6 +34,7 @@ use uuid::Uuid;
 
 use super::Feed;
 use super::event::Event;
+use super::history::CLIENT_PAGE_BYTES;
 use super::protocol::{self, Op, Request};
 use crate::auth::Identity;
 
@@ -242,7 +243,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         let mut first_page = Vec::new();
         if start < latest {
             let page = self.feed.settings.history_page;
-            first_page = match self.feed.history.read(project, start, latest, page).await {
+            first_page = match self.feed.history.read(project, start, latest, page, CLIENT_PAGE_BYTES).await {
                 Ok(events) => events,
                 Err(e) => {
                     tracing::error!("history read failed: {e}");
@@ -319,7 +320,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         let Some(room) = self.rooms.get(&project) else { return Ok(()) };
         let (cursor, target) = (room.cursor, room.catch_up_to.unwrap_or(room.cursor));
         let page = self.feed.settings.history_page;
-        let events = match self.feed.history.read(project, cursor, target, page).await {
+        let events = match self.feed.history.read(project, cursor, target, page, CLIENT_PAGE_BYTES).await {
             Ok(events) => events,
             Err(e) => {
                 tracing::warn!(%project, "history read failed, retrying in 1s: {e}");
@@ -344,7 +345,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             }
         }
         if let Some(room) = self.rooms.get_mut(&project) {
-            let short = (events.len() as i64) < page && target == i64::MAX;
+            // History ran out (rather than the page filling up, by count or by bytes): caught up.
+            let bytes: usize = events.iter().map(|e| e.frame.len()).sum();
+            let short = (events.len() as i64) < page && (bytes as i64) < CLIENT_PAGE_BYTES && target == i64::MAX;
             if last >= target || short {
                 room.catch_up_to = None;
             }

@@ -15,9 +15,14 @@ use uuid::Uuid;
 use super::event::Event;
 use crate::error::Result;
 
-/// A page of history holds at most this many bytes of frames (but always at least one event), so a page of
-/// large rows cannot take hundreds of megabytes.
+/// A room's page of history holds at most this many bytes of frames (but always at least one event), so a page
+/// of large rows cannot take hundreds of megabytes. The room reads once for all its subscribers.
 pub const PAGE_BYTES: i64 = 4 * 1024 * 1024;
+
+/// A client's page, read when it catches up on its own (it fell behind, or resumes with `since`). Smaller:
+/// the client holds its page while it sends it, at the client's own pace, and many clients may be behind at
+/// once; with small events a page still holds about a thousand.
+pub const CLIENT_PAGE_BYTES: i64 = 512 * 1024;
 
 pub struct History {
     pool: Pool,
@@ -42,8 +47,16 @@ impl History {
     }
 
     /// Events of `project` with `after < seq <= upto`, in seq order, at most `limit` of them and about
-    /// [`PAGE_BYTES`]. Events removed by retention are simply absent: callers check that seqs are contiguous.
-    pub async fn read(&self, project: Uuid, after: i64, upto: i64, limit: i64) -> Result<Vec<Arc<Event>>> {
+    /// `max_bytes` of frames ([`PAGE_BYTES`] or [`CLIENT_PAGE_BYTES`]; at least one event). Events removed by
+    /// retention are simply absent: callers check that seqs are contiguous.
+    pub async fn read(
+        &self,
+        project: Uuid,
+        after: i64,
+        upto: i64,
+        limit: i64,
+        max_bytes: i64,
+    ) -> Result<Vec<Arc<Event>>> {
         let (_slot, client) = self.client().await?;
         let stmt = client
             .prepare_cached(
@@ -53,7 +66,7 @@ impl History {
              ) page WHERE before < $5 ORDER BY seq",
             )
             .await?;
-        let rows = client.query(&stmt, &[&project, &after, &upto, &limit, &PAGE_BYTES]).await?;
+        let rows = client.query(&stmt, &[&project, &after, &upto, &limit, &max_bytes]).await?;
         Ok(rows.into_iter().map(|r| Arc::new(Event::new(project, r.get(0), r.get(1)))).collect())
     }
 

@@ -26,7 +26,7 @@ use tokio_tungstenite::tungstenite::Utf8Bytes;
 use uuid::Uuid;
 
 use super::event::{Announcement, Event, inline_events};
-use super::history::History;
+use super::history::{History, PAGE_BYTES};
 use crate::config::FeedSettings;
 
 /// Inline events a room holds before its task takes them. Past this the oldest are dropped and the task reads
@@ -284,7 +284,7 @@ async fn run(room: Arc<Room>, history: Arc<History>, page: i64, mut held: Held) 
 
 /// One page of history, broadcast; on failure, a pause before the room's loop tries again.
 async fn read(room: &Room, history: &History, held: &mut Held, delivered: &mut i64, upto: i64, page: i64) {
-    match history.read(room.project, *delivered, upto, page).await {
+    match history.read(room.project, *delivered, upto, page, PAGE_BYTES).await {
         Ok(events) if !events.is_empty() => {
             for e in events {
                 *delivered = e.seq;
