@@ -171,28 +171,40 @@ pub async fn role_in_locked(db: &impl GenericClient, project: Uuid, who: &Identi
     .ok_or_else(|| ApiError::NotFound("no such project".into()))
 }
 
-/// Tasks and comments of an archived project are read-only through the API: archiving is how an owner freezes
-/// a finished board (members and the project itself stay editable by owners, so it can be reactivated). The
-/// project row is share-locked until the write commits, so an archive waits for writes already let through and
-/// none slips in after it. SQL writers are not held to this: they are trusted, like any admin tool.
-pub async fn require_active(db: &impl GenericClient, project: Uuid) -> Result<(), ApiError> {
-    let row = db.query_opt("SELECT status FROM projects WHERE id = $1 FOR SHARE", &[&project]).await?;
-    match row.map(|r| r.get::<_, String>(0)).as_deref() {
-        Some("archived") => Err(ApiError::Conflict {
+/// For a write to the board (tasks, comments): the caller must be a member, and the project active. Tasks and
+/// comments of an archived project are read-only through the API: archiving is how an owner freezes a finished
+/// board (members and the project itself stay editable by owners, so it can be reactivated). SQL writers are
+/// not held to this: they are trusted, like any admin tool.
+///
+/// Locks, until the write commits: the membership (FOR KEY SHARE), so a concurrent removal waits for the write
+/// instead of racing it, and the project (FOR KEY SHARE), so an archive (which takes FOR UPDATE) waits for
+/// writes already let through and none slips in after it. Neither blocks membership changes (NO KEY UPDATE).
+/// Call it before locking any task or comment: a project delete locks the project and then, cascading, its
+/// tasks; taking the project first is what keeps the two from deadlocking.
+pub async fn member_of_active(db: &impl GenericClient, project: Uuid, who: &Identity) -> Result<String, ApiError> {
+    let row = db
+        .query_opt(
+            "SELECT m.role, p.status FROM projects p JOIN project_members m ON m.project_id = p.id AND m.user_id = $2
+              WHERE p.id = $1 FOR KEY SHARE OF p, m",
+            &[&project, &who.user_id],
+        )
+        .await?
+        .ok_or_else(|| ApiError::NotFound("no such project".into()))?;
+    if row.get::<_, &str>(1) == "archived" {
+        return Err(ApiError::Conflict {
             message: "the project is archived: its tasks and comments are read-only until an owner sets its status \
                       to active"
                 .into(),
             current: None,
-        }),
-        Some(_) => Ok(()),
-        None => Err(ApiError::NotFound("no such project".into())),
+        });
     }
+    Ok(row.get(0))
 }
 
 /// A row of `table` (tasks or comments) in a project the caller is a member of, as JSON (`to_json` is
-/// `row_to_json` or `to_jsonb`), with its project; 404 otherwise. With `lock`, for a write: the row is locked
-/// so the version checked is the version overwritten, and the caller's membership so a concurrent removal
-/// waits for the write.
+/// `row_to_json` or `to_jsonb`), with its project; 404 otherwise. With `lock`, for a write: the project must be
+/// active ([`member_of_active`], which takes the project's and the membership's locks first), then the row is
+/// locked so the version checked is the version overwritten.
 pub async fn visible_row(
     db: &impl GenericClient,
     table: &'static str,
@@ -201,16 +213,34 @@ pub async fn visible_row(
     who: &Identity,
     lock: bool,
 ) -> Result<(Value, Uuid), ApiError> {
+    let what = table.trim_end_matches('s');
+    let not_found = || ApiError::NotFound(format!("no such {what}"));
+    let mut project = None;
+    if lock {
+        let row = db.query_opt(&format!("SELECT project_id FROM {table} WHERE id = $1"), &[&id]).await?;
+        let p: Uuid = row.ok_or_else(not_found)?.get(0);
+        member_of_active(db, p, who).await.map_err(|e| match e {
+            ApiError::NotFound(_) => not_found(),
+            other => other,
+        })?;
+        project = Some(p);
+    }
     let sql = format!(
         "SELECT {to_json}(x), x.project_id FROM {table} x
            JOIN project_members m ON m.project_id = x.project_id AND m.user_id = $2
           WHERE x.id = $1 {}",
-        if lock { "FOR UPDATE OF x FOR KEY SHARE OF m" } else { "" }
+        if lock { "FOR UPDATE OF x" } else { "" }
     );
-    let what = table.trim_end_matches('s');
-    let row =
-        db.query_opt(&sql, &[&id, &who.user_id]).await?.ok_or_else(|| ApiError::NotFound(format!("no such {what}")))?;
-    Ok((row.get(0), row.get(1)))
+    let row = db.query_opt(&sql, &[&id, &who.user_id]).await?.ok_or_else(not_found)?;
+    let (value, in_project): (Value, Uuid) = (row.get(0), row.get(1));
+    if project.is_some_and(|p| p != in_project) {
+        // Moved to another project (by SQL) between the two reads: its locks are the wrong ones.
+        return Err(ApiError::Conflict {
+            message: format!("the {what} moved to another project; retry"),
+            current: None,
+        });
+    }
+    Ok((value, in_project))
 }
 
 /// Owner-only actions (always writes): 404 to non-members, 403 to members.

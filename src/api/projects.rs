@@ -156,8 +156,11 @@ async fn update_project(id: String, who: Identity, body: bytes::Bytes, feed: Arc
     let mut client = feed.pool.get().await?;
     let tx = client.transaction().await?;
     require_owner(&*tx, id, &who).await?;
+    // Archiving waits for the board writes already let through (they hold FOR KEY SHARE on the project, see
+    // `member_of_active`), and the ones after it see the new status. A rename need not wait for anyone.
+    let lock = if status.is_some() { "FOR UPDATE" } else { "FOR NO KEY UPDATE" };
     let old: Value = tx
-        .query_opt("SELECT to_jsonb(p) FROM projects p WHERE id = $1 FOR NO KEY UPDATE", &[&id])
+        .query_opt(&format!("SELECT to_jsonb(p) FROM projects p WHERE id = $1 {lock}"), &[&id])
         .await?
         .ok_or_else(|| ApiError::NotFound("no such project".into()))?
         .get(0);

@@ -24,7 +24,7 @@ use warp::reply::Response;
 use super::error::ApiError;
 use super::input::{self, Body, Page};
 use super::projects::paged;
-use super::{authed, ok, require_active, respond, role_in, role_in_locked, seq_of, with_feed, written};
+use super::{authed, member_of_active, ok, respond, role_in, seq_of, with_feed, written};
 use crate::auth::Identity;
 use crate::feed::Feed;
 
@@ -73,8 +73,7 @@ async fn create_task(
     let position = body.position("position")?;
     let mut client = feed.pool.get().await?;
     let tx = client.transaction().await?;
-    role_in_locked(&*tx, project, &who).await?;
-    require_active(&*tx, project).await?;
+    member_of_active(&*tx, project, &who).await?;
     if let Some(a) = assignee {
         check_assignee(&*tx, project, a).await?;
     }
@@ -195,7 +194,6 @@ async fn update_task(id: String, who: Identity, body: bytes::Bytes, feed: Arc<Fe
     let mut client = feed.pool.get().await?;
     let tx = client.transaction().await?;
     let (old, project) = visible_task(&*tx, id, &who, true).await?;
-    require_active(&*tx, project).await?;
     check_version(&old, version)?;
     if let Some(Some(a)) = assignee {
         check_assignee(&*tx, project, a).await?;
@@ -247,7 +245,6 @@ async fn delete_task(
     let mut client = feed.pool.get().await?;
     let tx = client.transaction().await?;
     let (old, project) = visible_task(&*tx, id, &who, true).await?;
-    require_active(&*tx, project).await?;
     check_version(&old, version)?;
     tx.execute("DELETE FROM tasks WHERE id = $1", &[&id]).await?;
     let seq = seq_of(&*tx, project).await?;
