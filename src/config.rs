@@ -34,11 +34,12 @@ pub struct FeedSettings {
     pub max_rooms_per_connection: usize,
     /// Events read from history per query when catching up.
     pub history_page: i64,
-    /// `BOARDCAST_HELD_FRAMES_MB` (default 64): memory for large frames (16 KiB and more) that subscribers
-    /// have yet to take, all rooms together. Past it, the subscribers furthest behind read from history.
+    /// `BOARDCAST_HELD_FRAMES_MB` (default 64): memory for large frames (4 KiB and more) that subscribers
+    /// have yet to take, all rooms together. Past it, rooms wait for their subscribers before reading more
+    /// history, and stalled subscribers read from history.
     pub held_frames_budget: usize,
-    /// How often the listener checks that its connection answers, and how long it waits for the answer (and
-    /// for a new connection). A connection cut by the network, with nothing to send, looks alive otherwise.
+    /// `BOARDCAST_LISTENER_PROBE_SECS` (default 5): how often the listener checks that its connection answers,
+    /// and how long it waits for the answer (and twice that for a new connection). A connection cut by the network, with nothing to send, looks alive otherwise.
     pub listener_probe: Duration,
 }
 
@@ -115,6 +116,9 @@ impl Settings {
         }
         if let Some(n) = num("BOARDCAST_MAX_ROOMS")? {
             s.feed.max_rooms_per_connection = n.max(1) as usize;
+        }
+        if let Some(n) = num("BOARDCAST_LISTENER_PROBE_SECS")? {
+            s.feed.listener_probe = Duration::from_secs(n.max(1));
         }
         if let Some(n) = num("BOARDCAST_HELD_FRAMES_MB")? {
             s.feed.held_frames_budget = (n as usize).saturating_mul(1024 * 1024);

@@ -34,7 +34,7 @@ use uuid::Uuid;
 
 use super::Feed;
 use super::event::Event;
-use super::history::CLIENT_PAGE_BYTES;
+use super::history::{CLIENT_PAGE_BYTES, Reader};
 use super::protocol::{self, Op, Request};
 use crate::auth::Identity;
 
@@ -243,15 +243,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         let mut first_page = Vec::new();
         if start < latest {
             let page = self.feed.settings.history_page;
-            first_page = match self.feed.history.read(project, start, latest, page, CLIENT_PAGE_BYTES).await {
-                Ok(events) => events,
-                Err(e) => {
-                    tracing::error!("history read failed: {e}");
-                    refuse(&self.feed, rx);
-                    let msg = "the server could not read the project's history; try again";
-                    return self.say(protocol::error("unavailable", msg, &reference)).await;
-                }
-            };
+            first_page =
+                match self.feed.history.read(Reader::Client, project, start, latest, page, CLIENT_PAGE_BYTES).await {
+                    Ok(events) => events,
+                    Err(e) => {
+                        tracing::error!("history read failed: {e}");
+                        refuse(&self.feed, rx);
+                        let msg = "the server could not read the project's history; try again";
+                        return self.say(protocol::error("unavailable", msg, &reference)).await;
+                    }
+                };
             if !contiguous(&first_page, start) {
                 refuse(&self.feed, rx);
                 return self.say(protocol::resync(project, latest, "history_pruned", &reference)).await;
@@ -320,14 +321,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         let Some(room) = self.rooms.get(&project) else { return Ok(()) };
         let (cursor, target) = (room.cursor, room.catch_up_to.unwrap_or(room.cursor));
         let page = self.feed.settings.history_page;
-        let events = match self.feed.history.read(project, cursor, target, page, CLIENT_PAGE_BYTES).await {
-            Ok(events) => events,
-            Err(e) => {
-                tracing::warn!(%project, "history read failed, retrying in 1s: {e}");
-                self.rooms.get_mut(&project).unwrap().retry_at = Some(Instant::now() + Duration::from_secs(1));
-                return Ok(());
-            }
-        };
+        let events =
+            match self.feed.history.read(Reader::Client, project, cursor, target, page, CLIENT_PAGE_BYTES).await {
+                Ok(events) => events,
+                Err(e) => {
+                    tracing::warn!(%project, "history read failed, retrying in 1s: {e}");
+                    self.rooms.get_mut(&project).unwrap().retry_at = Some(Instant::now() + Duration::from_secs(1));
+                    return Ok(());
+                }
+            };
         let Some(last) = events.last().map(|e| e.seq) else {
             if target == i64::MAX || cursor >= target {
                 self.rooms.get_mut(&project).unwrap().catch_up_to = None; // caught up
@@ -357,7 +359,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
 
     async fn resync(&mut self, streams: &mut Streams, project: Uuid) -> Result<(), End> {
         self.drop_room(streams, project);
-        let latest = match self.feed.history.latest(&[project]).await {
+        let latest = match self.feed.history.latest(Reader::Client, &[project]).await {
             Ok(v) => v.first().map(|x| x.1).unwrap_or(0),
             Err(_) => return Err(End::Internal),
         };
@@ -394,9 +396,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     /// Plans a token check within the next two seconds, at a moment of this session's own: after a listener
     /// reconnect every session checks, and thousands of them at once would queue for the pool together.
     fn schedule_recheck(&mut self) -> Result<(), End> {
-        use std::hash::{BuildHasher, Hasher};
-        let jitter = std::collections::hash_map::RandomState::new().build_hasher().finish() % 2000;
-        let at = Instant::now() + Duration::from_millis(jitter);
+        let at = Instant::now() + Duration::from_millis(jitter_ms(2000));
         self.recheck_at = Some(self.recheck_at.map_or(at, |t| t.min(at)));
         Ok(())
     }
@@ -416,8 +416,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             Ok(Some(_)) => Ok(()),
             Ok(None) => Err(End::Revoked),
             Err(e) => {
-                tracing::warn!(user = %self.who.user_name, "cannot check the token, retrying in 1s: {e}");
-                self.recheck_at = Some(Instant::now() + Duration::from_secs(1));
+                tracing::warn!(user = %self.who.user_name, "cannot check the token, retrying in 1-3 s: {e}");
+                self.recheck_at = Some(Instant::now() + Duration::from_millis(1000 + jitter_ms(2000)));
                 Ok(())
             }
         }
@@ -458,6 +458,13 @@ fn sent(r: Result<Result<(), tungstenite::Error>, tokio::time::error::Elapsed>) 
         Ok(Err(_)) => Err(End::Gone),
         Err(_) => Err(End::TooSlow),
     }
+}
+
+/// A random delay below `max` milliseconds, so that sessions that were told something at the same moment do
+/// not all act on it at the same moment.
+fn jitter_ms(max: u64) -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    std::collections::hash_map::RandomState::new().build_hasher().finish() % max
 }
 
 /// Whether a page of history continues exactly from `cursor`: no seq missing, at the start or inside.

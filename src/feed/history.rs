@@ -1,10 +1,12 @@
 //! Reads of recorded events (`feed_events`): how a room catches up after the listener reconnects, how a
 //! client behind the live stream fills its gap, and how `join` with `since` replays.
 //!
-//! The feed's reads share the connection pool with the API, but may use only half of it. After a restart,
-//! thousands of clients reconnect at once and each joins with `since`: without a limit their reads would take
-//! every connection and API writes would time out waiting for one. With it, the reads queue here (a client
-//! just gets its replay a little later) and writes always find a connection.
+//! The feed's reads share the connection pool with the API, but clients' reads may use only half of it and
+//! rooms' reads (and the listener's) a quarter. After a restart, thousands of clients reconnect at once and each
+//! joins with `since`: without a limit their reads would take every connection and API writes would time out
+//! waiting for one. With it, the reads queue here (a client just gets its replay a little later) and writes
+//! always find a connection. Rooms have slots of their own, so the read that serves a whole room never waits
+//! behind individual clients catching up.
 
 use std::sync::Arc;
 
@@ -24,25 +26,38 @@ pub const PAGE_BYTES: i64 = 4 * 1024 * 1024;
 /// once; with small events a page still holds about a thousand.
 pub const CLIENT_PAGE_BYTES: i64 = 512 * 1024;
 
+/// Who reads, for the limit on concurrent reads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Reader {
+    /// A room (or the listener): one read serves every subscriber.
+    Room,
+    /// One client: joining, resuming, catching up.
+    Client,
+}
+
 pub struct History {
     pool: Pool,
-    slots: Semaphore,
+    room_slots: Semaphore,
+    client_slots: Semaphore,
 }
 
 impl History {
-    /// Reads through `pool`, at most half of its connections at a time.
+    /// Reads through `pool`: clients at most half of its connections at a time, rooms a quarter.
     pub fn new(pool: Pool) -> History {
-        let slots = (pool.status().max_size / 2).max(1);
-        History { pool, slots: Semaphore::new(slots) }
+        let size = pool.status().max_size;
+        History { pool, room_slots: Semaphore::new((size / 4).max(1)), client_slots: Semaphore::new((size / 2).max(1)) }
     }
 
-    /// The limit on concurrent reads: its available permits are the reads that could start now.
-    pub fn slots(&self) -> &Semaphore {
-        &self.slots
+    /// The limit on concurrent reads by `reader`: its available permits are the reads that could start now.
+    pub fn slots(&self, reader: Reader) -> &Semaphore {
+        match reader {
+            Reader::Room => &self.room_slots,
+            Reader::Client => &self.client_slots,
+        }
     }
 
-    async fn client(&self) -> Result<(SemaphorePermit<'_>, Object)> {
-        let slot = self.slots.acquire().await.expect("the semaphore is never closed");
+    async fn client(&self, reader: Reader) -> Result<(SemaphorePermit<'_>, Object)> {
+        let slot = self.slots(reader).acquire().await.expect("the semaphore is never closed");
         Ok((slot, self.pool.get().await?))
     }
 
@@ -51,13 +66,14 @@ impl History {
     /// retention are simply absent: callers check that seqs are contiguous.
     pub async fn read(
         &self,
+        reader: Reader,
         project: Uuid,
         after: i64,
         upto: i64,
         limit: i64,
         max_bytes: i64,
     ) -> Result<Vec<Arc<Event>>> {
-        let (_slot, client) = self.client().await?;
+        let (_slot, client) = self.client(reader).await?;
         let stmt = client
             .prepare_cached(
                 "SELECT seq, frame FROM (
@@ -71,8 +87,8 @@ impl History {
     }
 
     /// The latest seq of each project (0 for a project without events).
-    pub async fn latest(&self, projects: &[Uuid]) -> Result<Vec<(Uuid, i64)>> {
-        let (_slot, client) = self.client().await?;
+    pub async fn latest(&self, reader: Reader, projects: &[Uuid]) -> Result<Vec<(Uuid, i64)>> {
+        let (_slot, client) = self.client(reader).await?;
         let stmt = client
             .prepare_cached(
                 "SELECT p, coalesce(s.last_seq, 0) FROM unnest($1::uuid[]) p LEFT JOIN feed_seq s ON s.project_id = p",
@@ -85,7 +101,7 @@ impl History {
     /// For a join: the project's latest seq if `user` is a member, `None` if not (or if there is no such project;
     /// the two are deliberately indistinguishable).
     pub async fn latest_if_member(&self, project: Uuid, user: Uuid) -> Result<Option<i64>> {
-        let (_slot, client) = self.client().await?;
+        let (_slot, client) = self.client(Reader::Client).await?;
         let stmt = client
             .prepare_cached(
                 "SELECT coalesce((SELECT last_seq FROM feed_seq WHERE project_id = $1), 0)

@@ -91,7 +91,7 @@ async fn session(feed: &Arc<Feed>, database_url: &str, shutdown: &CancellationTo
     // in history: tell each room how far its project has got.
     let projects = feed.rooms.projects();
     if !projects.is_empty() {
-        let latest = feed.history.latest(&projects).await.map_err(|e| lost(true, e))?;
+        let latest = feed.history.latest(super::history::Reader::Room, &projects).await.map_err(|e| lost(true, e))?;
         for (project, seq) in latest {
             feed.rooms.announce_latest(project, seq);
         }

@@ -11,31 +11,36 @@
 //! event stays in it until every subscriber has taken it. Counted in events, that is no bound in bytes: a
 //! client that stops reading during a bulk update of 100 KB descriptions would pin hundreds of megabytes until
 //! its send timeout. So a large frame is not put in the buffer itself: the room holds it and the buffer
-//! carries a weak reference. The room lets go of a frame once every subscriber has taken its event, or,
-//! oldest first, when the large frames held by all rooms together exceed `held_frames_budget` (checked before
-//! each history read, so a room may be over by the page it just sent); a subscriber that finds its frame gone
-//! is too far behind and reads the event from history, as it would after lagging.
+//! carries a weak reference. The room lets go of a frame once every subscriber has taken its event. While the
+//! large frames held by all rooms together exceed `held_frames_budget`, a room reads no more history until its
+//! subscribers have taken what it holds (so it never runs ahead of the ones that keep up), and a room whose
+//! slowest subscriber has taken nothing for half a second lets go of its oldest frames: that subscriber,
+//! finding its frame gone, reads the event from history, as it would after lagging. Each room may be over the
+//! budget by the page of history it sent last.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use tokio::time::Instant;
+
 use tokio::sync::{Notify, broadcast};
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 use uuid::Uuid;
 
 use super::event::{Announcement, Event, inline_events};
-use super::history::{History, PAGE_BYTES};
+use super::history::{History, PAGE_BYTES, Reader};
 use crate::config::FeedSettings;
 
 /// Inline events a room holds before its task takes them. Past this the oldest are dropped and the task reads
 /// them from history instead, so a burst cannot grow memory without bound.
 const MAX_PENDING: usize = 8192;
 
-/// Frames at least this large are held by the room, not by its broadcast buffer (see the module's doc).
-/// Notifications carry frames of at most 3,900 bytes inline, so these come from history reads.
-pub const LARGE_FRAME: usize = 16 * 1024;
+/// Frames at least this large are held by the room, not by its broadcast buffer (see the module's doc), so
+/// the buffer holds at most `room_buffer` × 4 KiB of frames. Notifications carry frames of at most 3,900 bytes
+/// inline, so these come from history reads.
+pub const LARGE_FRAME: usize = 4 * 1024;
 
 pub struct Rooms {
     map: Mutex<HashMap<Uuid, Arc<Room>>>,
@@ -157,11 +162,31 @@ struct Held {
     sent: u64,
     total: Arc<AtomicUsize>,
     budget: usize,
+    /// The first send some subscriber had yet to take, at the previous `release`, and since when it has not
+    /// moved (the slowest subscriber is stalled).
+    taken_before: u64,
+    stalled_since: Instant,
 }
+
+/// A room whose slowest subscriber has taken nothing for this long, while all rooms are over the budget,
+/// lets go of its oldest large frames: that subscriber will read them from history.
+const STALLED: Duration = Duration::from_millis(500);
 
 impl Held {
     fn new(total: Arc<AtomicUsize>, budget: usize) -> Held {
-        Held { frames: VecDeque::new(), bytes: 0, sent: 0, total, budget }
+        Held {
+            frames: VecDeque::new(),
+            bytes: 0,
+            sent: 0,
+            total,
+            budget,
+            taken_before: 0,
+            stalled_since: Instant::now(),
+        }
+    }
+
+    fn over_budget(&self) -> bool {
+        self.total.load(Ordering::Relaxed) > self.budget
     }
 
     /// Broadcasts an event; a large frame is held here and the buffer gets a weak reference to it.
@@ -181,20 +206,38 @@ impl Held {
         }
     }
 
-    /// Lets go of the frames every subscriber has taken, and of the oldest ones while all rooms together are
-    /// over the budget (keeping the newest, which the subscribers that keep up are about to take).
+    /// Lets go of the frames every subscriber has taken, and, while all rooms together are over the budget and
+    /// this room's slowest subscriber is stalled, of the oldest ones (keeping the newest).
     fn release(&mut self, events: &broadcast::Sender<Arc<Event>>) {
-        if self.frames.is_empty() {
-            return;
-        }
         // `len` counts the events some subscriber has yet to take; they are the latest sends.
         let first_queued = self.sent.saturating_sub(events.len() as u64);
-        while self.frames.front().is_some_and(|(i, _)| *i < first_queued)
-            || (self.frames.len() > 1 && self.total.load(Ordering::Relaxed) > self.budget)
+        // A subscriber that has just taken an event may not have read its frame yet: let go only of what was
+        // taken before the previous call.
+        let taken = self.taken_before.min(first_queued);
+        if first_queued != self.taken_before {
+            self.taken_before = first_queued;
+            self.stalled_since = Instant::now();
+        }
+        let stalled = self.stalled_since.elapsed() >= STALLED;
+        while self.frames.front().is_some_and(|(i, _)| *i < taken)
+            || (stalled && self.frames.len() > 1 && self.over_budget())
         {
             let (_, frame) = self.frames.pop_front().unwrap();
             self.bytes -= frame.len();
             self.total.fetch_sub(frame.len(), Ordering::Relaxed);
+        }
+    }
+
+    /// Before reading more history: while all rooms are over the budget, wait until this room's subscribers
+    /// have taken what it holds (or the stalled ones have been given up on). A room that reads ahead of its
+    /// subscribers would otherwise push even the ones that keep up into reading history themselves.
+    async fn make_room(&mut self, events: &broadcast::Sender<Arc<Event>>) {
+        loop {
+            self.release(events);
+            if self.frames.len() <= 1 || !self.over_budget() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
         }
     }
 }
@@ -217,7 +260,7 @@ enum Step {
 async fn run(room: Arc<Room>, history: Arc<History>, page: i64, mut held: Held) {
     // Subscribers start from their own join point and fill anything before this from history themselves.
     let mut delivered = loop {
-        match history.latest(&[room.project]).await {
+        match history.latest(Reader::Room, &[room.project]).await {
             Ok(v) => {
                 let latest = v.first().map(|x| x.1).unwrap_or(0);
                 // Subscribers that joined before this read may have cursors below it: tell them where the
@@ -274,8 +317,7 @@ async fn run(room: Arc<Room>, history: Arc<History>, page: i64, mut held: Held) 
                 }
             }
             Step::Read { upto } => {
-                // Before reading more: the subscribers have had the time of this read to take the last page.
-                held.release(&room.events);
+                held.make_room(&room.events).await;
                 read(&room, &history, &mut held, &mut delivered, upto, page).await;
             }
         }
@@ -284,7 +326,7 @@ async fn run(room: Arc<Room>, history: Arc<History>, page: i64, mut held: Held) 
 
 /// One page of history, broadcast; on failure, a pause before the room's loop tries again.
 async fn read(room: &Room, history: &History, held: &mut Held, delivered: &mut i64, upto: i64, page: i64) {
-    match history.read(room.project, *delivered, upto, page, PAGE_BYTES).await {
+    match history.read(Reader::Room, room.project, *delivered, upto, page, PAGE_BYTES).await {
         Ok(events) if !events.is_empty() => {
             for e in events {
                 *delivered = e.seq;
