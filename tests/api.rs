@@ -93,6 +93,23 @@ impl Api {
         r.body["id"].as_str().unwrap().parse().unwrap()
     }
 
+    /// Every item of a paginated list, following `next_cursor` with pages of `limit`.
+    async fn pages(&self, base: &str, limit: usize) -> Vec<Value> {
+        let mut items = Vec::new();
+        let mut path = format!("{base}?limit={limit}");
+        loop {
+            let r = self.get(&path).await;
+            assert_eq!(r.status, 200, "{r:?}");
+            let page = r.body["items"].as_array().unwrap();
+            assert!(page.len() <= limit, "{r:?}");
+            items.extend(page.iter().cloned());
+            match r.body["next_cursor"].as_str() {
+                Some(c) => path = format!("{base}?limit={limit}&cursor={c}"),
+                None => return items,
+            }
+        }
+    }
+
     async fn task(&self, project: Uuid, body: Value) -> Value {
         let r = self.post(&format!("/api/projects/{project}/tasks"), body).await;
         assert_eq!(r.status, 201, "{r:?}");
@@ -197,17 +214,7 @@ async fn the_project_list_pages_with_a_cursor() {
     for i in 0..5 {
         made.push(alice.project(&format!("p{i}")).await.to_string());
     }
-    let mut seen = Vec::new();
-    let mut path = "/api/projects?limit=2".to_string();
-    loop {
-        let r = alice.get(&path).await;
-        assert_eq!(r.status, 200, "{r:?}");
-        seen.extend(ids(&r.body["items"]));
-        match r.body["next_cursor"].as_str() {
-            Some(c) => path = format!("/api/projects?limit=2&cursor={c}"),
-            None => break,
-        }
-    }
+    let seen = ids(&Value::from(alice.pages("/api/projects", 2).await));
     assert_eq!(seen, made);
 }
 
@@ -223,18 +230,8 @@ async fn the_member_list_pages_with_a_cursor_in_the_order_members_joined() {
         assert_eq!(r.status, 201, "{r:?}");
         joined.push(name.to_string());
     }
-    let mut seen = Vec::new();
-    let mut path = format!("/api/projects/{project}/members?limit=4");
-    loop {
-        let r = alice.get(&path).await;
-        assert_eq!(r.status, 200, "{r:?}");
-        assert!(r.body["items"].as_array().unwrap().len() <= 4);
-        seen.extend(r.body["items"].as_array().unwrap().iter().map(|m| m["user_name"].as_str().unwrap().to_string()));
-        match r.body["next_cursor"].as_str() {
-            Some(c) => path = format!("/api/projects/{project}/members?limit=4&cursor={c}"),
-            None => break,
-        }
-    }
+    let members = alice.pages(&format!("/api/projects/{project}/members"), 4).await;
+    let seen: Vec<&str> = members.iter().map(|m| m["user_name"].as_str().unwrap()).collect();
     assert_eq!(seen, joined);
     let bad = alice.get(&format!("/api/projects/{project}/members?cursor=zz")).await;
     bad.error(404, "not_found");
@@ -507,17 +504,8 @@ async fn paging_through_cards_with_close_fractional_positions_skips_none() {
             .await
             .unwrap();
     }
-    let mut seen = Vec::new();
-    let mut path = format!("/api/projects/{project}/tasks?limit=1");
-    loop {
-        let r = alice.get(&path).await;
-        assert_eq!(r.status, 200, "{r:?}");
-        seen.extend(r.body["items"].as_array().unwrap().iter().map(|t| t["title"].as_str().unwrap().to_string()));
-        match r.body["next_cursor"].as_str() {
-            Some(c) => path = format!("/api/projects/{project}/tasks?limit=1&cursor={c}"),
-            None => break,
-        }
-    }
+    let tasks = alice.pages(&format!("/api/projects/{project}/tasks"), 1).await;
+    let seen: Vec<&str> = tasks.iter().map(|t| t["title"].as_str().unwrap()).collect();
     assert_eq!(seen, ["t1", "t2", "t3"]);
 }
 
@@ -554,17 +542,7 @@ async fn the_task_list_filters_by_status_and_assignee_and_pages_in_a_stable_orde
     let full = alice.get(&base).await;
     assert_eq!(ids(&full.body["items"]), all);
 
-    let mut paged = Vec::new();
-    let mut path = format!("{base}?limit=3");
-    loop {
-        let r = alice.get(&path).await;
-        assert!(r.body["items"].as_array().unwrap().len() <= 3);
-        paged.extend(ids(&r.body["items"]));
-        match r.body["next_cursor"].as_str() {
-            Some(c) => path = format!("{base}?limit=3&cursor={c}"),
-            None => break,
-        }
-    }
+    let paged = ids(&Value::from(alice.pages(&base, 3).await));
     assert_eq!(paged, all, "pages neither skip nor repeat");
 
     let done = alice.get(&format!("{base}?status=done")).await;
@@ -664,16 +642,7 @@ async fn members_comment_on_tasks_and_only_authors_edit_or_delete_their_comments
     }
     assert_eq!(bob.post(&comments, json!({"body": ""})).await.error(422, "invalid")["field"], "body");
 
-    let mut seen = Vec::new();
-    let mut path = format!("{comments}?limit=2");
-    loop {
-        let r = bob.get(&path).await;
-        seen.extend(ids(&r.body["items"]));
-        match r.body["next_cursor"].as_str() {
-            Some(cur) => path = format!("{comments}?limit=2&cursor={cur}"),
-            None => break,
-        }
-    }
+    let seen = ids(&Value::from(bob.pages(&comments, 2).await));
     assert_eq!(seen, all, "oldest first, every comment once");
     assert_eq!(bob.get(&format!("/api/comments/{cid}")).await.body["body"], "first");
 

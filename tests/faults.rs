@@ -31,6 +31,20 @@ fn seq_title(events: &[Value]) -> Vec<(i64, String)> {
     events.iter().map(|e| (e["seq"].as_i64().unwrap(), e["row"]["title"].as_str().unwrap_or("").to_string())).collect()
 }
 
+/// A server that reaches its database through a proxy the test can cut, probing its listener's connection
+/// every 500 ms. The test's own connection (`app.sql`, `app.db_url`) goes around the proxy, like any other
+/// writer's.
+async fn app_behind_a_proxy() -> (TestApp, Proxy) {
+    let db_url = fresh_database(&admin_url()).await;
+    let proxy = Proxy::to_server_of(&db_url).await;
+    let mut settings = test_settings(&proxy.url_for(&db_url));
+    settings.feed.listener_probe = Duration::from_millis(500);
+    let mut app = spawn_app_on(settings).await;
+    app.sql = connect(&db_url).await;
+    app.db_url = db_url;
+    (app, proxy)
+}
+
 /// Writes `n` tasks, one transaction each, a little apart, on a connection of its own.
 fn write_tasks_in_background(url: String, project: Uuid, n: usize, gap: Duration) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
@@ -175,15 +189,7 @@ async fn restarting_the_whole_postgres_server_mid_stream_loses_nothing() {
     let mut seen = alice.events(30).await;
     cluster.stop();
     // While the database is down, the server says so.
-    let mut unhealthy = false;
-    for _ in 0..40 {
-        if reqwest::get(app.http("/healthz")).await.map(|r| r.status() == 503).unwrap_or(false) {
-            unhealthy = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert!(unhealthy, "/healthz should answer 503 while PostgreSQL is down");
+    assert!(app.unhealthy_within(Duration::from_secs(4)).await, "/healthz should answer 503 while PostgreSQL is down");
     tokio::time::sleep(Duration::from_millis(500)).await;
     cluster.start_again();
     app.wait_until_healthy().await;
@@ -216,13 +222,8 @@ async fn restarting_the_whole_postgres_server_mid_stream_loses_nothing() {
 async fn a_network_cut_between_server_and_database_is_noticed_and_loses_nothing() {
     // The server reaches PostgreSQL through a proxy the test can cut: no FIN, no RST, just silence, the
     // failure that neither `pg_terminate_backend` nor a server restart shows (both say goodbye).
-    let db_url = fresh_database(&admin_url()).await;
-    let proxy = Proxy::to_server_of(&db_url).await;
-    let mut settings = test_settings(&proxy.url_for(&db_url));
-    settings.feed.listener_probe = Duration::from_millis(500);
-    let mut app = spawn_app_on(settings).await;
-    app.sql = connect(&db_url).await; // the test's own writes go around the proxy, like any other writer's
-    app.db_url = db_url.clone();
+    let (app, proxy) = app_behind_a_proxy().await;
+    let db_url = app.db_url.clone();
     let (token, project) = app.member_of_new_project("alice").await;
     let (mut alice, s) = app.joined(&token, project).await;
 
@@ -244,15 +245,10 @@ async fn a_network_cut_between_server_and_database_is_noticed_and_loses_nothing(
     let mut seen = alice.events(20).await;
     proxy.cut();
     // Nothing arrives while the link is down, and the server notices: its probe goes unanswered.
-    let mut unhealthy = false;
-    for _ in 0..100 {
-        if reqwest::get(app.http("/healthz")).await.map(|r| r.status() == 503).unwrap_or(false) {
-            unhealthy = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert!(unhealthy, "/healthz should answer 503 once the listener's connection stops answering");
+    assert!(
+        app.unhealthy_within(Duration::from_secs(5)).await,
+        "/healthz should answer 503 once the listener's connection stops answering"
+    );
     // Stay cut through a failed reconnect (the handshake is accepted and never answered).
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let during: i64 = app.latest_seq(project).await;
@@ -283,22 +279,12 @@ async fn a_network_cut_between_server_and_database_is_noticed_and_loses_nothing(
 
 #[tokio::test]
 async fn a_token_revoked_while_the_server_was_cut_off_from_the_database_still_closes_its_connections() {
-    let db_url = fresh_database(&admin_url()).await;
-    let proxy = Proxy::to_server_of(&db_url).await;
-    let mut settings = test_settings(&proxy.url_for(&db_url));
-    settings.feed.listener_probe = Duration::from_millis(500);
-    let mut app = spawn_app_on(settings).await;
-    app.sql = connect(&db_url).await;
-    app.db_url = db_url.clone();
+    let (app, proxy) = app_behind_a_proxy().await;
     let (token, project) = app.member_of_new_project("alice").await;
     let (mut alice, _) = app.joined(&token, project).await;
 
     proxy.cut();
-    let deadline = tokio::time::Instant::now() + WAIT;
-    while reqwest::get(app.http("/healthz")).await.map(|r| r.status() != 503).unwrap_or(true) {
-        assert!(tokio::time::Instant::now() < deadline, "the cut was never noticed");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    assert!(app.unhealthy_within(WAIT).await, "the cut was never noticed");
     // The revocation's notification is sent while nobody listens: it is lost.
     boardcast::admin::revoke_token(&app.sql, &token).await.unwrap();
     tokio::time::sleep(Duration::from_millis(500)).await;

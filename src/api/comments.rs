@@ -92,10 +92,7 @@ async fn list_comments(
 ) -> Result<Response, ApiError> {
     let task = input::id(&task, "task")?;
     let page = Page::from_query(&q, 2)?;
-    let (after_t, after_id) = match &page.after {
-        Some(k) => (Some(input::cursor_time(&k[0])?), Some(input::cursor_uuid(&k[1])?)),
-        None => (None, None),
-    };
+    let (after_t, after_id) = page.after_time_id()?;
     let client = feed.pool.get().await?;
     visible_task(&**client, task, &who, false).await?;
     let rows = client

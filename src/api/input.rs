@@ -199,6 +199,14 @@ pub struct Page {
 }
 
 impl Page {
+    /// The cursor of a list ordered by `(created_at, id)`: the last item's pair, or none on the first page.
+    pub fn after_time_id(&self) -> Result<(Option<chrono::DateTime<chrono::Utc>>, Option<Uuid>), ApiError> {
+        match &self.after {
+            Some(k) => Ok((Some(cursor_time(&k[0])?), Some(cursor_uuid(&k[1])?))),
+            None => Ok((None, None)),
+        }
+    }
+
     pub fn from_query(q: &HashMap<String, String>, key_len: usize) -> Result<Page, ApiError> {
         let limit = match q.get("limit") {
             None => DEFAULT_LIMIT,

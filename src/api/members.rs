@@ -54,10 +54,7 @@ async fn list_members(
 ) -> Result<Response, ApiError> {
     let project = input::id(&project, "project")?;
     let page = Page::from_query(&q, 2)?;
-    let (after_t, after_id) = match &page.after {
-        Some(k) => (Some(input::cursor_time(&k[0])?), Some(input::cursor_uuid(&k[1])?)),
-        None => (None, None),
-    };
+    let (after_t, after_id) = page.after_time_id()?;
     let client = feed.pool.get().await?;
     role_in(&**client, project, &who).await?;
     let rows = client

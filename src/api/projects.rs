@@ -84,10 +84,7 @@ pub fn list(feed: Arc<Feed>) -> impl Filter<Extract = (Response,), Error = warp:
 
 async fn list_projects(who: Identity, q: HashMap<String, String>, feed: Arc<Feed>) -> Result<Response, ApiError> {
     let page = Page::from_query(&q, 2)?;
-    let (after_t, after_id) = match &page.after {
-        Some(k) => (Some(input::cursor_time(&k[0])?), Some(input::cursor_uuid(&k[1])?)),
-        None => (None, None),
-    };
+    let (after_t, after_id) = page.after_time_id()?;
     let client = feed.pool.get().await?;
     let rows = client
         .query(

@@ -81,6 +81,13 @@ struct Joined {
     retry_at: Option<Instant>,
 }
 
+impl Joined {
+    /// Marks the room as behind: read history up to at least `seq` before sending from the broadcast again.
+    fn catch_up_through(&mut self, seq: i64) {
+        self.catch_up_to = Some(self.catch_up_to.unwrap_or(0).max(seq));
+    }
+}
+
 struct Session<S> {
     who: Identity,
     feed: Arc<Feed>,
@@ -307,7 +314,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             Ok(event) if room.catch_up_to.is_some() || event.watermark || event.seq > room.cursor + 1 => event.seq,
             Ok(event) => return self.emit(streams, &event).await.map(|_| ()),
         };
-        room.catch_up_to = Some(room.catch_up_to.unwrap_or(0).max(behind_to));
+        room.catch_up_through(behind_to);
         Ok(())
     }
 
@@ -378,7 +385,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         let Some(frame) = event.frame() else {
             // A large frame the room no longer holds for us: we are too far behind. History has it.
             if let Some(room) = self.rooms.get_mut(&event.project) {
-                room.catch_up_to = Some(room.catch_up_to.unwrap_or(0).max(event.seq));
+                room.catch_up_through(event.seq);
             }
             return Ok(true);
         };

@@ -49,7 +49,7 @@ impl History {
     }
 
     /// The limit on concurrent reads by `reader`: its available permits are the reads that could start now.
-    pub fn slots(&self, reader: Reader) -> &Semaphore {
+    fn slots(&self, reader: Reader) -> &Semaphore {
         match reader {
             Reader::Room => &self.room_slots,
             Reader::Client => &self.client_slots,

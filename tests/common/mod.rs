@@ -126,6 +126,18 @@ impl TestApp {
         }
     }
 
+    /// Whether `/healthz` answers 503 within `d` (the server noticed it lost its database or listener).
+    pub async fn unhealthy_within(&self, d: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + d;
+        while tokio::time::Instant::now() < deadline {
+            if reqwest::get(self.http("/healthz")).await.is_ok_and(|r| r.status() == 503) {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        false
+    }
+
     /// Creates a user and returns `(id, token)`.
     pub async fn user(&self, name: &str) -> (Uuid, String) {
         admin::add_user(&self.sql, name).await.expect("add user")
