@@ -137,7 +137,13 @@ pub async fn retention_loop(pool: Pool, retention: Retention, shutdown: Cancella
             _ = shutdown.cancelled() => return,
             _ = tick.tick() => {}
         }
-        match prune(&pool, &retention).await {
+        // A prune can wait a long time on a database that stopped answering (up to the TCP user timeout):
+        // shutdown does not wait for it. An interrupted prune loses nothing; the next one carries on.
+        let pruned = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            r = prune(&pool, &retention) => r,
+        };
+        match pruned {
             Ok(0) => {}
             Ok(n) => tracing::info!("retention removed {n} recorded events"),
             Err(e) => tracing::warn!("retention failed: {e}"),

@@ -575,6 +575,25 @@ async fn shutdown_does_not_wait_for_a_client_that_stopped_reading() {
 }
 
 #[tokio::test]
+async fn shutdown_does_not_wait_for_a_request_that_waits_on_an_unreachable_database() {
+    let (app, proxy) = app_behind_a_proxy().await;
+    let (token, project) = app.member_of_new_project("alice").await;
+    let mut alice = app.client(&token).await;
+    proxy.cut();
+    // The membership check goes into the cut and would wait for the pool's timeouts (5 s and more); so
+    // would the server's first retention pass, if it is still running.
+    alice.send(json!({"op": "join", "project": project})).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let started = std::time::Instant::now();
+    let (closed, ()) = tokio::join!(alice.closed(), app.stop());
+    let (code, reason) = closed.expect("a close frame");
+    assert_eq!(code, 1012, "{reason}");
+    assert!(started.elapsed() < Duration::from_secs(3), "shutdown took {:?}", started.elapsed());
+    proxy.heal();
+}
+
+#[tokio::test]
 async fn on_shutdown_clients_are_told_to_reconnect_and_resume_without_loss() {
     let app = spawn_app().await;
     let (token, project) = app.member_of_new_project("alice").await;

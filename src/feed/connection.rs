@@ -118,6 +118,9 @@ pub async fn serve<S>(
     ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     ping.tick().await;
     let mut heard = std::time::Instant::now();
+    // Requests, catch-up pages and token checks may wait for a history slot or a pooled connection, behind
+    // thousands of other sessions after a restart: shutdown must not wait for them.
+    let shutdown = session.shutdown.clone();
 
     let end = loop {
         let backlog = session.catching_up();
@@ -138,7 +141,7 @@ pub async fn serve<S>(
                 match msg {
                     // Boxed: requests are rare, and their futures (database round trips) are large. Inline,
                     // they would make every idle connection's future as large as the largest of them.
-                    Some(Ok(Message::Text(text))) => Box::pin(session.request(&mut streams, &text)).await,
+                    Some(Ok(Message::Text(text))) => Box::pin(unless_shutdown(&shutdown, session.request(&mut streams, &text))).await,
                     Some(Ok(Message::Binary(_))) => session.say(protocol::error("bad_frame", "binary messages are not supported; send JSON text", &None)).await,
                     Some(Ok(Message::Close(_))) | None => Err(End::Gone),
                     Some(Ok(_)) => Ok(()), // ping (answered by tungstenite), pong
@@ -159,14 +162,14 @@ pub async fn serve<S>(
                     room.retry_at = room.retry_at.filter(|t| *t > now);
                 }
                 if session.recheck_at.is_some_and(|t| t <= now) {
-                    Box::pin(session.recheck_token()).await
+                    Box::pin(unless_shutdown(&shutdown, session.recheck_token())).await
                 } else {
                     Ok(())
                 }
             }
             // One page of history per turn, for a room that is catching up.
             Some(project) = std::future::ready(backlog) => {
-                Box::pin(session.catch_up(&mut streams, project)).await
+                Box::pin(unless_shutdown(&shutdown, session.catch_up(&mut streams, project))).await
             }
             Some((project, item)) = streams.next() => session.deliver(&mut streams, project, item).await,
         };
@@ -455,6 +458,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             r = tokio::time::timeout(timeout, self.ws.flush()) => sent(r),
             _ = self.shutdown.cancelled() => Err(End::Shutdown),
         }
+    }
+}
+
+/// `work`, unless shutdown comes first.
+async fn unless_shutdown(shutdown: &CancellationToken, work: impl Future<Output = Result<(), End>>) -> Result<(), End> {
+    tokio::select! {
+        biased;
+        _ = shutdown.cancelled() => Err(End::Shutdown),
+        r = work => r,
     }
 }
 
