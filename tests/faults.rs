@@ -152,6 +152,83 @@ async fn killing_the_listeners_backend_mid_stream_loses_nothing() {
     assert_eq!(seq_title(&seen), recorded_titles(&app, project, s).await);
 }
 
+/// What restoring a backup taken at seq `keep` does to a project's feed, as plain SQL (a restore writes with
+/// triggers off): the later events and their rows are gone, and with them the project's latest seq. In the same transaction, the
+/// listener's connection is cut, as the restart that goes with a restore would; then `then` is run (with
+/// triggers on again) before the transaction commits.
+async fn restore_to(app: &TestApp, project: Uuid, keep: i64, then: &str) {
+    let sql = connect(&app.db_url).await;
+    sql.batch_execute("BEGIN; SET LOCAL session_replication_role = replica").await.unwrap();
+    sql.execute(
+        "DELETE FROM tasks WHERE project_id = $1 AND id IN (
+           SELECT (frame::jsonb->'row'->>'id')::uuid FROM feed_events WHERE project_id = $1 AND seq > $2)",
+        &[&project, &keep],
+    )
+    .await
+    .unwrap();
+    sql.execute("DELETE FROM feed_events WHERE project_id = $1 AND seq > $2", &[&project, &keep]).await.unwrap();
+    sql.batch_execute(
+        "SET LOCAL session_replication_role = origin;
+         SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+          WHERE application_name = 'boardcast-listener' AND datname = current_database()",
+    )
+    .await
+    .unwrap();
+    sql.batch_execute(then).await.unwrap();
+    sql.batch_execute("COMMIT").await.unwrap();
+}
+
+#[tokio::test]
+async fn a_database_restored_to_an_earlier_seq_tells_its_clients_to_resync_instead_of_skipping_new_events() {
+    let app = spawn_app().await;
+    let (token, project) = app.member_of_new_project("alice").await;
+    let (mut alice, s) = app.joined(&token, project).await;
+    for i in 0..5 {
+        app.insert_task(project, &format!("t{i}")).await;
+    }
+    assert_gapless(&alice.events(5).await, project, s + 1, s + 5);
+
+    restore_to(&app, project, s + 2, "").await;
+    // Without the check, the next writes (seqs s+3.. again) would look like duplicates and be skipped.
+    let resync = alice.recv().await;
+    assert_eq!((resync["op"].as_str(), resync["reason"].as_str()), (Some("resync"), Some("history_rewound")));
+    assert_eq!(resync["latest"], s + 2);
+
+    app.insert_task(project, "after the restore").await;
+    let (mut again, from) = app.joined(&token, project).await;
+    assert_eq!(from, s + 3);
+    app.insert_task(project, "next").await;
+    let e = again.event().await;
+    assert_eq!((e["seq"].as_i64(), e["row"]["title"].as_str()), (Some(s + 4), Some("next")));
+}
+
+#[tokio::test]
+async fn a_restored_database_written_past_the_old_seq_before_the_server_noticed_still_gets_a_resync() {
+    let app = spawn_app().await;
+    let (token, project) = app.member_of_new_project("alice").await;
+    let (mut alice, s) = app.joined(&token, project).await;
+    let (bob, other) = app.member_of_new_project("bob").await;
+    let (mut bystander, o) = app.joined(&bob, other).await;
+    for i in 0..3 {
+        app.insert_task(project, &format!("t{i}")).await;
+    }
+    assert_gapless(&alice.events(3).await, project, s + 1, s + 3);
+
+    // Restored to s+1, then two new tasks (s+2, s+3) before the listener is back: the seq is where it was,
+    // but s+2 and s+3 are different events now.
+    let write = format!("INSERT INTO tasks (project_id, title) VALUES ('{project}', 'new 2'), ('{project}', 'new 3')");
+    restore_to(&app, project, s + 1, &write).await;
+    let resync = alice.recv().await;
+    assert_eq!((resync["op"].as_str(), resync["reason"].as_str()), (Some("resync"), Some("history_rewound")));
+    assert_eq!(resync["latest"], s + 3);
+
+    // Another project's room had nothing rewound and carries on.
+    app.add_member(other, "alice").await;
+    let e = bystander.event().await;
+    assert_eq!(e["seq"], o + 1);
+    bystander.expect_silence(Duration::from_millis(300)).await;
+}
+
 #[tokio::test]
 async fn restarting_the_whole_postgres_server_mid_stream_loses_nothing() {
     let cluster = Cluster::start();

@@ -312,6 +312,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         let behind_to = match item {
             // This session fell behind the room's buffer: catch up from history.
             Err(BroadcastStreamRecvError::Lagged(_)) => i64::MAX,
+            Ok(event) if event.rewound => return Box::pin(self.resync(streams, project, "history_rewound")).await,
             Ok(event) if event.seq <= room.cursor => return Ok(()),
             // While catching up, history has this event too (or will have it by the time we get there).
             Ok(event) if room.catch_up_to.is_some() || event.watermark || event.seq > room.cursor + 1 => event.seq,
@@ -346,10 +347,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 return Ok(());
             }
             // Announced, yet not in history: retention removed it. Say so rather than leave a hole.
-            return self.resync(streams, project).await;
+            return self.resync(streams, project, "history_pruned").await;
         };
         if !contiguous(&events, cursor) {
-            return self.resync(streams, project).await;
+            return self.resync(streams, project, "history_pruned").await;
         }
         for event in &events {
             if !self.emit(streams, event).await? {
@@ -367,13 +368,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         self.flush().await
     }
 
-    async fn resync(&mut self, streams: &mut Streams, project: Uuid) -> Result<(), End> {
+    async fn resync(&mut self, streams: &mut Streams, project: Uuid, reason: &str) -> Result<(), End> {
         self.drop_room(streams, project);
         let latest = match self.feed.history.latest(Reader::Client, &[project]).await {
             Ok(v) => v.first().map(|x| x.1).unwrap_or(0),
             Err(_) => return Err(End::Internal),
         };
-        self.say(protocol::resync(project, latest, "history_pruned", &None)).await
+        self.say(protocol::resync(project, latest, reason, &None)).await
     }
 
     fn drop_room(&mut self, streams: &mut Streams, project: Uuid) {

@@ -22,16 +22,36 @@ pub struct Event {
     /// Not an event but a room's promise: "I will broadcast only events after `seq`". A subscriber whose
     /// cursor is below it reads the difference from history. (Sent when a room starts, or skips seqs.)
     pub watermark: bool,
+    /// Not an event but a room's warning: the database's history of this project no longer continues the
+    /// one this room broadcast (it was restored from a backup, or its feed was reset). Every subscriber must
+    /// start over (`resync`); `seq` is the latest seq the database now has.
+    pub rewound: bool,
 }
 
 impl Event {
     pub fn new(project: Uuid, seq: i64, frame: String) -> Event {
         let removed_member = removed_member(&frame);
-        Event { project, seq, frame: frame.into(), held: None, removed_member, watermark: false }
+        Event { project, seq, frame: frame.into(), held: None, removed_member, watermark: false, rewound: false }
     }
 
     pub fn watermark(project: Uuid, seq: i64) -> Event {
-        Event { project, seq, frame: Default::default(), held: None, removed_member: None, watermark: true }
+        Event { watermark: true, ..Event::marker(project, seq) }
+    }
+
+    pub fn rewound(project: Uuid, seq: i64) -> Event {
+        Event { rewound: true, ..Event::marker(project, seq) }
+    }
+
+    fn marker(project: Uuid, seq: i64) -> Event {
+        Event {
+            project,
+            seq,
+            frame: Default::default(),
+            held: None,
+            removed_member: None,
+            watermark: false,
+            rewound: false,
+        }
     }
 
     /// The same event with its frame held elsewhere: only a weak reference travels with it.
@@ -43,6 +63,7 @@ impl Event {
             held: Some(Arc::downgrade(frame)),
             removed_member: self.removed_member,
             watermark: self.watermark,
+            rewound: self.rewound,
         }
     }
 

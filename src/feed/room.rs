@@ -63,6 +63,9 @@ struct Inbox {
     announced: i64,
     /// Events that arrived with their announcement, in seq order.
     pending: VecDeque<Arc<Event>>,
+    /// The latest seq the listener read from the database after (re)connecting: the room checks that the
+    /// database's history still continues what it broadcast (it does not after a restore from a backup).
+    check: Option<i64>,
     closed: bool,
 }
 
@@ -110,6 +113,7 @@ impl Rooms {
     /// Tells a room the latest committed seq, as read from the database (after the listener reconnects).
     pub fn announce_latest(&self, project: Uuid, latest: i64) {
         if let Some(room) = self.map.lock().unwrap().get(&project).cloned() {
+            room.inbox.lock().unwrap().check = Some(latest);
             room.push(latest, Vec::new());
         }
     }
@@ -166,6 +170,8 @@ struct Held {
     /// moved (the slowest subscriber is stalled).
     taken_before: u64,
     stalled_since: Instant,
+    /// The seq and a hash of the frame of the last event sent, to recognise a rewound history.
+    last_sent: Option<(i64, u64)>,
 }
 
 /// A room whose slowest subscriber has taken nothing for this long, while all rooms are over the budget,
@@ -182,6 +188,7 @@ impl Held {
             budget,
             taken_before: 0,
             stalled_since: Instant::now(),
+            last_sent: None,
         }
     }
 
@@ -191,6 +198,9 @@ impl Held {
 
     /// Broadcasts an event; a large frame is held here and the buffer gets a weak reference to it.
     fn send(&mut self, events: &broadcast::Sender<Arc<Event>>, event: Arc<Event>) {
+        if !event.watermark && !event.rewound {
+            self.last_sent = Some((event.seq, frame_hash(&event.frame)));
+        }
         if event.held.is_some() || event.frame.len() < LARGE_FRAME {
             if events.send(event).is_ok() {
                 self.sent += 1;
@@ -251,6 +261,7 @@ impl Drop for Held {
 enum Step {
     Idle,
     Closed,
+    Check { latest: i64 },
     Broadcast(Vec<Arc<Event>>),
     Read { upto: i64 },
 }
@@ -285,6 +296,8 @@ async fn run(room: Arc<Room>, history: Arc<History>, page: i64, mut held: Held) 
             }
             if inbox.closed {
                 Step::Closed
+            } else if let Some(latest) = inbox.check.take() {
+                Step::Check { latest }
             } else if inbox.announced <= delivered {
                 Step::Idle
             } else if inbox.pending.front().is_some_and(|e| e.seq == delivered + 1) {
@@ -301,6 +314,27 @@ async fn run(room: Arc<Room>, history: Arc<History>, page: i64, mut held: Held) 
         };
         match step {
             Step::Closed => return,
+            Step::Check { latest } => match rewound(&history, room.project, delivered, latest, held.last_sent).await {
+                Some(false) => {}
+                Some(true) => {
+                    tracing::warn!(
+                        project = %room.project,
+                        "the database's history no longer continues the feed this room sent (seq {delivered}, \
+                         now {latest}): was it restored? Every subscriber is told to resync"
+                    );
+                    {
+                        let mut inbox = room.inbox.lock().unwrap();
+                        inbox.announced = latest;
+                        inbox.pending.clear();
+                    }
+                    delivered = latest;
+                    held.send(&room.events, Arc::new(Event::rewound(room.project, latest)));
+                }
+                None => {
+                    room.inbox.lock().unwrap().check.get_or_insert(latest);
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+            },
             Step::Idle if held.frames.is_empty() => room.wake.notified().await,
             Step::Idle => {
                 // Large frames are held: look again soon whether the subscribers have taken them.
@@ -322,6 +356,36 @@ async fn run(room: Arc<Room>, history: Arc<History>, page: i64, mut held: Held) 
             }
         }
     }
+}
+
+/// Whether the database's history of `project` no longer continues what the room sent: its latest seq is
+/// below the room's, or the last event the room sent is recorded differently now. (A missing event alone
+/// proves nothing: retention by age may have removed it.) `None`: history could not be read.
+async fn rewound(
+    history: &History,
+    project: Uuid,
+    delivered: i64,
+    latest: i64,
+    last_sent: Option<(i64, u64)>,
+) -> Option<bool> {
+    if latest < delivered {
+        return Some(true);
+    }
+    let Some((seq, hash)) = last_sent else { return Some(false) };
+    match history.read(Reader::Room, project, seq - 1, seq, 1, PAGE_BYTES).await {
+        Ok(events) => Some(events.first().is_some_and(|e| e.seq == seq && frame_hash(&e.frame) != hash)),
+        Err(e) => {
+            tracing::warn!(%project, "room cannot read history to check it: {e}");
+            None
+        }
+    }
+}
+
+fn frame_hash(frame: &Utf8Bytes) -> u64 {
+    use std::hash::{DefaultHasher, Hash, Hasher};
+    let mut h = DefaultHasher::new();
+    frame.as_str().hash(&mut h);
+    h.finish()
 }
 
 /// One page of history, broadcast; on failure, a pause before the room's loop tries again.
