@@ -857,3 +857,52 @@ async fn a_write_racing_the_writers_removal_waits_for_it_and_is_refused() {
         app.sql.query_one("SELECT count(*) FROM tasks WHERE title = 'sneaked in'", &[]).await.unwrap().get(0);
     assert_eq!(sneaked, 0);
 }
+
+#[tokio::test]
+async fn board_writes_racing_member_removal_and_project_deletion_finish_without_a_deadlock() {
+    let app = spawn_app().await;
+    let (_, alice) = caller(&app, "alice").await;
+    let (bob_id, bob_token) = app.user("bob").await;
+    for round in 0..8 {
+        let project = alice.project(&format!("board {round}")).await;
+        assert_eq!(alice.post(&format!("/api/projects/{project}/members"), json!({"user": "bob"})).await.status, 201);
+        let bob = Api::new(&app, Some(&bob_token));
+        let mut tasks = Vec::new();
+        for i in 0..6 {
+            tasks.push(bob.task(project, json!({"title": format!("t{i}")})).await["id"].as_str().unwrap().to_string());
+        }
+        // Bob edits, comments on and deletes cards while alice removes him, adds him back and deletes the
+        // board. Taking locks in different orders, two of these would deadlock and one would fail with 500
+        // (`Api::raw` asserts there is none); every write must instead finish with an answer that names
+        // its outcome.
+        let writes = tasks.iter().enumerate().map(|(i, task)| {
+            let bob = &bob;
+            async move {
+                let mut statuses = Vec::new();
+                for n in 0..4 {
+                    statuses.push(
+                        bob.patch(&format!("/api/tasks/{task}"), json!({"title": format!("{i}.{n}")})).await.status,
+                    );
+                    statuses
+                        .push(bob.post(&format!("/api/tasks/{task}/comments"), json!({"body": "on it"})).await.status);
+                }
+                statuses.push(bob.delete(&format!("/api/tasks/{task}")).await.status);
+                statuses
+            }
+        });
+        let owner = async {
+            let member = format!("/api/projects/{project}/members/{bob_id}");
+            let removed = alice.delete(&member).await.status;
+            let added = alice.post(&format!("/api/projects/{project}/members"), json!({"user": "bob"})).await.status;
+            let deleted = alice.delete(&format!("/api/projects/{project}")).await.status;
+            (removed, added, deleted)
+        };
+        let (statuses, owner) = tokio::join!(futures::future::join_all(writes), owner);
+        assert_eq!(owner, (200, 201, 200), "round {round}");
+        let statuses: Vec<u16> = statuses.into_iter().flatten().collect();
+        for s in statuses {
+            assert!(matches!(s, 200 | 201 | 204 | 404), "round {round}: a board write answered {s}");
+        }
+        assert_eq!(alice.get(&format!("/api/projects/{project}")).await.status, 404);
+    }
+}
