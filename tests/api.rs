@@ -159,11 +159,14 @@ async fn a_user_issues_lists_and_revokes_their_own_tokens_and_a_revoked_token_st
     assert_eq!(issued.body["label"], "laptop");
     let second = Api::new(&app, issued.body["token"].as_str());
     assert_eq!(second.get("/api/me").await.body["name"], "alice");
+    for n in 0..3 {
+        assert_eq!(alice.post("/api/tokens", json!({"label": format!("ci run {n}")})).await.status, 201);
+    }
 
-    let list = alice.get("/api/tokens").await;
-    assert_eq!(list.status, 200);
-    let items = list.body["items"].as_array().unwrap();
-    assert_eq!(items.len(), 2);
+    // Paged, oldest first: the bootstrap token, the laptop, the three runs.
+    let items = alice.pages("/api/tokens", 2).await;
+    let labels: Vec<&str> = items.iter().map(|t| t["label"].as_str().unwrap()).collect();
+    assert_eq!(labels[1..], ["laptop", "ci run 0", "ci run 1", "ci run 2"]);
     assert!(items.iter().all(|t| t.get("token").is_none() && t.get("token_hash").is_none()), "no secrets: {items:?}");
     assert_eq!(items.iter().filter(|t| t["current"] == true).count(), 1);
 

@@ -5,6 +5,7 @@
 //! it. Revoking a token, including the one making the request, stops it at once: the revocation trigger
 //! closes WebSocket connections opened with it, and the next HTTP request with it is a 401.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use serde_json::{Value, json};
@@ -14,7 +15,8 @@ use warp::http::StatusCode;
 use warp::reply::Response;
 
 use super::error::ApiError;
-use super::input::{self, Body};
+use super::input::{self, Body, Page};
+use super::projects::paged;
 use super::{authed, ok, respond, with_feed};
 use crate::auth::{self, Identity};
 use crate::feed::Feed;
@@ -55,28 +57,35 @@ const TOKEN_JSON: &str = "jsonb_build_object('id', id, 'label', label, 'created_
                                               'revoked_at', revoked_at)";
 
 /// `GET /api/tokens`: the caller's tokens, oldest first, without secrets; `current` marks the one in use.
+/// Paginated like every list: a user (or a script) that issues a token per device or per run may have many.
 pub fn list_tokens(feed: Arc<Feed>) -> impl Filter<Extract = (Response,), Error = warp::Rejection> + Clone {
-    warp::path!("api" / "tokens").and(warp::get()).and(authed(feed.clone())).and(with_feed(feed)).then(
-        |who: Identity, feed: Arc<Feed>| async move {
-            respond(
-                async {
-                    let client = feed.pool.get().await?;
-                    let rows = client
-                        .query(
-                            &format!(
-                                "SELECT {TOKEN_JSON} || jsonb_build_object('current', id = $2)
-                               FROM api_tokens WHERE user_id = $1 ORDER BY created_at, id"
-                            ),
-                            &[&who.user_id, &who.token_id],
-                        )
-                        .await?;
-                    let items: Vec<Value> = rows.iter().map(|r| r.get(0)).collect();
-                    Ok(ok(StatusCode::OK, &json!({"items": items})))
-                }
-                .await,
-            )
-        },
-    )
+    warp::path!("api" / "tokens")
+        .and(warp::get())
+        .and(authed(feed.clone()))
+        .and(input::query())
+        .and(with_feed(feed))
+        .then(|who: Identity, q: HashMap<String, String>, feed: Arc<Feed>| async move {
+            respond(list_tokens_of(who, q, feed).await)
+        })
+}
+
+async fn list_tokens_of(who: Identity, q: HashMap<String, String>, feed: Arc<Feed>) -> Result<Response, ApiError> {
+    let page = Page::from_query(&q, 2)?;
+    let (after_t, after_id) = page.after_time_id()?;
+    let client = feed.pool.get().await?;
+    let rows = client
+        .query(
+            &format!(
+                "SELECT {TOKEN_JSON} || jsonb_build_object('current', id = $2)
+                   FROM api_tokens
+                  WHERE user_id = $1 AND ($3::timestamptz IS NULL OR (created_at, id) > ($3::timestamptz, $4::uuid))
+                  ORDER BY created_at, id LIMIT $5"
+            ),
+            &[&who.user_id, &who.token_id, &after_t, &after_id, &(page.limit + 1)],
+        )
+        .await?;
+    let items: Vec<Value> = rows.iter().map(|r| r.get(0)).collect();
+    Ok(ok(StatusCode::OK, &paged(items, page.limit, |t| vec![&t["created_at"], &t["id"]])))
 }
 
 /// `POST /api/tokens` `{"label"?}` → 201 with the new token, shown this once.

@@ -134,7 +134,7 @@ fn build() -> Value {
         "TaskPage": page("Task"),
         "CommentPage": page("Comment"),
         "MemberPage": page("Member"),
-        "TokenList": list("Token"),
+        "TokenPage": page("Token"),
         "NewProject": object(&[("name", text(1, projects::NAME_MAX))], &["name"], &[("status", choice(projects::STATUSES))]),
         "ProjectChange": patch(&[("name", text(1, projects::NAME_MAX)), ("status", choice(projects::STATUSES))]),
         "NewMember": object(
@@ -180,7 +180,8 @@ fn build() -> Value {
         }},
         "/api/me": {"get": op("me", "Who the token belongs to", vec![], None, "200", "Me", &[])},
         "/api/tokens": {
-            "get": op("listTokens", "The caller's API tokens", vec![], None, "200", "TokenList", &[]),
+            "get": op("listTokens", "The caller's API tokens, oldest first", vec![limit.clone(), cursor.clone()],
+                      None, "200", "TokenPage", &[]),
             "post": op("issueToken", "Issue another token for the caller (the secret is shown once)", vec![],
                        Some("NewToken"), "201", "Token", &[]),
         },
@@ -337,12 +338,6 @@ fn page(item: &str) -> Value {
     json!({"type": "object", "required": ["items", "next_cursor"], "properties": {
         "items": {"type": "array", "items": {"$ref": format!("#/components/schemas/{item}")}},
         "next_cursor": {"type": "string", "nullable": true, "description": "null on the last page"}
-    }})
-}
-
-fn list(item: &str) -> Value {
-    json!({"type": "object", "required": ["items"], "properties": {
-        "items": {"type": "array", "items": {"$ref": format!("#/components/schemas/{item}")}}
     }})
 }
 
