@@ -170,8 +170,8 @@ struct Held {
     /// moved (the slowest subscriber is stalled).
     taken_before: u64,
     stalled_since: Instant,
-    /// The seq and a hash of the frame of the last event sent, to recognise a rewound history.
-    last_sent: Option<(i64, u64)>,
+    /// The seq and frame of the last event sent, to recognise a rewound history.
+    last_sent: Option<(i64, Fingerprint)>,
 }
 
 /// A room whose slowest subscriber has taken nothing for this long, while all rooms are over the budget,
@@ -198,8 +198,8 @@ impl Held {
 
     /// Broadcasts an event; a large frame is held here and the buffer gets a weak reference to it.
     fn send(&mut self, events: &broadcast::Sender<Arc<Event>>, event: Arc<Event>) {
-        if !event.watermark && !event.rewound {
-            self.last_sent = Some((event.seq, frame_hash(&event.frame)));
+        if !event.watermark && !event.rewound && event.held.is_none() {
+            self.last_sent = Some((event.seq, Fingerprint::of(&event.frame)));
         }
         if event.held.is_some() || event.frame.len() < LARGE_FRAME {
             if events.send(event).is_ok() {
@@ -314,27 +314,29 @@ async fn run(room: Arc<Room>, history: Arc<History>, page: i64, mut held: Held) 
         };
         match step {
             Step::Closed => return,
-            Step::Check { latest } => match rewound(&history, room.project, delivered, latest, held.last_sent).await {
-                Some(false) => {}
-                Some(true) => {
-                    tracing::warn!(
-                        project = %room.project,
-                        "the database's history no longer continues the feed this room sent (seq {delivered}, \
-                         now {latest}): was it restored? Every subscriber is told to resync"
-                    );
-                    {
-                        let mut inbox = room.inbox.lock().unwrap();
-                        inbox.announced = latest;
-                        inbox.pending.clear();
+            Step::Check { latest } => {
+                match rewound(&history, room.project, delivered, latest, held.last_sent.clone()).await {
+                    Some(false) => {}
+                    Some(true) => {
+                        tracing::warn!(
+                            project = %room.project,
+                            "the database's history no longer continues the feed this room sent (seq {delivered}, \
+                             now {latest}): was it restored? Every subscriber is told to resync"
+                        );
+                        {
+                            let mut inbox = room.inbox.lock().unwrap();
+                            inbox.announced = latest;
+                            inbox.pending.clear();
+                        }
+                        delivered = latest;
+                        held.send(&room.events, Arc::new(Event::rewound(room.project, latest)));
                     }
-                    delivered = latest;
-                    held.send(&room.events, Arc::new(Event::rewound(room.project, latest)));
+                    None => {
+                        room.inbox.lock().unwrap().check.get_or_insert(latest);
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                    }
                 }
-                None => {
-                    room.inbox.lock().unwrap().check.get_or_insert(latest);
-                    tokio::time::sleep(Duration::from_millis(200)).await;
-                }
-            },
+            }
             Step::Idle if held.frames.is_empty() => room.wake.notified().await,
             Step::Idle => {
                 // Large frames are held: look again soon whether the subscribers have taken them.
@@ -366,14 +368,14 @@ async fn rewound(
     project: Uuid,
     delivered: i64,
     latest: i64,
-    last_sent: Option<(i64, u64)>,
+    last_sent: Option<(i64, Fingerprint)>,
 ) -> Option<bool> {
     if latest < delivered {
         return Some(true);
     }
-    let Some((seq, hash)) = last_sent else { return Some(false) };
+    let Some((seq, sent)) = last_sent else { return Some(false) };
     match history.read(Reader::Room, project, seq - 1, seq, 1, PAGE_BYTES).await {
-        Ok(events) => Some(events.first().is_some_and(|e| e.seq == seq && frame_hash(&e.frame) != hash)),
+        Ok(events) => Some(events.first().is_some_and(|e| e.seq == seq && !sent.matches(&e.frame))),
         Err(e) => {
             tracing::warn!(%project, "room cannot read history to check it: {e}");
             None
@@ -381,7 +383,28 @@ async fn rewound(
     }
 }
 
-fn frame_hash(frame: &Utf8Bytes) -> u64 {
+/// What a room remembers of the last frame it sent: a small frame itself (another reference to the same bytes,
+/// nothing copied), a large one only by hash, so that no room keeps a large frame alive for this.
+#[derive(Clone)]
+enum Fingerprint {
+    Frame(Utf8Bytes),
+    Hash(u64),
+}
+
+impl Fingerprint {
+    fn of(frame: &Utf8Bytes) -> Fingerprint {
+        if frame.len() < LARGE_FRAME { Fingerprint::Frame(frame.clone()) } else { Fingerprint::Hash(hash(frame)) }
+    }
+
+    fn matches(&self, frame: &Utf8Bytes) -> bool {
+        match self {
+            Fingerprint::Frame(f) => f == frame,
+            Fingerprint::Hash(h) => *h == hash(frame),
+        }
+    }
+}
+
+fn hash(frame: &Utf8Bytes) -> u64 {
     use std::hash::{DefaultHasher, Hash, Hasher};
     let mut h = DefaultHasher::new();
     frame.as_str().hash(&mut h);
