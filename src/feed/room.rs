@@ -323,6 +323,7 @@ async fn run(room: Arc<Room>, history: Arc<History>, page: i64, mut held: Held) 
                             "the database's history no longer continues the feed this room sent (seq {delivered}, \
                              now {latest}): was it restored? Every subscriber is told to resync"
                         );
+                        // What the inbox holds may be from the old history: start over from `latest`...
                         {
                             let mut inbox = room.inbox.lock().unwrap();
                             inbox.announced = latest;
@@ -330,6 +331,12 @@ async fn run(room: Arc<Room>, history: Arc<History>, page: i64, mut held: Held) 
                         }
                         delivered = latest;
                         held.send(&room.events, Arc::new(Event::rewound(room.project, latest)));
+                        // ...and ask again how far the project has got: events committed since the listener's
+                        // read were announced into what was just cleared. Later ones arrive as usual.
+                        match history.latest(Reader::Room, &[room.project]).await {
+                            Ok(v) => room.push(v.first().map_or(latest, |x| x.1), Vec::new()),
+                            Err(e) => tracing::warn!(project = %room.project, "room cannot read its latest seq: {e}"),
+                        }
                     }
                     None => {
                         room.inbox.lock().unwrap().check.get_or_insert(latest);
