@@ -230,6 +230,62 @@ async fn a_restored_database_written_past_the_old_seq_before_the_server_noticed_
 }
 
 #[tokio::test]
+async fn a_client_that_lagged_past_the_rewind_warning_is_still_told_to_resync() {
+    let db_url = fresh_database(&admin_url()).await;
+    let mut settings = test_settings(&db_url);
+    settings.feed.room_buffer = 16;
+    settings.feed.send_timeout = Duration::from_secs(60);
+    let app = spawn_app_on(settings).await;
+    let (token, project) = app.member_of_new_project("alice").await;
+    let (mut lagging, s) = app.joined(&token, project).await; // reads nothing until the end
+    let (mut reader, _) = app.joined(&token, project).await;
+
+    // 5,000 events of ~3.4 KB: far more than the socket buffers hold, so the lagging client's session stops
+    // at a write, and the room's buffer of 16 moves on without it.
+    app.sql
+        .execute(
+            "INSERT INTO tasks (project_id, title, description)
+             SELECT $1, 'old ' || g, repeat('x', 3000) FROM generate_series(1, 5000) g",
+            &[&project],
+        )
+        .await
+        .unwrap();
+    assert_gapless(&reader.events(5000).await, project, s + 1, s + 5000);
+
+    // Restored to s+4000 and written on: s+4001.. are other events now. The room's warning is followed by
+    // 100 more events, so it is gone from the buffer long before the lagging session looks again.
+    let write = |from: i64| {
+        format!(
+            "INSERT INTO tasks (project_id, title) SELECT '{project}', 'new ' || g FROM generate_series({from}, {}) g",
+            from + 99
+        )
+    };
+    restore_to(&app, project, s + 4000, &write(1)).await;
+    let resync = reader.recv().await;
+    assert_eq!((resync["op"].as_str(), resync["reason"].as_str()), (Some("resync"), Some("history_rewound")));
+    let (mut rejoined, from) = app.joined(&token, project).await;
+    assert_eq!(from, s + 4100);
+    app.sql.batch_execute(&write(101)).await.unwrap();
+    assert_gapless(&rejoined.events(100).await, project, s + 4101, s + 4200);
+
+    // The lagging client gets the events its socket held and what it caught up from history before the
+    // server noticed the restore (those may be of the new history: the resync supersedes them, the client
+    // reloads), then the same resync, although the warning left the room's buffer before it looked.
+    let mut events = Vec::new();
+    let last = loop {
+        let f = lagging.recv().await;
+        if f["op"] != "event" {
+            break f;
+        }
+        events.push(f);
+    };
+    assert_eq!((last["op"].as_str(), last["reason"].as_str()), (Some("resync"), Some("history_rewound")), "{last}");
+    assert_eq!(last["latest"], s + 4200);
+    assert_gapless(&events, project, s + 1, s + events.len() as i64);
+    lagging.expect_silence(Duration::from_millis(300)).await;
+}
+
+#[tokio::test]
 async fn restarting_the_whole_postgres_server_mid_stream_loses_nothing() {
     let cluster = Cluster::start();
     let db_url = fresh_database(&cluster.url()).await;

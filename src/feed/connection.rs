@@ -36,6 +36,7 @@ use super::Feed;
 use super::event::Event;
 use super::history::{CLIENT_PAGE_BYTES, Reader};
 use super::protocol::{self, Op, Request};
+use super::room::{RewindWatch, Subscription};
 use crate::auth::Identity;
 
 /// Why a session ends, and what the client is told.
@@ -76,6 +77,8 @@ struct Joined {
     verified_at: i64,
     /// Set while catching up from history: read up to this seq (`i64::MAX`: until history runs out).
     catch_up_to: Option<i64>,
+    /// Whether the room found history rewound since this session joined it.
+    rewinds: RewindWatch,
     /// After a failed history read (the database is restarting, the pool is exhausted): when to try again.
     /// The client stays connected meanwhile; it just waits for its events a little longer.
     retry_at: Option<Instant>,
@@ -225,7 +228,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         }
         // Subscribe before reading the latest seq: every event committed after that read is then either in
         // the broadcast or, if the room was catching up, filled from history. Nothing falls in between.
-        let rx = self.feed.rooms.subscribe(project);
+        let Subscription { events: rx, rewinds } = self.feed.rooms.subscribe(project);
         let refuse = |feed: &Feed, rx| {
             drop(rx);
             feed.rooms.release(project);
@@ -269,7 +272,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             }
         }
         streams.insert(project, BroadcastStream::new(rx));
-        self.rooms.insert(project, Joined { cursor: start, verified_at: latest, catch_up_to: None, retry_at: None });
+        let joined = Joined { cursor: start, verified_at: latest, catch_up_to: None, retry_at: None, rewinds };
+        self.rooms.insert(project, joined);
         self.feed_frame(Message::text(protocol::joined(project, start, latest, &reference))).await?;
         for event in first_page {
             if !self.emit(streams, &event).await? {
@@ -310,7 +314,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     ) -> Result<(), End> {
         let Some(room) = self.rooms.get_mut(&project) else { return Ok(()) };
         let behind_to = match item {
-            // This session fell behind the room's buffer: catch up from history.
+            // This session fell behind the room's buffer: catch up from history, unless what it skipped
+            // included the room's warning that history was rewound.
+            Err(BroadcastStreamRecvError::Lagged(_)) if room.rewinds.rewound_since_start() => {
+                return Box::pin(self.resync(streams, project, "history_rewound")).await;
+            }
             Err(BroadcastStreamRecvError::Lagged(_)) => i64::MAX,
             Ok(event) if event.rewound => return Box::pin(self.resync(streams, project, "history_rewound")).await,
             Ok(event) if event.seq <= room.cursor => return Ok(()),
@@ -330,6 +338,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     /// Sends one page of recorded events after the room's cursor.
     async fn catch_up(&mut self, streams: &mut Streams, project: Uuid) -> Result<(), End> {
         let Some(room) = self.rooms.get(&project) else { return Ok(()) };
+        if room.rewinds.rewound_since_start() {
+            // History no longer continues what this client was sent; its warning may be behind us in the
+            // room's buffer, or already skipped.
+            return self.resync(streams, project, "history_rewound").await;
+        }
         let (cursor, target) = (room.cursor, room.catch_up_to.unwrap_or(room.cursor));
         let page = self.feed.settings.history_page;
         let events =

@@ -19,7 +19,7 @@
 //! budget by the page of history it sent last.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -53,6 +53,8 @@ pub struct Rooms {
 struct Room {
     project: Uuid,
     events: broadcast::Sender<Arc<Event>>,
+    /// How many times this room found the database's history rewound (see `Event::rewound`).
+    rewinds: Arc<AtomicU64>,
     inbox: Mutex<Inbox>,
     wake: Notify,
 }
@@ -69,6 +71,26 @@ struct Inbox {
     closed: bool,
 }
 
+/// A subscriber's place in a room: the room's broadcast, and a way to learn whether the room found history
+/// rewound since the subscription began. The `rewound` marker travels in the broadcast, but a subscriber that
+/// lagged behind the buffer never sees the events it skipped, the marker included; it must not then catch up
+/// from a history that no longer continues what it was sent.
+pub struct Subscription {
+    pub events: broadcast::Receiver<Arc<Event>>,
+    pub rewinds: RewindWatch,
+}
+
+pub struct RewindWatch {
+    count: Arc<AtomicU64>,
+    at_start: u64,
+}
+
+impl RewindWatch {
+    pub fn rewound_since_start(&self) -> bool {
+        self.count.load(Ordering::Acquire) != self.at_start
+    }
+}
+
 impl Rooms {
     pub fn new(history: Arc<History>, settings: FeedSettings) -> Rooms {
         Rooms { map: Mutex::new(HashMap::new()), history, settings, held_bytes: Arc::default() }
@@ -77,17 +99,19 @@ impl Rooms {
     /// Subscribes to a project's events, creating its room if this is the first subscriber. Events are
     /// received from the moment of this call; the caller decides where its client starts and fills the rest
     /// from history.
-    pub fn subscribe(&self, project: Uuid) -> broadcast::Receiver<Arc<Event>> {
+    pub fn subscribe(&self, project: Uuid) -> Subscription {
         let mut map = self.map.lock().unwrap();
         if let Some(room) = map.get(&project) {
-            return room.events.subscribe();
+            return room.subscription(room.events.subscribe());
         }
         let (events, rx) = broadcast::channel(self.settings.room_buffer);
-        let room = Arc::new(Room { project, events, inbox: Mutex::default(), wake: Notify::new() });
+        let room =
+            Arc::new(Room { project, events, rewinds: Arc::default(), inbox: Mutex::default(), wake: Notify::new() });
         map.insert(project, room.clone());
+        let subscription = room.subscription(rx);
         let held = Held::new(self.held_bytes.clone(), self.settings.held_frames_budget);
         tokio::spawn(run(room, self.history.clone(), self.settings.history_page, held));
-        rx
+        subscription
     }
 
     /// To be called after a subscriber dropped its receiver: removes the room if nobody is left in it.
@@ -142,6 +166,12 @@ impl Rooms {
 }
 
 impl Room {
+    fn subscription(&self, events: broadcast::Receiver<Arc<Event>>) -> Subscription {
+        let count = self.rewinds.clone();
+        let at_start = count.load(Ordering::Acquire);
+        Subscription { events, rewinds: RewindWatch { count, at_start } }
+    }
+
     fn push(&self, last: i64, events: Vec<Event>) {
         {
             let mut inbox = self.inbox.lock().unwrap();
@@ -330,6 +360,8 @@ async fn run(room: Arc<Room>, history: Arc<History>, page: i64, mut held: Held) 
                             inbox.pending.clear();
                         }
                         delivered = latest;
+                        // Counted before the marker is sent: a subscriber that lags past the marker sees the count.
+                        room.rewinds.fetch_add(1, Ordering::Release);
                         held.send(&room.events, Arc::new(Event::rewound(room.project, latest)));
                         // ...and ask again how far the project has got: events committed since the listener's
                         // read were announced into what was just cleared. Later ones arrive as usual.
