@@ -204,19 +204,41 @@ async fn a_database_restored_to_an_earlier_seq_tells_its_clients_to_resync_inste
 
 #[tokio::test]
 async fn a_restored_database_written_past_the_old_seq_before_the_server_noticed_still_gets_a_resync() {
+    restored_and_written_past_the_old_seq(0).await;
+}
+
+/// The room remembers a large frame only by its hash: the check must work for those too.
+#[tokio::test]
+async fn a_restore_is_noticed_when_the_last_event_sent_was_a_large_row() {
+    restored_and_written_past_the_old_seq(20_000).await;
+}
+
+async fn restored_and_written_past_the_old_seq(description_bytes: usize) {
     let app = spawn_app().await;
     let (token, project) = app.member_of_new_project("alice").await;
     let (mut alice, s) = app.joined(&token, project).await;
     let (bob, other) = app.member_of_new_project("bob").await;
     let (mut bystander, o) = app.joined(&bob, other).await;
+    let pad = "x".repeat(description_bytes);
     for i in 0..3 {
-        app.insert_task(project, &format!("t{i}")).await;
+        app.sql
+            .execute(
+                "INSERT INTO tasks (project_id, title, description) VALUES ($1, $2, $3)",
+                &[&project, &format!("t{i}"), &pad],
+            )
+            .await
+            .unwrap();
     }
-    assert_gapless(&alice.events(3).await, project, s + 1, s + 3);
+    let events = alice.events(3).await;
+    assert_gapless(&events, project, s + 1, s + 3);
+    assert!(events.iter().all(|e| e["row"]["description"].as_str().unwrap().len() == description_bytes));
 
     // Restored to s+1, then two new tasks (s+2, s+3) before the listener is back: the seq is where it was,
     // but s+2 and s+3 are different events now.
-    let write = format!("INSERT INTO tasks (project_id, title) VALUES ('{project}', 'new 2'), ('{project}', 'new 3')");
+    let write = format!(
+        "INSERT INTO tasks (project_id, title, description)
+         VALUES ('{project}', 'new 2', '{pad}'), ('{project}', 'new 3', '{pad}')"
+    );
     restore_to(&app, project, s + 1, &write).await;
     let resync = alice.recv().await;
     assert_eq!((resync["op"].as_str(), resync["reason"].as_str()), (Some("resync"), Some("history_rewound")));
