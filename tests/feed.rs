@@ -314,6 +314,37 @@ async fn an_oversized_frame_closes_that_client_with_a_reason_and_others_carry_on
 }
 
 #[tokio::test]
+async fn a_frame_that_breaks_the_websocket_protocol_closes_that_client_with_the_matching_code() {
+    use tokio::io::AsyncWriteExt;
+    let app = spawn_app().await;
+    let (token, project) = app.member_of_new_project("alice").await;
+    let (mut alice, s) = app.joined(&token, project).await;
+
+    // Raw client frames (masked, with an all-zero mask so the payload is sent as it is): what a broken client
+    // library might send.
+    let cases: [(&[u8], u16, &str); 3] = [
+        (&[0x81, 0x82, 0, 0, 0, 0, 0xff, 0xfe], 1007, "UTF-8"), // a text message that is not UTF-8
+        (&[0x83, 0x80, 0, 0, 0, 0], 1002, "protocol"),          // reserved opcode 3
+        (&[0x89, 0xfe, 0x00, 0xc8, 0, 0, 0, 0], 1002, "protocol"), // a ping announcing 200 bytes (control frames: 125)
+    ];
+    for (frame, code, words) in cases {
+        let mut broken = app.client(&token).await;
+        let tcp = match broken.ws.get_mut() {
+            tokio_tungstenite::MaybeTlsStream::Plain(tcp) => tcp,
+            _ => unreachable!(),
+        };
+        tcp.write_all(frame).await.unwrap();
+        tcp.write_all(&[0; 200]).await.unwrap();
+        let (got, reason) = broken.closed().await.expect("a close frame with a reason");
+        assert_eq!(got, code, "{reason}");
+        assert!(reason.contains(words), "{reason}");
+    }
+
+    app.insert_task(project, "unaffected").await;
+    assert_eq!(alice.event().await["seq"], s + 1);
+}
+
+#[tokio::test]
 async fn secrets_never_enter_the_feed() {
     let app = spawn_app().await;
     let (token, project) = app.member_of_new_project("alice").await;

@@ -47,6 +47,10 @@ enum End {
     Shutdown,
     Revoked,
     TooBig,
+    /// The client broke the WebSocket protocol (a reserved opcode, an oversized control frame, ...).
+    Protocol(String),
+    /// A text message that is not UTF-8.
+    NotUtf8,
     Silent,
     TooSlow,
     Internal,
@@ -59,6 +63,8 @@ impl End {
             End::Shutdown => (CloseCode::Restart, "server shutting down; reconnect and join with since".to_string()),
             End::Revoked => (CloseCode::Library(4001), "token revoked".to_string()),
             End::TooBig => (CloseCode::Size, format!("message too big; the limit is {limit} bytes")),
+            End::Protocol(e) => (CloseCode::Protocol, close_reason(&format!("websocket protocol error: {e}"))),
+            End::NotUtf8 => (CloseCode::Invalid, "a text message was not valid UTF-8".to_string()),
             End::Silent => (CloseCode::Away, "no pong or message within the idle timeout".to_string()),
             End::Internal => (CloseCode::Error, "internal error; reconnect and join with since".to_string()),
         };
@@ -149,6 +155,8 @@ pub async fn serve<S>(
                     Some(Ok(Message::Close(_))) | None => Err(End::Gone),
                     Some(Ok(_)) => Ok(()), // ping (answered by tungstenite), pong
                     Some(Err(tungstenite::Error::Capacity(_))) => Err(End::TooBig),
+                    Some(Err(tungstenite::Error::Protocol(e))) => Err(End::Protocol(e.to_string())),
+                    Some(Err(tungstenite::Error::Utf8(_))) => Err(End::NotUtf8),
                     Some(Err(_)) => Err(End::Gone),
                 }
             }
@@ -473,6 +481,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             _ = self.shutdown.cancelled() => Err(End::Shutdown),
         }
     }
+}
+
+/// A close frame's reason may be at most 123 bytes: cut at a character boundary.
+fn close_reason(s: &str) -> String {
+    let mut end = s.len().min(123);
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    s[..end].to_string()
 }
 
 /// `work`, unless shutdown comes first.
