@@ -142,7 +142,7 @@ impl From<tokio_postgres::Error> for ApiError {
             if e.is_closed() || e.to_string().contains("connection") {
                 return ApiError::Unavailable("the database is not reachable right now; try again".into());
             }
-            return ApiError::Internal(e.to_string());
+            return ApiError::Internal(crate::error::chain(&e));
         };
         let constraint = db.constraint().unwrap_or("").to_string();
         match *db.code() {
@@ -170,7 +170,7 @@ impl From<tokio_postgres::Error> for ApiError {
             SqlState::ADMIN_SHUTDOWN | SqlState::CANNOT_CONNECT_NOW => {
                 ApiError::Unavailable("the database is restarting; try again".into())
             }
-            _ => ApiError::Internal(e.to_string()),
+            _ => ApiError::Internal(crate::error::chain(&e)),
         }
     }
 }

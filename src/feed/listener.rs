@@ -20,6 +20,7 @@ use tokio_util::sync::CancellationToken;
 use super::Feed;
 use super::event::parse_announcement;
 use crate::db::pg_config;
+use crate::error::chain;
 
 pub async fn run(feed: Arc<Feed>, database_url: String, shutdown: CancellationToken) {
     let mut backoff = Duration::from_millis(100);
@@ -64,7 +65,7 @@ async fn session(feed: &Arc<Feed>, database_url: &str, shutdown: &CancellationTo
     // nothing would hold the listener here forever, so the whole handshake gets a deadline.
     let probe = feed.settings.listener_probe;
     let (client, mut connection) = match tokio::time::timeout(probe * 2, config.connect(NoTls)).await {
-        Ok(connected) => connected.map_err(|e| lost(false, e))?,
+        Ok(connected) => connected.map_err(|e| lost(false, chain(&e)))?,
         Err(_) => return Err(lost(false, format!("no answer to the connection handshake within {:?}", probe * 2))),
     };
 
@@ -79,14 +80,14 @@ async fn session(feed: &Arc<Feed>, database_url: &str, shutdown: &CancellationTo
                     }
                 }
                 Some(Ok(_)) => {} // notices
-                Some(Err(e)) => return e.to_string(),
+                Some(Err(e)) => return chain(&e),
                 None => return "connection closed".to_string(),
             }
         }
     });
     let _abort_driver = AbortOnDrop(driver.abort_handle());
 
-    client.batch_execute("LISTEN boardcast_feed; LISTEN boardcast_auth").await.map_err(|e| lost(false, e))?;
+    client.batch_execute("LISTEN boardcast_feed; LISTEN boardcast_auth").await.map_err(|e| lost(false, chain(&e)))?;
     // Anything committed from here on is announced to us. Anything committed before, while we were away, is
     // in history: tell each room how far its project has got.
     let projects = feed.rooms.projects();
