@@ -121,7 +121,7 @@ pub async fn demo(db: &mut tokio_postgres::Client) -> Result<(Uuid, String)> {
         Some(r) => r.get(0),
         None => add_project(db, DEMO_PROJECT, DEMO_USER).await?,
     };
-    let (_, token) = issue_token(&*db, DEMO_USER, "make run").await?;
+    let (_, token) = issue_token(&*db, DEMO_USER, "demo").await?;
     Ok((project, token))
 }
 

@@ -362,7 +362,7 @@ async fn owners_add_members_by_name_change_roles_and_remove_them() {
     let dup = alice.post(&members, json!({"user": "bob", "role": "owner"})).await;
     assert_eq!(dup.error(409, "conflict")["current"]["role"], "member");
     assert_eq!(
-        alice.post(&members, json!({"user": "nobody"})).await.error(404, "not_found")["message"],
+        alice.post(&members, json!({"user": "nobody"})).await.error(422, "invalid")["message"],
         "no user named \"nobody\""
     );
     assert_eq!(
@@ -714,11 +714,30 @@ async fn malformed_oversized_and_non_json_bodies_are_refused_cleanly() {
         .raw(Method::POST, "/api/projects", Some("text/plain"), Some(b"{\"name\":\"x\"}".to_vec()))
         .await
         .error(415, "unsupported_media_type");
-    let big = format!("{{\"name\":\"{}\"}}", "x".repeat(300 * 1024)).into_bytes();
+    let big = format!("{{\"name\":\"{}\"}}", "x".repeat(3 * 1024 * 1024)).into_bytes();
     alice.raw(Method::POST, "/api/projects", json, Some(big)).await.error(413, "too_large");
     // No content type at all is taken as JSON.
     let r = alice.raw(Method::POST, "/api/projects", None, Some(b"{\"name\":\"x\"}".to_vec())).await;
     assert_eq!(r.status, 201);
+}
+
+#[tokio::test]
+async fn a_description_of_the_longest_allowed_length_is_accepted_however_its_json_is_escaped() {
+    let app = spawn_app().await;
+    let (_, alice) = caller(&app, "alice").await;
+    let project = alice.post("/api/projects", json!({"name": "p"})).await.body["id"].as_str().unwrap().to_string();
+    let path = format!("/api/projects/{project}/tasks");
+    // 200,000 characters outside the BMP, each escaped as a surrogate pair: a 2.4 MB body.
+    let body = |n: usize| format!(r#"{{"title":"long","description":"{}"}}"#, r"\ud83d\ude00".repeat(n)).into_bytes();
+    let r = alice.raw(Method::POST, &path, Some("application/json"), Some(body(200_000))).await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    let id = r.body["id"].as_str().unwrap().to_string();
+    let stored = alice.get(&format!("/api/tasks/{id}")).await.body;
+    assert_eq!(stored["description"].as_str().unwrap().chars().count(), 200_000);
+    assert!(stored["description"].as_str().unwrap().chars().all(|c| c == '\u{1F600}'));
+    // One character more is a 422 that names the field, not a 413.
+    let r = alice.raw(Method::POST, &path, Some("application/json"), Some(body(200_001))).await;
+    assert_eq!(r.error(422, "invalid")["field"], "description");
 }
 
 #[tokio::test]

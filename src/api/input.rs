@@ -15,9 +15,10 @@ use warp::{Filter, Rejection};
 
 use super::error::ApiError;
 
-/// The largest request body accepted, in bytes. The longest text field (20,000 characters) fits with room
-/// to spare even when every character is escaped.
-pub const MAX_BODY: u64 = 256 * 1024;
+/// The largest request body accepted, in bytes: a task whose description is as long as it may be (200,000
+/// characters) fits whatever the client's JSON encoder does, even if it escapes every character as a
+/// surrogate pair (`\ud83d\ude00`, 12 bytes), with room for the other fields.
+pub const MAX_BODY: u64 = (12 * super::tasks::DESCRIPTION_MAX + 64 * 1024) as u64;
 
 /// Default and largest page size of list endpoints.
 pub const DEFAULT_LIMIT: i64 = 50;
