@@ -252,6 +252,44 @@ async fn restored_and_written_past_the_old_seq(description_bytes: usize) {
 }
 
 #[tokio::test]
+async fn a_resume_that_names_its_last_event_gets_a_resync_if_a_restore_gave_that_seq_to_another_event() {
+    let app = spawn_app().await;
+    let (token, project) = app.member_of_new_project("alice").await;
+    let (mut alice, s) = app.joined(&token, project).await;
+    for i in 0..3 {
+        app.insert_task(project, &format!("t{i}")).await;
+    }
+    let events = alice.events(3).await;
+    let (last, at) = (events[2]["seq"].as_i64().unwrap(), events[2]["at"].clone());
+    assert!(at.is_string(), "{}", events[2]);
+    drop(alice);
+
+    // While history is what the client saw, naming the last event is a plain resume.
+    app.insert_task(project, "t3").await;
+    let mut again = app.client(&token).await;
+    again.send(json!({"op": "join", "project": project, "since": last, "since_at": at})).await;
+    assert_eq!(again.recv().await["op"], "joined");
+    assert_eq!(seq_title(&[again.event().await]), vec![(s + 4, "t3".to_string())]);
+    drop(again);
+
+    // Restored to s+1 and written past the old seqs while the client was away: s+2.. are other events now.
+    // A resume from s+3 by number alone would go on from s+4 as if nothing happened; naming s+3 gets a resync.
+    let write =
+        format!("INSERT INTO tasks (project_id, title) SELECT '{project}', 'new ' || g FROM generate_series(1, 4) g");
+    restore_to(&app, project, s + 1, &write).await;
+    let mut back = app.client(&token).await;
+    back.send(json!({"op": "join", "project": project, "since": last, "since_at": at, "ref": 9})).await;
+    let f = back.recv().await;
+    assert_eq!(
+        (f["op"].as_str(), f["reason"].as_str(), f["ref"].as_i64()),
+        (Some("resync"), Some("history_rewound"), Some(9))
+    );
+    assert_eq!(f["latest"], s + 5);
+    // The connection stays usable: join afresh.
+    assert_eq!(back.join(project).await, s + 5);
+}
+
+#[tokio::test]
 async fn a_client_that_lagged_past_the_rewind_warning_is_still_told_to_resync() {
     let db_url = fresh_database(&admin_url()).await;
     let mut settings = test_settings(&db_url);

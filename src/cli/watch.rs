@@ -34,8 +34,10 @@ pub async fn run(project: Uuid, args: &[&str]) -> Result<()> {
     let token = token.ok_or_else(|| Error::Usage("no token: pass --token or set BOARDCAST_TOKEN".into()))?;
 
     let mut backoff = Duration::from_millis(200);
+    // The `at` of event `since`: the server checks it is still recorded so (a restored database is not).
+    let mut since_at: Option<String> = None;
     loop {
-        match session(&url, &token, project, &mut since).await {
+        match session(&url, &token, project, &mut since, &mut since_at).await {
             Ok(()) => return Ok(()),
             Err(Fatal(msg)) if !msg.is_empty() => return Err(Error::Usage(msg)),
             Err(_) => {
@@ -50,7 +52,13 @@ pub async fn run(project: Uuid, args: &[&str]) -> Result<()> {
 /// An error that reconnecting cannot fix (message set), or a lost connection (empty message).
 struct Fatal(String);
 
-async fn session(url: &str, token: &str, project: Uuid, since: &mut Option<i64>) -> Result<(), Fatal> {
+async fn session(
+    url: &str,
+    token: &str,
+    project: Uuid,
+    since: &mut Option<i64>,
+    since_at: &mut Option<String>,
+) -> Result<(), Fatal> {
     let mut request = url.into_client_request().map_err(|e| Fatal(format!("bad --url {url}: {e}")))?;
     request.headers_mut().insert("authorization", format!("Bearer {token}").parse().unwrap());
     let (mut ws, _) = match tokio_tungstenite::connect_async(request).await {
@@ -63,7 +71,7 @@ async fn session(url: &str, token: &str, project: Uuid, since: &mut Option<i64>)
             return Err(Fatal(String::new()));
         }
     };
-    let join = json!({"op": "join", "project": project, "since": *since});
+    let join = json!({"op": "join", "project": project, "since": *since, "since_at": *since_at});
     ws.send(Message::text(join.to_string())).await.map_err(|_| Fatal(String::new()))?;
     while let Some(msg) = ws.next().await {
         let Ok(Message::Text(text)) = msg else {
@@ -82,6 +90,7 @@ async fn session(url: &str, token: &str, project: Uuid, since: &mut Option<i64>)
                     eprintln!("# GAP: expected seq {} but got {seq}", prev + 1);
                 }
                 *since = Some(seq);
+                *since_at = frame["at"].as_str().map(str::to_string);
                 let row = &frame["row"];
                 let what = row["title"].as_str().or(row["body"].as_str()).or(row["name"].as_str()).unwrap_or("");
                 println!(
@@ -94,12 +103,20 @@ async fn session(url: &str, token: &str, project: Uuid, since: &mut Option<i64>)
             }
             Some("joined") => {
                 let seq = frame["seq"].as_i64().unwrap_or(0);
+                if *since != Some(seq) {
+                    *since_at = None;
+                }
                 *since = Some(seq);
                 eprintln!("# joined {project} after seq {seq}; waiting for events (Ctrl-C to stop)");
             }
             Some("resync") => {
-                eprintln!("# the server cannot replay from seq {}; starting from now", since.unwrap_or(0));
+                eprintln!(
+                    "# the server cannot replay from seq {} ({}); starting from now",
+                    since.unwrap_or(0),
+                    frame["reason"].as_str().unwrap_or("?")
+                );
                 *since = None;
+                *since_at = None;
                 return Err(Fatal(String::new()));
             }
             Some("error") => {

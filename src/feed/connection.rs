@@ -205,8 +205,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         match protocol::parse(text) {
             Err(e) => self.say(protocol::error(e.code, &e.message, &e.reference)).await,
             Ok(Request { op: Op::Ping, reference }) => self.say(protocol::pong(&reference)).await,
-            Ok(Request { op: Op::Join { project, since }, reference }) => {
-                self.join(streams, project, since, reference).await
+            Ok(Request { op: Op::Join { project, since, since_at }, reference }) => {
+                self.join(streams, project, since, since_at, reference).await
             }
             Ok(Request { op: Op::Leave { project }, reference }) => {
                 if !self.rooms.contains_key(&project) {
@@ -224,6 +224,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         streams: &mut Streams,
         project: Uuid,
         since: Option<i64>,
+        since_at: Option<String>,
         reference: Option<serde_json::Value>,
     ) -> Result<(), End> {
         if self.rooms.contains_key(&project) {
@@ -260,12 +261,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             refuse(&self.feed, rx);
             return self.say(protocol::resync(project, latest, "since_ahead", &reference)).await;
         }
-        // A resume: check that history still reaches back to `start` before promising anything.
+        // A resume: check that history still reaches back to `start` before promising anything, and, if the
+        // client named its last event, that history still records that event as the client saw it.
         let mut first_page = Vec::new();
-        if start < latest {
+        let check_last = since_at.is_some() && start > 0;
+        if start < latest || check_last {
             let page = self.feed.settings.history_page;
+            let from = if check_last { start - 1 } else { start };
             first_page =
-                match self.feed.history.read(Reader::Client, project, start, latest, page, CLIENT_PAGE_BYTES).await {
+                match self.feed.history.read(Reader::Client, project, from, latest, page, CLIENT_PAGE_BYTES).await {
                     Ok(events) => events,
                     Err(e) => {
                         tracing::error!("history read failed: {e}");
@@ -274,7 +278,17 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                         return self.say(protocol::error("unavailable", msg, &reference)).await;
                     }
                 };
-            if !contiguous(&first_page, start) {
+            if let Some(at) = &since_at
+                && first_page.first().is_some_and(|e| e.seq == start)
+            {
+                // (If retention removed event `start`, there is nothing to compare: the rest is checked as usual.)
+                if recorded_at(&first_page[0]).as_deref() != Some(at.as_str()) {
+                    refuse(&self.feed, rx);
+                    return self.say(protocol::resync(project, latest, "history_rewound", &reference)).await;
+                }
+                first_page.remove(0);
+            }
+            if start < latest && !contiguous(&first_page, start) {
                 refuse(&self.feed, rx);
                 return self.say(protocol::resync(project, latest, "history_pruned", &reference)).await;
             }
@@ -515,6 +529,12 @@ fn sent(r: Result<Result<(), tungstenite::Error>, tokio::time::error::Elapsed>) 
 fn jitter_ms(max: u64) -> u64 {
     use std::hash::{BuildHasher, Hasher};
     std::collections::hash_map::RandomState::new().build_hasher().finish() % max
+}
+
+/// The `at` of a recorded event, as its frame says it.
+fn recorded_at(event: &Event) -> Option<String> {
+    let frame: serde_json::Value = serde_json::from_str(&event.frame).ok()?;
+    frame.get("at")?.as_str().map(str::to_string)
 }
 
 /// Whether a page of history continues exactly from `cursor`: no seq missing, at the start or inside.

@@ -16,10 +16,14 @@ pub struct Request {
 
 #[derive(Debug, PartialEq)]
 pub enum Op {
-    /// Join a project's room. With `since`, replay every event after that seq first.
+    /// Join a project's room. With `since`, replay every event after that seq first. With `since_at` (the
+    /// `at` of event `since`, as the client received it), first check that the database still records that
+    /// event as the client saw it: after a restore from a backup, the seqs after the restore point belong to
+    /// other events.
     Join {
         project: Uuid,
         since: Option<i64>,
+        since_at: Option<String>,
     },
     Leave {
         project: Uuid,
@@ -58,6 +62,7 @@ pub fn parse(text: &str) -> Result<Request, ProtocolError> {
         "join" => Op::Join {
             project: project(&obj).map_err(|m| err("bad_project", m))?,
             since: since(&obj).map_err(|m| err("bad_since", m))?,
+            since_at: since_at(&obj).map_err(|m| err("bad_since", m))?,
         },
         "leave" => Op::Leave { project: project(&obj).map_err(|m| err("bad_project", m))? },
         "ping" => Op::Ping,
@@ -85,6 +90,17 @@ fn since(obj: &Map<String, Value>) -> Result<Option<i64>, String> {
             Some(n) if n >= 0 => Ok(Some(n)),
             _ => Err("\"since\" must be a whole number >= 0: the last seq the client has seen".into()),
         },
+    }
+}
+
+fn since_at(obj: &Map<String, Value>) -> Result<Option<String>, String> {
+    match obj.get("since_at") {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(_)) if obj.get("since").is_none_or(Value::is_null) => {
+            Err("\"since_at\" goes with \"since\": it is the \"at\" of that event".into())
+        }
+        Some(Value::String(at)) if at.len() <= 64 => Ok(Some(at.clone())),
+        Some(_) => Err("\"since_at\" must be the \"at\" string of event \"since\", as received".into()),
     }
 }
 
@@ -134,8 +150,11 @@ mod tests {
     fn a_join_with_since_and_ref_parses() {
         let p = Uuid::new_v4();
         let r = parse(&format!(r#"{{"op":"join","project":"{p}","since":41,"ref":"a1"}}"#)).unwrap();
-        assert_eq!(r.op, Op::Join { project: p, since: Some(41) });
+        assert_eq!(r.op, Op::Join { project: p, since: Some(41), since_at: None });
         assert_eq!(r.reference, Some(json!("a1")));
+        let at = "2026-11-26T00:42:59.203842+00:00";
+        let r = parse(&format!(r#"{{"op":"join","project":"{p}","since":41,"since_at":"{at}"}}"#)).unwrap();
+        assert_eq!(r.op, Op::Join { project: p, since: Some(41), since_at: Some(at.into()) });
     }
 
     #[test]
@@ -148,5 +167,12 @@ mod tests {
         assert_eq!(parse(r#"{"op":"join"}"#).unwrap_err().code, "bad_project");
         let e = parse(&format!(r#"{{"op":"join","project":"{}","since":-1,"ref":7}}"#, Uuid::nil())).unwrap_err();
         assert_eq!((e.code, e.reference), ("bad_since", Some(json!(7))));
+        let p = Uuid::nil();
+        for bad in [
+            format!(r#"{{"op":"join","project":"{p}","since_at":"2026-11-26T00:42:59+00:00"}}"#),
+            format!(r#"{{"op":"join","project":"{p}","since":3,"since_at":5}}"#),
+        ] {
+            assert_eq!(parse(&bad).unwrap_err().code, "bad_since", "{bad}");
+        }
     }
 }
