@@ -362,7 +362,7 @@ async fn owners_add_members_by_name_change_roles_and_remove_them() {
     let dup = alice.post(&members, json!({"user": "bob", "role": "owner"})).await;
     assert_eq!(dup.error(409, "conflict")["current"]["role"], "member");
     assert_eq!(
-        alice.post(&members, json!({"user": "nobody"})).await.error(422, "invalid")["message"],
+        alice.post(&members, json!({"user": "nobody"})).await.error(404, "not_found")["message"],
         "no user named \"nobody\""
     );
     assert_eq!(
@@ -710,6 +710,9 @@ async fn malformed_oversized_and_non_json_bodies_are_refused_cleanly() {
     alice.raw(Method::POST, "/api/projects", json, Some(b"{\"name\":".to_vec())).await.error(400, "bad_request");
     alice.raw(Method::POST, "/api/projects", json, Some(b"[1,2]".to_vec())).await.error(400, "bad_request");
     alice.raw(Method::POST, "/api/projects", json, Some(b"\"x\"".to_vec())).await.error(400, "bad_request");
+    // Whitespace alone is not JSON (only an empty body stands for `{}`).
+    alice.raw(Method::POST, "/api/projects", json, Some(b" ".to_vec())).await.error(400, "bad_request");
+    alice.raw(Method::POST, "/api/tokens", json, Some(b"\r".to_vec())).await.error(400, "bad_request");
     alice
         .raw(Method::POST, "/api/projects", Some("text/plain"), Some(b"{\"name\":\"x\"}".to_vec()))
         .await

@@ -100,7 +100,7 @@ async fn add_member(project: String, who: Identity, body: bytes::Bytes, feed: Ar
     let user: Uuid = tx
         .query_opt("SELECT id FROM users WHERE name = $1", &[&name])
         .await?
-        .ok_or_else(|| ApiError::invalid("user", format!("no user named {name:?}")))?
+        .ok_or_else(|| ApiError::NotFound(format!("no user named {name:?}")))?
         .get(0);
     if let Some(current) = member(&*tx, project, user).await? {
         return Err(ApiError::Conflict { message: format!("{name} is already a member"), current: Some(current) });

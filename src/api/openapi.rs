@@ -205,7 +205,7 @@ fn build() -> Value {
         "/api/projects/{project_id}/members": {
             "get": op("listMembers", "The project's members, in the order they joined",
                       vec![project_id.clone(), limit.clone(), cursor.clone()], None, "200", "MemberPage", &["404"]),
-            "post": op("addMember", "Add a user by name (owners); 422 (field `user`) if there is no such user, 409 if already a member", vec![project_id.clone()],
+            "post": op("addMember", "Add a user by name (owners); 404 if there is no such user, 409 if already a member", vec![project_id.clone()],
                        Some("NewMember"), "201", "Member", &["403", "404", "409"]),
         },
         "/api/projects/{project_id}/members/{user_id}": {

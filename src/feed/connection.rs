@@ -155,6 +155,10 @@ pub async fn serve<S>(
                     Some(Ok(Message::Close(_))) | None => Err(End::Gone),
                     Some(Ok(_)) => Ok(()), // ping (answered by tungstenite), pong
                     Some(Err(tungstenite::Error::Capacity(_))) => Err(End::TooBig),
+                    // A client that drops the connection without a close frame is gone, not wrong.
+                    Some(Err(tungstenite::Error::Protocol(
+                        tungstenite::error::ProtocolError::ResetWithoutClosingHandshake,
+                    ))) => Err(End::Gone),
                     Some(Err(tungstenite::Error::Protocol(e))) => Err(End::Protocol(e.to_string())),
                     Some(Err(tungstenite::Error::Utf8(_))) => Err(End::NotUtf8),
                     Some(Err(_)) => Err(End::Gone),

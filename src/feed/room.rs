@@ -360,6 +360,8 @@ async fn run(room: Arc<Room>, history: Arc<History>, page: i64, mut held: Held) 
                             inbox.pending.clear();
                         }
                         delivered = latest;
+                        // What the room sent last belongs to the old history: nothing to compare with now.
+                        held.last_sent = None;
                         // Counted before the marker is sent: a subscriber that lags past the marker sees the count.
                         room.rewinds.fetch_add(1, Ordering::Release);
                         held.send(&room.events, Arc::new(Event::rewound(room.project, latest)));
@@ -410,7 +412,16 @@ async fn rewound(
     last_sent: Option<(i64, Fingerprint)>,
 ) -> Option<bool> {
     if latest < delivered {
-        return Some(true);
+        // `latest` was read when the listener reconnected; a room that started after that read may have
+        // read a later one itself. Only a fresh read below what the room sent is a rewind.
+        match history.latest(Reader::Room, &[project]).await {
+            Ok(v) if v.first().map_or(0, |x| x.1) < delivered => return Some(true),
+            Ok(_) => {}
+            Err(e) => {
+                tracing::warn!(%project, "room cannot read its latest seq to check it: {e}");
+                return None;
+            }
+        }
     }
     let Some((seq, sent)) = last_sent else { return Some(false) };
     match history.read(Reader::Room, project, seq - 1, seq, 1, PAGE_BYTES).await {
