@@ -264,11 +264,26 @@ async fn a_resume_that_names_its_last_event_gets_a_resync_if_a_restore_gave_that
     assert!(at.is_string(), "{}", events[2]);
     drop(alice);
 
-    // While history is what the client saw, naming the last event is a plain resume.
+    // A plain join names the latest event's `at` too, so even a client that saw no event can name it.
+    let (_, fresh) = {
+        let mut c = app.client(&token).await;
+        c.send(json!({"op": "join", "project": project})).await;
+        let f = c.recv().await;
+        (c, f)
+    };
+    assert_eq!((fresh["seq"].as_i64(), &fresh["at"]), (Some(last), &at));
+
+    // While history is what the client saw, naming the last event is a plain resume, whatever form of the
+    // instant the client kept (here as JavaScript's toISOString() would give it: UTC, milliseconds).
     app.insert_task(project, "t3").await;
+    let js = chrono::DateTime::parse_from_rfc3339(at.as_str().unwrap())
+        .unwrap()
+        .with_timezone(&chrono::Utc)
+        .to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
     let mut again = app.client(&token).await;
-    again.send(json!({"op": "join", "project": project, "since": last, "since_at": at})).await;
-    assert_eq!(again.recv().await["op"], "joined");
+    again.send(json!({"op": "join", "project": project, "since": last, "since_at": js})).await;
+    let joined = again.recv().await;
+    assert_eq!((joined["op"].as_str(), &joined["at"]), (Some("joined"), &at));
     assert_eq!(seq_title(&[again.event().await]), vec![(s + 4, "t3".to_string())]);
     drop(again);
 

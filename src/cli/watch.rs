@@ -103,10 +103,8 @@ async fn session(
             }
             Some("joined") => {
                 let seq = frame["seq"].as_i64().unwrap_or(0);
-                if *since != Some(seq) {
-                    *since_at = None;
-                }
                 *since = Some(seq);
+                *since_at = frame["at"].as_str().map(str::to_string);
                 eprintln!("# joined {project} after seq {seq}; waiting for events (Ctrl-C to stop)");
             }
             Some("resync") => {

@@ -228,7 +228,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         streams: &mut Streams,
         project: Uuid,
         since: Option<i64>,
-        since_at: Option<String>,
+        since_at: Option<protocol::At>,
         reference: Option<serde_json::Value>,
     ) -> Result<(), End> {
         if self.rooms.contains_key(&project) {
@@ -246,7 +246,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             drop(rx);
             feed.rooms.release(project);
         };
-        let latest = match self.feed.history.latest_if_member(project, self.who.user_id).await {
+        let (latest, latest_at) = match self.feed.history.latest_if_member(project, self.who.user_id).await {
             Ok(Some(latest)) => latest,
             outcome => {
                 refuse(&self.feed, rx);
@@ -266,12 +266,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             return self.say(protocol::resync(project, latest, "since_ahead", &reference)).await;
         }
         // A resume: check that history still reaches back to `start` before promising anything, and, if the
-        // client named its last event, that history still records that event as the client saw it.
+        // client named its last event, that history still records that event as the client saw it. Event
+        // `start` itself is read too, for its `at` (the `joined` frame carries it, for the next resume).
         let mut first_page = Vec::new();
-        let check_last = since_at.is_some() && start > 0;
-        if start < latest || check_last {
+        let mut at = if since.is_none() { latest_at } else { None };
+        if since.is_some() && (start < latest || start > 0) {
             let page = self.feed.settings.history_page;
-            let from = if check_last { start - 1 } else { start };
+            let from = (start - 1).max(0);
             first_page =
                 match self.feed.history.read(Reader::Client, project, from, latest, page, CLIENT_PAGE_BYTES).await {
                     Ok(events) => events,
@@ -282,15 +283,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                         return self.say(protocol::error("unavailable", msg, &reference)).await;
                     }
                 };
-            if let Some(at) = &since_at
-                && first_page.first().is_some_and(|e| e.seq == start)
-            {
-                // (If retention removed event `start`, there is nothing to compare: the rest is checked as usual.)
-                if recorded_at(&first_page[0]).as_deref() != Some(at.as_str()) {
+            // (If retention removed event `start`, or `start` is 0, there is nothing to compare: the rest is
+            // checked as usual.)
+            if start > 0 && first_page.first().is_some_and(|e| e.seq == start) {
+                at = recorded_at(&first_page.remove(0));
+                if let Some(expected) = &since_at
+                    && !at.as_deref().and_then(protocol::At::parse).is_some_and(|a| a.same_as(expected))
+                {
                     refuse(&self.feed, rx);
                     return self.say(protocol::resync(project, latest, "history_rewound", &reference)).await;
                 }
-                first_page.remove(0);
             }
             if start < latest && !contiguous(&first_page, start) {
                 refuse(&self.feed, rx);
@@ -300,7 +302,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         streams.insert(project, BroadcastStream::new(rx));
         let joined = Joined { cursor: start, verified_at: latest, catch_up_to: None, retry_at: None, rewinds };
         self.rooms.insert(project, joined);
-        self.feed_frame(Message::text(protocol::joined(project, start, latest, &reference))).await?;
+        self.feed_frame(Message::text(protocol::joined(project, start, latest, at.as_deref(), &reference))).await?;
         for event in first_page {
             if !self.emit(streams, &event).await? {
                 break;

@@ -98,16 +98,19 @@ impl History {
         Ok(rows.into_iter().map(|r| (r.get(0), r.get(1))).collect())
     }
 
-    /// For a join: the project's latest seq if `user` is a member, `None` if not (or if there is no such project;
-    /// the two are deliberately indistinguishable).
-    pub async fn latest_if_member(&self, project: Uuid, user: Uuid) -> Result<Option<i64>> {
+    /// For a join: the project's latest seq and that event's `at` if `user` is a member, `None` if not (or if
+    /// there is no such project; the two are deliberately indistinguishable).
+    pub async fn latest_if_member(&self, project: Uuid, user: Uuid) -> Result<Option<(i64, Option<String>)>> {
         let (_slot, client) = self.client(Reader::Client).await?;
         let stmt = client
             .prepare_cached(
-                "SELECT coalesce((SELECT last_seq FROM feed_seq WHERE project_id = $1), 0)
-               FROM project_members WHERE project_id = $1 AND user_id = $2",
+                "SELECT coalesce(e.seq, 0), to_json(e.at) #>> '{}'
+                   FROM project_members m
+                   LEFT JOIN LATERAL (SELECT seq, at FROM feed_events WHERE project_id = $1
+                                       ORDER BY seq DESC LIMIT 1) e ON true
+                  WHERE m.project_id = $1 AND m.user_id = $2",
             )
             .await?;
-        Ok(client.query_opt(&stmt, &[&project, &user]).await?.map(|r| r.get(0)))
+        Ok(client.query_opt(&stmt, &[&project, &user]).await?.map(|r| (r.get(0), r.get(1))))
     }
 }

@@ -23,7 +23,7 @@ pub enum Op {
     Join {
         project: Uuid,
         since: Option<i64>,
-        since_at: Option<String>,
+        since_at: Option<At>,
     },
     Leave {
         project: Uuid,
@@ -93,13 +93,30 @@ fn since(obj: &Map<String, Value>) -> Result<Option<i64>, String> {
     }
 }
 
-fn since_at(obj: &Map<String, Value>) -> Result<Option<String>, String> {
+/// An event's `at`, as a client sends it back: any RFC 3339 form of the instant, compared to the millisecond
+/// (so a client may keep it as a JavaScript `Date` and send `toISOString()`).
+#[derive(Debug, PartialEq, Clone, Copy)]
+pub struct At(i64);
+
+impl At {
+    pub fn parse(s: &str) -> Option<At> {
+        chrono::DateTime::parse_from_rfc3339(s).ok().map(|t| At(t.timestamp_millis()))
+    }
+
+    pub fn same_as(&self, other: &At) -> bool {
+        self == other
+    }
+}
+
+fn since_at(obj: &Map<String, Value>) -> Result<Option<At>, String> {
     match obj.get("since_at") {
         None | Some(Value::Null) => Ok(None),
-        Some(Value::String(_)) if obj.get("since").is_none_or(Value::is_null) => {
+        Some(_) if obj.get("since").is_none_or(Value::is_null) => {
             Err("\"since_at\" goes with \"since\": it is the \"at\" of that event".into())
         }
-        Some(Value::String(at)) if at.len() <= 64 => Ok(Some(at.clone())),
+        Some(Value::String(at)) => At::parse(at).map(Some).ok_or_else(|| {
+            format!("\"since_at\" must be an RFC 3339 time (the \"at\" of event \"since\"), not {:?}", truncate(at))
+        }),
         Some(_) => Err("\"since_at\" must be the \"at\" string of event \"since\", as received".into()),
     }
 }
@@ -119,8 +136,12 @@ fn with_ref(mut v: Value, reference: &Option<Value>) -> String {
 }
 
 /// `joined`: from now on the client receives every event with seq > `seq`, in order.
-pub fn joined(project: Uuid, seq: i64, latest: i64, reference: &Option<Value>) -> String {
-    with_ref(json!({"op": "joined", "project": project, "seq": seq, "latest": latest}), reference)
+pub fn joined(project: Uuid, seq: i64, latest: i64, at: Option<&str>, reference: &Option<Value>) -> String {
+    let mut frame = json!({"op": "joined", "project": project, "seq": seq, "latest": latest});
+    if let Some(at) = at {
+        frame["at"] = at.into();
+    }
+    with_ref(frame, reference)
 }
 
 pub fn left(project: Uuid, reason: &str, reference: &Option<Value>) -> String {
@@ -154,7 +175,10 @@ mod tests {
         assert_eq!(r.reference, Some(json!("a1")));
         let at = "2026-11-26T00:42:59.203842+00:00";
         let r = parse(&format!(r#"{{"op":"join","project":"{p}","since":41,"since_at":"{at}"}}"#)).unwrap();
-        assert_eq!(r.op, Op::Join { project: p, since: Some(41), since_at: Some(at.into()) });
+        assert_eq!(r.op, Op::Join { project: p, since: Some(41), since_at: At::parse(at) });
+        // Any form of the same instant, to the millisecond.
+        assert!(At::parse(at).unwrap().same_as(&At::parse("2026-11-26T01:42:59.203+01:00").unwrap()));
+        assert!(!At::parse(at).unwrap().same_as(&At::parse("2026-11-26T00:42:59.204Z").unwrap()));
     }
 
     #[test]
@@ -171,6 +195,7 @@ mod tests {
         for bad in [
             format!(r#"{{"op":"join","project":"{p}","since_at":"2026-11-26T00:42:59+00:00"}}"#),
             format!(r#"{{"op":"join","project":"{p}","since":3,"since_at":5}}"#),
+            format!(r#"{{"op":"join","project":"{p}","since":3,"since_at":"yesterday"}}"#),
         ] {
             assert_eq!(parse(&bad).unwrap_err().code, "bad_since", "{bad}");
         }
