@@ -43,7 +43,7 @@ pub fn create(feed: Arc<Feed>) -> impl Filter<Extract = (Response,), Error = war
     warp::path!("api" / "tasks" / String / "comments")
         .and(warp::post())
         .and(authed(feed.clone()))
-        .and(input::body())
+        .and(input::body(input::MAX_BODY))
         .and(with_feed(feed))
         .then(|task: String, who: Identity, body: bytes::Bytes, feed: Arc<Feed>| async move {
             respond(add_comment(task, who, body, feed).await)
@@ -129,7 +129,7 @@ pub fn update(feed: Arc<Feed>) -> impl Filter<Extract = (Response,), Error = war
     warp::path!("api" / "comments" / String)
         .and(warp::patch())
         .and(authed(feed.clone()))
-        .and(input::body())
+        .and(input::body(input::MAX_BODY))
         .and(with_feed(feed))
         .then(|id: String, who: Identity, body: bytes::Bytes, feed: Arc<Feed>| async move {
             respond(edit_comment(id, who, body, feed).await)

@@ -15,27 +15,32 @@ use warp::{Filter, Rejection};
 
 use super::error::ApiError;
 
-/// The largest request body accepted, in bytes: a task whose description is as long as it may be (200,000
-/// characters) fits whatever the client's JSON encoder does, even if it escapes every character as a
-/// surrogate pair (`\ud83d\ude00`, 12 bytes), with room for the other fields.
-pub const MAX_BODY: u64 = (12 * super::tasks::DESCRIPTION_MAX + 64 * 1024) as u64;
+/// The largest request body accepted, in bytes, but for tasks: the longest text field elsewhere (a comment,
+/// 20,000 characters) fits whatever the client's JSON encoder does, even if it escapes every character as
+/// a surrogate pair (`\ud83d\ude00`, 12 bytes).
+pub const MAX_BODY: u64 = 256 * 1024;
+
+/// The same for tasks: a description as long as it may be (200,000 characters), however escaped, with room
+/// for the other fields. Only these routes buffer that much per request.
+pub const MAX_TASK_BODY: u64 = (12 * super::tasks::DESCRIPTION_MAX + 64 * 1024) as u64;
 
 /// Default and largest page size of list endpoints.
 pub const DEFAULT_LIMIT: i64 = 50;
 pub const MAX_LIMIT: i64 = 200;
 
-/// The request body, at most [`MAX_BODY`] bytes, with a JSON content type or none. A Content-Length above
-/// the limit is refused before reading; a chunked body is cut off as soon as it exceeds it.
-pub fn body() -> impl Filter<Extract = (bytes::Bytes,), Error = Rejection> + Clone {
+/// The request body, at most `limit` bytes ([`MAX_BODY`], or [`MAX_TASK_BODY`] for tasks), with a JSON
+/// content type or none. A Content-Length above the limit is refused before reading; a chunked body is cut off
+/// as soon as it exceeds it.
+pub fn body(limit: u64) -> impl Filter<Extract = (bytes::Bytes,), Error = Rejection> + Clone {
     warp::header::optional::<String>("content-type")
         .and(warp::header::optional::<u64>("content-length"))
         .and(warp::body::stream())
-        .and_then(|ct: Option<String>, len: Option<u64>, stream| async move {
-            read_body(ct, len, stream).await.map_err(warp::reject::custom)
+        .and_then(move |ct: Option<String>, len: Option<u64>, stream| async move {
+            read_body(ct, len, stream, limit).await.map_err(warp::reject::custom)
         })
 }
 
-async fn read_body<S, B>(ct: Option<String>, len: Option<u64>, stream: S) -> Result<bytes::Bytes, ApiError>
+async fn read_body<S, B>(ct: Option<String>, len: Option<u64>, stream: S, limit: u64) -> Result<bytes::Bytes, ApiError>
 where
     S: Stream<Item = Result<B, warp::Error>>,
     B: Buf,
@@ -46,15 +51,15 @@ where
             return Err(ApiError::UnsupportedMediaType(format!("the body must be application/json, not {mime:?}")));
         }
     }
-    let too_large = || ApiError::TooLarge(format!("the body is larger than {MAX_BODY} bytes"));
-    if len.is_some_and(|l| l > MAX_BODY) {
+    let too_large = || ApiError::TooLarge(format!("the body is larger than {limit} bytes"));
+    if len.is_some_and(|l| l > limit) {
         return Err(too_large());
     }
     let mut buf = BytesMut::new();
     let mut stream = std::pin::pin!(stream);
     while let Some(chunk) = stream.next().await {
         let mut chunk = chunk.map_err(|e| ApiError::BadRequest(format!("could not read the body: {e}")))?;
-        if buf.len() + chunk.remaining() > MAX_BODY as usize {
+        if buf.len() + chunk.remaining() > limit as usize {
             return Err(too_large());
         }
         while chunk.has_remaining() {

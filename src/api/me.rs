@@ -93,7 +93,7 @@ pub fn issue_token(feed: Arc<Feed>) -> impl Filter<Extract = (Response,), Error 
     warp::path!("api" / "tokens")
         .and(warp::post())
         .and(authed(feed.clone()))
-        .and(input::body())
+        .and(input::body(input::MAX_BODY))
         .and(with_feed(feed))
         .then(|who: Identity, body: bytes::Bytes, feed: Arc<Feed>| async move {
             respond(

@@ -77,7 +77,7 @@ pub fn add(feed: Arc<Feed>) -> impl Filter<Extract = (Response,), Error = warp::
     warp::path!("api" / "projects" / String / "members")
         .and(warp::post())
         .and(authed(feed.clone()))
-        .and(input::body())
+        .and(input::body(input::MAX_BODY))
         .and(with_feed(feed))
         .then(|project: String, who: Identity, body: bytes::Bytes, feed: Arc<Feed>| async move {
             respond(add_member(project, who, body, feed).await)
@@ -121,7 +121,7 @@ pub fn update(feed: Arc<Feed>) -> impl Filter<Extract = (Response,), Error = war
     warp::path!("api" / "projects" / String / "members" / String)
         .and(warp::patch())
         .and(authed(feed.clone()))
-        .and(input::body())
+        .and(input::body(input::MAX_BODY))
         .and(with_feed(feed))
         .then(|project: String, user: String, who: Identity, body: bytes::Bytes, feed: Arc<Feed>| async move {
             respond(update_member(project, user, who, body, feed).await)

@@ -13,7 +13,7 @@ use warp::http::StatusCode;
 use warp::reply::Response;
 use warp::{Filter, Rejection};
 
-use super::input::{DEFAULT_LIMIT, MAX_BODY, MAX_LIMIT};
+use super::input::{DEFAULT_LIMIT, MAX_BODY, MAX_LIMIT, MAX_TASK_BODY};
 use super::{comments, me, members, ok, projects, tasks};
 
 /// `GET /api/openapi.json`, no token needed.
@@ -278,7 +278,10 @@ fn build() -> Value {
                 "403": error_response("A member, but not allowed to do this (owners only, authors only)"),
                 "404": error_response("No such resource, or not one the caller may see"),
                 "409": error_response("Conflicts with the current state; `current` holds it when there is one"),
-                "413": error_response(&format!("The body is larger than {MAX_BODY} bytes")),
+                "413": error_response(&format!(
+                    "The body is larger than {MAX_TASK_BODY} bytes (creating or changing a task: a description of \
+                     200,000 characters, however escaped) or {MAX_BODY} bytes (every other operation)"
+                )),
                 "415": error_response("The body is not application/json"),
                 "422": error_response("A field, parameter or the body holds a value that is not allowed; `field` names it"),
                 "503": error_response("The database is not reachable right now; retry"),

@@ -40,7 +40,7 @@ pub fn create(feed: Arc<Feed>) -> impl Filter<Extract = (Response,), Error = war
     warp::path!("api" / "projects")
         .and(warp::post())
         .and(authed(feed.clone()))
-        .and(input::body())
+        .and(input::body(input::MAX_BODY))
         .and(with_feed(feed))
         .then(|who: Identity, body: bytes::Bytes, feed: Arc<Feed>| async move {
             respond(create_project(who, body, feed).await)
@@ -135,7 +135,7 @@ pub fn update(feed: Arc<Feed>) -> impl Filter<Extract = (Response,), Error = war
     warp::path!("api" / "projects" / String)
         .and(warp::patch())
         .and(authed(feed.clone()))
-        .and(input::body())
+        .and(input::body(input::MAX_BODY))
         .and(with_feed(feed))
         .then(|id: String, who: Identity, body: bytes::Bytes, feed: Arc<Feed>| async move {
             respond(update_project(id, who, body, feed).await)

@@ -51,7 +51,7 @@ pub fn create(feed: Arc<Feed>) -> impl Filter<Extract = (Response,), Error = war
     warp::path!("api" / "projects" / String / "tasks")
         .and(warp::post())
         .and(authed(feed.clone()))
-        .and(input::body())
+        .and(input::body(input::MAX_TASK_BODY))
         .and(with_feed(feed))
         .then(|project: String, who: Identity, body: bytes::Bytes, feed: Arc<Feed>| async move {
             respond(create_task(project, who, body, feed).await)
@@ -170,7 +170,7 @@ pub fn update(feed: Arc<Feed>) -> impl Filter<Extract = (Response,), Error = war
     warp::path!("api" / "tasks" / String)
         .and(warp::patch())
         .and(authed(feed.clone()))
-        .and(input::body())
+        .and(input::body(input::MAX_TASK_BODY))
         .and(with_feed(feed))
         .then(|id: String, who: Identity, body: bytes::Bytes, feed: Arc<Feed>| async move {
             respond(update_task(id, who, body, feed).await)
