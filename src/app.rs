@@ -71,7 +71,7 @@ impl Application {
 
         let routes = api::healthz(feed.clone())
             .or(upgrade::route(feed.clone(), stop.clone(), tracker.clone()))
-            .or(api::routes(feed.clone()))
+            .or(api::for_browsers(feed.clone(), self.settings.cors_origins.clone()))
             .recover(api::error::recover);
         let serving = tokio::spawn(server::serve(self.listener, warp::service(routes), stop.clone(), tracker.clone()));
         tracing::info!("boardcast listening on http://{} (feed: ws://{}/ws)", self.addr, self.addr);

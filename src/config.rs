@@ -15,6 +15,10 @@ pub struct Settings {
     pub pool_size: usize,
     pub feed: FeedSettings,
     pub retention: Retention,
+    /// `BOARDCAST_CORS_ORIGINS`: the web origins whose pages may call the REST API from a browser, as
+    /// `https://board.example.com,http://localhost:5173`; `*` (the default) for any. Any origin is safe to
+    /// allow: the API takes bearer tokens, never cookies, so another site's page cannot act as a user.
+    pub cors_origins: Option<Vec<String>>,
 }
 
 #[derive(Debug, Clone)]
@@ -88,6 +92,7 @@ impl Settings {
             pool_size: 16,
             feed: FeedSettings::default(),
             retention: Retention::default(),
+            cors_origins: None,
         }
     }
 
@@ -132,8 +137,28 @@ impl Settings {
         if let Some(n) = num("BOARDCAST_RETENTION_INTERVAL_SECS")? {
             s.retention.interval = Duration::from_secs(n.max(1));
         }
+        if let Some(v) = var("BOARDCAST_CORS_ORIGINS")
+            && v.trim() != "*"
+        {
+            let origins: Vec<String> = v.split(',').map(|o| o.trim().trim_end_matches('/').to_string()).collect();
+            if let Some(bad) = origins.iter().find(|o| !is_origin(o)) {
+                return Err(Error::Config(format!(
+                    "BOARDCAST_CORS_ORIGINS: {bad:?} is not an origin (scheme://host[:port], e.g. https://board.example.com)"
+                )));
+            }
+            s.cors_origins = Some(origins);
+        }
         Ok(s)
     }
+}
+
+/// `http(s)://host[:port]`, nothing more.
+fn is_origin(o: &str) -> bool {
+    let Some((scheme, rest)) = o.split_once("://") else { return false };
+    matches!(scheme, "http" | "https")
+        && !rest.is_empty()
+        && !rest.contains(['/', '?', '#', '@'])
+        && rest.parse::<http::uri::Authority>().is_ok()
 }
 
 fn var(name: &str) -> Option<String> {
@@ -144,4 +169,17 @@ fn num(name: &str) -> Result<Option<u64>> {
     var(name)
         .map(|v| v.parse::<u64>().map_err(|_| Error::Config(format!("{name}={v}: expected a whole number"))))
         .transpose()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn an_origin_is_a_scheme_and_a_host_and_nothing_more() {
+        for ok in ["https://board.example.com", "http://localhost:5173", "http://127.0.0.1:8080"] {
+            assert!(super::is_origin(ok), "{ok}");
+        }
+        for bad in ["board.example.com", "ftp://x", "https://", "https://x/app", "https://a b", "https://u@x", "*"] {
+            assert!(!super::is_origin(bad), "{bad}");
+        }
+    }
 }

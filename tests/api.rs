@@ -744,6 +744,78 @@ async fn a_description_of_the_longest_allowed_length_is_accepted_however_its_jso
     alice.raw(Method::POST, &path, Some("application/json"), Some(body(210_000))).await.error(413, "too_large");
 }
 
+// --- browsers on other origins (CORS) -------------------------------------------------------------------------
+
+fn header<'a>(r: &'a reqwest::Response, name: &str) -> &'a str {
+    r.headers().get(name).map(|v| v.to_str().unwrap()).unwrap_or("")
+}
+
+#[tokio::test]
+async fn a_web_page_on_another_origin_can_call_the_api_and_read_every_answer() {
+    let app = spawn_app().await;
+    let (_, token) = app.user("alice").await;
+    let http = reqwest::Client::new();
+    let page = "http://localhost:5173";
+
+    // The browser's preflight of a PATCH carrying a bearer token and a JSON body.
+    let pre = http
+        .request(Method::OPTIONS, app.http("/api/tasks/0b7c1f0e-1111-4222-8333-944455556666"))
+        .header("origin", page)
+        .header("access-control-request-method", "PATCH")
+        .header("access-control-request-headers", "authorization, content-type")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(pre.status(), 200);
+    assert!(["*", page].contains(&header(&pre, "access-control-allow-origin")), "{pre:?}");
+    assert!(header(&pre, "access-control-allow-methods").contains("PATCH"), "{pre:?}");
+    assert!(header(&pre, "access-control-allow-headers").contains("authorization"), "{pre:?}");
+
+    // A write: the page may read the event's seq from the header.
+    let created = http
+        .post(app.http("/api/projects"))
+        .header("origin", page)
+        .bearer_auth(&token)
+        .json(&json!({"name": "from the browser"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), 201);
+    assert!(["*", page].contains(&header(&created, "access-control-allow-origin")));
+    assert!(header(&created, "access-control-expose-headers").contains("x-boardcast-seq"), "{created:?}");
+
+    // An error too, or the page could not read why it failed.
+    let refused = http.get(app.http("/api/me")).header("origin", page).send().await.unwrap();
+    assert_eq!(refused.status(), 401);
+    assert!(["*", page].contains(&header(&refused, "access-control-allow-origin")));
+    assert_eq!(refused.json::<Value>().await.unwrap()["error"]["code"], "unauthorized");
+}
+
+#[tokio::test]
+async fn with_a_list_of_origins_only_those_pages_may_call_the_api() {
+    let db_url = fresh_database(&admin_url()).await;
+    let mut settings = test_settings(&db_url);
+    settings.cors_origins = Some(vec!["https://board.example.com".into()]);
+    let app = spawn_app_on(settings).await;
+    let http = reqwest::Client::new();
+    let preflight = |origin: &'static str| {
+        http.request(Method::OPTIONS, app.http("/api/projects"))
+            .header("origin", origin)
+            .header("access-control-request-method", "POST")
+            .header("access-control-request-headers", "authorization, content-type")
+            .send()
+    };
+    let ok = preflight("https://board.example.com").await.unwrap();
+    assert_eq!((ok.status().as_u16(), header(&ok, "access-control-allow-origin")), (200, "https://board.example.com"));
+    let no = preflight("https://elsewhere.example").await.unwrap();
+    assert_eq!(no.status(), 403);
+    assert_eq!(header(&no, "access-control-allow-origin"), "");
+    assert_eq!(no.json::<Value>().await.unwrap()["error"]["code"], "forbidden");
+    // Requests without an Origin (curl, servers, mobile apps) are not browsers' business.
+    let plain = http.get(app.http("/api/me")).send().await.unwrap();
+    assert_eq!(plain.status(), 401);
+}
+
 #[tokio::test]
 async fn ids_that_are_not_uuids_and_unknown_routes_are_json_404s_and_wrong_methods_405() {
     let app = spawn_app().await;

@@ -212,6 +212,8 @@ pub async fn recover(r: Rejection) -> Result<Response, Infallible> {
         ApiError::BadRequest(e.to_string())
     } else if r.find::<warp::reject::LengthRequired>().is_some() {
         ApiError::BadRequest("a Content-Length is required".into())
+    } else if let Some(e) = r.find::<warp::filters::cors::CorsForbidden>() {
+        ApiError::Forbidden(format!("cross-origin request refused: {e}"))
     } else if r.find::<warp::reject::MethodNotAllowed>().is_some() {
         let res = json!({"error": {"code": "method_not_allowed", "message": "method not allowed on this route"}});
         return Ok(warp::reply::with_status(warp::reply::json(&res), StatusCode::METHOD_NOT_ALLOWED).into_response());

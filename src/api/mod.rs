@@ -80,6 +80,31 @@ pub fn routes(feed: Arc<Feed>) -> impl Filter<Extract = (impl Reply,), Error = R
         .unify()
 }
 
+/// Every `/api` route, errors included, with the CORS headers a browser page on another origin needs (the
+/// preflight of a PATCH with a bearer token is answered here), so a web client can read every answer,
+/// `X-Boardcast-Seq` and error bodies too.
+pub fn for_browsers(
+    feed: Arc<Feed>,
+    origins: Option<Vec<String>>,
+) -> impl Filter<Extract = (impl Reply,), Error = Rejection> + Clone {
+    let cors = warp::cors()
+        .allow_methods(["GET", "POST", "PATCH", "DELETE"])
+        .allow_headers(["authorization", "content-type"])
+        .expose_headers(["x-boardcast-seq"])
+        .max_age(Duration::from_secs(600));
+    let cors = match origins {
+        None => cors.allow_any_origin(),
+        Some(list) => cors.allow_origins(list.iter().map(String::as_str)),
+    };
+    // Only requests under /api: the other routes' rejections must not turn into this branch's 404.
+    let under_api = warp::path::peek()
+        .and_then(|p: warp::path::Peek| async move {
+            if p.segments().next() == Some("api") { Ok(()) } else { Err(warp::reject::not_found()) }
+        })
+        .untuple_one();
+    under_api.and(routes(feed).recover(error::recover)).with(cors)
+}
+
 /// Rejects, never answers: a custom rejection combined after a route's own (say, a 401) loses to it, and wins
 /// over warp's generic 404/405. So a route's error always stands, and an unrouted request gets the document's
 /// view: 405 with the methods of a documented path, else 404.
