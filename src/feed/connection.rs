@@ -270,7 +270,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         // `start` itself is read too, for its `at` (the `joined` frame carries it, for the next resume).
         let mut first_page = Vec::new();
         let mut at = if since.is_none() { latest_at } else { None };
-        if since.is_some() && (start < latest || start > 0) {
+        if since.is_some() && latest > 0 {
             let page = self.feed.settings.history_page;
             let from = (start - 1).max(0);
             first_page =
@@ -287,9 +287,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             // checked as usual.)
             if start > 0 && first_page.first().is_some_and(|e| e.seq == start) {
                 at = recorded_at(&first_page.remove(0));
-                if let Some(expected) = &since_at
-                    && !at.as_deref().and_then(protocol::At::parse).is_some_and(|a| a.same_as(expected))
-                {
+                if since_at.is_some_and(|expected| at.as_deref().and_then(protocol::At::parse) != Some(expected)) {
                     refuse(&self.feed, rx);
                     return self.say(protocol::resync(project, latest, "history_rewound", &reference)).await;
                 }

@@ -102,10 +102,6 @@ impl At {
     pub fn parse(s: &str) -> Option<At> {
         chrono::DateTime::parse_from_rfc3339(s).ok().map(|t| At(t.timestamp_millis()))
     }
-
-    pub fn same_as(&self, other: &At) -> bool {
-        self == other
-    }
 }
 
 fn since_at(obj: &Map<String, Value>) -> Result<Option<At>, String> {
@@ -177,8 +173,8 @@ mod tests {
         let r = parse(&format!(r#"{{"op":"join","project":"{p}","since":41,"since_at":"{at}"}}"#)).unwrap();
         assert_eq!(r.op, Op::Join { project: p, since: Some(41), since_at: At::parse(at) });
         // Any form of the same instant, to the millisecond.
-        assert!(At::parse(at).unwrap().same_as(&At::parse("2026-11-26T01:42:59.203+01:00").unwrap()));
-        assert!(!At::parse(at).unwrap().same_as(&At::parse("2026-11-26T00:42:59.204Z").unwrap()));
+        assert_eq!(At::parse(at), At::parse("2026-11-26T01:42:59.203+01:00"));
+        assert_ne!(At::parse(at), At::parse("2026-11-26T00:42:59.204Z"));
     }
 
     #[test]
