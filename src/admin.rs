@@ -77,21 +77,62 @@ pub async fn list_tokens(db: &impl GenericClient, user: &str) -> Result<Vec<(Uui
     Ok(rows.iter().map(|r| (r.get(0), r.get(1), r.get(2), r.get(3))).collect())
 }
 
-pub async fn add_member(db: &impl GenericClient, project: Uuid, user: &str, role: &str) -> Result<()> {
-    if !matches!(role, "owner" | "member") {
+/// Gives `user` access to `project` and returns the role they now have. Without a role, a new member joins as
+/// `member` and an existing one keeps their role; with one, it is set. Like the API, it refuses to demote the
+/// project's last owner: a project nobody owns cannot be managed through the API any more.
+pub async fn add_member(
+    db: &mut tokio_postgres::Client,
+    project: Uuid,
+    user: &str,
+    role: Option<&str>,
+) -> Result<String> {
+    if let Some(role) = role
+        && !matches!(role, "owner" | "member")
+    {
         return Err(Error::Usage(format!("role must be owner or member, not {role:?}")));
     }
-    let user_id = user_id(db, user).await?;
-    if db.query_opt("SELECT 1 FROM projects WHERE id = $1", &[&project]).await?.is_none() {
+    let user_id = user_id(&*db, user).await?;
+    let tx = db.transaction().await?;
+    // Serializes with the API's membership changes, which lock the project row the same way.
+    if tx.query_opt("SELECT 1 FROM projects WHERE id = $1 FOR NO KEY UPDATE", &[&project]).await?.is_none() {
         return Err(Error::Usage(format!("no project {project}")));
     }
-    db.execute(
-        "INSERT INTO project_members (project_id, user_id, role) VALUES ($1, $2, $3)
-         ON CONFLICT (project_id, user_id) DO UPDATE SET role = excluded.role",
-        &[&project, &user_id, &role],
-    )
-    .await?;
-    Ok(())
+    let current: Option<String> = tx
+        .query_opt("SELECT role FROM project_members WHERE project_id = $1 AND user_id = $2", &[&project, &user_id])
+        .await?
+        .map(|r| r.get(0));
+    let role = match (current.as_deref(), role) {
+        (Some(current), None) => return Ok(current.to_string()),
+        (Some(current), Some(role)) if current == role => return Ok(current.to_string()),
+        (Some(_), Some(role)) => {
+            let owners: i64 = tx
+                .query_one("SELECT count(*) FROM project_members WHERE project_id = $1 AND role = 'owner'", &[&project])
+                .await?
+                .get(0);
+            if role != "owner" && owners <= 1 {
+                return Err(Error::Usage(format!(
+                    "{user} is the last owner of {project}; make someone else an owner first"
+                )));
+            }
+            tx.execute(
+                "UPDATE project_members SET role = $3 WHERE project_id = $1 AND user_id = $2",
+                &[&project, &user_id, &role],
+            )
+            .await?;
+            role
+        }
+        (None, role) => {
+            let role = role.unwrap_or("member");
+            tx.execute(
+                "INSERT INTO project_members (project_id, user_id, role) VALUES ($1, $2, $3)",
+                &[&project, &user_id, &role],
+            )
+            .await?;
+            role
+        }
+    };
+    tx.commit().await?;
+    Ok(role.to_string())
 }
 
 /// Creates a project owned by `owner` and returns its id.

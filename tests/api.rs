@@ -391,6 +391,68 @@ async fn owners_add_members_by_name_change_roles_and_remove_them() {
     bob.patch(&format!("{members}/{}", Uuid::new_v4()), json!({"role": "owner"})).await.error(404, "not_found");
 }
 
+/// Runs the `boardcast` binary against the test's database: `(succeeded, stdout + stderr)`.
+fn boardcast_command(app: &TestApp, args: &[&str]) -> (bool, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_boardcast"))
+        .args(args)
+        .env("DATABASE_URL", &app.db_url)
+        .env("RUST_LOG", "off")
+        .output()
+        .expect("run boardcast");
+    let text = String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    (out.status.success(), text)
+}
+
+#[tokio::test]
+async fn member_add_on_the_command_line_keeps_existing_roles_and_never_demotes_the_last_owner() {
+    let app = spawn_app().await;
+    let (_, alice) = caller(&app, "alice").await;
+    app.user("bob").await;
+    let project = alice.project("board").await;
+    let p = project.to_string();
+    let role_of = |name: &'static str| {
+        let sql = &app.sql;
+        async move {
+            let row = sql
+                .query_opt(
+                    "SELECT m.role FROM project_members m JOIN users u ON u.id = m.user_id
+                      WHERE m.project_id = $1 AND u.name = $2",
+                    &[&project, &name],
+                )
+                .await
+                .unwrap();
+            row.map(|r| r.get::<_, String>(0))
+        }
+    };
+
+    // Re-adding the owner without a role leaves her the owner.
+    let (ok, out) = boardcast_command(&app, &["member", "add", &p, "alice"]);
+    assert!(ok, "{out}");
+    assert_eq!(out.trim(), format!("alice is an owner of {project}"));
+    assert_eq!(role_of("alice").await.as_deref(), Some("owner"));
+
+    // Demoting the last owner is refused, and changes nothing.
+    let (ok, out) = boardcast_command(&app, &["member", "add", &p, "alice", "member"]);
+    assert!(!ok, "{out}");
+    assert!(out.contains("last owner"), "{out}");
+    assert_eq!(role_of("alice").await.as_deref(), Some("owner"));
+
+    // A new member is a member; made an owner, alice may then step down.
+    let (ok, out) = boardcast_command(&app, &["member", "add", &p, "bob"]);
+    assert!(ok && out.trim() == format!("bob is a member of {project}"), "{out}");
+    let (ok, out) = boardcast_command(&app, &["member", "add", &p, "bob", "owner"]);
+    assert!(ok && out.trim() == format!("bob is an owner of {project}"), "{out}");
+    let (ok, out) = boardcast_command(&app, &["member", "add", &p, "alice", "member"]);
+    assert!(ok, "{out}");
+    assert_eq!((role_of("alice").await.as_deref(), role_of("bob").await.as_deref()), (Some("member"), Some("owner")));
+
+    // Bad input is a clear error.
+    let (ok, out) = boardcast_command(&app, &["member", "add", &p, "bob", "admin"]);
+    assert!(!ok && out.contains("role must be owner or member"), "{out}");
+    let (ok, out) = boardcast_command(&app, &["member", "add", &p, "nobody"]);
+    assert!(!ok && out.contains("nobody"), "{out}");
+}
+
 #[tokio::test]
 async fn a_member_may_leave_and_a_removed_member_is_told_on_the_feed() {
     let app = spawn_app().await;

@@ -20,7 +20,8 @@ USAGE:
   boardcast token revoke TOKEN_OR_ID            revoke a token (open connections using it close at once)
   boardcast token list USER                     list USER's tokens
   boardcast project add NAME OWNER              create a project owned by user OWNER; prints its id
-  boardcast member add PROJECT_ID USER [ROLE]   give USER access to a project (ROLE: member or owner)
+  boardcast member add PROJECT_ID USER [ROLE]   give USER access to a project as ROLE (member or owner); without
+                                                ROLE a new member is a member and an existing one keeps their role
   boardcast demo                                create the demo user and project if absent; prints a token
   boardcast watch PROJECT_ID [--token T] [--url ws://HOST:PORT/ws] [--since N]
                                                 join a project's room and print each event as it arrives
@@ -75,10 +76,10 @@ pub async fn run(args: Vec<String>) -> Result<()> {
         }
         ["member", "add", project, user, rest @ ..] if rest.len() <= 1 => {
             let project = parse_project(project)?;
-            let client = migrated().await?;
-            let role = rest.first().copied().unwrap_or("member");
-            admin::add_member(&client, project, user, role).await?;
-            println!("{user} is now a {role} of {project}");
+            let mut client = migrated().await?;
+            let role = admin::add_member(&mut client, project, user, rest.first().copied()).await?;
+            let article = if role == "owner" { "an" } else { "a" };
+            println!("{user} is {article} {role} of {project}");
             Ok(())
         }
         ["demo"] => {

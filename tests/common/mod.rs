@@ -150,7 +150,8 @@ impl TestApp {
     }
 
     pub async fn add_member(&self, project: Uuid, user: &str) {
-        admin::add_member(&self.sql, project, user, "member").await.expect("add member");
+        let mut client = connect(&self.db_url).await;
+        admin::add_member(&mut client, project, user, None).await.expect("add member");
     }
 
     /// A user who is a member of a new project: `(token, project)`.
