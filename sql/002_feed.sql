@@ -100,6 +100,7 @@ BEGIN
         INSERT INTO feed_locks (project_id) SELECT unnest(projects) ON CONFLICT DO NOTHING;
         PERFORM 1 FROM feed_locks WHERE project_id = ANY (projects) ORDER BY project_id FOR UPDATE;
     END IF;
+    -- (004_feed_lock_once_per_transaction.sql replaces this function: see there why.)
     -- Once per transaction, also update the row (to itself). Under REPEATABLE READ or SERIALIZABLE, a writer
     -- whose snapshot predates another writer's commit then fails with a retryable serialization error at the
     -- FOR UPDATE above, instead of numbering from a stale view of the events. "Once" is remembered in a

@@ -14,6 +14,7 @@ pub const MIGRATIONS: &[(&str, &str)] = &[
     ("001_domain", include_str!("../sql/001_domain.sql")),
     ("002_feed", include_str!("../sql/002_feed.sql")),
     ("003_defaults_that_always_fit", include_str!("../sql/003_defaults_that_always_fit.sql")),
+    ("004_feed_lock_once_per_transaction", include_str!("../sql/004_feed_lock_once_per_transaction.sql")),
 ];
 
 /// Parses a database URL, with the keepalives that let a dead peer be noticed on a quiet connection, and a TCP

@@ -96,6 +96,72 @@ async fn a_rolled_back_transaction_leaves_no_event_and_no_gap() {
 }
 
 #[tokio::test]
+async fn a_repeatable_read_writer_whose_snapshot_predates_anothers_commit_gets_a_retryable_error_not_a_gap() {
+    let app = spawn_app().await;
+    let (token, project) = app.member_of_new_project("alice").await;
+    let (mut alice, s) = app.joined(&token, project).await;
+    app.insert_task(project, "first").await; // the project's feed row exists and was written before
+
+    // The stale writer takes its snapshot, and only then does another writer commit.
+    let stale = connect(&app.db_url).await;
+    stale.batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ; SELECT 1").await.unwrap();
+    app.insert_task(project, "second").await;
+    let err = stale
+        .execute("INSERT INTO tasks (project_id, title) VALUES ($1, 'from a stale snapshot')", &[&project])
+        .await
+        .expect_err("numbering from a stale snapshot would repeat a seq");
+    assert_eq!(err.code(), Some(&tokio_postgres::error::SqlState::T_R_SERIALIZATION_FAILURE), "{err}");
+    stale.batch_execute("ROLLBACK").await.unwrap();
+
+    // Inside one transaction, later statements and savepoints keep numbering on: the row written by this
+    // transaction is not written again, and a rolled-back savepoint takes its events with it.
+    let writer = connect(&app.db_url).await;
+    writer
+        .batch_execute(&format!(
+            "BEGIN ISOLATION LEVEL REPEATABLE READ;
+             INSERT INTO tasks (project_id, title) VALUES ('{project}', 'third');
+             SAVEPOINT a; INSERT INTO tasks (project_id, title) VALUES ('{project}', 'undone'); ROLLBACK TO a;
+             SAVEPOINT b; INSERT INTO tasks (project_id, title) VALUES ('{project}', 'fourth'); RELEASE b;
+             INSERT INTO tasks (project_id, title) VALUES ('{project}', 'fifth');
+             COMMIT"
+        ))
+        .await
+        .unwrap();
+    let events = alice.events(5).await;
+    assert_gapless(&events, project, s + 1, s + 5);
+    let titles: Vec<&str> = events.iter().map(|e| e["row"]["title"].as_str().unwrap()).collect();
+    assert_eq!(titles, ["first", "second", "third", "fourth", "fifth"]);
+    alice.expect_silence(Duration::from_millis(300)).await;
+}
+
+#[tokio::test]
+async fn a_connection_that_wrote_to_many_projects_keeps_no_per_project_state() {
+    let app = spawn_app().await;
+    let writer = connect(&app.db_url).await;
+    // One statement touching 3,000 projects, then a transaction writing to them one by one.
+    writer.batch_execute("INSERT INTO projects (name) SELECT 'p' || i FROM generate_series(1, 3000) i").await.unwrap();
+    writer
+        .batch_execute(
+            "BEGIN;
+             DO $$ DECLARE p uuid; BEGIN
+                 FOR p IN SELECT id FROM projects ORDER BY name LIMIT 200 LOOP
+                     INSERT INTO tasks (project_id, title) VALUES (p, 'one');
+                 END LOOP;
+             END $$;
+             COMMIT",
+        )
+        .await
+        .unwrap();
+    // Nothing is left behind in the session: a setting per project would stay until the connection closes
+    // (and PostgreSQL re-sorts them all each time one is added).
+    let settings: i64 =
+        writer.query_one("SELECT count(*) FROM pg_settings WHERE name LIKE 'boardcast.%'", &[]).await.unwrap().get(0);
+    assert_eq!(settings, 0);
+    let events: i64 = writer.query_one("SELECT count(*) FROM feed_events", &[]).await.unwrap().get(0);
+    assert_eq!(events, 3200, "one event per project, and one per task");
+}
+
+#[tokio::test]
 async fn a_comment_reaches_the_room_of_its_tasks_project() {
     let app = spawn_app().await;
     let (token, project) = app.member_of_new_project("alice").await;
