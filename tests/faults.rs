@@ -213,6 +213,49 @@ async fn a_restore_is_noticed_when_the_last_event_sent_was_a_large_row() {
     restored_and_written_past_the_old_seq(20_000).await;
 }
 
+/// The room of a client that joined after the last write has sent nothing yet, only started after the event
+/// the client holds: it must still notice that this event is not the one history records any more.
+#[tokio::test]
+async fn a_restore_is_noticed_by_a_room_that_has_sent_no_event_yet() {
+    let app = spawn_app().await;
+    let (token, project) = app.member_of_new_project("alice").await;
+    app.insert_task(project, "old a").await;
+    app.insert_task(project, "old b").await;
+    let (mut alice, s) = app.joined(&token, project).await; // alice's board holds "old b", at seq s
+    tokio::time::sleep(Duration::from_millis(300)).await; // the room has started
+
+    // Restored to s-1 ("old b" gone), then two new tasks: seq s is "new a" now, s+1 "new b".
+    let write = format!("INSERT INTO tasks (project_id, title) VALUES ('{project}', 'new a'), ('{project}', 'new b')");
+    restore_to(&app, project, s - 1, &write).await;
+    let f = alice.recv().await;
+    assert_eq!((f["op"].as_str(), f["reason"].as_str()), (Some("resync"), Some("history_rewound")), "{f}");
+}
+
+/// A feed reset (or a restore loaded into the live database) while the listener stays connected: the new,
+/// lower seqs are not duplicates to skip but a history that started again.
+#[tokio::test]
+async fn a_feed_reset_while_the_listener_stays_connected_tells_clients_to_resync() {
+    let app = spawn_app().await;
+    let (token, project) = app.member_of_new_project("alice").await;
+    let (mut alice, s) = app.joined(&token, project).await;
+    for t in ["a", "b", "c"] {
+        app.insert_task(project, t).await;
+    }
+    assert_gapless(&alice.events(3).await, project, s + 1, s + 3);
+    app.sql.execute("DELETE FROM feed_events WHERE project_id = $1 AND seq > $2", &[&project, &s]).await.unwrap();
+    app.insert_task(project, "d").await; // seq s+1 again
+    let f = alice.recv().await;
+    assert_eq!((f["op"].as_str(), f["reason"].as_str()), (Some("resync"), Some("history_rewound")), "{f}");
+    assert_eq!(f["latest"], s + 1);
+
+    // Joining afresh, the client follows the new history.
+    let (mut again, from) = app.joined(&token, project).await;
+    assert_eq!(from, s + 1);
+    app.insert_task(project, "e").await;
+    let e = again.event().await;
+    assert_eq!((e["seq"].as_i64(), e["row"]["title"].as_str()), (Some(s + 2), Some("e")));
+}
+
 async fn restored_and_written_past_the_old_seq(description_bytes: usize) {
     let app = spawn_app().await;
     let (token, project) = app.member_of_new_project("alice").await;

@@ -131,6 +131,16 @@ impl Rooms {
     pub fn announce(&self, a: &Announcement<'_>) {
         let Some(room) = self.map.lock().unwrap().get(&a.project).cloned() else { return };
         let events = inline_events(a).unwrap_or_default();
+        {
+            // Commits are announced in seq order, so an announcement at or below one already seen is either
+            // the listener's catch-up read overtaking a notification just after a reconnect, or a history that
+            // started again lower (the feed was reset, the database restored, while the listener stayed
+            // connected). The room checks which before it broadcasts anything more.
+            let mut inbox = room.inbox.lock().unwrap();
+            if a.first <= inbox.announced {
+                inbox.check.get_or_insert(a.last);
+            }
+        }
         room.push(a.last, events);
     }
 
@@ -307,6 +317,9 @@ async fn run(room: Arc<Room>, history: Arc<History>, page: i64, mut held: Held) 
                 // Subscribers that joined before this read may have cursors below it: tell them where the
                 // broadcast starts, so they read the difference from history now rather than at the next event.
                 held.send(&room.events, Arc::new(Event::watermark(room.project, latest)));
+                // Remember the event the room starts after, as if it had sent it: a restore noticed before the
+                // room sends anything is then noticed even if the new history has reached this seq again.
+                held.last_sent = recorded(&history, room.project, latest).await;
                 break latest;
             }
             Err(e) => {
@@ -360,8 +373,8 @@ async fn run(room: Arc<Room>, history: Arc<History>, page: i64, mut held: Held) 
                             inbox.pending.clear();
                         }
                         delivered = latest;
-                        // What the room sent last belongs to the old history: nothing to compare with now.
-                        held.last_sent = None;
+                        // What the room sent last belongs to the old history: compare with the new one's from now.
+                        held.last_sent = recorded(&history, room.project, latest).await;
                         // Counted before the marker is sent: a subscriber that lags past the marker sees the count.
                         room.rewinds.fetch_add(1, Ordering::Release);
                         held.send(&room.events, Arc::new(Event::rewound(room.project, latest)));
@@ -431,6 +444,16 @@ async fn rewound(
             None
         }
     }
+}
+
+/// Event `seq` of `project` as history records it now, fingerprinted (`None` for seq 0, or if it cannot be
+/// read: then there is simply less to compare with).
+async fn recorded(history: &History, project: Uuid, seq: i64) -> Option<(i64, Fingerprint)> {
+    if seq <= 0 {
+        return None;
+    }
+    let events = history.read(Reader::Room, project, seq - 1, seq, 1, PAGE_BYTES).await.ok()?;
+    events.first().filter(|e| e.seq == seq).map(|e| (seq, Fingerprint::of(&e.frame)))
 }
 
 /// What a room remembers of the last frame it sent: a small frame itself (another reference to the same bytes,
