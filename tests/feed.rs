@@ -419,6 +419,28 @@ async fn a_frame_that_breaks_the_websocket_protocol_closes_that_client_with_the_
 }
 
 #[tokio::test]
+async fn a_client_that_closes_gets_the_close_frame_back_and_a_clean_close() {
+    use futures::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+    use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+    let app = spawn_app().await;
+    let (token, project) = app.member_of_new_project("alice").await;
+    let (mut alice, _) = app.joined(&token, project).await;
+    alice.ws.send(Message::Close(Some(CloseFrame { code: CloseCode::Normal, reason: "bye".into() }))).await.unwrap();
+    let reply = tokio::time::timeout(Duration::from_secs(5), alice.ws.next()).await.expect("an answer to the close");
+    match reply {
+        Some(Ok(Message::Close(Some(frame)))) => assert_eq!(frame.code, CloseCode::Normal),
+        other => panic!("expected the close frame echoed, got {other:?}"),
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while !app.feed.rooms.is_empty() {
+        assert!(tokio::time::Instant::now() < deadline, "the session outlived its closed connection");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
 async fn secrets_never_enter_the_feed() {
     let app = spawn_app().await;
     let (token, project) = app.member_of_new_project("alice").await;

@@ -42,7 +42,9 @@ use crate::auth::Identity;
 /// Why a session ends, and what the client is told.
 #[derive(Debug)]
 enum End {
-    /// The client closed, or the socket failed: nothing more can be said.
+    /// The client closed the connection (its close frame is answered with tungstenite's echo of it).
+    Closed,
+    /// The socket failed, or the client dropped it without closing: nothing more can be said.
     Gone,
     Shutdown,
     Revoked,
@@ -59,7 +61,7 @@ enum End {
 impl End {
     fn close_frame(&self, limit: usize) -> Option<CloseFrame> {
         let (code, reason) = match self {
-            End::Gone | End::TooSlow => return None,
+            End::Closed | End::Gone | End::TooSlow => return None,
             End::Shutdown => (CloseCode::Restart, "server shutting down; reconnect and join with since".to_string()),
             End::Revoked => (CloseCode::Library(4001), "token revoked".to_string()),
             End::TooBig => (CloseCode::Size, format!("message too big; the limit is {limit} bytes")),
@@ -152,7 +154,8 @@ pub async fn serve<S>(
                     // they would make every idle connection's future as large as the largest of them.
                     Some(Ok(Message::Text(text))) => Box::pin(unless_shutdown(&shutdown, session.request(&mut streams, &text))).await,
                     Some(Ok(Message::Binary(_))) => session.say(protocol::error("bad_frame", "binary messages are not supported; send JSON text", &None)).await,
-                    Some(Ok(Message::Close(_))) | None => Err(End::Gone),
+                    Some(Ok(Message::Close(_))) => Err(End::Closed),
+                    None => Err(End::Gone),
                     Some(Ok(_)) => Ok(()), // ping (answered by tungstenite), pong
                     Some(Err(tungstenite::Error::Capacity(_))) => Err(End::TooBig),
                     // A client that drops the connection without a close frame is gone, not wrong.
@@ -195,6 +198,10 @@ pub async fn serve<S>(
 
     if let Some(frame) = end.close_frame(settings.max_client_frame) {
         let _ = tokio::time::timeout(Duration::from_secs(1), session.ws.close(Some(frame))).await;
+    } else if let End::Closed = end {
+        // Complete the closing handshake: tungstenite has queued the reply to the client's close frame, and
+        // a flush sends it. Without it the client sees an abnormal closure (1006) instead of a clean one.
+        let _ = tokio::time::timeout(Duration::from_secs(1), session.ws.flush()).await;
     }
     let projects: Vec<Uuid> = streams.keys().copied().collect();
     drop(streams);
