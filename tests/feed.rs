@@ -441,6 +441,47 @@ async fn a_client_that_closes_gets_the_close_frame_back_and_a_clean_close() {
 }
 
 #[tokio::test]
+async fn boardcast_watch_prints_each_event_of_its_project_and_stops_on_a_wrong_url() {
+    use tokio::io::AsyncBufReadExt;
+    let app = spawn_app().await;
+    let (token, project) = app.member_of_new_project("alice").await;
+    let mut watch = tokio::process::Command::new(env!("CARGO_BIN_EXE_boardcast"))
+        .args(["watch", &project.to_string(), "--url", &format!("ws://{}/ws", app.addr)])
+        .env("BOARDCAST_TOKEN", &token)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = tokio::io::BufReader::new(watch.stdout.take().unwrap()).lines();
+    let mut notes = tokio::io::BufReader::new(watch.stderr.take().unwrap()).lines();
+    let joined = tokio::time::timeout(WAIT, notes.next_line()).await.expect("joined in time").unwrap().unwrap();
+    let s = app.latest_seq(project).await;
+    assert!(joined.starts_with(&format!("# joined {project} after seq {s}")), "{joined}");
+    app.insert_task(project, "first").await;
+    app.insert_task(project, "second").await;
+    for (seq, title) in [(s + 1, "first"), (s + 2, "second")] {
+        let line = tokio::time::timeout(WAIT, lines.next_line()).await.expect("a line in time").unwrap().unwrap();
+        assert!(line.starts_with(&format!("#{seq} tasks insert ")) && line.ends_with(title), "{line}");
+    }
+    watch.kill().await.unwrap();
+
+    // A URL that is not boardcast's feed is not retried forever.
+    let out = tokio::time::timeout(
+        WAIT,
+        tokio::process::Command::new(env!("CARGO_BIN_EXE_boardcast"))
+            .args(["watch", &project.to_string(), "--url", &format!("ws://{}/nope", app.addr)])
+            .env("BOARDCAST_TOKEN", &token)
+            .output(),
+    )
+    .await
+    .expect("watch gives up on a 404")
+    .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("404"), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+#[tokio::test]
 async fn secrets_never_enter_the_feed() {
     let app = spawn_app().await;
     let (token, project) = app.member_of_new_project("alice").await;

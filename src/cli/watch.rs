@@ -33,24 +33,40 @@ pub async fn run(project: Uuid, args: &[&str]) -> Result<()> {
     }
     let token = token.ok_or_else(|| Error::Usage("no token: pass --token or set BOARDCAST_TOKEN".into()))?;
 
+    // Reconnects follow the recipe in docs/protocol.md: exponential backoff with jitter, reset once a join
+    // succeeds, and a resume with `since` and `since_at`.
     let mut backoff = Duration::from_millis(200);
     // The `at` of event `since`: the server checks it is still recorded so (a restored database is not).
     let mut since_at: Option<String> = None;
     loop {
         match session(&url, &token, project, &mut since, &mut since_at).await {
-            Ok(()) => return Ok(()),
-            Err(Fatal(msg)) if !msg.is_empty() => return Err(Error::Usage(msg)),
-            Err(_) => {
-                eprintln!("# disconnected; reconnecting in {backoff:?} and resuming after seq {}", since.unwrap_or(0));
-                tokio::time::sleep(backoff).await;
+            Ended::Fatal(msg) => return Err(Error::Usage(msg)),
+            Ended::Rejoin => continue,
+            Ended::Lost { joined } => {
+                if joined {
+                    backoff = Duration::from_millis(200);
+                }
+                let wait = backoff + Duration::from_millis(rand::random_range(0..=backoff.as_millis() as u64 / 2));
+                match since {
+                    Some(seq) => eprintln!("# disconnected; reconnecting in {wait:?} and resuming after seq {seq}"),
+                    None => eprintln!("# disconnected; reconnecting in {wait:?}"),
+                }
+                tokio::time::sleep(wait).await;
                 backoff = (backoff * 2).min(Duration::from_secs(5));
             }
         }
     }
 }
 
-/// An error that reconnecting cannot fix (message set), or a lost connection (empty message).
-struct Fatal(String);
+/// How a connection ended.
+enum Ended {
+    /// Something reconnecting cannot fix: stop with this message.
+    Fatal(String),
+    /// The connection was lost (or never made): reconnect with backoff. `joined`: it had joined the room.
+    Lost { joined: bool },
+    /// The server cannot resume from where we are: join afresh, now.
+    Rejoin,
+}
 
 async fn session(
     url: &str,
@@ -58,21 +74,31 @@ async fn session(
     project: Uuid,
     since: &mut Option<i64>,
     since_at: &mut Option<String>,
-) -> Result<(), Fatal> {
-    let mut request = url.into_client_request().map_err(|e| Fatal(format!("bad --url {url}: {e}")))?;
+) -> Ended {
+    let mut request = match url.into_client_request() {
+        Ok(r) => r,
+        Err(e) => return Ended::Fatal(format!("bad --url {url}: {e}")),
+    };
     request.headers_mut().insert("authorization", format!("Bearer {token}").parse().unwrap());
     let (mut ws, _) = match tokio_tungstenite::connect_async(request).await {
         Ok(ok) => ok,
         Err(tokio_tungstenite::tungstenite::Error::Http(res)) if res.status() == 401 => {
-            return Err(Fatal("the server refused the token (401)".into()));
+            return Ended::Fatal("the server refused the token (401)".into());
+        }
+        // A wrong path or a server that is not boardcast: retrying will not help.
+        Err(tokio_tungstenite::tungstenite::Error::Http(res)) if res.status().is_client_error() => {
+            return Ended::Fatal(format!("{url} answered {} (is this boardcast's /ws?)", res.status()));
         }
         Err(e) => {
             eprintln!("# cannot connect to {url}: {e}");
-            return Err(Fatal(String::new()));
+            return Ended::Lost { joined: false };
         }
     };
     let join = json!({"op": "join", "project": project, "since": *since, "since_at": *since_at});
-    ws.send(Message::text(join.to_string())).await.map_err(|_| Fatal(String::new()))?;
+    if ws.send(Message::text(join.to_string())).await.is_err() {
+        return Ended::Lost { joined: false };
+    }
+    let mut joined = false;
     while let Some(msg) = ws.next().await {
         let Ok(Message::Text(text)) = msg else {
             if msg.is_err() {
@@ -102,6 +128,7 @@ async fn session(
                 );
             }
             Some("joined") => {
+                joined = true;
                 let seq = frame["seq"].as_i64().unwrap_or(0);
                 *since = Some(seq);
                 *since_at = frame["at"].as_str().map(str::to_string);
@@ -109,20 +136,26 @@ async fn session(
             }
             Some("resync") => {
                 eprintln!(
-                    "# the server cannot replay from seq {} ({}); starting from now",
+                    "# the server cannot replay after seq {} ({}); joining afresh from its latest seq {}",
                     since.unwrap_or(0),
-                    frame["reason"].as_str().unwrap_or("?")
+                    frame["reason"].as_str().unwrap_or("?"),
+                    frame["latest"]
                 );
                 *since = None;
                 *since_at = None;
-                return Err(Fatal(String::new()));
+                return Ended::Rejoin;
+            }
+            // The server could not check membership or read history just now: try again.
+            Some("error") if frame["code"] == "unavailable" => {
+                eprintln!("# the server is unavailable for now: {}", frame["message"]);
+                return Ended::Lost { joined };
             }
             Some("error") => {
-                return Err(Fatal(format!("{}: {}", frame["code"].as_str().unwrap_or(""), frame["message"])));
+                return Ended::Fatal(format!("{}: {}", frame["code"].as_str().unwrap_or(""), frame["message"]));
             }
-            Some("left") => return Err(Fatal(format!("left the room: {}", frame["reason"]))),
+            Some("left") => return Ended::Fatal(format!("left the room: {}", frame["reason"])),
             _ => println!("{text}"),
         }
     }
-    Err(Fatal(String::new()))
+    Ended::Lost { joined }
 }
