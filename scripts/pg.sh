@@ -5,7 +5,7 @@
 #   scripts/pg.sh stop                       # stop the throwaway cluster, if this script started one
 #
 # Where the server comes from, in order:
-#   1. DATABASE_URL, if set (used as given; for `env NAME` the database part is replaced by NAME).
+#   1. DATABASE_URL, if set (used as given, with or without NAME: it names the database to use).
 #   2. A server already answering on 127.0.0.1:5432 as user "postgres" (or as you).
 #   3. A throwaway cluster in ./.pgdata (git-ignored) on 127.0.0.1:${BOARDCAST_PGPORT:-55432}, made with
 #      initdb and started with pg_ctl. initdb and pg_ctl refuse to run as root, so as root they run as the

@@ -102,7 +102,16 @@ impl Settings {
         })?;
         let mut s = Settings::new(url);
         if let Some(addr) = var("BOARDCAST_ADDR") {
-            s.addr = addr.parse().map_err(|e| Error::Config(format!("BOARDCAST_ADDR={addr}: {e}")))?;
+            // An IP and port, or a host name and port (`localhost:8080`: its first IPv4 address, if it has one).
+            s.addr = match addr.parse() {
+                Ok(a) => a,
+                Err(e) => std::net::ToSocketAddrs::to_socket_addrs(&addr)
+                    .ok()
+                    .and_then(|a| a.min_by_key(|a| a.is_ipv6()))
+                    .ok_or_else(|| {
+                        Error::Config(format!("BOARDCAST_ADDR={addr}: {e} (use HOST:PORT, e.g. 127.0.0.1:8080)"))
+                    })?,
+            };
         }
         if let Some(n) = num("BOARDCAST_POOL_SIZE")? {
             s.pool_size = n.max(1) as usize;

@@ -626,6 +626,31 @@ async fn the_task_list_filters_by_status_and_assignee_and_pages_in_a_stable_orde
 }
 
 #[tokio::test]
+async fn an_unknown_query_parameter_is_422_naming_it_so_a_typo_never_returns_the_whole_list() {
+    let app = spawn_app().await;
+    let (_, alice) = caller(&app, "alice").await;
+    let project = alice.project("board").await;
+    let task = alice.task(project, json!({"title": "t"})).await;
+    let id = task["id"].as_str().unwrap();
+    for (path, field) in [
+        (format!("/api/projects/{project}/tasks?stauts=done"), "stauts"),
+        (format!("/api/projects/{project}/tasks?status=done&bogus=1"), "bogus"),
+        (format!("/api/projects/{project}/members?page=2"), "page"),
+        ("/api/projects?limt=1".to_string(), "limt"),
+        ("/api/tokens?all=1".to_string(), "all"),
+        (format!("/api/tasks/{id}/comments?order=desc"), "order"),
+    ] {
+        let r = alice.get(&path).await;
+        assert_eq!(r.error(422, "invalid")["field"], field, "{path}");
+    }
+    let r = alice.delete(&format!("/api/tasks/{id}?verison=1")).await;
+    assert_eq!(r.error(422, "invalid")["field"], "verison");
+    assert_eq!(alice.get(&format!("/api/tasks/{id}")).await.status, 200, "nothing was deleted");
+    // The parameters each endpoint takes still work.
+    assert_eq!(alice.get(&format!("/api/projects/{project}/tasks?status=todo&limit=5&cursor=")).await.status, 200);
+}
+
+#[tokio::test]
 async fn a_stale_update_gets_409_with_the_current_row_and_does_not_overwrite() {
     let app = spawn_app().await;
     let (_, alice) = caller(&app, "alice").await;
@@ -832,6 +857,16 @@ async fn a_web_page_on_another_origin_can_call_the_api_and_read_every_answer() {
     assert!(["*", page].contains(&header(&pre, "access-control-allow-origin")), "{pre:?}");
     assert!(header(&pre, "access-control-allow-methods").contains("PATCH"), "{pre:?}");
     assert!(header(&pre, "access-control-allow-headers").contains("authorization"), "{pre:?}");
+    // A page whose monitoring adds tracing headers to every fetch is not refused.
+    let traced = http
+        .request(Method::OPTIONS, app.http("/api/projects"))
+        .header("origin", page)
+        .header("access-control-request-method", "POST")
+        .header("access-control-request-headers", "authorization, content-type, traceparent, sentry-trace, baggage")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(traced.status(), 200, "{traced:?}");
 
     // A write: the page may read the event's seq from the header.
     let created = http

@@ -91,6 +91,7 @@ async fn list_comments(
     feed: Arc<Feed>,
 ) -> Result<Response, ApiError> {
     let task = input::id(&task, "task")?;
+    input::known_params(&q, &["limit", "cursor"])?;
     let page = Page::from_query(&q, 2)?;
     let (after_t, after_id) = page.after_time_id()?;
     let client = feed.pool.get().await?;

@@ -196,6 +196,20 @@ pub fn query() -> impl Filter<Extract = (HashMap<String, String>,), Error = Reje
     warp::query::<Vec<(String, String)>>().map(|pairs: Vec<(String, String)>| pairs.into_iter().collect())
 }
 
+/// Refuses a query parameter the endpoint does not take (422 naming it), so that a typo (`?stauts=done`)
+/// never silently does nothing, as for body fields.
+pub fn known_params(q: &HashMap<String, String>, allowed: &[&str]) -> Result<(), ApiError> {
+    let mut unknown: Vec<&String> = q.keys().filter(|k| !allowed.contains(&k.as_str())).collect();
+    unknown.sort();
+    match unknown.first() {
+        None => Ok(()),
+        Some(name) => {
+            let takes = if allowed.is_empty() { "none".to_string() } else { allowed.join(", ") };
+            Err(ApiError::invalid(name.as_str(), format!("unknown query parameter; this endpoint takes: {takes}")))
+        }
+    }
+}
+
 /// A page request: `?limit=` (1..=200, default 50) and `?cursor=` (opaque, from the previous page's
 /// `next_cursor`).
 pub struct Page {

@@ -70,6 +70,7 @@ pub fn list_tokens(feed: Arc<Feed>) -> impl Filter<Extract = (Response,), Error 
 }
 
 async fn list_tokens_of(who: Identity, q: HashMap<String, String>, feed: Arc<Feed>) -> Result<Response, ApiError> {
+    input::known_params(&q, &["limit", "cursor"])?;
     let page = Page::from_query(&q, 2)?;
     let (after_t, after_id) = page.after_time_id()?;
     let client = feed.pool.get().await?;

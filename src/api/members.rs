@@ -53,6 +53,7 @@ async fn list_members(
     feed: Arc<Feed>,
 ) -> Result<Response, ApiError> {
     let project = input::id(&project, "project")?;
+    input::known_params(&q, &["limit", "cursor"])?;
     let page = Page::from_query(&q, 2)?;
     let (after_t, after_id) = page.after_time_id()?;
     let client = feed.pool.get().await?;

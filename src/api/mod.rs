@@ -89,7 +89,18 @@ pub fn for_browsers(
 ) -> impl Filter<Extract = (impl Reply,), Error = Rejection> + Clone {
     let cors = warp::cors()
         .allow_methods(["GET", "POST", "PATCH", "DELETE"])
-        .allow_headers(["authorization", "content-type"])
+        // The two the API reads, and the tracing headers that browser monitoring tools (OpenTelemetry, Sentry)
+        // add to every fetch: a preflight asking for one of those must not fail the request. The API ignores
+        // them.
+        .allow_headers([
+            "authorization",
+            "content-type",
+            "traceparent",
+            "tracestate",
+            "sentry-trace",
+            "baggage",
+            "x-request-id",
+        ])
         .expose_headers(["x-boardcast-seq"])
         .max_age(Duration::from_secs(600));
     let cors = match origins {

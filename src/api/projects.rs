@@ -83,6 +83,7 @@ pub fn list(feed: Arc<Feed>) -> impl Filter<Extract = (Response,), Error = warp:
 }
 
 async fn list_projects(who: Identity, q: HashMap<String, String>, feed: Arc<Feed>) -> Result<Response, ApiError> {
+    input::known_params(&q, &["limit", "cursor"])?;
     let page = Page::from_query(&q, 2)?;
     let (after_t, after_id) = page.after_time_id()?;
     let client = feed.pool.get().await?;

@@ -111,6 +111,7 @@ async fn list_tasks(
     feed: Arc<Feed>,
 ) -> Result<Response, ApiError> {
     let project = input::id(&project, "project")?;
+    input::known_params(&q, &["limit", "cursor", "status", "assignee"])?;
     let page = Page::from_query(&q, 3)?;
     let status = match q.get("status") {
         None => None,
@@ -233,6 +234,7 @@ async fn delete_task(
     feed: Arc<Feed>,
 ) -> Result<Response, ApiError> {
     let id = input::id(&id, "task")?;
+    input::known_params(&q, &["version"])?;
     let version = match q.get("version") {
         None => None,
         Some(v) => match v.parse::<i64>() {
