@@ -15,6 +15,7 @@ pub const MIGRATIONS: &[(&str, &str)] = &[
     ("002_feed", include_str!("../sql/002_feed.sql")),
     ("003_defaults_that_always_fit", include_str!("../sql/003_defaults_that_always_fit.sql")),
     ("004_feed_lock_once_per_transaction", include_str!("../sql/004_feed_lock_once_per_transaction.sql")),
+    ("005_retention_costs_what_it_removes", include_str!("../sql/005_retention_costs_what_it_removes.sql")),
 ];
 
 /// Parses a database URL, with the keepalives that let a dead peer be noticed on a quiet connection, and a TCP

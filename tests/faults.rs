@@ -978,6 +978,51 @@ async fn concurrent_writers_and_clients_that_randomly_drop_and_resume_all_see_ex
 }
 
 #[tokio::test]
+async fn retention_forgets_a_deleted_project_once_its_last_event_is_older_than_the_age_limit() {
+    let app = spawn_app().await;
+    let (_, old) = app.member_of_new_project("alice").await;
+    let (_, recent) = app.member_of_new_project("bob").await;
+    let (_, alive) = app.member_of_new_project("carol").await;
+    for p in [old, recent, alive] {
+        app.insert_task(p, "t").await;
+    }
+    app.sql.execute("DELETE FROM projects WHERE id = ANY($1)", &[&vec![old, recent]]).await.unwrap();
+    // Everything is two days old, except what happened to `recent` and `alive` last.
+    app.sql.execute("UPDATE feed_events SET at = now() - interval '2 days'", &[]).await.unwrap();
+    for p in [recent, alive] {
+        app.sql
+            .execute(
+                "UPDATE feed_events SET at = now() WHERE project_id = $1
+                    AND seq = (SELECT max(seq) FROM feed_events WHERE project_id = $1)",
+                &[&p],
+            )
+            .await
+            .unwrap();
+    }
+    let count = |p: Uuid| {
+        let sql = &app.sql;
+        async move {
+            let events: i64 =
+                sql.query_one("SELECT count(*) FROM feed_events WHERE project_id = $1", &[&p]).await.unwrap().get(0);
+            let lock: i64 =
+                sql.query_one("SELECT count(*) FROM feed_locks WHERE project_id = $1", &[&p]).await.unwrap().get(0);
+            (events, lock)
+        }
+    };
+    let (recent_before, _) = count(recent).await;
+    let retention = boardcast::config::Retention {
+        max_age: Some(Duration::from_secs(86_400)),
+        max_per_project: None,
+        ..Default::default()
+    };
+    boardcast::admin::prune(&app.feed.pool, &retention).await.unwrap();
+    assert_eq!(count(old).await, (0, 0), "a deleted project's old history is gone, lock row too");
+    assert_eq!(count(recent).await.1, 1, "a project deleted within the age limit keeps its lock row");
+    assert_eq!(count(recent).await.0, 1, "and, like any project, its latest event (of {recent_before})");
+    assert_eq!(count(alive).await, (1, 1), "a live project keeps its latest event however old the rest");
+}
+
+#[tokio::test]
 async fn retention_by_age_removes_only_a_prefix_so_a_resume_never_skips_a_hole() {
     let app = spawn_app().await;
     let (token, project) = app.member_of_new_project("alice").await;
