@@ -1054,6 +1054,61 @@ async fn a_write_racing_the_writers_removal_waits_for_it_and_is_refused() {
 }
 
 #[tokio::test]
+async fn an_owner_deleting_the_project_while_another_owner_removes_them_does_not_deadlock() {
+    let app = spawn_app().await;
+    let (alice_id, alice) = caller(&app, "alice").await;
+    let (_, bob) = caller(&app, "bob").await;
+    let project = alice.project("board").await;
+    let add = alice.post(&format!("/api/projects/{project}/members"), json!({"user": "bob", "role": "owner"})).await;
+    assert_eq!(add.status, 201);
+
+    // Force the interleaving in which locking the caller's membership before the project deadlocks: a
+    // board write (here psql) holds the project's row, alice's delete starts and waits for it, bob's removal
+    // of alice starts too; then the board write ends.
+    let board = connect(&app.db_url).await;
+    board.batch_execute("BEGIN").await.unwrap();
+    board.execute("SELECT 1 FROM projects WHERE id = $1 FOR KEY SHARE", &[&project]).await.unwrap();
+    let waiting = |n: i64| {
+        let sql = &app.sql;
+        async move {
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+            loop {
+                let w: i64 = sql
+                    .query_one(
+                        "SELECT count(*) FROM pg_stat_activity
+                          WHERE datname = current_database() AND wait_event_type = 'Lock'",
+                        &[],
+                    )
+                    .await
+                    .unwrap()
+                    .get(0);
+                if w >= n || tokio::time::Instant::now() > deadline {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    };
+    let (project_path, member_path) =
+        (format!("/api/projects/{project}"), format!("/api/projects/{project}/members/{alice_id}"));
+    let delete = alice.delete(&project_path);
+    let remove = bob.delete(&member_path);
+    let release = async {
+        waiting(1).await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        board.batch_execute("COMMIT").await.unwrap();
+    };
+    let staged_remove = async {
+        waiting(1).await; // alice's delete is waiting: now bob
+        remove.await
+    };
+    let (deleted, removed, ()) = tokio::join!(delete, staged_remove, release);
+    // One of them goes first and the other finds nothing left to act on (no project, or alice no longer an
+    // owner of it). A deadlock would be a 409 "retry".
+    assert!(matches!((deleted.status, removed.status), (200, 404) | (404, 200)), "{deleted:?} {removed:?}");
+}
+
+#[tokio::test]
 async fn board_writes_racing_member_removal_and_project_deletion_finish_without_a_deadlock() {
     let app = spawn_app().await;
     let (_, alice) = caller(&app, "alice").await;

@@ -153,15 +153,17 @@ async fn update_project(id: String, who: Identity, body: bytes::Bytes, feed: Arc
     }
     let mut client = feed.pool.get().await?;
     let tx = client.transaction().await?;
-    require_owner(&*tx, id, &who).await?;
     // Archiving waits for the board writes already let through (they hold FOR KEY SHARE on the project, see
-    // `member_of_active`), and the ones after it see the new status. A rename need not wait for anyone.
+    // `member_of_active`), and the ones after it see the new status. A rename need not wait for anyone. The
+    // project is locked before the caller's membership, in the order membership changes take them: the other
+    // order deadlocks with an owner removing this one.
     let lock = if status.is_some() { "FOR UPDATE" } else { "FOR NO KEY UPDATE" };
     let old: Value = tx
         .query_opt(&format!("SELECT to_jsonb(p) FROM projects p WHERE id = $1 {lock}"), &[&id])
         .await?
         .ok_or_else(|| ApiError::NotFound("no such project".into()))?
         .get(0);
+    require_owner(&*tx, id, &who).await?;
     let new: Value = tx
         .query_one(
             "UPDATE projects SET name = coalesce($2, name), status = coalesce($3, status) WHERE id = $1
@@ -190,6 +192,10 @@ async fn delete_project(id: String, who: Identity, feed: Arc<Feed>) -> Result<Re
     let id = input::id(&id, "project")?;
     let mut client = feed.pool.get().await?;
     let tx = client.transaction().await?;
+    // The project first, then the caller's membership (see `update_project`).
+    if tx.query_opt("SELECT 1 FROM projects WHERE id = $1 FOR UPDATE", &[&id]).await?.is_none() {
+        return Err(ApiError::NotFound("no such project".into()));
+    }
     require_owner(&*tx, id, &who).await?;
     let n = tx.execute("DELETE FROM projects WHERE id = $1", &[&id]).await?;
     if n == 0 {
