@@ -278,10 +278,18 @@ impl WsClient {
         out
     }
 
-    /// Asserts that nothing arrives for a while.
+    /// Asserts that nothing arrives for a while, and that the connection stays open meanwhile (a client that
+    /// was disconnected also "receives nothing").
     pub async fn expect_silence(&mut self, d: Duration) {
-        if let Some(f) = self.recv_within(d).await {
-            panic!("expected nothing, got {f}");
+        let deadline = tokio::time::Instant::now() + d;
+        loop {
+            match tokio::time::timeout_at(deadline, self.ws.next()).await {
+                Err(_) => return,
+                Ok(Some(Ok(Message::Text(t)))) => panic!("expected nothing, got {t}"),
+                Ok(Some(Ok(Message::Close(f)))) => panic!("expected nothing, but the connection was closed: {f:?}"),
+                Ok(None) | Ok(Some(Err(_))) => panic!("expected nothing, but the connection is gone"),
+                Ok(Some(Ok(_))) => continue,
+            }
         }
     }
 }
