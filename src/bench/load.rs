@@ -453,7 +453,7 @@ pub struct WriteSpec {
     pub setup: Option<String>,
 }
 
-#[derive(Debug, Default, Clone, serde::Serialize)]
+#[derive(Debug, Default, Clone, serde::Serialize, serde::Deserialize)]
 pub struct WriteOutcome {
     pub transactions: u64,
     pub rows: u64,

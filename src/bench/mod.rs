@@ -26,7 +26,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use futures::future::poll_fn;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tokio_postgres::{AsyncMessage, NoTls};
 use uuid::Uuid;
 
@@ -66,6 +66,7 @@ FLAGS:
   --report            write BENCHMARKS.md and docs/bench/latency.svg (default with --scenario all)
   --no-report         do not
   --json PATH         also write the results as JSON to PATH
+  --render PATH       run nothing: write BENCHMARKS.md again from an earlier run's results.json
   --quiet             less progress output
 
 The last line printed is machine-readable: `BENCH_RESULT {json}`.";
@@ -90,6 +91,8 @@ pub struct Args {
     pub out: PathBuf,
     pub report: Option<bool>,
     pub json: Option<PathBuf>,
+    /// Re-render BENCHMARKS.md from a results.json instead of running anything.
+    pub render: Option<PathBuf>,
     pub quiet: bool,
     pub rounds: usize,
     pub synchronous_commit: Option<String>,
@@ -117,6 +120,7 @@ impl Args {
             out: PathBuf::from(".bench-out"),
             report: None,
             json: None,
+            render: None,
             quiet: false,
             rounds: 3,
             synchronous_commit: None,
@@ -157,6 +161,7 @@ impl Args {
                 "--report" => a.report = Some(true),
                 "--no-report" => a.report = Some(false),
                 "--json" => a.json = Some(PathBuf::from(val()?)),
+                "--render" => a.render = Some(PathBuf::from(val()?)),
                 "--quiet" => a.quiet = true,
                 "--rounds" => a.rounds = num::<usize>(flag, val()?)?.max(1),
                 "--synchronous-commit" => {
@@ -182,7 +187,7 @@ impl Args {
 }
 
 /// One latency or fan-out run.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct LoadRun {
     pub name: String,
     pub clients: usize,
@@ -220,11 +225,11 @@ pub struct LoadRun {
     pub machine_busy_pct: f64,
     pub write: WriteOutcome,
     /// The latency CDF: (µs, fraction).
-    #[serde(skip)]
+    #[serde(skip, default)]
     pub cdf: Vec<(u64, f64)>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct MemoryRun {
     pub rooms: usize,
     pub rss_idle: u64,
@@ -239,7 +244,7 @@ pub struct MemoryRun {
     pub connect_rate: f64,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct WriteRun {
     pub synchronous_commit: String,
     pub mode: String,
@@ -260,7 +265,7 @@ pub struct WriteRun {
     pub queue_usage_max: f64,
 }
 
-#[derive(Debug, Clone, Serialize, Default)]
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
 pub struct Results {
     pub command: String,
     pub date: String,
@@ -273,7 +278,7 @@ pub struct Results {
     pub duplicates: u64,
     pub errors: Vec<String>,
     /// The hand-written section of BENCHMARKS.md, carried over from the file being replaced.
-    #[serde(skip)]
+    #[serde(skip, default)]
     pub notes: Option<String>,
 }
 
@@ -384,6 +389,16 @@ async fn write_on_own_thread(spec: WriteSpec, shared: Arc<Shared>) -> Result<Wri
 }
 
 pub async fn main(args: Args) -> Result<Results, String> {
+    if let Some(path) = &args.render {
+        // The figures of an earlier run, written again (the report's layout or its arithmetic changed). The
+        // latency plot needs the full distributions, which results.json does not keep: it stays as it is.
+        let json = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let results: Results = serde_json::from_str(&json).map_err(|e| format!("{}: {e}", path.display()))?;
+        println!("{}", report::text(&results));
+        report::write_files(&results).map_err(|e| format!("writing the report: {e}"))?;
+        eprintln!("bench: wrote BENCHMARKS.md from {}", path.display());
+        return Ok(results);
+    }
     std::fs::create_dir_all(&args.out).map_err(|e| format!("{}: {e}", args.out.display()))?;
     let limit = server::raise_nofile();
     let url = std::env::var("DATABASE_URL")

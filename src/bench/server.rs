@@ -185,7 +185,7 @@ pub fn machine_cpu() -> (u64, u64) {
     (total - idle, total)
 }
 
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct Machine {
     pub nproc: usize,
     pub cpu_model: String,
