@@ -2,8 +2,10 @@
 -- remember "done" in a transaction-local setting named after the project. PostgreSQL keeps such a setting's
 -- placeholder for the rest of the session and re-sorts all of them when one is added, so a connection that
 -- had written to many projects got slower with each new one and never gave the memory back, and a statement
--- touching thousands of projects took minutes (8,000 projects: 24 s). The row itself now says it: if its
--- visible version was written by this transaction (or one of its live subtransactions), it is done.
+-- touching thousands of projects took minutes (8,000 projects: 24 s). The row itself now says it: `xact` is the
+-- (64-bit) id of the last transaction that updated it. (Not the row's xmin: that is 32 bits, and a frozen row
+-- keeps an xmin that may be any age, so it cannot be told apart from a current id.)
+ALTER TABLE feed_locks ADD COLUMN IF NOT EXISTS xact xid8;
 
 CREATE OR REPLACE FUNCTION boardcast_record(tbl text, projects uuid[], changes jsonb[]) RETURNS bigint LANGUAGE plpgsql
 -- Plan once: with custom plans, every call would re-plan (and re-inline the SQL functions), which cost more
@@ -13,7 +15,7 @@ DECLARE
     locked bigint;
     notified bigint;
     unwritten bigint;
-    xact bigint;
+    this_xact xid8;
 BEGIN
     IF coalesce(cardinality(changes), 0) = 0 THEN
         RETURN 0;
@@ -21,33 +23,24 @@ BEGIN
     -- Lock each project's row, in one order so statements touching several projects cannot deadlock each
     -- other. Re-locking a row this transaction already holds costs nothing. A project's first event creates
     -- its row.
-    -- Also counts the rows this transaction has not written yet (see below), so that a transaction's later
+    -- Also counts the rows this transaction has not marked yet (see below), so that a transaction's later
     -- statements need not run the UPDATE at all.
-    xact := pg_current_xact_id()::text::bigint;
-    SELECT count(*), count(*) FILTER (WHERE NOT mine) INTO locked, unwritten
-      FROM (SELECT pg_xact_status((xact - ((xact % 4294967296 - xmin::text::bigint + 6442450944) % 4294967296
-                                           - 2147483648))::text::xid8) IS NOT DISTINCT FROM 'in progress' AS mine
-              FROM feed_locks WHERE project_id = ANY (projects) ORDER BY project_id FOR UPDATE) l;
+    this_xact := pg_current_xact_id();
+    SELECT count(*), count(*) FILTER (WHERE l.xact IS DISTINCT FROM this_xact) INTO locked, unwritten
+      FROM (SELECT f.xact FROM feed_locks f WHERE project_id = ANY (projects) ORDER BY project_id FOR UPDATE) l;
     IF locked < cardinality(projects) THEN
         INSERT INTO feed_locks (project_id) SELECT unnest(projects) ON CONFLICT DO NOTHING;
         PERFORM 1 FROM feed_locks WHERE project_id = ANY (projects) ORDER BY project_id FOR UPDATE;
         unwritten := 1;
     END IF;
-    -- Once per transaction, also update the row (to itself). Under REPEATABLE READ or SERIALIZABLE, a writer
-    -- whose snapshot predates another writer's commit then fails with a retryable serialization error at the
-    -- FOR UPDATE above, instead of numbering from a stale view of the events. "Once": a row version this
-    -- transaction wrote already does it. A rolled-back savepoint takes its version away, and the row is
-    -- updated again.
-    --
-    -- "Written by this transaction" is "xmin's status is in progress": only this transaction's own ids (the
-    -- top one, and its subtransactions' that were not rolled back) are in progress and visible here. xmin is
-    -- 32 bits and pg_xact_status wants the 64-bit id, rebuilt from this transaction's: every id a visible
-    -- row carries is within 2^31 of it. An id too old for PostgreSQL to remember gives NULL (not ours).
+    -- Once per transaction, also update the row. Under REPEATABLE READ or SERIALIZABLE, a writer whose snapshot
+    -- predates another writer's commit then fails with a retryable serialization error at the FOR UPDATE
+    -- above, instead of numbering from a stale view of the events. "Once": the update writes this
+    -- transaction's id into the row (pg_current_xact_id is the top-level id, in subtransactions too), and a
+    -- row that holds it is not updated again. A rolled-back savepoint takes its update away, the row holds an
+    -- older id again, and the next statement updates it again.
     IF unwritten > 0 THEN
-        UPDATE feed_locks SET project_id = project_id
-         WHERE project_id = ANY (projects)
-           AND pg_xact_status((xact - ((xact % 4294967296 - xmin::text::bigint + 6442450944) % 4294967296
-                                       - 2147483648))::text::xid8) IS DISTINCT FROM 'in progress';
+        UPDATE feed_locks f SET xact = this_xact WHERE project_id = ANY (projects) AND f.xact IS DISTINCT FROM this_xact;
     END IF;
     -- A new statement, so a new snapshot: it sees the events of every writer that committed before we got
     -- the locks. `base` is materialized, so each project's highest seq is read once, before any of its new

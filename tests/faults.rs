@@ -722,8 +722,9 @@ async fn a_silent_peer_is_dropped_after_the_idle_timeout() {
     settings.feed.send_timeout = Duration::from_secs(60);
     let app = spawn_app_on(settings).await;
     let (token, project) = app.member_of_new_project("alice").await;
-    let (mut silent, _) = app.joined(&token, project).await;
+    // Before the join: the server hears the join after this, so the idle timeout runs from later than this.
     let joined = tokio::time::Instant::now();
+    let (mut silent, _) = app.joined(&token, project).await;
 
     // A client that does not read does not answer pings either. Dropped at the first ping after a second of
     // silence: within 1.3 s of its last frame, give or take scheduling.

@@ -85,8 +85,11 @@ async fn session(
         Err(tokio_tungstenite::tungstenite::Error::Http(res)) if res.status() == 401 => {
             return Ended::Fatal("the server refused the token (401)".into());
         }
-        // A wrong path or a server that is not boardcast: retrying will not help.
-        Err(tokio_tungstenite::tungstenite::Error::Http(res)) if res.status().is_client_error() => {
+        // A wrong path or a server that is not boardcast: retrying will not help. (A proxy's 408 or 429 is a
+        // "later", and is retried like a lost connection.)
+        Err(tokio_tungstenite::tungstenite::Error::Http(res))
+            if res.status().is_client_error() && !matches!(res.status().as_u16(), 408 | 429) =>
+        {
             return Ended::Fatal(format!("{url} answered {} (is this boardcast's /ws?)", res.status()));
         }
         Err(e) => {
