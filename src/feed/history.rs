@@ -98,6 +98,16 @@ impl History {
         Ok(rows.into_iter().map(|r| (r.get(0), r.get(1))).collect())
     }
 
+    /// The project's latest event (`None` for a project without events), for a room that starts after it.
+    pub async fn latest_event(&self, reader: Reader, project: Uuid) -> Result<Option<Arc<Event>>> {
+        let (_slot, client) = self.client(reader).await?;
+        let stmt = client
+            .prepare_cached("SELECT seq, frame FROM feed_events WHERE project_id = $1 ORDER BY seq DESC LIMIT 1")
+            .await?;
+        let row = client.query_opt(&stmt, &[&project]).await?;
+        Ok(row.map(|r| Arc::new(Event::new(project, r.get(0), r.get(1)))))
+    }
+
     /// For a join: the project's latest seq and that event's `at` if `user` is a member, `None` if not (or if
     /// there is no such project; the two are deliberately indistinguishable).
     pub async fn latest_if_member(&self, project: Uuid, user: Uuid) -> Result<Option<(i64, Option<String>)>> {

@@ -311,15 +311,15 @@ enum Step {
 async fn run(room: Arc<Room>, history: Arc<History>, page: i64, mut held: Held) {
     // Subscribers start from their own join point and fill anything before this from history themselves.
     let mut delivered = loop {
-        match history.latest(Reader::Room, &[room.project]).await {
-            Ok(v) => {
-                let latest = v.first().map(|x| x.1).unwrap_or(0);
+        match history.latest_event(Reader::Room, room.project).await {
+            Ok(event) => {
+                let latest = event.as_ref().map_or(0, |e| e.seq);
                 // Subscribers that joined before this read may have cursors below it: tell them where the
                 // broadcast starts, so they read the difference from history now rather than at the next event.
                 held.send(&room.events, Arc::new(Event::watermark(room.project, latest)));
                 // Remember the event the room starts after, as if it had sent it: a restore noticed before the
                 // room sends anything is then noticed even if the new history has reached this seq again.
-                held.last_sent = recorded(&history, room.project, latest).await;
+                held.last_sent = event.map(|e| (e.seq, Fingerprint::of(&e.frame)));
                 break latest;
             }
             Err(e) => {
