@@ -622,6 +622,17 @@ async fn a_medium_statement_split_over_several_notifications_arrives_whole_and_i
     let app = spawn_app().await;
     let (token, project) = app.member_of_new_project("alice").await;
     let (mut alice, s) = app.joined(&token, project).await;
+    // A listener of our own, to see how the statement was announced.
+    let (listener, mut connection) = tokio_postgres::connect(&app.db_url, tokio_postgres::NoTls).await.unwrap();
+    let (notes_tx, mut notes) = tokio::sync::mpsc::unbounded_channel::<String>();
+    tokio::spawn(async move {
+        while let Some(Ok(m)) = futures::future::poll_fn(|cx| connection.poll_message(cx)).await {
+            if let tokio_postgres::AsyncMessage::Notification(n) = m {
+                let _ = notes_tx.send(n.payload().to_string());
+            }
+        }
+    });
+    listener.batch_execute("LISTEN boardcast_feed").await.unwrap();
 
     // ~45 KB of frames: too much for one notification, so they travel inline in a dozen chunks.
     app.sql
@@ -637,4 +648,20 @@ async fn a_medium_statement_split_over_several_notifications_arrives_whole_and_i
         assert_eq!(e["row"]["title"], format!("m{}", i + 1).as_str());
     }
     alice.expect_silence(Duration::from_millis(300)).await;
+
+    // The path this test is about: several notifications, each with its frames inline, covering the seqs in
+    // order (not one bare range that the server would read from history).
+    let mut chunks = Vec::new();
+    while let Ok(payload) = notes.try_recv() {
+        let (header, frames) = payload.split_once('\n').expect("frames inline");
+        let h: Vec<&str> = header.split(' ').collect();
+        assert_eq!(h[0], project.to_string());
+        let (first, last): (i64, i64) = (h[1].parse().unwrap(), h[2].parse().unwrap());
+        assert_eq!(frames.lines().count() as i64, last - first + 1, "{header}");
+        chunks.push((first, last));
+    }
+    assert!(chunks.len() > 1, "announced in {} notification(s): {chunks:?}", chunks.len());
+    assert_eq!(chunks.first().map(|c| c.0), Some(s + 1));
+    assert_eq!(chunks.last().map(|c| c.1), Some(s + 100));
+    assert!(chunks.windows(2).all(|w| w[1].0 == w[0].1 + 1), "{chunks:?}");
 }
