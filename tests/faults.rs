@@ -641,6 +641,7 @@ async fn a_slow_reader_behind_the_rooms_buffer_catches_up_from_history_in_order(
     let app = spawn_app_on(settings).await;
     let (token, project) = app.member_of_new_project("alice").await;
     let (mut slow, s) = app.joined(&token, project).await;
+    let pages_before = app.feed.history.client_pages();
 
     app.sql
         .execute(
@@ -658,6 +659,8 @@ async fn a_slow_reader_behind_the_rooms_buffer_catches_up_from_history_in_order(
     }
     assert_gapless(&events, project, s + 1, s + 3000);
     slow.expect_silence(Duration::from_millis(300)).await;
+    // The path this test is about: the client fell behind the room's 16 events and read pages of its own.
+    assert!(app.feed.history.client_pages() > pages_before, "the reader never fell behind the room's buffer");
 }
 
 #[tokio::test]

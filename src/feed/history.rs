@@ -9,6 +9,7 @@
 //! behind individual clients catching up.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use deadpool_postgres::{Object, Pool};
 use tokio::sync::{Semaphore, SemaphorePermit};
@@ -39,13 +40,25 @@ pub struct History {
     pool: Pool,
     room_slots: Semaphore,
     client_slots: Semaphore,
+    /// Pages read for single clients (catching up, resuming), since the start: how often clients were behind.
+    client_pages: AtomicU64,
 }
 
 impl History {
     /// Reads through `pool`: clients at most half of its connections at a time, rooms a quarter.
     pub fn new(pool: Pool) -> History {
         let size = pool.status().max_size;
-        History { pool, room_slots: Semaphore::new((size / 4).max(1)), client_slots: Semaphore::new((size / 2).max(1)) }
+        History {
+            pool,
+            room_slots: Semaphore::new((size / 4).max(1)),
+            client_slots: Semaphore::new((size / 2).max(1)),
+            client_pages: AtomicU64::new(0),
+        }
+    }
+
+    /// Pages of history read for single clients so far.
+    pub fn client_pages(&self) -> u64 {
+        self.client_pages.load(Ordering::Relaxed)
     }
 
     /// The limit on concurrent reads by `reader`: its available permits are the reads that could start now.
@@ -74,6 +87,9 @@ impl History {
         max_bytes: i64,
     ) -> Result<Vec<Arc<Event>>> {
         let (_slot, client) = self.client(reader).await?;
+        if reader == Reader::Client {
+            self.client_pages.fetch_add(1, Ordering::Relaxed);
+        }
         let stmt = client
             .prepare_cached(
                 "SELECT seq, frame FROM (
