@@ -263,7 +263,7 @@ fn build() -> Value {
             "description": "The REST API of boardcast. Writes return the `seq` of the event they produced on the \
                             WebSocket feed (/ws, see docs/protocol.md). Errors are always \
                             {\"error\": {\"code\", \"message\"}}, with `field` on 422 and `current` on 409. Unknown \
-                            body fields are refused with 422. See docs/api.md."
+                            body fields and query parameters are refused with 422. See docs/api.md."
         },
         "servers": [{"url": "/"}],
         "security": [{"bearerAuth": []}],
