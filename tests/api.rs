@@ -146,6 +146,14 @@ async fn a_missing_malformed_or_unknown_token_is_401_in_the_error_shape() {
     Api::new(&app, Some("nonsense")).get("/api/projects").await.error(401, "unauthorized");
     let unknown = format!("bc_{}", "0".repeat(64));
     Api::new(&app, Some(&unknown)).post("/api/projects", json!({"name": "x"})).await.error(401, "unauthorized");
+    // A header with bytes that are not ASCII is a bad token too, on the API and at the feed's upgrade.
+    let odd = reqwest::header::HeaderValue::from_bytes(b"Bearer bc_\xc3\xa9").unwrap();
+    for path in ["/api/me", "/ws"] {
+        let r = reqwest::Client::new().get(app.http(path)).header("authorization", odd.clone()).send().await.unwrap();
+        assert_eq!(r.status(), 401, "{path}");
+        let body: Value = r.json().await.unwrap();
+        assert_eq!(body["error"]["code"], "unauthorized", "{path}");
+    }
 }
 
 #[tokio::test]

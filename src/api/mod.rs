@@ -137,22 +137,28 @@ fn unrouted() -> impl Filter<Extract = (Response,), Error = Rejection> + Clone {
     )
 }
 
+/// The `Authorization` header as text, if there is one. Bytes that are not ASCII make it a bad token (401), not
+/// a malformed request: `warp::header` would refuse the whole request with a 400.
+pub fn authorization() -> impl Filter<Extract = (Option<String>,), Error = std::convert::Infallible> + Clone {
+    warp::header::headers_cloned().map(|headers: warp::http::HeaderMap| {
+        headers.get(warp::http::header::AUTHORIZATION).map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+    })
+}
+
 /// The caller, from `Authorization: Bearer TOKEN`. Missing, malformed, unknown and revoked tokens are 401.
 /// (Unlike the WebSocket, the REST API does not take `?token=`: query strings end up in logs.)
 pub fn authed(feed: Arc<Feed>) -> impl Filter<Extract = (Identity,), Error = Rejection> + Clone {
-    warp::header::optional::<String>("authorization").and(with_feed(feed)).and_then(
-        |header: Option<String>, feed: Arc<Feed>| async move {
-            let who = async {
-                let token = auth::token_from(header.as_deref(), None)
-                    .ok_or_else(|| ApiError::Unauthorized("missing token: send Authorization: Bearer TOKEN".into()))?;
-                let client = feed.pool.get().await?;
-                auth::authenticate(&**client, &token)
-                    .await?
-                    .ok_or_else(|| ApiError::Unauthorized("invalid or revoked token".into()))
-            };
-            who.await.map_err(warp::reject::custom)
-        },
-    )
+    authorization().and(with_feed(feed)).and_then(|header: Option<String>, feed: Arc<Feed>| async move {
+        let who = async {
+            let token = auth::token_from(header.as_deref(), None)
+                .ok_or_else(|| ApiError::Unauthorized("missing token: send Authorization: Bearer TOKEN".into()))?;
+            let client = feed.pool.get().await?;
+            auth::authenticate(&**client, &token)
+                .await?
+                .ok_or_else(|| ApiError::Unauthorized("invalid or revoked token".into()))
+        };
+        who.await.map_err(warp::reject::custom)
+    })
 }
 
 /// A handler's result as a response: errors take the one JSON shape.

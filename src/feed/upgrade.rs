@@ -68,7 +68,7 @@ pub fn route(
     let query = warp::query::raw().map(Some).or(warp::any().map(|| None)).unify();
     warp::path!("ws")
         .and(warp::get())
-        .and(warp::header::optional::<String>("authorization"))
+        .and(crate::api::authorization())
         .and(query)
         .and(warp::header::optional::<String>("upgrade"))
         .and(warp::header::optional::<String>("sec-websocket-key"))
