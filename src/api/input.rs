@@ -203,10 +203,10 @@ pub fn known_params(q: &HashMap<String, String>, allowed: &[&str]) -> Result<(),
     unknown.sort();
     match unknown.first() {
         None => Ok(()),
-        Some(name) => {
-            let takes = if allowed.is_empty() { "none".to_string() } else { allowed.join(", ") };
-            Err(ApiError::invalid(name.as_str(), format!("unknown query parameter; this endpoint takes: {takes}")))
-        }
+        Some(name) => Err(ApiError::invalid(
+            name.as_str(),
+            format!("unknown query parameter; this endpoint takes: {}", allowed.join(", ")),
+        )),
     }
 }
 

@@ -21,9 +21,13 @@ use warp::reply::Response;
 use super::error::ApiError;
 use super::input::{self, Body, Page};
 use super::projects::paged;
-use super::{authed, ok, require_owner, respond, role_in, role_in_locked, seq_of, with_feed, written};
+use super::{authed, lock_project, ok, require_owner, respond, role_in, role_in_locked, seq_of, with_feed, written};
 use crate::auth::Identity;
 use crate::feed::Feed;
+
+/// How membership changes lock the project row: they serialize with each other (see the module comment), and
+/// NO KEY UPDATE does not block writers that only reference the project (new tasks, new members).
+const MEMBERSHIP_LOCK: &str = "FOR NO KEY UPDATE";
 
 pub const ROLES: &[&str] = &["owner", "member"];
 
@@ -96,7 +100,7 @@ async fn add_member(project: String, who: Identity, body: bytes::Bytes, feed: Ar
     let role = body.choice("role", ROLES)?.unwrap_or_else(|| "member".into());
     let mut client = feed.pool.get().await?;
     let tx = client.transaction().await?;
-    lock_project(&*tx, project).await?;
+    lock_project(&*tx, project, MEMBERSHIP_LOCK).await?;
     require_owner(&*tx, project, &who).await?;
     let user: Uuid = tx
         .query_opt("SELECT id FROM users WHERE name = $1", &[&name])
@@ -141,7 +145,7 @@ async fn update_member(
     let role = body.choice("role", ROLES)?.ok_or_else(|| ApiError::invalid("role", "is required"))?;
     let mut client = feed.pool.get().await?;
     let tx = client.transaction().await?;
-    lock_project(&*tx, project).await?;
+    lock_project(&*tx, project, MEMBERSHIP_LOCK).await?;
     require_owner(&*tx, project, &who).await?;
     let user = input::id(&user, "member")?;
     let current = member(&*tx, project, user).await?.ok_or_else(|| ApiError::NotFound("no such member".into()))?;
@@ -181,7 +185,7 @@ async fn remove_member(project: String, user: String, who: Identity, feed: Arc<F
     let project = input::id(&project, "project")?;
     let mut client = feed.pool.get().await?;
     let tx = client.transaction().await?;
-    lock_project(&*tx, project).await?;
+    lock_project(&*tx, project, MEMBERSHIP_LOCK).await?;
     let my_role = role_in_locked(&*tx, project, &who).await?;
     let user = input::id(&user, "member")?;
     if my_role != "owner" && user != who.user_id {
@@ -198,15 +202,6 @@ async fn remove_member(project: String, user: String, who: Identity, feed: Arc<F
     let seq = seq_of(&*tx, project).await?;
     tx.commit().await?;
     Ok(written(StatusCode::OK, json!({"project_id": project, "user_id": user, "deleted": true}), Some(seq)))
-}
-
-/// Serializes membership changes of one project (see the module comment). NO KEY UPDATE does not block
-/// writers that only reference the project (new tasks, new members).
-async fn lock_project(tx: &impl GenericClient, project: Uuid) -> Result<(), ApiError> {
-    tx.query_opt("SELECT 1 FROM projects WHERE id = $1 FOR NO KEY UPDATE", &[&project])
-        .await?
-        .map(|_| ())
-        .ok_or_else(|| ApiError::NotFound("no such project".into()))
 }
 
 async fn member(tx: &impl GenericClient, project: Uuid, user: Uuid) -> Result<Option<Value>, ApiError> {

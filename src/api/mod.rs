@@ -137,6 +137,15 @@ fn unrouted() -> impl Filter<Extract = (Response,), Error = Rejection> + Clone {
     )
 }
 
+/// Locks a project's row (`lock`: a row-lock clause such as `FOR UPDATE`) before anything else of it, the order
+/// that keeps owner actions and membership changes from deadlocking; 404 if there is no such project.
+pub async fn lock_project(db: &impl GenericClient, project: Uuid, lock: &str) -> Result<(), ApiError> {
+    db.query_opt(&format!("SELECT 1 FROM projects WHERE id = $1 {lock}"), &[&project])
+        .await?
+        .map(|_| ())
+        .ok_or_else(|| ApiError::NotFound("no such project".into()))
+}
+
 /// The `Authorization` header as text, if there is one. Bytes that are not ASCII make it a bad token (401), not
 /// a malformed request: `warp::header` would refuse the whole request with a 400.
 pub fn authorization() -> impl Filter<Extract = (Option<String>,), Error = std::convert::Infallible> + Clone {

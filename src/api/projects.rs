@@ -15,7 +15,7 @@ use warp::reply::Response;
 
 use super::error::ApiError;
 use super::input::{self, Body, Page};
-use super::{authed, ok, require_owner, respond, role_in, seq_of, with_feed, written};
+use super::{authed, lock_project, ok, require_owner, respond, role_in, seq_of, with_feed, written};
 use crate::auth::Identity;
 use crate::feed::Feed;
 
@@ -193,14 +193,9 @@ async fn delete_project(id: String, who: Identity, feed: Arc<Feed>) -> Result<Re
     let mut client = feed.pool.get().await?;
     let tx = client.transaction().await?;
     // The project first, then the caller's membership (see `update_project`).
-    if tx.query_opt("SELECT 1 FROM projects WHERE id = $1 FOR UPDATE", &[&id]).await?.is_none() {
-        return Err(ApiError::NotFound("no such project".into()));
-    }
+    lock_project(&*tx, id, "FOR UPDATE").await?;
     require_owner(&*tx, id, &who).await?;
-    let n = tx.execute("DELETE FROM projects WHERE id = $1", &[&id]).await?;
-    if n == 0 {
-        return Err(ApiError::NotFound("no such project".into()));
-    }
+    tx.execute("DELETE FROM projects WHERE id = $1", &[&id]).await?;
     let seq = seq_of(&*tx, id).await?;
     tx.commit().await?;
     Ok(written(StatusCode::OK, json!({"id": id, "deleted": true}), Some(seq)))

@@ -437,8 +437,8 @@ async fn rewound(
         }
     }
     let Some((seq, sent)) = last_sent else { return Some(false) };
-    match history.read(Reader::Room, project, seq - 1, seq, 1, PAGE_BYTES).await {
-        Ok(events) => Some(events.first().is_some_and(|e| e.seq == seq && !sent.matches(&e.frame))),
+    match recorded_event(history, project, seq).await {
+        Ok(event) => Some(event.is_some_and(|e| !sent.matches(&e.frame))),
         Err(e) => {
             tracing::warn!(%project, "room cannot read history to check it: {e}");
             None
@@ -446,14 +446,20 @@ async fn rewound(
     }
 }
 
-/// Event `seq` of `project` as history records it now, fingerprinted (`None` for seq 0, or if it cannot be
-/// read: then there is simply less to compare with).
-async fn recorded(history: &History, project: Uuid, seq: i64) -> Option<(i64, Fingerprint)> {
+/// Event `seq` of `project` as history records it now (`None` if it does not, or for seq 0).
+async fn recorded_event(history: &History, project: Uuid, seq: i64) -> crate::error::Result<Option<Arc<Event>>> {
     if seq <= 0 {
-        return None;
+        return Ok(None);
     }
-    let events = history.read(Reader::Room, project, seq - 1, seq, 1, PAGE_BYTES).await.ok()?;
-    events.first().filter(|e| e.seq == seq).map(|e| (seq, Fingerprint::of(&e.frame)))
+    let events = history.read(Reader::Room, project, seq - 1, seq, 1, PAGE_BYTES).await?;
+    Ok(events.into_iter().next().filter(|e| e.seq == seq))
+}
+
+/// The same, fingerprinted, to compare with later (`None` also if it cannot be read: then there is simply less
+/// to compare with).
+async fn recorded(history: &History, project: Uuid, seq: i64) -> Option<(i64, Fingerprint)> {
+    let event = recorded_event(history, project, seq).await.ok()??;
+    Some((seq, Fingerprint::of(&event.frame)))
 }
 
 /// What a room remembers of the last frame it sent: a small frame itself (another reference to the same bytes,
