@@ -18,7 +18,7 @@ help:
 	@echo "make pg-stop  stop the throwaway PostgreSQL cluster in ./.pgdata, if one was started"
 
 build:
-	$(CARGO) build --release --bins
+	$(CARGO) build --release --workspace --bins
 
 run: build
 	@set -e; eval "$$(scripts/pg.sh env boardcast)"; export DATABASE_URL; \
@@ -38,7 +38,7 @@ run: build
 test:
 	@set -e; eval "$$(scripts/pg.sh env)"; export BOARDCAST_TEST_DATABASE_URL="$$DATABASE_URL"; \
 	  scripts/drop-test-databases.sh "$$DATABASE_URL"; \
-	  $(CARGO) test --all-targets; \
+	  $(CARGO) test --workspace --all-targets; \
 	  scripts/drop-test-databases.sh "$$DATABASE_URL"   # kept only when a test failed, for a look
 
 # make bench: every scenario (a few minutes) against database boardcast_bench (its schema is recreated);
@@ -50,7 +50,7 @@ bench: build
 
 lint:
 	$(CARGO) fmt --check
-	$(CARGO) clippy --all-targets -- -D warnings
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
 pg-stop:
 	scripts/pg.sh stop

@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use deadpool_postgres::Pool;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -15,13 +16,24 @@ use crate::config::Settings;
 use crate::db;
 use crate::error::{Error, Result};
 use crate::feed::{Feed, listener, upgrade};
-use crate::{api, server};
+use crate::http::server;
+use crate::{admin, api, health};
+
+/// What the parts of a running server share, built once by [`Application::build`]. Each part is handed the
+/// pieces it uses (the REST API only the pool; the feed its own state, which holds the pool it reads history
+/// with), so that no part depends on another to reach the database.
+#[derive(Clone)]
+pub struct AppState {
+    pub settings: Arc<Settings>,
+    /// Pooled connections: API writes, joins, history reads. The listener has a connection of its own.
+    pub pool: Pool,
+    pub feed: Arc<Feed>,
+}
 
 pub struct Application {
     listener: TcpListener,
     addr: SocketAddr,
-    settings: Settings,
-    feed: Arc<Feed>,
+    state: AppState,
 }
 
 impl Application {
@@ -38,8 +50,8 @@ impl Application {
             Error::Config(format!("cannot listen on {}: {e} (set BOARDCAST_ADDR to another address)", settings.addr))
         })?;
         let addr = listener.local_addr()?;
-        let feed = Feed::new(pool, settings.feed.clone());
-        Ok(Application { listener, addr, settings, feed })
+        let feed = Feed::new(pool.clone(), settings.feed.clone());
+        Ok(Application { listener, addr, state: AppState { settings: Arc::new(settings), pool, feed } })
     }
 
     pub fn port(&self) -> u16 {
@@ -50,8 +62,8 @@ impl Application {
         self.addr
     }
 
-    pub fn feed(&self) -> Arc<Feed> {
-        self.feed.clone()
+    pub fn state(&self) -> AppState {
+        self.state.clone()
     }
 
     /// Serves until `shutdown` completes. Then it stops accepting, tells every WebSocket client to reconnect
@@ -60,19 +72,15 @@ impl Application {
     pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()>) -> Result<()> {
         let stop = CancellationToken::new();
         let tracker = TaskTracker::new();
-        let feed = self.feed;
+        let AppState { settings, pool, feed } = self.state;
 
-        let listening = tokio::spawn(listener::run(feed.clone(), self.settings.database_url.clone(), stop.clone()));
-        let pruning = tokio::spawn(crate::admin::retention_loop(
-            feed.pool.clone(),
-            self.settings.retention.clone(),
-            stop.clone(),
-        ));
+        let listening = tokio::spawn(listener::run(feed.clone(), settings.database_url.clone(), stop.clone()));
+        let pruning = tokio::spawn(admin::retention_loop(pool.clone(), settings.retention.clone(), stop.clone()));
 
-        let routes = api::healthz(feed.clone())
+        let routes = health::route(pool.clone(), feed.clone())
             .or(upgrade::route(feed.clone(), stop.clone(), tracker.clone()))
-            .or(api::for_browsers(feed.clone(), self.settings.cors_origins.clone()))
-            .recover(api::error::recover);
+            .or(api::for_browsers(pool.clone(), settings.cors_origins.clone()))
+            .recover(crate::http::error::recover);
         let serving = tokio::spawn(server::serve(self.listener, warp::service(routes), stop.clone(), tracker.clone()));
         tracing::info!("boardcast listening on http://{} (feed: ws://{}/ws)", self.addr, self.addr);
 
@@ -86,7 +94,7 @@ impl Application {
         }
         let _ = listening.await;
         let _ = pruning.await;
-        feed.pool.close();
+        pool.close();
         Ok(())
     }
 }

@@ -1,5 +1,5 @@
 //! Errors below the HTTP layer: what can go wrong talking to PostgreSQL or starting the server.
-//! The API's own error type, with statuses, is [`crate::api::error::ApiError`].
+//! The HTTP layer has its own error type, with statuses (`ApiError`, in `http::error`).
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {

@@ -8,20 +8,25 @@
 //! * [`feed::listener`] — one task on its own connection that LISTENs and hands notifications to the rooms.
 //! * [`feed::room`] — one room per project with subscribers in this process; broadcasts events in seq order.
 //! * [`feed::connection`] — one task per WebSocket client: joins, leaves, resumes, fills gaps from history.
-//! * [`api`] — the REST API. Its handlers only write to the database; they never emit.
-//! * [`app`] — wiring, the HTTP server and graceful shutdown.
+//! * `api` — the REST API. Its handlers only write to the database; they never emit.
+//! * `http` — what the API and the feed's `/ws` route share: the accept loop, tokens, errors, input.
+//! * [`app`] — wiring and graceful shutdown.
+//!
+//! Modules are public only where another crate uses them: the binary (`cli`), the tests and the benchmark.
 
 pub mod admin;
-pub mod api;
+mod api;
 pub mod app;
-pub mod auth;
-pub mod bench;
+mod auth;
 pub mod cli;
 pub mod config;
 pub mod db;
-pub mod error;
+mod error;
 pub mod feed;
-pub mod server;
+mod health;
+mod http;
+pub mod process;
 
-pub use app::Application;
+pub use app::{AppState, Application};
 pub use config::Settings;
+pub use error::{Error, Result};

@@ -5,8 +5,8 @@
 //! task update, and gets 409 with the current comment if it is stale.
 
 use std::collections::HashMap;
-use std::sync::Arc;
 
+use deadpool_postgres::Pool;
 use serde_json::{Value, json};
 use tokio_postgres::GenericClient;
 use uuid::Uuid;
@@ -15,46 +15,45 @@ use warp::filters::BoxedFilter;
 use warp::http::StatusCode;
 use warp::reply::Response;
 
-use super::error::ApiError;
-use super::input::{self, Body, Page};
 use super::projects::paged;
 use super::tasks::visible_task;
-use super::{authed, ok, respond, seq_of, with_feed, written};
+use super::{authed, ok, respond, seq_of, with_pool, written};
 use crate::auth::Identity;
-use crate::feed::Feed;
+use crate::http::ApiError;
+use crate::http::input::{self, Body, Page};
 
 pub const BODY_MAX: usize = 20_000;
 
-pub fn routes(feed: Arc<Feed>) -> BoxedFilter<(Response,)> {
-    create(feed.clone())
-        .or(list(feed.clone()))
+pub fn routes(pool: Pool) -> BoxedFilter<(Response,)> {
+    create(pool.clone())
+        .or(list(pool.clone()))
         .unify()
-        .or(get(feed.clone()))
+        .or(get(pool.clone()))
         .unify()
-        .or(update(feed.clone()))
+        .or(update(pool.clone()))
         .unify()
-        .or(delete(feed))
+        .or(delete(pool))
         .unify()
         .boxed()
 }
 
 /// `POST /api/tasks/{task_id}/comments` `{"body"}` → 201.
-pub fn create(feed: Arc<Feed>) -> impl Filter<Extract = (Response,), Error = warp::Rejection> + Clone {
+pub fn create(pool: Pool) -> impl Filter<Extract = (Response,), Error = warp::Rejection> + Clone {
     warp::path!("api" / "tasks" / String / "comments")
         .and(warp::post())
-        .and(authed(feed.clone()))
+        .and(authed(pool.clone()))
         .and(input::body(input::MAX_BODY))
-        .and(with_feed(feed))
-        .then(|task: String, who: Identity, body: bytes::Bytes, feed: Arc<Feed>| async move {
-            respond(add_comment(task, who, body, feed).await)
+        .and(with_pool(pool))
+        .then(|task: String, who: Identity, body: bytes::Bytes, pool: Pool| async move {
+            respond(add_comment(task, who, body, pool).await)
         })
 }
 
-async fn add_comment(task: String, who: Identity, body: bytes::Bytes, feed: Arc<Feed>) -> Result<Response, ApiError> {
+async fn add_comment(task: String, who: Identity, body: bytes::Bytes, pool: Pool) -> Result<Response, ApiError> {
     let task = input::id(&task, "task")?;
     let body = Body::parse(&body, &["body"])?;
     let text = body.required_text("body", 1, BODY_MAX)?;
-    let mut client = feed.pool.get().await?;
+    let mut client = pool.get().await?;
     let tx = client.transaction().await?;
     // The insert's foreign key check locks the task (key share): it cannot be deleted under the new comment.
     let (_, project) = visible_task(&*tx, task, &who, false).await?;
@@ -73,14 +72,14 @@ async fn add_comment(task: String, who: Identity, body: bytes::Bytes, feed: Arc<
 }
 
 /// `GET /api/tasks/{task_id}/comments?limit=&cursor=`: oldest first.
-pub fn list(feed: Arc<Feed>) -> impl Filter<Extract = (Response,), Error = warp::Rejection> + Clone {
+pub fn list(pool: Pool) -> impl Filter<Extract = (Response,), Error = warp::Rejection> + Clone {
     warp::path!("api" / "tasks" / String / "comments")
         .and(warp::get())
-        .and(authed(feed.clone()))
+        .and(authed(pool.clone()))
         .and(input::query())
-        .and(with_feed(feed))
-        .then(|task: String, who: Identity, q: HashMap<String, String>, feed: Arc<Feed>| async move {
-            respond(list_comments(task, who, q, feed).await)
+        .and(with_pool(pool))
+        .then(|task: String, who: Identity, q: HashMap<String, String>, pool: Pool| async move {
+            respond(list_comments(task, who, q, pool).await)
         })
 }
 
@@ -88,13 +87,13 @@ async fn list_comments(
     task: String,
     who: Identity,
     q: HashMap<String, String>,
-    feed: Arc<Feed>,
+    pool: Pool,
 ) -> Result<Response, ApiError> {
     let task = input::id(&task, "task")?;
     input::known_params(&q, &["limit", "cursor"])?;
     let page = Page::from_query(&q, 2)?;
     let (after_t, after_id) = page.after_time_id()?;
-    let client = feed.pool.get().await?;
+    let client = pool.get().await?;
     visible_task(&**client, task, &who, false).await?;
     let rows = client
         .query(
@@ -110,39 +109,39 @@ async fn list_comments(
 }
 
 /// `GET /api/comments/{comment_id}`.
-pub fn get(feed: Arc<Feed>) -> impl Filter<Extract = (Response,), Error = warp::Rejection> + Clone {
+pub fn get(pool: Pool) -> impl Filter<Extract = (Response,), Error = warp::Rejection> + Clone {
     warp::path!("api" / "comments" / String)
         .and(warp::get())
-        .and(authed(feed.clone()))
-        .and(with_feed(feed))
-        .then(|id: String, who: Identity, feed: Arc<Feed>| async move { respond(get_comment(id, who, feed).await) })
+        .and(authed(pool.clone()))
+        .and(with_pool(pool))
+        .then(|id: String, who: Identity, pool: Pool| async move { respond(get_comment(id, who, pool).await) })
 }
 
-async fn get_comment(id: String, who: Identity, feed: Arc<Feed>) -> Result<Response, ApiError> {
+async fn get_comment(id: String, who: Identity, pool: Pool) -> Result<Response, ApiError> {
     let id = input::id(&id, "comment")?;
-    let client = feed.pool.get().await?;
+    let client = pool.get().await?;
     let (row, _) = visible_comment(&**client, id, &who, false).await?;
     Ok(ok(StatusCode::OK, &row))
 }
 
 /// `PATCH /api/comments/{comment_id}` `{"body", "version"?}`: the author only.
-pub fn update(feed: Arc<Feed>) -> impl Filter<Extract = (Response,), Error = warp::Rejection> + Clone {
+pub fn update(pool: Pool) -> impl Filter<Extract = (Response,), Error = warp::Rejection> + Clone {
     warp::path!("api" / "comments" / String)
         .and(warp::patch())
-        .and(authed(feed.clone()))
+        .and(authed(pool.clone()))
         .and(input::body(input::MAX_BODY))
-        .and(with_feed(feed))
-        .then(|id: String, who: Identity, body: bytes::Bytes, feed: Arc<Feed>| async move {
-            respond(edit_comment(id, who, body, feed).await)
+        .and(with_pool(pool))
+        .then(|id: String, who: Identity, body: bytes::Bytes, pool: Pool| async move {
+            respond(edit_comment(id, who, body, pool).await)
         })
 }
 
-async fn edit_comment(id: String, who: Identity, body: bytes::Bytes, feed: Arc<Feed>) -> Result<Response, ApiError> {
+async fn edit_comment(id: String, who: Identity, body: bytes::Bytes, pool: Pool) -> Result<Response, ApiError> {
     let id = input::id(&id, "comment")?;
     let body = Body::parse(&body, &["body", "version"])?;
     let text = body.required_text("body", 1, BODY_MAX)?;
     let version = body.version("version")?;
-    let mut client = feed.pool.get().await?;
+    let mut client = pool.get().await?;
     let tx = client.transaction().await?;
     let (old, project) = visible_comment(&*tx, id, &who, true).await?;
     require_author(&old, &who)?;
@@ -165,17 +164,17 @@ async fn edit_comment(id: String, who: Identity, body: bytes::Bytes, feed: Arc<F
 }
 
 /// `DELETE /api/comments/{comment_id}`: the author only.
-pub fn delete(feed: Arc<Feed>) -> impl Filter<Extract = (Response,), Error = warp::Rejection> + Clone {
+pub fn delete(pool: Pool) -> impl Filter<Extract = (Response,), Error = warp::Rejection> + Clone {
     warp::path!("api" / "comments" / String)
         .and(warp::delete())
-        .and(authed(feed.clone()))
-        .and(with_feed(feed))
-        .then(|id: String, who: Identity, feed: Arc<Feed>| async move { respond(delete_comment(id, who, feed).await) })
+        .and(authed(pool.clone()))
+        .and(with_pool(pool))
+        .then(|id: String, who: Identity, pool: Pool| async move { respond(delete_comment(id, who, pool).await) })
 }
 
-async fn delete_comment(id: String, who: Identity, feed: Arc<Feed>) -> Result<Response, ApiError> {
+async fn delete_comment(id: String, who: Identity, pool: Pool) -> Result<Response, ApiError> {
     let id = input::id(&id, "comment")?;
-    let mut client = feed.pool.get().await?;
+    let mut client = pool.get().await?;
     let tx = client.transaction().await?;
     let (old, project) = visible_comment(&*tx, id, &who, true).await?;
     require_author(&old, &who)?;

@@ -6,41 +6,40 @@
 //! closes WebSocket connections opened with it, and the next HTTP request with it is a 401.
 
 use std::collections::HashMap;
-use std::sync::Arc;
 
+use deadpool_postgres::Pool;
 use serde_json::{Value, json};
 use warp::Filter;
 use warp::filters::BoxedFilter;
 use warp::http::StatusCode;
 use warp::reply::Response;
 
-use super::error::ApiError;
-use super::input::{self, Body, Page};
 use super::projects::paged;
-use super::{authed, ok, respond, with_feed};
+use super::{authed, ok, respond, with_pool};
 use crate::auth::{self, Identity};
-use crate::feed::Feed;
+use crate::http::ApiError;
+use crate::http::input::{self, Body, Page};
 
 pub const LABEL_MAX: usize = 200;
 
-pub fn routes(feed: Arc<Feed>) -> BoxedFilter<(Response,)> {
-    me(feed.clone())
-        .or(list_tokens(feed.clone()))
+pub fn routes(pool: Pool) -> BoxedFilter<(Response,)> {
+    me(pool.clone())
+        .or(list_tokens(pool.clone()))
         .unify()
-        .or(issue_token(feed.clone()))
+        .or(issue_token(pool.clone()))
         .unify()
-        .or(revoke_token(feed))
+        .or(revoke_token(pool))
         .unify()
         .boxed()
 }
 
 /// `GET /api/me`: who the token belongs to.
-pub fn me(feed: Arc<Feed>) -> impl Filter<Extract = (Response,), Error = warp::Rejection> + Clone {
-    warp::path!("api" / "me").and(warp::get()).and(authed(feed.clone())).and(with_feed(feed)).then(
-        |who: Identity, feed: Arc<Feed>| async move {
+pub fn me(pool: Pool) -> impl Filter<Extract = (Response,), Error = warp::Rejection> + Clone {
+    warp::path!("api" / "me").and(warp::get()).and(authed(pool.clone())).and(with_pool(pool)).then(
+        |who: Identity, pool: Pool| async move {
             respond(
                 async {
-                    let client = feed.pool.get().await?;
+                    let client = pool.get().await?;
                     let row = client
                         .query_opt("SELECT to_jsonb(u) FROM users u WHERE id = $1", &[&who.user_id])
                         .await?
@@ -58,22 +57,22 @@ const TOKEN_JSON: &str = "jsonb_build_object('id', id, 'label', label, 'created_
 
 /// `GET /api/tokens`: the caller's tokens, oldest first, without secrets; `current` marks the one in use.
 /// Paginated like every list: a user (or a script) that issues a token per device or per run may have many.
-pub fn list_tokens(feed: Arc<Feed>) -> impl Filter<Extract = (Response,), Error = warp::Rejection> + Clone {
+pub fn list_tokens(pool: Pool) -> impl Filter<Extract = (Response,), Error = warp::Rejection> + Clone {
     warp::path!("api" / "tokens")
         .and(warp::get())
-        .and(authed(feed.clone()))
+        .and(authed(pool.clone()))
         .and(input::query())
-        .and(with_feed(feed))
-        .then(|who: Identity, q: HashMap<String, String>, feed: Arc<Feed>| async move {
-            respond(list_tokens_of(who, q, feed).await)
+        .and(with_pool(pool))
+        .then(|who: Identity, q: HashMap<String, String>, pool: Pool| async move {
+            respond(list_tokens_of(who, q, pool).await)
         })
 }
 
-async fn list_tokens_of(who: Identity, q: HashMap<String, String>, feed: Arc<Feed>) -> Result<Response, ApiError> {
+async fn list_tokens_of(who: Identity, q: HashMap<String, String>, pool: Pool) -> Result<Response, ApiError> {
     input::known_params(&q, &["limit", "cursor"])?;
     let page = Page::from_query(&q, 2)?;
     let (after_t, after_id) = page.after_time_id()?;
-    let client = feed.pool.get().await?;
+    let client = pool.get().await?;
     let rows = client
         .query(
             &format!(
@@ -90,18 +89,18 @@ async fn list_tokens_of(who: Identity, q: HashMap<String, String>, feed: Arc<Fee
 }
 
 /// `POST /api/tokens` `{"label"?}` → 201 with the new token, shown this once.
-pub fn issue_token(feed: Arc<Feed>) -> impl Filter<Extract = (Response,), Error = warp::Rejection> + Clone {
+pub fn issue_token(pool: Pool) -> impl Filter<Extract = (Response,), Error = warp::Rejection> + Clone {
     warp::path!("api" / "tokens")
         .and(warp::post())
-        .and(authed(feed.clone()))
+        .and(authed(pool.clone()))
         .and(input::body(input::MAX_BODY))
-        .and(with_feed(feed))
-        .then(|who: Identity, body: bytes::Bytes, feed: Arc<Feed>| async move {
+        .and(with_pool(pool))
+        .then(|who: Identity, body: bytes::Bytes, pool: Pool| async move {
             respond(
                 async {
                     let body = Body::parse(&body, &["label"])?;
                     let label = body.text("label", 0, LABEL_MAX)?.unwrap_or_default();
-                    let client = feed.pool.get().await?;
+                    let client = pool.get().await?;
                     let (id, token) = auth::issue_token(&**client, who.user_id, &label).await?;
                     let row =
                         client.query_one(&format!("SELECT {TOKEN_JSON} FROM api_tokens WHERE id = $1"), &[&id]).await?;
@@ -115,13 +114,13 @@ pub fn issue_token(feed: Arc<Feed>) -> impl Filter<Extract = (Response,), Error 
 }
 
 /// `DELETE /api/tokens/{token_id}`: revokes one of the caller's tokens (idempotent).
-pub fn revoke_token(feed: Arc<Feed>) -> impl Filter<Extract = (Response,), Error = warp::Rejection> + Clone {
-    warp::path!("api" / "tokens" / String).and(warp::delete()).and(authed(feed.clone())).and(with_feed(feed)).then(
-        |id: String, who: Identity, feed: Arc<Feed>| async move {
+pub fn revoke_token(pool: Pool) -> impl Filter<Extract = (Response,), Error = warp::Rejection> + Clone {
+    warp::path!("api" / "tokens" / String).and(warp::delete()).and(authed(pool.clone())).and(with_pool(pool)).then(
+        |id: String, who: Identity, pool: Pool| async move {
             respond(
                 async {
                     let id = input::id(&id, "token")?;
-                    let client = feed.pool.get().await?;
+                    let client = pool.get().await?;
                     let row = client
                         .query_opt(
                             &format!(

@@ -8,8 +8,8 @@
 //! owners demoting each other at the same time take turns and cannot leave the project without an owner.
 
 use std::collections::HashMap;
-use std::sync::Arc;
 
+use deadpool_postgres::Pool;
 use serde_json::{Value, json};
 use tokio_postgres::GenericClient;
 use uuid::Uuid;
@@ -18,12 +18,11 @@ use warp::filters::BoxedFilter;
 use warp::http::StatusCode;
 use warp::reply::Response;
 
-use super::error::ApiError;
-use super::input::{self, Body, Page};
 use super::projects::paged;
-use super::{authed, lock_project, ok, require_owner, respond, role_in, role_in_locked, seq_of, with_feed, written};
+use super::{authed, lock_project, ok, require_owner, respond, role_in, role_in_locked, seq_of, with_pool, written};
 use crate::auth::Identity;
-use crate::feed::Feed;
+use crate::http::ApiError;
+use crate::http::input::{self, Body, Page};
 
 /// How membership changes lock the project row: they serialize with each other (see the module comment), and
 /// NO KEY UPDATE does not block writers that only reference the project (new tasks, new members).
@@ -31,22 +30,22 @@ const MEMBERSHIP_LOCK: &str = "FOR NO KEY UPDATE";
 
 pub const ROLES: &[&str] = &["owner", "member"];
 
-pub fn routes(feed: Arc<Feed>) -> BoxedFilter<(Response,)> {
-    list(feed.clone()).or(add(feed.clone())).unify().or(update(feed.clone())).unify().or(remove(feed)).unify().boxed()
+pub fn routes(pool: Pool) -> BoxedFilter<(Response,)> {
+    list(pool.clone()).or(add(pool.clone())).unify().or(update(pool.clone())).unify().or(remove(pool)).unify().boxed()
 }
 
 /// A membership as the API shows it: the row plus the user's name.
 const MEMBER_JSON: &str = "to_jsonb(m) || jsonb_build_object('user_name', u.name)";
 
 /// `GET /api/projects/{project_id}/members?limit=&cursor=`: in the order they joined.
-pub fn list(feed: Arc<Feed>) -> impl Filter<Extract = (Response,), Error = warp::Rejection> + Clone {
+pub fn list(pool: Pool) -> impl Filter<Extract = (Response,), Error = warp::Rejection> + Clone {
     warp::path!("api" / "projects" / String / "members")
         .and(warp::get())
-        .and(authed(feed.clone()))
+        .and(authed(pool.clone()))
         .and(input::query())
-        .and(with_feed(feed))
-        .then(|project: String, who: Identity, q: HashMap<String, String>, feed: Arc<Feed>| async move {
-            respond(list_members(project, who, q, feed).await)
+        .and(with_pool(pool))
+        .then(|project: String, who: Identity, q: HashMap<String, String>, pool: Pool| async move {
+            respond(list_members(project, who, q, pool).await)
         })
 }
 
@@ -54,13 +53,13 @@ async fn list_members(
     project: String,
     who: Identity,
     q: HashMap<String, String>,
-    feed: Arc<Feed>,
+    pool: Pool,
 ) -> Result<Response, ApiError> {
     let project = input::id(&project, "project")?;
     input::known_params(&q, &["limit", "cursor"])?;
     let page = Page::from_query(&q, 2)?;
     let (after_t, after_id) = page.after_time_id()?;
-    let client = feed.pool.get().await?;
+    let client = pool.get().await?;
     role_in(&**client, project, &who).await?;
     let rows = client
         .query(
@@ -78,18 +77,18 @@ async fn list_members(
 }
 
 /// `POST /api/projects/{project_id}/members` `{"user": NAME, "role"?}` → 201. Owners only.
-pub fn add(feed: Arc<Feed>) -> impl Filter<Extract = (Response,), Error = warp::Rejection> + Clone {
+pub fn add(pool: Pool) -> impl Filter<Extract = (Response,), Error = warp::Rejection> + Clone {
     warp::path!("api" / "projects" / String / "members")
         .and(warp::post())
-        .and(authed(feed.clone()))
+        .and(authed(pool.clone()))
         .and(input::body(input::MAX_BODY))
-        .and(with_feed(feed))
-        .then(|project: String, who: Identity, body: bytes::Bytes, feed: Arc<Feed>| async move {
-            respond(add_member(project, who, body, feed).await)
+        .and(with_pool(pool))
+        .then(|project: String, who: Identity, body: bytes::Bytes, pool: Pool| async move {
+            respond(add_member(project, who, body, pool).await)
         })
 }
 
-async fn add_member(project: String, who: Identity, body: bytes::Bytes, feed: Arc<Feed>) -> Result<Response, ApiError> {
+async fn add_member(project: String, who: Identity, body: bytes::Bytes, pool: Pool) -> Result<Response, ApiError> {
     let project = input::id(&project, "project")?;
     let body = Body::parse(&body, &["user", "role"])?;
     let name = body.required_text("user", 1, 64)?;
@@ -98,7 +97,7 @@ async fn add_member(project: String, who: Identity, body: bytes::Bytes, feed: Ar
         return Err(ApiError::invalid("user", "a user name is 1 to 64 letters, digits, '_', '.' or '-'"));
     }
     let role = body.choice("role", ROLES)?.unwrap_or_else(|| "member".into());
-    let mut client = feed.pool.get().await?;
+    let mut client = pool.get().await?;
     let tx = client.transaction().await?;
     lock_project(&*tx, project, MEMBERSHIP_LOCK).await?;
     require_owner(&*tx, project, &who).await?;
@@ -122,14 +121,14 @@ async fn add_member(project: String, who: Identity, body: bytes::Bytes, feed: Ar
 }
 
 /// `PATCH /api/projects/{project_id}/members/{user_id}` `{"role"}`. Owners only.
-pub fn update(feed: Arc<Feed>) -> impl Filter<Extract = (Response,), Error = warp::Rejection> + Clone {
+pub fn update(pool: Pool) -> impl Filter<Extract = (Response,), Error = warp::Rejection> + Clone {
     warp::path!("api" / "projects" / String / "members" / String)
         .and(warp::patch())
-        .and(authed(feed.clone()))
+        .and(authed(pool.clone()))
         .and(input::body(input::MAX_BODY))
-        .and(with_feed(feed))
-        .then(|project: String, user: String, who: Identity, body: bytes::Bytes, feed: Arc<Feed>| async move {
-            respond(update_member(project, user, who, body, feed).await)
+        .and(with_pool(pool))
+        .then(|project: String, user: String, who: Identity, body: bytes::Bytes, pool: Pool| async move {
+            respond(update_member(project, user, who, body, pool).await)
         })
 }
 
@@ -138,12 +137,12 @@ async fn update_member(
     user: String,
     who: Identity,
     body: bytes::Bytes,
-    feed: Arc<Feed>,
+    pool: Pool,
 ) -> Result<Response, ApiError> {
     let project = input::id(&project, "project")?;
     let body = Body::parse(&body, &["role"])?;
     let role = body.choice("role", ROLES)?.ok_or_else(|| ApiError::invalid("role", "is required"))?;
-    let mut client = feed.pool.get().await?;
+    let mut client = pool.get().await?;
     let tx = client.transaction().await?;
     lock_project(&*tx, project, MEMBERSHIP_LOCK).await?;
     require_owner(&*tx, project, &who).await?;
@@ -171,19 +170,19 @@ async fn update_member(
 
 /// `DELETE /api/projects/{project_id}/members/{user_id}`. Owners remove anyone; a member may remove
 /// themselves.
-pub fn remove(feed: Arc<Feed>) -> impl Filter<Extract = (Response,), Error = warp::Rejection> + Clone {
+pub fn remove(pool: Pool) -> impl Filter<Extract = (Response,), Error = warp::Rejection> + Clone {
     warp::path!("api" / "projects" / String / "members" / String)
         .and(warp::delete())
-        .and(authed(feed.clone()))
-        .and(with_feed(feed))
-        .then(|project: String, user: String, who: Identity, feed: Arc<Feed>| async move {
-            respond(remove_member(project, user, who, feed).await)
+        .and(authed(pool.clone()))
+        .and(with_pool(pool))
+        .then(|project: String, user: String, who: Identity, pool: Pool| async move {
+            respond(remove_member(project, user, who, pool).await)
         })
 }
 
-async fn remove_member(project: String, user: String, who: Identity, feed: Arc<Feed>) -> Result<Response, ApiError> {
+async fn remove_member(project: String, user: String, who: Identity, pool: Pool) -> Result<Response, ApiError> {
     let project = input::id(&project, "project")?;
-    let mut client = feed.pool.get().await?;
+    let mut client = pool.get().await?;
     let tx = client.transaction().await?;
     lock_project(&*tx, project, MEMBERSHIP_LOCK).await?;
     let my_role = role_in_locked(&*tx, project, &who).await?;

@@ -1,16 +1,14 @@
 //! The HTTP API. Route handlers only read and write PostgreSQL; the triggers emit. See docs/api.md and the
 //! OpenAPI document served at /api/openapi.json.
 //!
-//! This file holds what every resource shares: the authentication filter, the reply of a write (with the
-//! seq of its event), membership checks, and [`routes`], which combines the resources:
+//! This file holds what every resource shares: the reply of a write (with the seq of its event), membership
+//! checks, and [`routes`], which combines the resources (what any HTTP route needs is in [`crate::http`]):
 //!
 //! * [`projects`], [`members`], [`tasks`], [`comments`] — the board;
 //! * [`me`] — the caller and their API tokens;
 //! * [`openapi`] — the OpenAPI document, which also drives the 405/404 answers for unrouted requests.
 
 pub mod comments;
-pub mod error;
-pub mod input;
 pub mod me;
 pub mod members;
 pub mod openapi;
@@ -18,10 +16,9 @@ pub mod projects;
 pub mod tasks;
 
 use std::convert::Infallible;
-use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use deadpool_postgres::Pool;
 use serde_json::Value;
 use tokio_postgres::GenericClient;
 use uuid::Uuid;
@@ -29,52 +26,33 @@ use warp::http::StatusCode;
 use warp::reply::Response;
 use warp::{Filter, Rejection, Reply};
 
-use crate::auth::{self, Identity};
-use crate::feed::Feed;
-use error::ApiError;
+use crate::auth::Identity;
+pub use crate::http::auth::authed;
+use crate::http::error::{self, ApiError};
+pub use crate::http::reply::{ok, respond};
 
-pub fn with_feed(feed: Arc<Feed>) -> impl Filter<Extract = (Arc<Feed>,), Error = Infallible> + Clone {
-    warp::any().map(move || feed.clone())
-}
-
-/// `GET /healthz`: 200 when a pooled connection answers and the listener is LISTENing, 503 otherwise.
-pub fn healthz(feed: Arc<Feed>) -> impl Filter<Extract = (impl Reply,), Error = Rejection> + Clone {
-    warp::path!("healthz").and(warp::get()).and(with_feed(feed)).then(|feed: Arc<Feed>| async move {
-        let db = async {
-            let client = feed.pool.get().await.ok()?;
-            client.simple_query("").await.ok()
-        };
-        let db_ok = tokio::time::timeout(Duration::from_secs(2), db).await.ok().flatten().is_some();
-        let listener_ok = feed.listener_up.load(Ordering::SeqCst);
-        let status = if db_ok && listener_ok { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
-        let body = serde_json::json!({
-            "status": if status == StatusCode::OK { "ok" } else { "unavailable" },
-            "database": db_ok,
-            "listener": listener_ok,
-            "rooms": feed.rooms.len(),
-        });
-        warp::reply::with_status(warp::reply::json(&body), status)
-    })
+pub fn with_pool(pool: Pool) -> impl Filter<Extract = (Pool,), Error = Infallible> + Clone {
+    warp::any().map(move || pool.clone())
 }
 
 /// Every `/api` route. A request no route takes ends in [`unrouted`], which answers 405 (with `Allow`) for a
 /// documented path and 404 for anything else under /api.
-pub fn routes(feed: Arc<Feed>) -> impl Filter<Extract = (impl Reply,), Error = Rejection> + Clone {
+pub fn routes(pool: Pool) -> impl Filter<Extract = (impl Reply,), Error = Rejection> + Clone {
     let index = warp::path!("api").and(warp::get()).map(|| {
         warp::reply::json(&serde_json::json!({"api": "boardcast", "openapi": "/api/openapi.json"})).into_response()
     });
     index
         .or(openapi::route())
         .unify()
-        .or(me::routes(feed.clone()))
+        .or(me::routes(pool.clone()))
         .unify()
-        .or(projects::routes(feed.clone()))
+        .or(projects::routes(pool.clone()))
         .unify()
-        .or(members::routes(feed.clone()))
+        .or(members::routes(pool.clone()))
         .unify()
-        .or(tasks::routes(feed.clone()))
+        .or(tasks::routes(pool.clone()))
         .unify()
-        .or(comments::routes(feed))
+        .or(comments::routes(pool))
         .unify()
         .or(unrouted())
         .unify()
@@ -84,7 +62,7 @@ pub fn routes(feed: Arc<Feed>) -> impl Filter<Extract = (impl Reply,), Error = R
 /// preflight of a PATCH with a bearer token is answered here), so a web client can read every answer,
 /// `X-Boardcast-Seq` and error bodies too.
 pub fn for_browsers(
-    feed: Arc<Feed>,
+    pool: Pool,
     origins: Option<Vec<String>>,
 ) -> impl Filter<Extract = (impl Reply,), Error = Rejection> + Clone {
     let cors = warp::cors()
@@ -113,7 +91,7 @@ pub fn for_browsers(
             if p.segments().next() == Some("api") { Ok(()) } else { Err(warp::reject::not_found()) }
         })
         .untuple_one();
-    under_api.and(routes(feed).recover(error::recover)).with(cors)
+    under_api.and(routes(pool).recover(error::recover)).with(cors)
 }
 
 /// Rejects, never answers: a custom rejection combined after a route's own (say, a 401) loses to it, and wins
@@ -144,40 +122,6 @@ pub async fn lock_project(db: &impl GenericClient, project: Uuid, lock: &str) ->
         .await?
         .map(|_| ())
         .ok_or_else(|| ApiError::NotFound("no such project".into()))
-}
-
-/// The `Authorization` header as text, if there is one. Bytes that are not ASCII make it a bad token (401), not
-/// a malformed request: `warp::header` would refuse the whole request with a 400.
-pub fn authorization() -> impl Filter<Extract = (Option<String>,), Error = std::convert::Infallible> + Clone {
-    warp::header::headers_cloned().map(|headers: warp::http::HeaderMap| {
-        headers.get(warp::http::header::AUTHORIZATION).map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
-    })
-}
-
-/// The caller, from `Authorization: Bearer TOKEN`. Missing, malformed, unknown and revoked tokens are 401.
-/// (Unlike the WebSocket, the REST API does not take `?token=`: query strings end up in logs.)
-pub fn authed(feed: Arc<Feed>) -> impl Filter<Extract = (Identity,), Error = Rejection> + Clone {
-    authorization().and(with_feed(feed)).and_then(|header: Option<String>, feed: Arc<Feed>| async move {
-        let who = async {
-            let token = auth::token_from(header.as_deref(), None)
-                .ok_or_else(|| ApiError::Unauthorized("missing token: send Authorization: Bearer TOKEN".into()))?;
-            let client = feed.pool.get().await?;
-            auth::authenticate(&**client, &token)
-                .await?
-                .ok_or_else(|| ApiError::Unauthorized("invalid or revoked token".into()))
-        };
-        who.await.map_err(warp::reject::custom)
-    })
-}
-
-/// A handler's result as a response: errors take the one JSON shape.
-pub fn respond(r: Result<Response, ApiError>) -> Response {
-    r.unwrap_or_else(ApiError::into_response)
-}
-
-/// A JSON reply.
-pub fn ok(status: StatusCode, body: &Value) -> Response {
-    warp::reply::with_status(warp::reply::json(body), status).into_response()
 }
 
 /// The reply to a write: the resource with `"seq"`, the seq of the event the write produced in its project's

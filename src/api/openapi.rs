@@ -13,8 +13,9 @@ use warp::http::StatusCode;
 use warp::reply::Response;
 use warp::{Filter, Rejection};
 
-use super::input::{DEFAULT_LIMIT, MAX_BODY, MAX_LIMIT, MAX_TASK_BODY};
+use super::tasks::MAX_TASK_BODY;
 use super::{comments, me, members, ok, projects, tasks};
+use crate::http::input::{DEFAULT_LIMIT, MAX_BODY, MAX_LIMIT};
 
 /// `GET /api/openapi.json`, no token needed.
 pub fn route() -> impl Filter<Extract = (Response,), Error = Rejection> + Clone {

@@ -4,8 +4,8 @@
 //! `role`. Renaming, changing the status and deleting are for owners.
 
 use std::collections::HashMap;
-use std::sync::Arc;
 
+use deadpool_postgres::Pool;
 use serde_json::{Value, json};
 use uuid::Uuid;
 use warp::Filter;
@@ -13,45 +13,44 @@ use warp::filters::BoxedFilter;
 use warp::http::StatusCode;
 use warp::reply::Response;
 
-use super::error::ApiError;
-use super::input::{self, Body, Page};
-use super::{authed, lock_project, ok, require_owner, respond, role_in, seq_of, with_feed, written};
+use super::{authed, lock_project, ok, require_owner, respond, role_in, seq_of, with_pool, written};
 use crate::auth::Identity;
-use crate::feed::Feed;
+use crate::http::ApiError;
+use crate::http::input::{self, Body, Page};
 
 pub const NAME_MAX: usize = 200;
 pub const STATUSES: &[&str] = &["active", "archived"];
 
-pub fn routes(feed: Arc<Feed>) -> BoxedFilter<(Response,)> {
-    create(feed.clone())
-        .or(list(feed.clone()))
+pub fn routes(pool: Pool) -> BoxedFilter<(Response,)> {
+    create(pool.clone())
+        .or(list(pool.clone()))
         .unify()
-        .or(get(feed.clone()))
+        .or(get(pool.clone()))
         .unify()
-        .or(update(feed.clone()))
+        .or(update(pool.clone()))
         .unify()
-        .or(delete(feed))
+        .or(delete(pool))
         .unify()
         .boxed()
 }
 
 /// `POST /api/projects` `{"name", "status"?}` → 201.
-pub fn create(feed: Arc<Feed>) -> impl Filter<Extract = (Response,), Error = warp::Rejection> + Clone {
+pub fn create(pool: Pool) -> impl Filter<Extract = (Response,), Error = warp::Rejection> + Clone {
     warp::path!("api" / "projects")
         .and(warp::post())
-        .and(authed(feed.clone()))
+        .and(authed(pool.clone()))
         .and(input::body(input::MAX_BODY))
-        .and(with_feed(feed))
-        .then(|who: Identity, body: bytes::Bytes, feed: Arc<Feed>| async move {
-            respond(create_project(who, body, feed).await)
+        .and(with_pool(pool))
+        .then(|who: Identity, body: bytes::Bytes, pool: Pool| async move {
+            respond(create_project(who, body, pool).await)
         })
 }
 
-async fn create_project(who: Identity, body: bytes::Bytes, feed: Arc<Feed>) -> Result<Response, ApiError> {
+async fn create_project(who: Identity, body: bytes::Bytes, pool: Pool) -> Result<Response, ApiError> {
     let body = Body::parse(&body, &["name", "status"])?;
     let name = body.required_text("name", 1, NAME_MAX)?;
     let status = body.choice("status", STATUSES)?.unwrap_or_else(|| "active".into());
-    let mut client = feed.pool.get().await?;
+    let mut client = pool.get().await?;
     let tx = client.transaction().await?;
     let row = tx
         .query_one(
@@ -71,22 +70,22 @@ async fn create_project(who: Identity, body: bytes::Bytes, feed: Arc<Feed>) -> R
 }
 
 /// `GET /api/projects?limit=&cursor=`: the caller's projects, oldest first.
-pub fn list(feed: Arc<Feed>) -> impl Filter<Extract = (Response,), Error = warp::Rejection> + Clone {
+pub fn list(pool: Pool) -> impl Filter<Extract = (Response,), Error = warp::Rejection> + Clone {
     warp::path!("api" / "projects")
         .and(warp::get())
-        .and(authed(feed.clone()))
+        .and(authed(pool.clone()))
         .and(input::query())
-        .and(with_feed(feed))
-        .then(|who: Identity, q: HashMap<String, String>, feed: Arc<Feed>| async move {
-            respond(list_projects(who, q, feed).await)
+        .and(with_pool(pool))
+        .then(|who: Identity, q: HashMap<String, String>, pool: Pool| async move {
+            respond(list_projects(who, q, pool).await)
         })
 }
 
-async fn list_projects(who: Identity, q: HashMap<String, String>, feed: Arc<Feed>) -> Result<Response, ApiError> {
+async fn list_projects(who: Identity, q: HashMap<String, String>, pool: Pool) -> Result<Response, ApiError> {
     input::known_params(&q, &["limit", "cursor"])?;
     let page = Page::from_query(&q, 2)?;
     let (after_t, after_id) = page.after_time_id()?;
-    let client = feed.pool.get().await?;
+    let client = pool.get().await?;
     let rows = client
         .query(
             "SELECT to_jsonb(p) || jsonb_build_object('role', m.role)
@@ -112,17 +111,17 @@ pub fn paged(mut items: Vec<Value>, limit: i64, key: impl Fn(&Value) -> Vec<&Val
 }
 
 /// `GET /api/projects/{project_id}`.
-pub fn get(feed: Arc<Feed>) -> impl Filter<Extract = (Response,), Error = warp::Rejection> + Clone {
+pub fn get(pool: Pool) -> impl Filter<Extract = (Response,), Error = warp::Rejection> + Clone {
     warp::path!("api" / "projects" / String)
         .and(warp::get())
-        .and(authed(feed.clone()))
-        .and(with_feed(feed))
-        .then(|id: String, who: Identity, feed: Arc<Feed>| async move { respond(get_project(id, who, feed).await) })
+        .and(authed(pool.clone()))
+        .and(with_pool(pool))
+        .then(|id: String, who: Identity, pool: Pool| async move { respond(get_project(id, who, pool).await) })
 }
 
-async fn get_project(id: String, who: Identity, feed: Arc<Feed>) -> Result<Response, ApiError> {
+async fn get_project(id: String, who: Identity, pool: Pool) -> Result<Response, ApiError> {
     let id = input::id(&id, "project")?;
-    let client = feed.pool.get().await?;
+    let client = pool.get().await?;
     let role = role_in(&**client, id, &who).await?;
     let row = client
         .query_opt("SELECT to_jsonb(p) FROM projects p WHERE id = $1", &[&id])
@@ -132,18 +131,18 @@ async fn get_project(id: String, who: Identity, feed: Arc<Feed>) -> Result<Respo
 }
 
 /// `PATCH /api/projects/{project_id}` `{"name"?, "status"?}`: owners only.
-pub fn update(feed: Arc<Feed>) -> impl Filter<Extract = (Response,), Error = warp::Rejection> + Clone {
+pub fn update(pool: Pool) -> impl Filter<Extract = (Response,), Error = warp::Rejection> + Clone {
     warp::path!("api" / "projects" / String)
         .and(warp::patch())
-        .and(authed(feed.clone()))
+        .and(authed(pool.clone()))
         .and(input::body(input::MAX_BODY))
-        .and(with_feed(feed))
-        .then(|id: String, who: Identity, body: bytes::Bytes, feed: Arc<Feed>| async move {
-            respond(update_project(id, who, body, feed).await)
+        .and(with_pool(pool))
+        .then(|id: String, who: Identity, body: bytes::Bytes, pool: Pool| async move {
+            respond(update_project(id, who, body, pool).await)
         })
 }
 
-async fn update_project(id: String, who: Identity, body: bytes::Bytes, feed: Arc<Feed>) -> Result<Response, ApiError> {
+async fn update_project(id: String, who: Identity, body: bytes::Bytes, pool: Pool) -> Result<Response, ApiError> {
     let id = input::id(&id, "project")?;
     let body = Body::parse(&body, &["name", "status"])?;
     let name = body.text("name", 1, NAME_MAX)?;
@@ -151,7 +150,7 @@ async fn update_project(id: String, who: Identity, body: bytes::Bytes, feed: Arc
     if body.is_empty() {
         return Err(ApiError::invalid("body", "nothing to change: send name and/or status"));
     }
-    let mut client = feed.pool.get().await?;
+    let mut client = pool.get().await?;
     let tx = client.transaction().await?;
     // Archiving waits for the board writes already let through (they hold FOR KEY SHARE on the project, see
     // `member_of_active`), and the ones after it see the new status. A rename need not wait for anyone. The
@@ -180,17 +179,17 @@ async fn update_project(id: String, who: Identity, body: bytes::Bytes, feed: Arc
 
 /// `DELETE /api/projects/{project_id}`: owners only. Its tasks, comments and memberships go with it, each an
 /// event on the feed; members are removed from the room.
-pub fn delete(feed: Arc<Feed>) -> impl Filter<Extract = (Response,), Error = warp::Rejection> + Clone {
+pub fn delete(pool: Pool) -> impl Filter<Extract = (Response,), Error = warp::Rejection> + Clone {
     warp::path!("api" / "projects" / String)
         .and(warp::delete())
-        .and(authed(feed.clone()))
-        .and(with_feed(feed))
-        .then(|id: String, who: Identity, feed: Arc<Feed>| async move { respond(delete_project(id, who, feed).await) })
+        .and(authed(pool.clone()))
+        .and(with_pool(pool))
+        .then(|id: String, who: Identity, pool: Pool| async move { respond(delete_project(id, who, pool).await) })
 }
 
-async fn delete_project(id: String, who: Identity, feed: Arc<Feed>) -> Result<Response, ApiError> {
+async fn delete_project(id: String, who: Identity, pool: Pool) -> Result<Response, ApiError> {
     let id = input::id(&id, "project")?;
-    let mut client = feed.pool.get().await?;
+    let mut client = pool.get().await?;
     let tx = client.transaction().await?;
     // The project first, then the caller's membership (see `update_project`).
     lock_project(&*tx, id, "FOR UPDATE").await?;

@@ -11,8 +11,8 @@
 //! shortest exact float text. Both give the same JSON values otherwise.
 
 use std::collections::HashMap;
-use std::sync::Arc;
 
+use deadpool_postgres::Pool;
 use serde_json::{Value, json};
 use tokio_postgres::GenericClient;
 use uuid::Uuid;
@@ -21,49 +21,47 @@ use warp::filters::BoxedFilter;
 use warp::http::StatusCode;
 use warp::reply::Response;
 
-use super::error::ApiError;
-use super::input::{self, Body, Page};
 use super::projects::paged;
-use super::{authed, member_of_active, ok, respond, role_in, seq_of, with_feed, written};
+use super::{authed, member_of_active, ok, respond, role_in, seq_of, with_pool, written};
 use crate::auth::Identity;
-use crate::feed::Feed;
+use crate::http::ApiError;
+use crate::http::input::{self, Body, Page};
 
 pub const TITLE_MAX: usize = 500;
 pub const DESCRIPTION_MAX: usize = 200_000; // as the CHECK in sql/001_domain.sql
+
+/// The largest body of a task write: a description as long as it may be, however escaped (12 bytes a
+/// character, as a surrogate pair), with room for the other fields. Only these routes buffer that much.
+pub const MAX_TASK_BODY: u64 = (12 * DESCRIPTION_MAX + 64 * 1024) as u64;
 pub const STATUSES: &[&str] = &["todo", "in_progress", "done"];
 const FIELDS: &[&str] = &["title", "description", "status", "assignee_id", "position"];
 
-pub fn routes(feed: Arc<Feed>) -> BoxedFilter<(Response,)> {
-    create(feed.clone())
-        .or(list(feed.clone()))
+pub fn routes(pool: Pool) -> BoxedFilter<(Response,)> {
+    create(pool.clone())
+        .or(list(pool.clone()))
         .unify()
-        .or(get(feed.clone()))
+        .or(get(pool.clone()))
         .unify()
-        .or(update(feed.clone()))
+        .or(update(pool.clone()))
         .unify()
-        .or(delete(feed))
+        .or(delete(pool))
         .unify()
         .boxed()
 }
 
 /// `POST /api/projects/{project_id}/tasks` → 201. Without `position` the card goes after the last one.
-pub fn create(feed: Arc<Feed>) -> impl Filter<Extract = (Response,), Error = warp::Rejection> + Clone {
+pub fn create(pool: Pool) -> impl Filter<Extract = (Response,), Error = warp::Rejection> + Clone {
     warp::path!("api" / "projects" / String / "tasks")
         .and(warp::post())
-        .and(authed(feed.clone()))
-        .and(input::body(input::MAX_TASK_BODY))
-        .and(with_feed(feed))
-        .then(|project: String, who: Identity, body: bytes::Bytes, feed: Arc<Feed>| async move {
-            respond(create_task(project, who, body, feed).await)
+        .and(authed(pool.clone()))
+        .and(input::body(MAX_TASK_BODY))
+        .and(with_pool(pool))
+        .then(|project: String, who: Identity, body: bytes::Bytes, pool: Pool| async move {
+            respond(create_task(project, who, body, pool).await)
         })
 }
 
-async fn create_task(
-    project: String,
-    who: Identity,
-    body: bytes::Bytes,
-    feed: Arc<Feed>,
-) -> Result<Response, ApiError> {
+async fn create_task(project: String, who: Identity, body: bytes::Bytes, pool: Pool) -> Result<Response, ApiError> {
     let project = input::id(&project, "project")?;
     let body = Body::parse(&body, FIELDS)?;
     let title = body.required_text("title", 1, TITLE_MAX)?;
@@ -71,7 +69,7 @@ async fn create_task(
     let status = body.choice("status", STATUSES)?.unwrap_or_else(|| "todo".into());
     let assignee = body.nullable_uuid("assignee_id")?.flatten();
     let position = body.position("position")?;
-    let mut client = feed.pool.get().await?;
+    let mut client = pool.get().await?;
     let tx = client.transaction().await?;
     member_of_active(&*tx, project, &who).await?;
     if let Some(a) = assignee {
@@ -93,14 +91,14 @@ async fn create_task(
 /// `GET /api/projects/{project_id}/tasks?status=&assignee=&limit=&cursor=`: the board, in card order
 /// (position, then creation, then id: a total order, so pages neither skip nor repeat).
 /// `assignee` is a user id, or `none` for unassigned tasks.
-pub fn list(feed: Arc<Feed>) -> impl Filter<Extract = (Response,), Error = warp::Rejection> + Clone {
+pub fn list(pool: Pool) -> impl Filter<Extract = (Response,), Error = warp::Rejection> + Clone {
     warp::path!("api" / "projects" / String / "tasks")
         .and(warp::get())
-        .and(authed(feed.clone()))
+        .and(authed(pool.clone()))
         .and(input::query())
-        .and(with_feed(feed))
-        .then(|project: String, who: Identity, q: HashMap<String, String>, feed: Arc<Feed>| async move {
-            respond(list_tasks(project, who, q, feed).await)
+        .and(with_pool(pool))
+        .then(|project: String, who: Identity, q: HashMap<String, String>, pool: Pool| async move {
+            respond(list_tasks(project, who, q, pool).await)
         })
 }
 
@@ -108,7 +106,7 @@ async fn list_tasks(
     project: String,
     who: Identity,
     q: HashMap<String, String>,
-    feed: Arc<Feed>,
+    pool: Pool,
 ) -> Result<Response, ApiError> {
     let project = input::id(&project, "project")?;
     input::known_params(&q, &["limit", "cursor", "status", "assignee"])?;
@@ -131,7 +129,7 @@ async fn list_tasks(
         }
         None => (None, None, None),
     };
-    let client = feed.pool.get().await?;
+    let client = pool.get().await?;
     role_in(&**client, project, &who).await?;
     let rows = client
         .query(
@@ -150,35 +148,35 @@ async fn list_tasks(
 }
 
 /// `GET /api/tasks/{task_id}`.
-pub fn get(feed: Arc<Feed>) -> impl Filter<Extract = (Response,), Error = warp::Rejection> + Clone {
+pub fn get(pool: Pool) -> impl Filter<Extract = (Response,), Error = warp::Rejection> + Clone {
     warp::path!("api" / "tasks" / String)
         .and(warp::get())
-        .and(authed(feed.clone()))
-        .and(with_feed(feed))
-        .then(|id: String, who: Identity, feed: Arc<Feed>| async move { respond(get_task(id, who, feed).await) })
+        .and(authed(pool.clone()))
+        .and(with_pool(pool))
+        .then(|id: String, who: Identity, pool: Pool| async move { respond(get_task(id, who, pool).await) })
 }
 
-async fn get_task(id: String, who: Identity, feed: Arc<Feed>) -> Result<Response, ApiError> {
+async fn get_task(id: String, who: Identity, pool: Pool) -> Result<Response, ApiError> {
     let id = input::id(&id, "task")?;
-    let client = feed.pool.get().await?;
+    let client = pool.get().await?;
     let (row, _) = visible_task(&**client, id, &who, false).await?;
     Ok(ok(StatusCode::OK, &row))
 }
 
 /// `PATCH /api/tasks/{task_id}` `{"title"?, "description"?, "status"?, "assignee_id"?, "position"?,
 /// "version"?}`. Moving a card is setting its `position` (e.g. halfway between its new neighbours').
-pub fn update(feed: Arc<Feed>) -> impl Filter<Extract = (Response,), Error = warp::Rejection> + Clone {
+pub fn update(pool: Pool) -> impl Filter<Extract = (Response,), Error = warp::Rejection> + Clone {
     warp::path!("api" / "tasks" / String)
         .and(warp::patch())
-        .and(authed(feed.clone()))
-        .and(input::body(input::MAX_TASK_BODY))
-        .and(with_feed(feed))
-        .then(|id: String, who: Identity, body: bytes::Bytes, feed: Arc<Feed>| async move {
-            respond(update_task(id, who, body, feed).await)
+        .and(authed(pool.clone()))
+        .and(input::body(MAX_TASK_BODY))
+        .and(with_pool(pool))
+        .then(|id: String, who: Identity, body: bytes::Bytes, pool: Pool| async move {
+            respond(update_task(id, who, body, pool).await)
         })
 }
 
-async fn update_task(id: String, who: Identity, body: bytes::Bytes, feed: Arc<Feed>) -> Result<Response, ApiError> {
+async fn update_task(id: String, who: Identity, body: bytes::Bytes, pool: Pool) -> Result<Response, ApiError> {
     let id = input::id(&id, "task")?;
     let mut allowed = FIELDS.to_vec();
     allowed.push("version");
@@ -192,7 +190,7 @@ async fn update_task(id: String, who: Identity, body: bytes::Bytes, feed: Arc<Fe
     if !FIELDS.iter().any(|f| body.has(f)) {
         return Err(ApiError::invalid("body", format!("nothing to change: send one of {}", FIELDS.join(", "))));
     }
-    let mut client = feed.pool.get().await?;
+    let mut client = pool.get().await?;
     let tx = client.transaction().await?;
     let (old, project) = visible_task(&*tx, id, &who, true).await?;
     check_version(&old, version)?;
@@ -216,23 +214,18 @@ async fn update_task(id: String, who: Identity, body: bytes::Bytes, feed: Arc<Fe
 }
 
 /// `DELETE /api/tasks/{task_id}?version=`: with `version`, only if the task is still at that version.
-pub fn delete(feed: Arc<Feed>) -> impl Filter<Extract = (Response,), Error = warp::Rejection> + Clone {
+pub fn delete(pool: Pool) -> impl Filter<Extract = (Response,), Error = warp::Rejection> + Clone {
     warp::path!("api" / "tasks" / String)
         .and(warp::delete())
-        .and(authed(feed.clone()))
+        .and(authed(pool.clone()))
         .and(input::query())
-        .and(with_feed(feed))
-        .then(|id: String, who: Identity, q: HashMap<String, String>, feed: Arc<Feed>| async move {
-            respond(delete_task(id, who, q, feed).await)
+        .and(with_pool(pool))
+        .then(|id: String, who: Identity, q: HashMap<String, String>, pool: Pool| async move {
+            respond(delete_task(id, who, q, pool).await)
         })
 }
 
-async fn delete_task(
-    id: String,
-    who: Identity,
-    q: HashMap<String, String>,
-    feed: Arc<Feed>,
-) -> Result<Response, ApiError> {
+async fn delete_task(id: String, who: Identity, q: HashMap<String, String>, pool: Pool) -> Result<Response, ApiError> {
     let id = input::id(&id, "task")?;
     input::known_params(&q, &["version"])?;
     let version = match q.get("version") {
@@ -244,7 +237,7 @@ async fn delete_task(
             }
         },
     };
-    let mut client = feed.pool.get().await?;
+    let mut client = pool.get().await?;
     let tx = client.transaction().await?;
     let (old, project) = visible_task(&*tx, id, &who, true).await?;
     check_version(&old, version)?;

@@ -114,8 +114,8 @@ async fn migrated() -> Result<tokio_postgres::Client> {
 }
 
 async fn serve() -> Result<()> {
-    raise_open_file_limit();
-    return_large_allocations_to_the_system();
+    crate::process::raise_open_file_limit();
+    crate::process::return_large_allocations_to_the_system();
     let settings = Settings::from_env()?;
     let app = crate::Application::build(settings).await?;
     app.run_until_stopped(shutdown_signal()).await
@@ -135,31 +135,4 @@ pub async fn shutdown_signal() {
     }
     #[cfg(not(unix))]
     let _ = ctrl_c.await;
-}
-
-/// Large frames (a 100 KB description, thousands of them in one bulk update) are allocated and freed in
-/// bursts. glibc's malloc keeps freed memory in its per-thread arenas, so after such a burst the server would
-/// hold hundreds of megabytes it no longer uses until it exits. Allocations of 64 KiB and more are served by
-/// mmap instead and go back to the system when freed; the small, frequent ones (per-connection buffers, most
-/// frames) stay in the arenas, where they are cheap.
-fn return_large_allocations_to_the_system() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    unsafe {
-        libc::mallopt(libc::M_MMAP_THRESHOLD, 64 * 1024);
-    }
-}
-
-/// Every WebSocket is a file descriptor, and the usual soft limit (1,024) would refuse clients long before
-/// memory runs out. Raise the soft limit to the hard limit, as far as the system lets an unprivileged process.
-fn raise_open_file_limit() {
-    #[cfg(unix)]
-    unsafe {
-        let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 && limit.rlim_cur < limit.rlim_max {
-            let wanted = libc::rlimit { rlim_cur: limit.rlim_max, rlim_max: limit.rlim_max };
-            if libc::setrlimit(libc::RLIMIT_NOFILE, &wanted) == 0 {
-                tracing::info!("open-file limit raised from {} to {}", limit.rlim_cur, limit.rlim_max);
-            }
-        }
-    }
 }

@@ -17,7 +17,7 @@ pub mod room;
 pub mod upgrade;
 
 use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use deadpool_postgres::Pool;
 use tokio::sync::broadcast;
@@ -49,5 +49,10 @@ impl Feed {
             revoked_tokens: broadcast::channel(1024).0,
             listener_up: AtomicBool::new(false),
         })
+    }
+
+    /// Whether the listener is connected and LISTENing (`/healthz`).
+    pub fn listener_is_up(&self) -> bool {
+        self.listener_up.load(Ordering::SeqCst)
     }
 }

@@ -3,13 +3,12 @@
 //! Why not `warp::ws()`: it builds tungstenite with its default configuration, whose read buffer is 128 KiB
 //! per connection, eagerly allocated, and whose largest accepted message is 64 MB. Neither is acceptable for
 //! tens of thousands of mostly idle connections that should only ever send small JSON requests, and warp
-//! offers no setting for the read buffer. So the accept loop (see [`crate::server`]) stashes hyper's upgrade
+//! offers no setting for the read buffer. So the accept loop (see [`crate::http::server`]) stashes hyper's upgrade
 //! handle in the request, this warp route does everything else (authentication, errors, the 101 response),
 //! and the socket is built with our own [`socket_config`].
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
-use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
@@ -21,22 +20,10 @@ use warp::hyper::body::Bytes;
 use warp::{Filter, Rejection, Reply};
 
 use super::{Feed, connection};
-use crate::api::error::ApiError;
-use crate::api::with_feed;
 use crate::auth;
-
-/// hyper's upgrade handle for this request, put in the request's extensions by the accept loop.
-#[derive(Clone, Default)]
-pub struct UpgradeSlot(Arc<Mutex<Option<OnUpgrade>>>);
-
-impl UpgradeSlot {
-    pub fn new(on_upgrade: OnUpgrade) -> Self {
-        UpgradeSlot(Arc::new(Mutex::new(Some(on_upgrade))))
-    }
-    fn take(&self) -> Option<OnUpgrade> {
-        self.0.lock().unwrap().take()
-    }
-}
+use crate::http::ApiError;
+use crate::http::auth::{authorization, identify};
+use crate::http::server::UpgradeSlot;
 
 /// Small buffers. The read buffer is allocated up front for every connection, and clients only send small
 /// requests, so 1 KiB (not 128 KiB) is plenty; it grows for the rare larger frame. The write buffer is allocated only when there is something to
@@ -68,13 +55,13 @@ pub fn route(
     let query = warp::query::raw().map(Some).or(warp::any().map(|| None)).unify();
     warp::path!("ws")
         .and(warp::get())
-        .and(crate::api::authorization())
+        .and(authorization())
         .and(query)
         .and(warp::header::optional::<String>("upgrade"))
         .and(warp::header::optional::<String>("sec-websocket-key"))
         .and(warp::ext::optional::<UpgradeSlot>())
         .map(|authorization, query, upgrade, key, slot| Handshake { authorization, query, upgrade, key, slot })
-        .and(with_feed(feed))
+        .and(warp::any().map(move || feed.clone()))
         .and(warp::any().map(move || (shutdown.clone(), tracker.clone())))
         .and_then(|h: Handshake, feed: Arc<Feed>, (shutdown, tracker): (CancellationToken, TaskTracker)| async move {
             upgrade(h, feed, shutdown, tracker).await.map_err(warp::reject::custom)
@@ -92,11 +79,7 @@ async fn upgrade(
     })?;
     // Listen for revocations before checking the token, so one that lands in between is not missed.
     let revoked = feed.revoked_tokens.subscribe();
-    let client = feed.pool.get().await?;
-    let who = auth::authenticate(&**client, &token)
-        .await?
-        .ok_or_else(|| ApiError::Unauthorized("invalid or revoked token".into()))?;
-    drop(client);
+    let who = identify(&feed.pool, &token).await?;
 
     let is_websocket = h.upgrade.as_deref().is_some_and(|u| u.eq_ignore_ascii_case("websocket"));
     let (Some(key), true) = (h.key, is_websocket) else {

@@ -89,7 +89,7 @@ pub async fn spawn_app_on(settings: Settings) -> TestApp {
     let db_url = settings.database_url.clone();
     let app = Application::build(settings).await.expect("build app");
     let addr = app.addr();
-    let feed = app.feed();
+    let feed = app.state().feed;
     let (stop, stopped) = tokio::sync::oneshot::channel();
     let done = tokio::spawn(async move {
         app.run_until_stopped(async {

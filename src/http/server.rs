@@ -1,20 +1,37 @@
 //! The HTTP server: accepts TCP connections and serves each with hyper, routing requests to the warp
-//! filters. It is ours rather than `warp::serve` for two reasons: `/ws` needs hyper's upgrade handle (see
-//! [`crate::feed::upgrade`]), and shutdown must stop accepting at once while open connections finish.
+//! filters. It is ours rather than `warp::serve` for two reasons: `/ws` needs hyper's upgrade handle
+//! ([`UpgradeSlot`], taken by the feed's `/ws` route), and shutdown must stop accepting at once while open
+//! connections finish.
 
 use std::convert::Infallible;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
+use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tower_service::Service;
 
-use crate::feed::upgrade::UpgradeSlot;
+/// hyper's upgrade handle for a `/ws` request, put in the request's extensions by the accept loop for the
+/// route that completes the WebSocket handshake.
+#[derive(Clone, Default)]
+pub struct UpgradeSlot(Arc<Mutex<Option<OnUpgrade>>>);
+
+impl UpgradeSlot {
+    fn new(on_upgrade: OnUpgrade) -> Self {
+        UpgradeSlot(Arc::new(Mutex::new(Some(on_upgrade))))
+    }
+
+    /// The handle, once: the route that takes it answers 101 and owns the connection from then on.
+    pub fn take(&self) -> Option<OnUpgrade> {
+        self.0.lock().unwrap().take()
+    }
+}
 
 /// Serves `service` (the warp routes, as `warp::service(routes)`) on `listener` until `shutdown`.
 pub async fn serve<S>(listener: TcpListener, service: S, shutdown: CancellationToken, tracker: TaskTracker)

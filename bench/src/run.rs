@@ -13,12 +13,6 @@
 //!
 //! See `boardcast-bench --help` for the flags, and BENCHMARKS.md for results.
 
-pub mod hist;
-pub mod load;
-pub mod report;
-pub mod server;
-pub mod ws;
-
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -30,8 +24,9 @@ use serde::{Deserialize, Serialize};
 use tokio_postgres::{AsyncMessage, NoTls};
 use uuid::Uuid;
 
-use load::{Fleet, FleetSpec, Shared, WriteOutcome, WriteSpec};
-use server::Server;
+use crate::load::{Fleet, FleetSpec, Shared, WriteOutcome, WriteSpec};
+use crate::server::Server;
+use crate::{load, report, server};
 
 pub const USAGE: &str = "\
 boardcast-bench — load, latency, memory and write-ceiling benchmark for boardcast
@@ -400,7 +395,7 @@ pub async fn main(args: Args) -> Result<Results, String> {
         return Ok(results);
     }
     std::fs::create_dir_all(&args.out).map_err(|e| format!("{}: {e}", args.out.display()))?;
-    let limit = server::raise_nofile();
+    let limit = boardcast::process::raise_open_file_limit();
     let url = std::env::var("DATABASE_URL")
         .map_err(|_| "DATABASE_URL is not set (make bench sets it to the boardcast_bench database)".to_string())?;
     let mut results = Results {
@@ -574,7 +569,7 @@ async fn load_run(
 async fn memory_run(ctx: &Ctx) -> Result<MemoryRun, String> {
     let a = &ctx.args;
     let rooms = a.rooms.unwrap_or(100).min(ctx.projects.len()).max(1);
-    let (soft, _) = server::nofile();
+    let (soft, _) = boardcast::process::open_file_limit();
     // Both this process and the server (which inherits the limit) hold one descriptor per connection.
     let cap = (soft as usize).saturating_sub(400);
     let hold_requested = a.hold;

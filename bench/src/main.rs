@@ -1,18 +1,31 @@
-//! `boardcast-bench`: the benchmark binary (`make bench`). The logic is in `boardcast::bench`; run with
-//! `--help` for the scenarios and flags, and see BENCHMARKS.md for results.
+//! `boardcast-bench`: the benchmark (`make bench`). It is a crate of its own so that nothing of it is linked into
+//! the server. Run with `--help` for the scenarios and flags; BENCHMARKS.md holds the results.
+//!
+//! * [`run`] — the scenarios and what they report;
+//! * [`server`] — the server under test, as a child process, and its database;
+//! * [`load`] — WebSocket clients and SQL writers;
+//! * [`ws`] — a minimal WebSocket client built for many connections;
+//! * [`hist`] — latency histograms; [`report`] — BENCHMARKS.md and the latency chart.
+
+mod hist;
+mod load;
+mod report;
+mod run;
+mod server;
+mod ws;
 
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
     let argv: Vec<String> = std::env::args().skip(1).collect();
-    let args = match boardcast::bench::Args::parse(&argv) {
+    let args = match run::Args::parse(&argv) {
         Ok(a) => a,
         Err(e) if e.is_empty() => {
-            println!("{}", boardcast::bench::USAGE);
+            println!("{}", run::USAGE);
             return ExitCode::SUCCESS;
         }
         Err(e) => {
-            eprintln!("boardcast-bench: {e}\n\n{}", boardcast::bench::USAGE);
+            eprintln!("boardcast-bench: {e}\n\n{}", run::USAGE);
             return ExitCode::from(2);
         }
     };
@@ -21,7 +34,7 @@ fn main() -> ExitCode {
         .enable_all()
         .build()
         .expect("tokio runtime");
-    match rt.block_on(boardcast::bench::main(args)) {
+    match rt.block_on(run::main(args)) {
         Ok(r) => {
             let summary = serde_json::json!({
                 "lost": r.lost,

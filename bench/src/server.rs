@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use tokio_postgres::Client;
 use uuid::Uuid;
 
-use super::load::pg_connect;
+use crate::load::pg_connect;
 
 /// Drops and recreates the `public` schema of the bench database, then applies the migrations.
 pub async fn reset_database(url: &str) -> Result<(), String> {
@@ -20,7 +20,7 @@ pub async fn reset_database(url: &str) -> Result<(), String> {
         .batch_execute("DROP SCHEMA IF EXISTS public CASCADE; CREATE SCHEMA public;")
         .await
         .map_err(|e| format!("reset schema: {e}"))?;
-    crate::db::migrate(&mut client).await.map_err(|e| format!("migrate: {e}"))?;
+    boardcast::db::migrate(&mut client).await.map_err(|e| format!("migrate: {e}"))?;
     Ok(())
 }
 
@@ -31,7 +31,7 @@ pub struct Fixture {
 
 /// One user (with a token) who owns `projects` new projects.
 pub async fn fixture(client: &Client, user: &str, projects: usize) -> Result<Fixture, String> {
-    let (user_id, token) = crate::admin::add_user(client, user).await.map_err(|e| e.to_string())?;
+    let (user_id, token) = boardcast::admin::add_user(client, user).await.map_err(|e| e.to_string())?;
     let rows = client
         .query(
             "INSERT INTO projects (name) SELECT 'bench ' || g FROM generate_series(1, $1::int) g RETURNING id",
@@ -109,10 +109,6 @@ impl Server {
     /// CPU time used so far (user + system).
     pub fn cpu(&self) -> Duration {
         cpu_of(self.pid)
-    }
-
-    pub fn threads(&self) -> u64 {
-        status_field(self.pid, "Threads:").unwrap_or(0)
     }
 
     /// SIGTERM, then SIGKILL after 15s.
@@ -230,39 +226,8 @@ pub async fn machine(client: &Client) -> Machine {
         ram_gib: kb / 1024.0 / 1024.0,
         kernel,
         postgres,
-        nofile_limit: nofile().1,
+        nofile_limit: boardcast::process::open_file_limit().1,
     }
-}
-
-// RLIMIT_NOFILE, through the C library std already links (no extra dependency).
-#[repr(C)]
-struct RLimit {
-    cur: u64,
-    max: u64,
-}
-unsafe extern "C" {
-    fn getrlimit(resource: i32, rlim: *mut RLimit) -> i32;
-    fn setrlimit(resource: i32, rlim: *const RLimit) -> i32;
-}
-const RLIMIT_NOFILE: i32 = 7;
-
-/// `(soft, hard)` limit on open files.
-pub fn nofile() -> (u64, u64) {
-    let mut r = RLimit { cur: 0, max: 0 };
-    // SAFETY: getrlimit writes one struct rlimit (two rlim_t = u64 on 64-bit Linux) into `r`.
-    unsafe { getrlimit(RLIMIT_NOFILE, &mut r) };
-    (r.cur, r.max)
-}
-
-/// Raises the soft limit on open files to the hard limit (the server, a child, inherits it). Returns it.
-pub fn raise_nofile() -> u64 {
-    let (cur, max) = nofile();
-    if cur < max {
-        let r = RLimit { cur: max, max };
-        // SAFETY: passes a valid struct rlimit.
-        unsafe { setrlimit(RLIMIT_NOFILE, &r) };
-    }
-    nofile().0
 }
 
 pub fn default_server_bin() -> PathBuf {

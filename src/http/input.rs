@@ -20,15 +20,11 @@ use super::error::ApiError;
 /// a surrogate pair (`\ud83d\ude00`, 12 bytes).
 pub const MAX_BODY: u64 = 256 * 1024;
 
-/// The same for tasks: a description as long as it may be (200,000 characters), however escaped, with room
-/// for the other fields. Only these routes buffer that much per request.
-pub const MAX_TASK_BODY: u64 = (12 * super::tasks::DESCRIPTION_MAX + 64 * 1024) as u64;
-
 /// Default and largest page size of list endpoints.
 pub const DEFAULT_LIMIT: i64 = 50;
 pub const MAX_LIMIT: i64 = 200;
 
-/// The request body, at most `limit` bytes ([`MAX_BODY`], or [`MAX_TASK_BODY`] for tasks), with a JSON
+/// The request body, at most `limit` bytes ([`MAX_BODY`], or more where a route needs it), with a JSON
 /// content type or none. A Content-Length above the limit is refused before reading; a chunked body is cut off
 /// as soon as it exceeds it.
 pub fn body(limit: u64) -> impl Filter<Extract = (bytes::Bytes,), Error = Rejection> + Clone {

@@ -19,8 +19,8 @@ use tokio_postgres::{Client, NoTls};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use super::hist::Histogram;
-use super::ws::{self, Conn, OP_CLOSE, OP_PING, OP_TEXT};
+use crate::hist::Histogram;
+use crate::ws::{self, Conn, OP_CLOSE, OP_PING, OP_TEXT};
 
 /// A write id whose latency is not measured (warm-up).
 const EXCLUDED: u64 = u64::MAX;
@@ -159,14 +159,6 @@ impl Fleet {
             check: CancellationToken::new(),
             connect_errors: Arc::new(Mutex::new(Vec::new())),
         }
-    }
-
-    pub fn len(&self) -> usize {
-        self.handles.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.handles.is_empty()
     }
 
     pub fn joined(&self) -> usize {
@@ -623,7 +615,7 @@ pub async fn write(spec: WriteSpec, shared: Arc<Shared>) -> Result<WriteOutcome,
     total.window_secs = spec.duration.as_secs_f64();
     total.ack_p50_us = ack.quantile(0.5);
     total.ack_p99_us = ack.quantile(0.99);
-    total.backend_cpu_secs = pids.iter().map(|&p| super::server::cpu_of(p).as_secs_f64()).sum();
+    total.backend_cpu_secs = pids.iter().map(|&p| crate::server::cpu_of(p).as_secs_f64()).sum();
     total.backend_pids = pids;
     Ok(total)
 }

@@ -1,0 +1,15 @@
+//! HTTP, below both the REST API and the feed's `/ws` route: what every route shares.
+//!
+//! * [`server`] — the accept loop (hyper), graceful shutdown, hyper's upgrade handle for `/ws`, request logs;
+//! * [`auth`] — the bearer token of a request, and the caller it names;
+//! * [`error`] — the one JSON error type, and the place where rejections become responses;
+//! * [`input`] — request bodies and query strings, read and checked;
+//! * [`reply`] — JSON replies.
+
+pub mod auth;
+pub mod error;
+pub mod input;
+pub mod reply;
+pub mod server;
+
+pub use error::ApiError;
