@@ -29,7 +29,7 @@ use crate::auth::Identity;
 use crate::feed::Feed;
 
 pub const TITLE_MAX: usize = 500;
-pub const DESCRIPTION_MAX: usize = 200_000; // as the CHECK in sql/001_domain.sql
+pub const DESCRIPTION_MAX: usize = 200_000; // as the CHECK in sql/migrations/0001_domain.sql
 pub const STATUSES: &[&str] = &["todo", "in_progress", "done"];
 const FIELDS: &[&str] = &["title", "description", "status", "assignee_id", "position"];
 
