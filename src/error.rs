@@ -9,6 +9,9 @@ pub enum Error {
     Pool(#[from] deadpool_postgres::PoolError),
     #[error("invalid configuration: {0}")]
     Config(String),
+    /// The database's schema is not one this build can bring up to date (see `db::migrate`).
+    #[error("database schema: {0}")]
+    Schema(String),
     #[error("i/o error: {0}")]
     Io(#[from] std::io::Error),
     #[error("{0}")]

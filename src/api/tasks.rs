@@ -28,7 +28,7 @@ use crate::http::ApiError;
 use crate::http::input::{self, Body, Page};
 
 pub const TITLE_MAX: usize = 500;
-pub const DESCRIPTION_MAX: usize = 200_000; // as the CHECK in sql/001_domain.sql
+pub const DESCRIPTION_MAX: usize = 200_000; // as the CHECK in sql/migrations/0001_domain.sql
 
 /// The largest body of a task write: a description as long as it may be, however escaped (12 bytes a
 /// character, as a surrogate pair), with room for the other fields. Only these routes buffer that much.

@@ -1,6 +1,6 @@
 //! An event as it travels from PostgreSQL to the clients.
 //!
-//! The frame (`{"op":"event",...}`) is built once by the trigger (see sql/002_feed.sql) and is forwarded to
+//! The frame (`{"op":"event",...}`) is built once by the trigger (see sql/functions/feed.sql) and is forwarded to
 //! every subscriber as the same reference-counted bytes: per-event work is done once, never per subscriber.
 
 use std::sync::{Arc, Weak};

@@ -1,5 +1,4 @@
-//! The database: the connection pool used by the API and the feed's history reads, and the migrations in
-//! `sql/`, which are compiled into the binary so `boardcast migrate` needs no files at run time.
+//! Connections: the pool for everything except LISTEN, and dedicated connections for what must not share one.
 
 use std::str::FromStr;
 use std::time::Duration;
@@ -8,15 +7,6 @@ use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use tokio_postgres::{Client, NoTls};
 
 use crate::error::{Error, Result};
-
-/// The migrations, in order. A migration is applied once, in one transaction, and recorded by name.
-pub const MIGRATIONS: &[(&str, &str)] = &[
-    ("001_domain", include_str!("../sql/001_domain.sql")),
-    ("002_feed", include_str!("../sql/002_feed.sql")),
-    ("003_defaults_that_always_fit", include_str!("../sql/003_defaults_that_always_fit.sql")),
-    ("004_feed_lock_once_per_transaction", include_str!("../sql/004_feed_lock_once_per_transaction.sql")),
-    ("005_retention_costs_what_it_removes", include_str!("../sql/005_retention_costs_what_it_removes.sql")),
-];
 
 /// Parses a database URL, with the keepalives that let a dead peer be noticed on a quiet connection, and a TCP
 /// user timeout for a busy one: without it, a query sent into a network cut waits for the kernel's
@@ -61,31 +51,4 @@ pub async fn connect(url: &str) -> Result<Client> {
         }
     });
     Ok(client)
-}
-
-/// Applies the migrations that are not applied yet. Safe to run concurrently from several processes: an
-/// advisory lock makes them take turns, and each sees what the previous one applied.
-pub async fn migrate(client: &mut Client) -> Result<Vec<&'static str>> {
-    let tx = client.transaction().await?;
-    tx.batch_execute(
-        "SELECT pg_advisory_xact_lock(hashtext('boardcast.migrate'));
-         CREATE TABLE IF NOT EXISTS schema_migrations (
-             name text PRIMARY KEY,
-             applied_at timestamptz NOT NULL DEFAULT now()
-         );",
-    )
-    .await?;
-    let done: Vec<String> =
-        tx.query("SELECT name FROM schema_migrations", &[]).await?.iter().map(|r| r.get(0)).collect();
-    let mut applied = Vec::new();
-    for (name, sql) in MIGRATIONS {
-        if done.iter().any(|d| d == name) {
-            continue;
-        }
-        tx.batch_execute(sql).await?;
-        tx.execute("INSERT INTO schema_migrations (name) VALUES ($1)", &[name]).await?;
-        applied.push(*name);
-    }
-    tx.commit().await?;
-    Ok(applied)
 }
