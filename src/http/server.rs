@@ -5,7 +5,7 @@
 
 use std::convert::Infallible;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
@@ -16,6 +16,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tower_service::Service;
+use tracing::Instrument;
 
 /// hyper's upgrade handle for a `/ws` request, put in the request's extensions by the accept loop for the
 /// route that completes the WebSocket handshake.
@@ -62,7 +63,14 @@ where
                     req.extensions_mut().insert(UpgradeSlot::new(on_upgrade));
                 }
                 let mut service = service.clone();
-                async move { Ok::<_, Infallible>(service.call(req).await.unwrap_or_else(|e| match e {})) }
+                let span = tracing::info_span!("request", method = %req.method(), route = %route_of(req.uri().path()));
+                let health_check = req.uri().path() == "/healthz";
+                async move {
+                    let started = Instant::now();
+                    let res = service.call(req).instrument(span.clone()).await.unwrap_or_else(|e| match e {});
+                    log_request(&span, health_check, res.status(), started.elapsed());
+                    Ok::<_, Infallible>(res)
+                }
             });
             let conn = http1::Builder::new()
                 .timer(hyper_util::rt::TokioTimer::new())
@@ -78,5 +86,44 @@ where
                 }
             }
         });
+    }
+}
+
+/// One line per request, at info, in the request's span (method and route): the status and how long it took.
+/// Health checks, which a load balancer sends every few seconds, log at debug.
+fn log_request(span: &tracing::Span, health_check: bool, status: hyper::StatusCode, took: Duration) {
+    let _in = span.enter();
+    let ms = (took.as_secs_f64() * 1e4).round() / 10.0;
+    if health_check && status.is_success() {
+        tracing::debug!(status = status.as_u16(), ms, "served");
+    } else {
+        tracing::info!(status = status.as_u16(), ms, "served");
+    }
+}
+
+/// The route of a request path, for logs: the path with every segment that is not one of the API's own words
+/// replaced by `{id}`. Ids, and anything else a client put in the path, never reach a log; neither does the
+/// query string (which may carry `?token=`).
+pub fn route_of(path: &str) -> String {
+    const WORDS: &[&str] =
+        &["api", "projects", "members", "tasks", "comments", "me", "tokens", "openapi.json", "healthz", "ws"];
+    let mut route = String::with_capacity(path.len().min(64));
+    for segment in path.split('/').skip(1).take(8) {
+        route.push('/');
+        route.push_str(if WORDS.contains(&segment) || segment.is_empty() { segment } else { "{id}" });
+    }
+    if route.is_empty() { "/".into() } else { route }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::route_of;
+
+    #[test]
+    fn a_route_names_no_id_and_no_query() {
+        assert_eq!(route_of("/api/projects/6f1c0e2a-0000-4000-8000-000000000000/tasks"), "/api/projects/{id}/tasks");
+        assert_eq!(route_of("/ws"), "/ws");
+        assert_eq!(route_of("/"), "/");
+        assert_eq!(route_of("/bc_secret-token/x"), "/{id}/{id}");
     }
 }
