@@ -778,7 +778,7 @@ async fn a_100k_row_transaction_and_a_100k_row_update_reach_every_subscriber_in_
             assert_eq!(e["action"], action, "at seq {seq}");
         }
     };
-    let readers = [a, b].map(|c| c.read_in_background(s, (), in_order()));
+    let mut readers = [a, b].map(|c| c.read_in_background(s, (), in_order()));
 
     // The writes, on a connection and a task of their own, as another program's would be.
     let (insert_committed, inserted) = tokio::sync::oneshot::channel();
@@ -799,6 +799,7 @@ async fn a_100k_row_transaction_and_a_100k_row_update_reach_every_subscriber_in_
     // Another project's event, written while the big one is being delivered (and the update runs), is not
     // held up behind it.
     inserted.await.expect("the 100,000-row insert failed");
+    readers[0].reached(s + 1).await;
     let started = std::time::Instant::now();
     app.insert_task(other, "meanwhile").await;
     let e = elsewhere.event().await;
