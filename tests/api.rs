@@ -1051,7 +1051,12 @@ async fn a_write_racing_the_writers_removal_waits_for_it_and_is_refused() {
     let write = tokio::spawn(async move {
         bob.post(&format!("/api/projects/{project}/tasks"), json!({"title": "sneaked in"})).await
     });
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Until the write waits for a lock, or (wrongly) finishes without waiting, however slow the machine.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while app.lock_waiters().await == 0 && !write.is_finished() {
+        assert!(tokio::time::Instant::now() < deadline, "the write neither waited nor finished");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     assert!(!write.is_finished(), "the write should be waiting for the removal");
     removal.commit().await.unwrap();
     let res = write.await.unwrap();
@@ -1076,21 +1081,14 @@ async fn an_owner_deleting_the_project_while_another_owner_removes_them_does_not
     let board = connect(&app.db_url).await;
     board.batch_execute("BEGIN").await.unwrap();
     board.execute("SELECT 1 FROM projects WHERE id = $1 FOR KEY SHARE", &[&project]).await.unwrap();
+    let removal_done = std::sync::atomic::AtomicBool::new(false);
+    // Until `n` requests wait for a lock, or bob's removal has finished (it need not wait).
     let waiting = |n: i64| {
-        let sql = &app.sql;
+        let (app, removal_done) = (&app, &removal_done);
         async move {
-            let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-            loop {
-                let w: i64 = sql
-                    .query_one(
-                        "SELECT count(*) FROM pg_stat_activity
-                          WHERE datname = current_database() AND wait_event_type = 'Lock'",
-                        &[],
-                    )
-                    .await
-                    .unwrap()
-                    .get(0);
-                if w >= n || tokio::time::Instant::now() > deadline {
+            let deadline = tokio::time::Instant::now() + WAIT;
+            while app.lock_waiters().await < n && !removal_done.load(std::sync::atomic::Ordering::SeqCst) {
+                if tokio::time::Instant::now() > deadline {
                     return;
                 }
                 tokio::time::sleep(Duration::from_millis(20)).await;
@@ -1102,13 +1100,14 @@ async fn an_owner_deleting_the_project_while_another_owner_removes_them_does_not
     let delete = alice.delete(&project_path);
     let remove = bob.delete(&member_path);
     let release = async {
-        waiting(1).await;
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        waiting(2).await; // alice's delete waits, and bob's removal waits or is done
         board.batch_execute("COMMIT").await.unwrap();
     };
     let staged_remove = async {
         waiting(1).await; // alice's delete is waiting: now bob
-        remove.await
+        let removed = remove.await;
+        removal_done.store(true, std::sync::atomic::Ordering::SeqCst);
+        removed
     };
     let (deleted, removed, ()) = tokio::join!(delete, staged_remove, release);
     // One of them goes first and the other finds nothing left to act on (no project, or alice no longer an

@@ -74,9 +74,11 @@ async fn a_client_that_drops_and_resumes_with_since_misses_nothing_and_gets_noth
     again.send(json!({"op": "join", "project": project, "since": last})).await;
     let joined = again.recv().await;
     assert_eq!((joined["op"].as_str(), joined["seq"].as_i64()), (Some("joined"), Some(last)));
+    let again = again.collect_in_background(last); // reads while the writer finishes
     writer.await.unwrap();
     let end = app.latest_seq(project).await;
-    seen.extend(again.events((end - last) as usize).await);
+    let (mut again, rest) = again.until(end).await;
+    seen.extend(rest);
     again.expect_silence(Duration::from_millis(300)).await;
 
     assert_gapless(&seen, project, s + 1, end);
@@ -124,10 +126,11 @@ async fn a_resume_from_a_seq_the_project_never_reached_gets_a_resync() {
 async fn killing_the_listeners_backend_mid_stream_loses_nothing() {
     let app = spawn_app().await;
     let (token, project) = app.member_of_new_project("alice").await;
-    let (mut alice, s) = app.joined(&token, project).await;
+    let (alice, s) = app.joined(&token, project).await;
 
+    let mut alice = alice.collect_in_background(s);
     let writer = write_tasks_in_background(app.db_url.clone(), project, 400, Duration::from_millis(2));
-    let mut seen = alice.events(20).await;
+    alice.reached(s + 20).await;
     for _ in 0..3 {
         let killed: i64 = app
             .sql
@@ -140,12 +143,12 @@ async fn killing_the_listeners_backend_mid_stream_loses_nothing() {
             .unwrap()
             .get(0);
         assert_eq!(killed, 1, "exactly one listener connection");
-        seen.extend(alice.events(40).await);
+        let at = alice.last_seq();
+        alice.reached(at + 40).await;
     }
     writer.await.unwrap();
     let end = app.latest_seq(project).await;
-    let missing = (end - seen.last().unwrap()["seq"].as_i64().unwrap()) as usize;
-    seen.extend(alice.events(missing).await);
+    let (mut alice, seen) = alice.until(end).await;
     alice.expect_silence(Duration::from_millis(300)).await;
 
     assert_gapless(&seen, project, s + 1, end);
@@ -352,7 +355,8 @@ async fn a_client_that_lagged_past_the_rewind_warning_is_still_told_to_resync() 
     let db_url = fresh_database(&admin_url()).await;
     let mut settings = test_settings(&db_url);
     settings.feed.room_buffer = 16;
-    settings.feed.send_timeout = Duration::from_secs(60);
+    // Far longer than the test runs, however slow the machine: the lagging client must not be dropped.
+    settings.feed.send_timeout = Duration::from_secs(600);
     let app = spawn_app_on(settings).await;
     let (token, project) = app.member_of_new_project("alice").await;
     let (mut lagging, s) = app.joined(&token, project).await; // reads nothing until the end
@@ -409,8 +413,11 @@ async fn restarting_the_whole_postgres_server_mid_stream_loses_nothing() {
     let db_url = fresh_database(&cluster.url()).await;
     let mut app = spawn_app_on(test_settings(&db_url)).await;
     let (token, project) = app.member_of_new_project("alice").await;
-    let (mut alice, s) = app.joined(&token, project).await;
-    let (mut bob, _) = app.joined(&token, project).await;
+    let (alice, s) = app.joined(&token, project).await;
+    let (bob, _) = app.joined(&token, project).await;
+    // Both read throughout: an outage and a restart take what they take.
+    let mut alice = alice.collect_in_background(s);
+    let bob = bob.collect_in_background(s);
 
     // A writer that keeps going through the outage, reconnecting as any client would.
     let url = db_url.clone();
@@ -437,7 +444,7 @@ async fn restarting_the_whole_postgres_server_mid_stream_loses_nothing() {
         }
     });
 
-    let mut seen = alice.events(30).await;
+    alice.reached(s + 30).await;
     cluster.stop();
     // While the database is down, the server says so.
     assert!(app.unhealthy_within(Duration::from_secs(4)).await, "/healthz should answer 503 while PostgreSQL is down");
@@ -458,9 +465,8 @@ async fn restarting_the_whole_postgres_server_mid_stream_loses_nothing() {
     app.sql = connect(&db_url).await; // the old one died with the server
     let end: i64 =
         app.sql.query_one("SELECT last_seq FROM feed_seq WHERE project_id = $1", &[&project]).await.unwrap().get(0);
-    let have = seen.last().unwrap()["seq"].as_i64().unwrap();
-    seen.extend(alice.events((end - have) as usize).await);
-    let bob_seen = bob.events((end - s) as usize).await;
+    let (mut alice, seen) = alice.until(end).await;
+    let (_, bob_seen) = bob.until(end).await;
     alice.expect_silence(Duration::from_millis(300)).await;
 
     assert_gapless(&seen, project, s + 1, end);
@@ -476,7 +482,8 @@ async fn a_network_cut_between_server_and_database_is_noticed_and_loses_nothing(
     let (app, proxy) = app_behind_a_proxy().await;
     let db_url = app.db_url.clone();
     let (token, project) = app.member_of_new_project("alice").await;
-    let (mut alice, s) = app.joined(&token, project).await;
+    let (alice, s) = app.joined(&token, project).await;
+    let mut alice = alice.collect_in_background(s); // reads throughout, the cut included
 
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let writing = stop.clone();
@@ -493,7 +500,7 @@ async fn a_network_cut_between_server_and_database_is_noticed_and_loses_nothing(
         }
     });
 
-    let mut seen = alice.events(20).await;
+    alice.reached(s + 20).await;
     proxy.cut();
     // Nothing arrives while the link is down, and the server notices: its probe goes unanswered.
     assert!(
@@ -510,8 +517,7 @@ async fn a_network_cut_between_server_and_database_is_noticed_and_loses_nothing(
 
     let end = app.latest_seq(project).await;
     assert!(end > during && during > s + 20, "writes went on during the cut and after it");
-    let have = seen.last().unwrap()["seq"].as_i64().unwrap();
-    seen.extend(alice.events((end - have) as usize).await);
+    let (mut alice, seen) = alice.until(end).await;
     alice.expect_silence(Duration::from_millis(300)).await;
 
     assert_gapless(&seen, project, s + 1, end);
@@ -568,6 +574,12 @@ async fn a_stampede_of_resuming_clients_queues_for_history_and_leaves_the_api_it
     for c in &mut clients {
         c.send(json!({"op": "join", "project": project, "since": 0})).await;
     }
+    // The joins have reached the lock, however slow the machine, and the rest had a moment to queue too.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while app.lock_waiters().await == 0 {
+        assert!(tokio::time::Instant::now() < deadline, "no join ever reached the history");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     tokio::time::sleep(Duration::from_millis(300)).await;
 
     // Twelve waiting replays, a pool of four: the API still answers at once.
@@ -594,7 +606,9 @@ async fn a_stampede_of_resuming_clients_queues_for_history_and_leaves_the_api_it
 async fn a_client_that_never_reads_does_not_hold_back_one_that_does() {
     let db_url = fresh_database(&admin_url()).await;
     let mut settings = test_settings(&db_url);
-    settings.feed.send_timeout = Duration::from_secs(2);
+    // Short, so the stuck client is dropped within the test; long enough that a reader that reads all the
+    // time is never taken for a stuck one on a loaded machine.
+    settings.feed.send_timeout = Duration::from_secs(5);
     settings.feed.room_buffer = 64;
     let app = spawn_app_on(settings).await;
     let (token, project) = app.member_of_new_project("alice").await;
@@ -667,12 +681,19 @@ async fn a_slow_reader_behind_the_rooms_buffer_catches_up_from_history_in_order(
 async fn a_client_that_stops_reading_during_a_bulk_update_of_large_rows_pins_no_more_than_the_budget() {
     let db_url = fresh_database(&admin_url()).await;
     let mut settings = test_settings(&db_url);
-    settings.feed.send_timeout = Duration::from_secs(120);
+    // Far longer than the test runs, however slow the machine: the stalled client must not be dropped.
+    settings.feed.send_timeout = Duration::from_secs(600);
     settings.feed.held_frames_budget = 2 * 1024 * 1024;
     let app = spawn_app_on(settings).await;
     let (token, project) = app.member_of_new_project("alice").await;
     let (mut stalled, s) = app.joined(&token, project).await;
-    let (mut reader, _) = app.joined(&token, project).await;
+    let (reader, _) = app.joined(&token, project).await;
+    // The reader reads (and the test looks at what the rooms hold after each event) while the rows are written.
+    let feed = app.feed.clone();
+    let reader = reader.read_in_background(s, (Vec::new(), 0), move |(events, most), e| {
+        events.push(e);
+        *most = feed.rooms.held_bytes().max(*most);
+    });
 
     // 200 rows of 100 KB, then an update of all of them: 400 frames, about 60 MB, announced by seq range only,
     // so the room reads them from history and holds each large frame for its subscribers.
@@ -690,13 +711,8 @@ async fn a_client_that_stops_reading_during_a_bulk_update_of_large_rows_pins_no_
             .await
             .unwrap();
     });
-    let mut most = 0;
-    let mut events = Vec::new();
-    while events.len() < 400 {
-        events.push(reader.event().await);
-        most = most.max(app.feed.rooms.held_bytes());
-    }
     writer.await.unwrap();
+    let (_, (events, most)) = reader.until(s + 400).await;
     assert_gapless(&events, project, s + 1, s + 400);
     // The budget, plus the page the room has just sent (its subscribers get the time of the next read to take
     // it), plus a frame of slack.
@@ -748,33 +764,51 @@ async fn a_100k_row_transaction_and_a_100k_row_update_reach_every_subscriber_in_
     let app = spawn_app().await;
     let (token, project) = app.member_of_new_project("alice").await;
     let (other_token, other) = app.member_of_new_project("bob").await;
-    let (mut a, s) = app.joined(&token, project).await;
-    let (mut b, _) = app.joined(&token, project).await;
+    let (a, s) = app.joined(&token, project).await;
+    let (b, _) = app.joined(&token, project).await;
     let (mut elsewhere, o) = app.joined(&other_token, other).await;
 
-    app.sql
-        .batch_execute(&format!(
+    // Both subscribers read from now on, each at its own pace, checking every event without keeping it.
+    let in_order = || {
+        let mut seq = s;
+        move |(): &mut (), e: serde_json::Value| {
+            seq += 1;
+            assert_eq!(e["seq"].as_i64(), Some(seq));
+            let action = if seq <= s + 100_000 { "insert" } else { "update" };
+            assert_eq!(e["action"], action, "at seq {seq}");
+        }
+    };
+    let mut readers = [a, b].map(|c| c.read_in_background(s, (), in_order()));
+
+    // The writes, on a connection and a task of their own, as another program's would be.
+    let (insert_committed, inserted) = tokio::sync::oneshot::channel();
+    let url = app.db_url.clone();
+    let writes = tokio::spawn(async move {
+        let sql = connect(&url).await;
+        sql.batch_execute(&format!(
             "BEGIN;
              INSERT INTO tasks (project_id, title) SELECT '{project}', 'bulk ' || g FROM generate_series(1, 100000) g;
-             COMMIT;
-             UPDATE tasks SET status = 'done' WHERE project_id = '{project}';"
+             COMMIT;"
         ))
         .await
         .unwrap();
-    // Another project's event, written while the big one is being delivered, is not held up behind it.
+        let _ = insert_committed.send(());
+        sql.batch_execute(&format!("UPDATE tasks SET status = 'done' WHERE project_id = '{project}'")).await.unwrap();
+    });
+
+    // Another project's event, written while the big one is being delivered (and the update runs), is not
+    // held up behind it.
+    inserted.await.expect("the 100,000-row insert failed");
+    readers[0].reached(s + 1).await;
     let started = std::time::Instant::now();
     app.insert_task(other, "meanwhile").await;
     let e = elsewhere.event().await;
     assert_eq!((e["seq"].as_i64(), e["row"]["title"].as_str()), (Some(o + 1), Some("meanwhile")));
     let other_latency = started.elapsed();
 
-    for client in [&mut a, &mut b] {
-        for next in s + 1..=s + 200_000 {
-            let e = client.event().await;
-            assert_eq!(e["seq"].as_i64(), Some(next));
-            let action = if next <= s + 100_000 { "insert" } else { "update" };
-            assert_eq!(e["action"], action);
-        }
+    writes.await.unwrap();
+    for reader in readers {
+        let (mut client, ()) = reader.until(s + 200_000).await;
         client.expect_silence(Duration::from_millis(200)).await;
     }
     assert!(other_latency < Duration::from_secs(5), "the other project waited {other_latency:?}");

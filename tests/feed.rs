@@ -319,7 +319,8 @@ async fn a_100kb_description_is_delivered_whole() {
 async fn ten_thousand_rows_in_one_transaction_arrive_complete_and_in_order() {
     let app = spawn_app().await;
     let (token, project) = app.member_of_new_project("alice").await;
-    let (mut alice, s) = app.joined(&token, project).await;
+    let (alice, s) = app.joined(&token, project).await;
+    let alice = alice.collect_in_background(s); // reads while the second statement runs
 
     // 10,000 single-row statements in one transaction: 10,000 notifications, all delivered at commit.
     let mut sql = String::from("BEGIN;");
@@ -337,7 +338,7 @@ async fn ten_thousand_rows_in_one_transaction_arrive_complete_and_in_order() {
         .await
         .unwrap();
 
-    let events = alice.events(20_000).await;
+    let (mut alice, events) = alice.until(s + 20_000).await;
     assert_gapless(&events, project, s + 1, s + 20_000);
     for (i, e) in events.iter().enumerate() {
         let title = if i < 10_000 { format!("row {i}") } else { format!("bulk {}", i - 10_000) };

@@ -4,6 +4,7 @@
 
 pub mod cluster;
 pub mod proxy;
+pub mod reader;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -170,6 +171,19 @@ impl TestApp {
             .unwrap_or(0)
     }
 
+    /// How many connections to this test's database wait for a lock right now: how a test knows that a
+    /// statement has reached the lock it is held at, however slow the machine.
+    pub async fn lock_waiters(&self) -> i64 {
+        self.sql
+            .query_one(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0)
+    }
+
     pub async fn insert_task(&self, project: Uuid, title: &str) -> Uuid {
         self.sql
             .query_one("INSERT INTO tasks (project_id, title) VALUES ($1, $2) RETURNING id", &[&project, &title])
@@ -226,10 +240,13 @@ impl WsClient {
 
     /// The next text frame, or `None` if nothing arrives within `d` (or the socket closed).
     pub async fn recv_within(&mut self, d: Duration) -> Option<Value> {
-        let deadline = tokio::time::Instant::now() + d;
+        tokio::time::timeout(d, self.next_frame()).await.ok()?
+    }
+
+    /// The next text frame, however long it takes; `None` once the socket is closed.
+    pub async fn next_frame(&mut self) -> Option<Value> {
         loop {
-            let msg = tokio::time::timeout_at(deadline, self.ws.next()).await.ok()??;
-            match msg {
+            match self.ws.next().await? {
                 Ok(Message::Text(t)) => {
                     return Some(serde_json::from_str(&t).expect("server sent invalid JSON"));
                 }
