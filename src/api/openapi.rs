@@ -1,10 +1,11 @@
-//! The OpenAPI 3.0 document of the API, served at `GET /api/openapi.json`.
+//! The API's front door: `GET /api` says what this is, and `GET /api/openapi.json` serves the OpenAPI 3.0
+//! document of the API.
 //!
-//! It is built here in code, next to the handlers, so that the limits it states are the constants the
-//! handlers enforce. It is kept true in two ways: tests/api.rs walks every documented path and method and
-//! checks a route answers it (and that undocumented methods are 405), and the unrouted-request fallback
-//! (`api::unrouted`) answers 405 with `Allow` from this document's paths — so a route missing from the
-//! document would show up as a wrong `Allow`. A schema-driven fuzzer can check every response against it.
+//! The document is built here in code, next to the handlers, so that the limits it states are the types and
+//! constants the handlers enforce. It does not route anything: routes are declared by each resource
+//! ([`super::route`]). It is kept true by tests: one in `api` checks it lists exactly the declared routes and
+//! methods, and tests/api.rs walks every documented path and method and checks a route answers it (and that
+//! undocumented methods are 405). A schema-driven fuzzer can check every response against it.
 
 use std::sync::OnceLock;
 
@@ -13,34 +14,23 @@ use warp::http::StatusCode;
 use warp::reply::Response;
 use warp::{Filter, Rejection};
 
+use super::page::{DEFAULT_LIMIT, MAX_LIMIT};
+use super::route::Route;
 use super::tasks::MAX_TASK_BODY;
-use super::{comments, me, members, ok, projects, tasks};
-use crate::http::input::{DEFAULT_LIMIT, MAX_BODY, MAX_LIMIT};
+use super::values::{CommentBody, Description, Label, ProjectName, ProjectStatus, Role, TaskStatus, Title};
+use crate::http::input::MAX_BODY;
+use crate::http::reply::ok;
 
-/// `GET /api/openapi.json`, no token needed.
-pub fn route() -> impl Filter<Extract = (Response,), Error = Rejection> + Clone {
-    warp::path!("api" / "openapi.json").and(warp::get()).map(|| ok(StatusCode::OK, document()))
-}
+pub const ROUTES: &[Route] =
+    &[Route { path: "/api", methods: &["GET"] }, Route { path: "/api/openapi.json", methods: &["GET"] }];
 
-/// The methods (upper case) the document lists for a concrete request path, e.g. `/api/tasks/123`.
-pub fn methods_of(path: &str) -> Vec<&'static str> {
-    let segments: Vec<&str> = path.trim_end_matches('/').split('/').collect();
-    let Some(paths) = document()["paths"].as_object() else {
-        return vec![];
-    };
-    for (template, ops) in paths {
-        let t: Vec<&str> = template.split('/').collect();
-        let matches = t.len() == segments.len()
-            && t.iter().zip(&segments).all(|(t, s)| (t.starts_with('{') && !s.is_empty()) || t == s);
-        if matches {
-            let ops = ops.as_object().map(|o| o.keys().collect::<Vec<_>>()).unwrap_or_default();
-            return ["GET", "POST", "PUT", "PATCH", "DELETE"]
-                .into_iter()
-                .filter(|m| ops.iter().any(|o| o.eq_ignore_ascii_case(m)))
-                .collect();
-        }
-    }
-    vec![]
+/// `GET /api` and `GET /api/openapi.json`, no token needed.
+pub fn routes() -> impl Filter<Extract = (Response,), Error = Rejection> + Clone {
+    let index = warp::path!("api")
+        .and(warp::get())
+        .map(|| ok(StatusCode::OK, &json!({"api": "boardcast", "openapi": "/api/openapi.json"})));
+    let document = warp::path!("api" / "openapi.json").and(warp::get()).map(|| ok(StatusCode::OK, document()));
+    index.or(document).unify()
 }
 
 pub fn document() -> &'static Value {
@@ -77,9 +67,9 @@ fn build() -> Value {
         "Project": {
             "type": "object", "required": ["id", "name", "status", "created_at", "updated_at", "role"],
             "properties": {
-                "id": uuid, "name": {"type": "string"}, "status": {"type": "string", "enum": projects::STATUSES},
+                "id": uuid, "name": {"type": "string"}, "status": {"type": "string", "enum": ProjectStatus::NAMES},
                 "created_at": time, "updated_at": time,
-                "role": {"type": "string", "enum": members::ROLES, "description": "the caller's role"},
+                "role": {"type": "string", "enum": Role::NAMES, "description": "the caller's role"},
                 "seq": seq
             }
         },
@@ -87,7 +77,7 @@ fn build() -> Value {
             "type": "object", "required": ["project_id", "user_id", "user_name", "role", "created_at"],
             "properties": {
                 "project_id": uuid, "user_id": uuid, "user_name": {"type": "string"},
-                "role": {"type": "string", "enum": members::ROLES}, "created_at": time, "seq": seq
+                "role": {"type": "string", "enum": Role::NAMES}, "created_at": time, "seq": seq
             }
         },
         "Task": {
@@ -96,7 +86,7 @@ fn build() -> Value {
                          "created_at", "updated_at"],
             "properties": {
                 "id": uuid, "project_id": uuid, "title": {"type": "string"}, "description": {"type": "string"},
-                "status": {"type": "string", "enum": tasks::STATUSES},
+                "status": {"type": "string", "enum": TaskStatus::NAMES},
                 "assignee_id": {"type": "string", "format": "uuid", "nullable": true},
                 "position": {"type": "number", "minimum": -1e15, "maximum": 1e15},
                 "version": {"type": "integer", "minimum": 1},
@@ -136,24 +126,28 @@ fn build() -> Value {
         "CommentPage": page("Comment"),
         "MemberPage": page("Member"),
         "TokenPage": page("Token"),
-        "NewProject": object(&[("name", text(1, projects::NAME_MAX))], &["name"], &[("status", choice(projects::STATUSES))]),
-        "ProjectChange": patch(&[("name", text(1, projects::NAME_MAX)), ("status", choice(projects::STATUSES))]),
+        "NewProject": object(&[("name", text(ProjectName::MIN, ProjectName::MAX))], &["name"],
+                             &[("status", choice(ProjectStatus::NAMES))]),
+        "ProjectChange": patch(&[("name", text(ProjectName::MIN, ProjectName::MAX)),
+                                 ("status", choice(ProjectStatus::NAMES))]),
         "NewMember": object(
             &[("user", json!({"type": "string", "pattern": "^[A-Za-z0-9_.-]{1,64}$", "description": "a user name"}))],
             &["user"],
-            &[("role", choice(members::ROLES))]),
-        "MemberChange": object(&[("role", choice(members::ROLES))], &["role"], &[]),
-        "NewTask": object(&[("title", text(1, tasks::TITLE_MAX))], &["title"], &task_fields()),
+            &[("role", choice(Role::NAMES))]),
+        "MemberChange": object(&[("role", choice(Role::NAMES))], &["role"], &[]),
+        "NewTask": object(&[("title", text(Title::MIN, Title::MAX))], &["title"], &task_fields()),
         "TaskChange": {
             "type": "object", "additionalProperties": false, "minProperties": 1,
             "description": "Send the fields to change, and `version` to refuse the write (409) if the task changed \
                             since. At least one field besides `version`.",
-            "properties": props(&[task_fields(), vec![("title", text(1, tasks::TITLE_MAX)), ("version", version())]].concat()),
+            "properties": props(&[task_fields(), vec![("title", text(Title::MIN, Title::MAX)), ("version", version())]]
+                .concat()),
             "anyOf": any_of_required
         },
-        "NewComment": object(&[("body", text(1, comments::BODY_MAX))], &["body"], &[]),
-        "CommentChange": object(&[("body", text(1, comments::BODY_MAX))], &["body"], &[("version", version())]),
-        "NewToken": object(&[], &[], &[("label", text(0, me::LABEL_MAX))]),
+        "NewComment": object(&[("body", text(CommentBody::MIN, CommentBody::MAX))], &["body"], &[]),
+        "CommentChange": object(&[("body", text(CommentBody::MIN, CommentBody::MAX))], &["body"],
+                                &[("version", version())]),
+        "NewToken": object(&[], &[], &[("label", text(Label::MIN, Label::MAX))]),
     });
 
     let p = |name: &str, what: &str| {
@@ -222,7 +216,7 @@ fn build() -> Value {
             "get": op("listTasks", "The project's tasks in board order (position, created_at, id)",
                       vec![project_id.clone(),
                            json!({"name": "status", "in": "query", "required": false,
-                                  "schema": {"type": "string", "enum": tasks::STATUSES}}),
+                                  "schema": {"type": "string", "enum": TaskStatus::NAMES}}),
                            json!({"name": "assignee", "in": "query", "required": false,
                                   "schema": {"anyOf": [{"type": "string", "format": "uuid"},
                                                        {"type": "string", "enum": ["none"]}]},
@@ -360,8 +354,8 @@ fn version() -> Value {
 
 fn task_fields() -> Vec<(&'static str, Value)> {
     vec![
-        ("description", text(0, tasks::DESCRIPTION_MAX)),
-        ("status", choice(tasks::STATUSES)),
+        ("description", text(Description::MIN, Description::MAX)),
+        ("status", choice(TaskStatus::NAMES)),
         (
             "assignee_id",
             json!({"type": "string", "format": "uuid", "nullable": true,
