@@ -43,7 +43,7 @@ const ROUTES: &[&[Route]] =
 
 /// Every `/api` route. A request no route takes ends in [`route::unrouted`], which answers 405 (with `Allow`)
 /// for a declared path and 404 for anything else under /api.
-pub fn routes(pool: Pool) -> impl Filter<Extract = (impl Reply,), Error = Rejection> + Clone {
+fn routes(pool: Pool) -> impl Filter<Extract = (impl Reply,), Error = Rejection> + Clone {
     openapi::routes()
         .or(me::routes(pool.clone()))
         .unify()

@@ -39,17 +39,50 @@ pub fn document() -> &'static Value {
 }
 
 fn build() -> Value {
+    json!({
+        "openapi": "3.0.3",
+        "info": {
+            "title": "boardcast",
+            "version": env!("CARGO_PKG_VERSION"),
+            "description": "The REST API of boardcast. Writes return the `seq` of the event they produced on the \
+                            WebSocket feed (/ws, see docs/protocol.md). Errors are always \
+                            {\"error\": {\"code\", \"message\"}}, with `field` on 422 and `current` on 409. Unknown \
+                            body fields and query parameters are refused with 422. See docs/api.md."
+        },
+        "servers": [{"url": "/"}],
+        "security": [{"bearerAuth": []}],
+        "paths": merge([front_paths(), project_paths(), board_paths()]),
+        "components": {
+            "securitySchemes": {"bearerAuth": {"type": "http", "scheme": "bearer",
+                "description": "an API token: `boardcast user add NAME`, `boardcast token issue NAME`, or POST /api/tokens"}},
+            "schemas": merge([records(), requests()]),
+            "responses": {
+                "400": error_response("Malformed: not JSON, not an object, a bad query string"),
+                "401": error_response("No token, or an unknown or revoked one"),
+                "403": error_response("A member, but not allowed to do this (owners only, authors only)"),
+                "404": error_response("No such resource, or not one the caller may see"),
+                "409": error_response("Conflicts with the current state; `current` holds it when there is one"),
+                "413": error_response(&format!(
+                    "The body is larger than {MAX_TASK_BODY} bytes (creating or changing a task: a description of \
+                     200,000 characters, however escaped) or {MAX_BODY} bytes (every other operation)"
+                )),
+                "415": error_response("The body is not application/json"),
+                "422": error_response("A field, parameter or the body holds a value that is not allowed; `field` names it"),
+                "503": error_response("The database is not reachable right now; retry"),
+            }
+        }
+    })
+}
+
+/// The schemas of what the API answers.
+fn records() -> Value {
     let uuid = json!({"type": "string", "format": "uuid"});
     let time = json!({"type": "string", "format": "date-time"});
     let seq = json!({"type": "integer", "nullable": true, "minimum": 0,
         "description": "On write responses: the seq of the event this write produced in the project's feed (null \
                         if it changed nothing). Also in the X-Boardcast-Seq header."});
 
-    let any_of_required: Vec<Value> = ["title", "description", "status", "assignee_id", "position"]
-        .iter()
-        .map(|f| json!({"required": [f]}))
-        .collect();
-    let schemas = json!({
+    json!({
         "Error": {
             "type": "object", "required": ["error"],
             "properties": {"error": {
@@ -126,6 +159,16 @@ fn build() -> Value {
         "CommentPage": page("Comment"),
         "MemberPage": page("Member"),
         "TokenPage": page("Token"),
+    })
+}
+
+/// The schemas of request bodies: their limits are the types the handlers parse them into.
+fn requests() -> Value {
+    let any_of_required: Vec<Value> = ["title", "description", "status", "assignee_id", "position"]
+        .iter()
+        .map(|f| json!({"required": [f]}))
+        .collect();
+    json!({
         "NewProject": object(&[("name", text(ProjectName::MIN, ProjectName::MAX))], &["name"],
                              &[("status", choice(ProjectStatus::NAMES))]),
         "ProjectChange": patch(&[("name", text(ProjectName::MIN, ProjectName::MAX)),
@@ -148,23 +191,14 @@ fn build() -> Value {
         "CommentChange": object(&[("body", text(CommentBody::MIN, CommentBody::MAX))], &["body"],
                                 &[("version", version())]),
         "NewToken": object(&[], &[], &[("label", text(Label::MIN, Label::MAX))]),
-    });
+    })
+}
 
-    let p = |name: &str, what: &str| {
-        json!({"name": name, "in": "path", "required": true, "schema": {"type": "string", "format": "uuid"},
-               "description": what})
-    };
-    let project_id = p("project_id", "a project id");
-    let task_id = p("task_id", "a task id");
-    let comment_id = p("comment_id", "a comment id");
-    let user_id = p("user_id", "a member's user id");
-    let token_id = p("token_id", "a token id");
-    let limit = json!({"name": "limit", "in": "query", "required": false,
-        "schema": {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT, "default": DEFAULT_LIMIT}});
-    let cursor = json!({"name": "cursor", "in": "query", "required": false, "schema": {"type": "string"},
-        "description": "`next_cursor` of the previous page; a string that is not one is a 404"});
-
-    let paths = json!({
+/// The front door, the caller and their tokens.
+fn front_paths() -> Value {
+    let (limit, cursor) = (limit(), cursor());
+    let token_id = id_param("token_id", "a token id");
+    json!({
         "/api": {"get": {
             "operationId": "index", "summary": "What this is", "security": [],
             "responses": {"200": {"description": "the API's name", "content": json_schema(json!({"type": "object"}))}}
@@ -184,6 +218,15 @@ fn build() -> Value {
             "delete": op("revokeToken", "Revoke one of the caller's tokens; it stops working at once",
                          vec![token_id], None, "200", "Token", &["404"]),
         },
+    })
+}
+
+/// Projects and their members.
+fn project_paths() -> Value {
+    let (limit, cursor) = (limit(), cursor());
+    let project_id = id_param("project_id", "a project id");
+    let user_id = id_param("user_id", "a member's user id");
+    json!({
         "/api/projects": {
             "get": op("listProjects", "The caller's projects, oldest first", vec![limit.clone(), cursor.clone()],
                       None, "200", "ProjectPage", &[]),
@@ -212,6 +255,16 @@ fn build() -> Value {
                           feed at once.",
                          vec![project_id.clone(), user_id], None, "200", "Deleted", &["403", "404", "409"]),
         },
+    })
+}
+
+/// The board: tasks and their comments.
+fn board_paths() -> Value {
+    let (limit, cursor) = (limit(), cursor());
+    let project_id = id_param("project_id", "a project id");
+    let task_id = id_param("task_id", "a task id");
+    let comment_id = id_param("comment_id", "a comment id");
+    json!({
         "/api/projects/{project_id}/tasks": {
             "get": op("listTasks", "The project's tasks in board order (position, created_at, id)",
                       vec![project_id.clone(),
@@ -248,41 +301,33 @@ fn build() -> Value {
             "delete": op("deleteComment", "Delete your comment; 409 if the project is archived", vec![comment_id],
                          None, "200", "Deleted", &["403", "404", "409"]),
         },
-    });
-
-    json!({
-        "openapi": "3.0.3",
-        "info": {
-            "title": "boardcast",
-            "version": env!("CARGO_PKG_VERSION"),
-            "description": "The REST API of boardcast. Writes return the `seq` of the event they produced on the \
-                            WebSocket feed (/ws, see docs/protocol.md). Errors are always \
-                            {\"error\": {\"code\", \"message\"}}, with `field` on 422 and `current` on 409. Unknown \
-                            body fields and query parameters are refused with 422. See docs/api.md."
-        },
-        "servers": [{"url": "/"}],
-        "security": [{"bearerAuth": []}],
-        "paths": paths,
-        "components": {
-            "securitySchemes": {"bearerAuth": {"type": "http", "scheme": "bearer",
-                "description": "an API token: `boardcast user add NAME`, `boardcast token issue NAME`, or POST /api/tokens"}},
-            "schemas": schemas,
-            "responses": {
-                "400": error_response("Malformed: not JSON, not an object, a bad query string"),
-                "401": error_response("No token, or an unknown or revoked one"),
-                "403": error_response("A member, but not allowed to do this (owners only, authors only)"),
-                "404": error_response("No such resource, or not one the caller may see"),
-                "409": error_response("Conflicts with the current state; `current` holds it when there is one"),
-                "413": error_response(&format!(
-                    "The body is larger than {MAX_TASK_BODY} bytes (creating or changing a task: a description of \
-                     200,000 characters, however escaped) or {MAX_BODY} bytes (every other operation)"
-                )),
-                "415": error_response("The body is not application/json"),
-                "422": error_response("A field, parameter or the body holds a value that is not allowed; `field` names it"),
-                "503": error_response("The database is not reachable right now; retry"),
-            }
-        }
     })
+}
+
+/// One JSON object of the fields of several.
+fn merge<const N: usize>(parts: [Value; N]) -> Value {
+    let mut all = Map::new();
+    for part in parts {
+        if let Value::Object(m) = part {
+            all.extend(m);
+        }
+    }
+    Value::Object(all)
+}
+
+fn id_param(name: &str, what: &str) -> Value {
+    json!({"name": name, "in": "path", "required": true, "schema": {"type": "string", "format": "uuid"},
+           "description": what})
+}
+
+fn limit() -> Value {
+    json!({"name": "limit", "in": "query", "required": false,
+           "schema": {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT, "default": DEFAULT_LIMIT}})
+}
+
+fn cursor() -> Value {
+    json!({"name": "cursor", "in": "query", "required": false, "schema": {"type": "string"},
+           "description": "`next_cursor` of the previous page; a string that is not one is a 404"})
 }
 
 /// An authenticated operation: its success response plus the errors every operation of its kind can give.

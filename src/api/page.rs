@@ -25,7 +25,7 @@ pub type AfterCard = (Option<f64>, Option<DateTime<Utc>>, Option<Uuid>);
 /// A page request: `?limit=` (1..=200, default 50) and `?cursor=` (opaque, from the previous page's
 /// `next_cursor`).
 pub struct Page {
-    pub limit: i64,
+    limit: i64,
     /// The sort key of the last item of the previous page.
     after: Option<Vec<Value>>,
 }

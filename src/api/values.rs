@@ -64,7 +64,7 @@ impl FromField for UserName {
 pub struct Position(pub f64);
 
 impl Position {
-    pub const LIMIT: f64 = 1e15;
+    const LIMIT: f64 = 1e15;
 }
 
 impl FromField for Position {

@@ -19,8 +19,8 @@ use crate::http::reply::ok;
 /// What a write did: the resource to answer with, and the project whose feed got the write's event (none if
 /// the write changed nothing, and so produced no event).
 pub struct Change<T> {
-    pub resource: T,
-    pub feed: Option<Uuid>,
+    resource: T,
+    feed: Option<Uuid>,
 }
 
 impl<T> Change<T> {
