@@ -715,6 +715,145 @@ async fn invalid_task_fields_are_422_naming_the_field() {
     );
 }
 
+/// Every body refusal, on every resource: the field it names and the message it gives, which field wins when
+/// several are wrong (an unknown field first, then the fields in the order the request lists them), and the
+/// difference between a field left out and a field sent as null.
+#[tokio::test]
+async fn body_refusals_name_their_field_with_a_precise_message_and_null_is_not_absent() {
+    let app = spawn_app().await;
+    let (alice_id, alice) = caller(&app, "alice").await;
+    caller(&app, "bob").await;
+    let project = alice.project("Board").await;
+    let t = alice.task(project, json!({"title": "t", "assignee_id": alice_id})).await;
+    let tid = t["id"].as_str().unwrap();
+    let c = alice.post(&format!("/api/tasks/{tid}/comments"), json!({"body": "c"})).await;
+    let cid = c.body["id"].as_str().unwrap();
+    let (tasks, task) = (format!("/api/projects/{project}/tasks"), format!("/api/tasks/{tid}"));
+    let (members, comments) = (format!("/api/projects/{project}/members"), format!("/api/tasks/{tid}/comments"));
+    let cases: Vec<(Method, String, Value, &str, &str)> = vec![
+        (Method::POST, tasks.clone(), json!({}), "title", "is required"),
+        (Method::POST, tasks.clone(), json!({"title": null}), "title", "must be a string"),
+        (Method::POST, tasks.clone(), json!({"title": ""}), "title", "must not be empty (1 to 500 characters)"),
+        (Method::POST, tasks.clone(), json!({"title": "😀".repeat(501)}), "title", "must be at most 500 characters"),
+        (Method::POST, tasks.clone(), json!({"title": "a\u{0}b"}), "title", "must not contain NUL characters"),
+        (
+            Method::POST,
+            tasks.clone(),
+            json!({"title": "", "status": "x"}),
+            "title",
+            "must not be empty (1 to 500 characters)",
+        ),
+        (
+            Method::POST,
+            tasks.clone(),
+            json!({"title": 5, "zz": 1, "aa": 1}),
+            "aa",
+            "unknown field; allowed: title, description, status, assignee_id, position",
+        ),
+        (
+            Method::POST,
+            tasks.clone(),
+            json!({"title": "x", "status": null}),
+            "status",
+            "must be one of: todo, in_progress, done",
+        ),
+        (Method::POST, tasks.clone(), json!({"title": "x", "assignee_id": 7}), "assignee_id", "must be a UUID or null"),
+        (Method::POST, tasks.clone(), json!({"title": "x", "position": "1"}), "position", "must be a number"),
+        (
+            Method::POST,
+            tasks.clone(),
+            json!({"title": "x", "position": 2e15}),
+            "position",
+            "must be between -1e15 and 1e15",
+        ),
+        (Method::POST, tasks.clone(), json!({"title": "x", "description": 1}), "description", "must be a string"),
+        (
+            Method::PATCH,
+            task.clone(),
+            json!({}),
+            "body",
+            "nothing to change: send one of title, description, status, assignee_id, position",
+        ),
+        (Method::PATCH, task.clone(), json!({"title": null}), "title", "must be a string"),
+        (Method::PATCH, task.clone(), json!({"title": "y", "version": "1"}), "version", "must be an integer"),
+        (
+            Method::PATCH,
+            task.clone(),
+            json!({"title": "y", "version": 1.5}),
+            "version",
+            "must be an integer of at least 1",
+        ),
+        (
+            Method::PATCH,
+            task.clone(),
+            json!({"version": 1, "title": ""}),
+            "title",
+            "must not be empty (1 to 500 characters)",
+        ),
+        (
+            Method::POST,
+            "/api/projects".into(),
+            json!({"name": "x".repeat(201)}),
+            "name",
+            "must be at most 200 characters",
+        ),
+        (
+            Method::POST,
+            "/api/projects".into(),
+            json!({"name": "x", "status": "closed"}),
+            "status",
+            "must be one of: active, archived",
+        ),
+        (
+            Method::PATCH,
+            format!("/api/projects/{project}"),
+            json!({}),
+            "body",
+            "nothing to change: send name and/or status",
+        ),
+        (
+            Method::POST,
+            members.clone(),
+            json!({"user": "bob smith"}),
+            "user",
+            "a user name is 1 to 64 letters, digits, '_', '.' or '-'",
+        ),
+        (
+            Method::POST,
+            members.clone(),
+            json!({"user": "bob", "role": "admin"}),
+            "role",
+            "must be one of: owner, member",
+        ),
+        (Method::PATCH, format!("{members}/{alice_id}"), json!({}), "role", "is required"),
+        (
+            Method::POST,
+            comments.clone(),
+            json!({"body": "x".repeat(20_001)}),
+            "body",
+            "must be at most 20000 characters",
+        ),
+        (Method::PATCH, format!("/api/comments/{cid}"), json!({"version": 1}), "body", "is required"),
+        (Method::POST, "/api/tokens".into(), json!({"label": false}), "label", "must be a string"),
+    ];
+    for (method, path, body, field, message) in cases {
+        let r = alice.send(method.clone(), &path, Some(body.clone())).await;
+        let e = r.error(422, "invalid");
+        assert_eq!(
+            (e["field"].as_str(), e["message"].as_str()),
+            (Some(field), Some(message)),
+            "{method} {path} {body}"
+        );
+    }
+    // Left out, assignee_id is kept; sent as null, it unassigns.
+    let kept = alice.patch(&task, json!({"title": "renamed"})).await;
+    assert_eq!((kept.status, &kept.body["assignee_id"]), (200, &json!(alice_id)));
+    let unassigned = alice.patch(&task, json!({"assignee_id": null})).await;
+    assert_eq!((unassigned.status, &unassigned.body["assignee_id"]), (200, &Value::Null));
+    // Lengths are characters, not bytes: 500 four-byte characters are a valid title.
+    assert_eq!(alice.post(&tasks, json!({"title": "😀".repeat(500)})).await.status, 201);
+}
+
 // --- comments ----------------------------------------------------------------------------------------------
 
 #[tokio::test]
@@ -986,6 +1125,39 @@ async fn every_operation_in_the_openapi_document_is_routed_and_nothing_else_is()
         }
     }
     assert!(checked >= 25, "{checked} operations");
+}
+
+/// docs/api.md's table of endpoints and the OpenAPI document list the same operations (the document's public
+/// ones, `GET /api` and the document itself, aside), so neither describes a route the other misses.
+#[tokio::test]
+async fn the_endpoints_in_docs_api_md_are_the_operations_of_the_openapi_document() {
+    let app = spawn_app().await;
+    let doc = Api::new(&app, None).get("/api/openapi.json").await.body;
+    // `/api/tasks/{task_id}` and `/api/tasks/{id}?version=` are the same route.
+    let shape = |path: &str| {
+        let path = path.split('?').next().unwrap();
+        path.split('/').map(|s| if s.starts_with('{') { "{}" } else { s }).collect::<Vec<_>>().join("/")
+    };
+    let mut documented: Vec<String> = Vec::new();
+    for (path, ops) in doc["paths"].as_object().unwrap() {
+        for (method, op) in ops.as_object().unwrap() {
+            if op.get("security") != Some(&json!([])) {
+                documented.push(format!("{} {}", method.to_uppercase(), shape(path)));
+            }
+        }
+    }
+    let table = include_str!("../docs/api.md").split("## Endpoints").nth(1).expect("an Endpoints section");
+    let mut described: Vec<String> = table
+        .lines()
+        .filter_map(|l| l.strip_prefix("| `"))
+        .map(|l| {
+            let (method, rest) = l.split_once(' ').unwrap();
+            format!("{method} {}", shape(rest.split('`').next().unwrap()))
+        })
+        .collect();
+    documented.sort();
+    described.sort();
+    assert_eq!(described, documented);
 }
 
 #[tokio::test]

@@ -6,23 +6,30 @@
 
 use std::collections::HashMap;
 
+use bytes::Bytes;
 use deadpool_postgres::Pool;
-use serde_json::{Value, json};
-use tokio_postgres::GenericClient;
-use uuid::Uuid;
+use serde_json::json;
 use warp::Filter;
 use warp::filters::BoxedFilter;
 use warp::http::StatusCode;
 use warp::reply::Response;
 
-use super::projects::paged;
-use super::tasks::visible_task;
-use super::{authed, ok, respond, seq_of, with_pool, written};
+use super::access::{self, member_of_active};
+use super::page::Page;
+use super::records::{Comment, Deleted, Task, from_json, to_value};
+use super::route::{Route, with_pool};
+use super::values::{CommentBody, Version};
+use super::write::{Change, write};
 use crate::auth::Identity;
 use crate::http::ApiError;
-use crate::http::input::{self, Body, Page};
+use crate::http::auth::authed;
+use crate::http::input::{self, Fields, Request};
+use crate::http::reply::{ok, respond};
 
-pub const BODY_MAX: usize = 20_000;
+pub const ROUTES: &[Route] = &[
+    Route { path: "/api/tasks/{task_id}/comments", methods: &["GET", "POST"] },
+    Route { path: "/api/comments/{comment_id}", methods: &["GET", "PATCH", "DELETE"] },
+];
 
 pub fn routes(pool: Pool) -> BoxedFilter<(Response,)> {
     create(pool.clone())
@@ -37,42 +44,52 @@ pub fn routes(pool: Pool) -> BoxedFilter<(Response,)> {
         .boxed()
 }
 
+/// The body of `POST /api/tasks/{task_id}/comments`.
+struct NewComment {
+    body: CommentBody,
+}
+
+impl Request for NewComment {
+    const FIELDS: &'static [&'static str] = &["body"];
+
+    fn read(f: &Fields) -> Result<Self, ApiError> {
+        Ok(NewComment { body: f.required("body")? })
+    }
+}
+
 /// `POST /api/tasks/{task_id}/comments` `{"body"}` → 201.
-pub fn create(pool: Pool) -> impl Filter<Extract = (Response,), Error = warp::Rejection> + Clone {
+fn create(pool: Pool) -> impl Filter<Extract = (Response,), Error = warp::Rejection> + Clone {
     warp::path!("api" / "tasks" / String / "comments")
         .and(warp::post())
         .and(authed(pool.clone()))
         .and(input::body(input::MAX_BODY))
         .and(with_pool(pool))
-        .then(|task: String, who: Identity, body: bytes::Bytes, pool: Pool| async move {
+        .then(|task: String, who: Identity, body: Bytes, pool: Pool| async move {
             respond(add_comment(task, who, body, pool).await)
         })
 }
 
-async fn add_comment(task: String, who: Identity, body: bytes::Bytes, pool: Pool) -> Result<Response, ApiError> {
+async fn add_comment(task: String, who: Identity, body: Bytes, pool: Pool) -> Result<Response, ApiError> {
     let task = input::id(&task, "task")?;
-    let body = Body::parse(&body, &["body"])?;
-    let text = body.required_text("body", 1, BODY_MAX)?;
-    let mut client = pool.get().await?;
-    let tx = client.transaction().await?;
-    // The insert's foreign key check locks the task (key share): it cannot be deleted under the new comment.
-    let (_, project) = visible_task(&*tx, task, &who, false).await?;
-    super::member_of_active(&*tx, project, &who).await?; // a concurrent removal waits for this comment
-    let row: Value = tx
-        .query_one(
-            "INSERT INTO comments (task_id, project_id, author_id, body) VALUES ($1, $2, $3, $4)
-             RETURNING to_jsonb(comments.*)",
-            &[&task, &project, &who.user_id, &text],
-        )
-        .await?
-        .get(0);
-    let seq = seq_of(&*tx, project).await?;
-    tx.commit().await?;
-    Ok(written(StatusCode::CREATED, row, Some(seq)))
+    let new: NewComment = input::parse(&body)?;
+    write(&pool, StatusCode::CREATED, async |tx| {
+        // The insert's foreign key check locks the task (key share): it cannot be deleted under the new comment.
+        let project = access::visible::<Task>(tx, task, &who).await?.project_id;
+        member_of_active(tx, project, &who).await?; // a concurrent removal waits for this comment
+        let row = tx
+            .query_one(
+                "INSERT INTO comments (task_id, project_id, author_id, body) VALUES ($1, $2, $3, $4)
+                 RETURNING to_jsonb(comments.*)",
+                &[&task, &project, &who.user_id, &new.body],
+            )
+            .await?;
+        Ok(Change::of(project, from_json::<Comment>(&row, 0)?))
+    })
+    .await
 }
 
 /// `GET /api/tasks/{task_id}/comments?limit=&cursor=`: oldest first.
-pub fn list(pool: Pool) -> impl Filter<Extract = (Response,), Error = warp::Rejection> + Clone {
+fn list(pool: Pool) -> impl Filter<Extract = (Response,), Error = warp::Rejection> + Clone {
     warp::path!("api" / "tasks" / String / "comments")
         .and(warp::get())
         .and(authed(pool.clone()))
@@ -94,22 +111,22 @@ async fn list_comments(
     let page = Page::from_query(&q, 2)?;
     let (after_t, after_id) = page.after_time_id()?;
     let client = pool.get().await?;
-    visible_task(&**client, task, &who, false).await?;
+    access::visible::<Task>(&**client, task, &who).await?;
     let rows = client
         .query(
             "SELECT to_jsonb(c) FROM comments c
               WHERE task_id = $1
                 AND ($2::timestamptz IS NULL OR (created_at, id) > ($2::timestamptz, $3::uuid))
               ORDER BY created_at, id LIMIT $4",
-            &[&task, &after_t, &after_id, &(page.limit + 1)],
+            &[&task, &after_t, &after_id, &page.rows()],
         )
         .await?;
-    let items: Vec<Value> = rows.iter().map(|r| r.get(0)).collect();
-    Ok(ok(StatusCode::OK, &paged(items, page.limit, |c| vec![&c["created_at"], &c["id"]])))
+    let comments = rows.iter().map(|r| from_json::<Comment>(r, 0)).collect::<Result<Vec<_>, _>>()?;
+    Ok(page.reply(comments, |c| vec![json!(c.created_at), json!(c.id)]))
 }
 
 /// `GET /api/comments/{comment_id}`.
-pub fn get(pool: Pool) -> impl Filter<Extract = (Response,), Error = warp::Rejection> + Clone {
+fn get(pool: Pool) -> impl Filter<Extract = (Response,), Error = warp::Rejection> + Clone {
     warp::path!("api" / "comments" / String)
         .and(warp::get())
         .and(authed(pool.clone()))
@@ -120,51 +137,63 @@ pub fn get(pool: Pool) -> impl Filter<Extract = (Response,), Error = warp::Rejec
 async fn get_comment(id: String, who: Identity, pool: Pool) -> Result<Response, ApiError> {
     let id = input::id(&id, "comment")?;
     let client = pool.get().await?;
-    let (row, _) = visible_comment(&**client, id, &who, false).await?;
-    Ok(ok(StatusCode::OK, &row))
+    let comment: Comment = access::visible(&**client, id, &who).await?;
+    Ok(ok(StatusCode::OK, &comment))
+}
+
+/// The body of `PATCH /api/comments/{comment_id}`.
+struct CommentChange {
+    body: CommentBody,
+    version: Option<Version>,
+}
+
+impl Request for CommentChange {
+    const FIELDS: &'static [&'static str] = &["body", "version"];
+
+    fn read(f: &Fields) -> Result<Self, ApiError> {
+        Ok(CommentChange { body: f.required("body")?, version: f.get("version")? })
+    }
 }
 
 /// `PATCH /api/comments/{comment_id}` `{"body", "version"?}`: the author only.
-pub fn update(pool: Pool) -> impl Filter<Extract = (Response,), Error = warp::Rejection> + Clone {
+fn update(pool: Pool) -> impl Filter<Extract = (Response,), Error = warp::Rejection> + Clone {
     warp::path!("api" / "comments" / String)
         .and(warp::patch())
         .and(authed(pool.clone()))
         .and(input::body(input::MAX_BODY))
         .and(with_pool(pool))
-        .then(|id: String, who: Identity, body: bytes::Bytes, pool: Pool| async move {
+        .then(|id: String, who: Identity, body: Bytes, pool: Pool| async move {
             respond(edit_comment(id, who, body, pool).await)
         })
 }
 
-async fn edit_comment(id: String, who: Identity, body: bytes::Bytes, pool: Pool) -> Result<Response, ApiError> {
+async fn edit_comment(id: String, who: Identity, body: Bytes, pool: Pool) -> Result<Response, ApiError> {
     let id = input::id(&id, "comment")?;
-    let body = Body::parse(&body, &["body", "version"])?;
-    let text = body.required_text("body", 1, BODY_MAX)?;
-    let version = body.version("version")?;
-    let mut client = pool.get().await?;
-    let tx = client.transaction().await?;
-    let (old, project) = visible_comment(&*tx, id, &who, true).await?;
-    require_author(&old, &who)?;
-    if let Some(v) = version
-        && old["version"].as_i64() != Some(v)
-    {
-        return Err(ApiError::Conflict {
-            message: format!("the comment has changed since version {v}"),
-            current: Some(old),
-        });
-    }
-
-    let new: Value = tx
-        .query_one("UPDATE comments SET body = $2 WHERE id = $1 RETURNING to_jsonb(comments.*)", &[&id, &text])
-        .await?
-        .get(0);
-    let seq = if new != old { Some(seq_of(&*tx, project).await?) } else { None };
-    tx.commit().await?;
-    Ok(written(StatusCode::OK, new, seq))
+    let change: CommentChange = input::parse(&body)?;
+    write(&pool, StatusCode::OK, async |tx| {
+        let old: Comment = access::visible_for_write(tx, id, &who).await?;
+        require_author(&old, &who)?;
+        if let Some(Version(v)) = change.version
+            && old.version != v
+        {
+            return Err(ApiError::Conflict {
+                message: format!("the comment has changed since version {v}"),
+                current: Some(to_value(&old)),
+            });
+        }
+        let row = tx
+            .query_one(
+                "UPDATE comments SET body = $2 WHERE id = $1 RETURNING to_jsonb(comments.*)",
+                &[&id, &change.body],
+            )
+            .await?;
+        Ok(Change::from_to(old.project_id, &old, from_json(&row, 0)?))
+    })
+    .await
 }
 
 /// `DELETE /api/comments/{comment_id}`: the author only.
-pub fn delete(pool: Pool) -> impl Filter<Extract = (Response,), Error = warp::Rejection> + Clone {
+fn delete(pool: Pool) -> impl Filter<Extract = (Response,), Error = warp::Rejection> + Clone {
     warp::path!("api" / "comments" / String)
         .and(warp::delete())
         .and(authed(pool.clone()))
@@ -174,32 +203,18 @@ pub fn delete(pool: Pool) -> impl Filter<Extract = (Response,), Error = warp::Re
 
 async fn delete_comment(id: String, who: Identity, pool: Pool) -> Result<Response, ApiError> {
     let id = input::id(&id, "comment")?;
-    let mut client = pool.get().await?;
-    let tx = client.transaction().await?;
-    let (old, project) = visible_comment(&*tx, id, &who, true).await?;
-    require_author(&old, &who)?;
-    tx.execute("DELETE FROM comments WHERE id = $1", &[&id]).await?;
-    let seq = seq_of(&*tx, project).await?;
-    tx.commit().await?;
-    Ok(written(
-        StatusCode::OK,
-        json!({"id": id, "task_id": old["task_id"], "project_id": project, "deleted": true}),
-        Some(seq),
-    ))
+    write(&pool, StatusCode::OK, async |tx| {
+        let old: Comment = access::visible_for_write(tx, id, &who).await?;
+        require_author(&old, &who)?;
+        tx.execute("DELETE FROM comments WHERE id = $1", &[&id]).await?;
+        let (task_id, project_id) = (Some(old.task_id), Some(old.project_id));
+        Ok(Change::of(old.project_id, Deleted { id: Some(id), task_id, project_id, deleted: true, user_id: None }))
+    })
+    .await
 }
 
-/// A comment in a project the caller is a member of, with its project; 404 otherwise.
-async fn visible_comment(
-    db: &impl GenericClient,
-    id: Uuid,
-    who: &Identity,
-    lock: bool,
-) -> Result<(Value, Uuid), ApiError> {
-    super::visible_row(db, "comments", "to_jsonb", id, who, lock).await
-}
-
-fn require_author(comment: &Value, who: &Identity) -> Result<(), ApiError> {
-    if comment["author_id"] == json!(who.user_id) {
+fn require_author(comment: &Comment, who: &Identity) -> Result<(), ApiError> {
+    if comment.author_id == Some(who.user_id) {
         Ok(())
     } else {
         Err(ApiError::Forbidden("only the author of a comment may change or delete it".into()))

@@ -9,8 +9,9 @@
 
 use std::collections::HashMap;
 
+use bytes::Bytes;
 use deadpool_postgres::Pool;
-use serde_json::{Value, json};
+use serde_json::json;
 use tokio_postgres::GenericClient;
 use uuid::Uuid;
 use warp::Filter;
@@ -18,17 +19,26 @@ use warp::filters::BoxedFilter;
 use warp::http::StatusCode;
 use warp::reply::Response;
 
-use super::projects::paged;
-use super::{authed, lock_project, ok, require_owner, respond, role_in, role_in_locked, seq_of, with_pool, written};
+use super::access::{lock_project, require_owner, role_in, role_in_locked};
+use super::page::Page;
+use super::records::{Deleted, Member, from_json, to_value};
+use super::route::{Route, with_pool};
+use super::values::{Role, UserName};
+use super::write::{Change, write};
 use crate::auth::Identity;
 use crate::http::ApiError;
-use crate::http::input::{self, Body, Page};
+use crate::http::auth::authed;
+use crate::http::input::{self, Fields, Request};
+use crate::http::reply::respond;
 
 /// How membership changes lock the project row: they serialize with each other (see the module comment), and
 /// NO KEY UPDATE does not block writers that only reference the project (new tasks, new members).
 const MEMBERSHIP_LOCK: &str = "FOR NO KEY UPDATE";
 
-pub const ROLES: &[&str] = &["owner", "member"];
+pub const ROUTES: &[Route] = &[
+    Route { path: "/api/projects/{project_id}/members", methods: &["GET", "POST"] },
+    Route { path: "/api/projects/{project_id}/members/{user_id}", methods: &["PATCH", "DELETE"] },
+];
 
 pub fn routes(pool: Pool) -> BoxedFilter<(Response,)> {
     list(pool.clone()).or(add(pool.clone())).unify().or(update(pool.clone())).unify().or(remove(pool)).unify().boxed()
@@ -38,7 +48,7 @@ pub fn routes(pool: Pool) -> BoxedFilter<(Response,)> {
 const MEMBER_JSON: &str = "to_jsonb(m) || jsonb_build_object('user_name', u.name)";
 
 /// `GET /api/projects/{project_id}/members?limit=&cursor=`: in the order they joined.
-pub fn list(pool: Pool) -> impl Filter<Extract = (Response,), Error = warp::Rejection> + Clone {
+fn list(pool: Pool) -> impl Filter<Extract = (Response,), Error = warp::Rejection> + Clone {
     warp::path!("api" / "projects" / String / "members")
         .and(warp::get())
         .and(authed(pool.clone()))
@@ -69,65 +79,86 @@ async fn list_members(
                     AND ($2::timestamptz IS NULL OR (m.created_at, m.user_id) > ($2::timestamptz, $3::uuid))
                   ORDER BY m.created_at, m.user_id LIMIT $4"
             ),
-            &[&project, &after_t, &after_id, &(page.limit + 1)],
+            &[&project, &after_t, &after_id, &page.rows()],
         )
         .await?;
-    let items: Vec<Value> = rows.iter().map(|r| r.get(0)).collect();
-    Ok(ok(StatusCode::OK, &paged(items, page.limit, |m| vec![&m["created_at"], &m["user_id"]])))
+    let members = rows.iter().map(|r| from_json::<Member>(r, 0)).collect::<Result<Vec<_>, _>>()?;
+    Ok(page.reply(members, |m| vec![json!(m.created_at), json!(m.user_id)]))
+}
+
+/// The body of `POST /api/projects/{project_id}/members`.
+struct NewMember {
+    user: UserName,
+    role: Role,
+}
+
+impl Request for NewMember {
+    const FIELDS: &'static [&'static str] = &["user", "role"];
+
+    fn read(f: &Fields) -> Result<Self, ApiError> {
+        Ok(NewMember { user: f.required("user")?, role: f.get("role")?.unwrap_or(Role::Member) })
+    }
 }
 
 /// `POST /api/projects/{project_id}/members` `{"user": NAME, "role"?}` → 201. Owners only.
-pub fn add(pool: Pool) -> impl Filter<Extract = (Response,), Error = warp::Rejection> + Clone {
+fn add(pool: Pool) -> impl Filter<Extract = (Response,), Error = warp::Rejection> + Clone {
     warp::path!("api" / "projects" / String / "members")
         .and(warp::post())
         .and(authed(pool.clone()))
         .and(input::body(input::MAX_BODY))
         .and(with_pool(pool))
-        .then(|project: String, who: Identity, body: bytes::Bytes, pool: Pool| async move {
+        .then(|project: String, who: Identity, body: Bytes, pool: Pool| async move {
             respond(add_member(project, who, body, pool).await)
         })
 }
 
-async fn add_member(project: String, who: Identity, body: bytes::Bytes, pool: Pool) -> Result<Response, ApiError> {
+async fn add_member(project: String, who: Identity, body: Bytes, pool: Pool) -> Result<Response, ApiError> {
     let project = input::id(&project, "project")?;
-    let body = Body::parse(&body, &["user", "role"])?;
-    let name = body.required_text("user", 1, 64)?;
-    // The users table's own rule for names.
-    if !name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-')) {
-        return Err(ApiError::invalid("user", "a user name is 1 to 64 letters, digits, '_', '.' or '-'"));
+    let new: NewMember = input::parse(&body)?;
+    let name = new.user.as_str();
+    write(&pool, StatusCode::CREATED, async |tx| {
+        lock_project(tx, project, MEMBERSHIP_LOCK).await?;
+        require_owner(tx, project, &who).await?;
+        let user: Uuid = tx
+            .query_opt("SELECT id FROM users WHERE name = $1", &[&name])
+            .await?
+            .ok_or_else(|| ApiError::NotFound(format!("no user named {name:?}")))?
+            .get(0);
+        if let Some(current) = member(tx, project, user).await? {
+            let message = format!("{name} is already a member");
+            return Err(ApiError::Conflict { message, current: Some(to_value(&current)) });
+        }
+        tx.execute(
+            "INSERT INTO project_members (project_id, user_id, role) VALUES ($1, $2, $3)",
+            &[&project, &user, &new.role],
+        )
+        .await?;
+        Ok(Change::of(project, added(tx, project, user).await?))
+    })
+    .await
+}
+
+/// The body of `PATCH /api/projects/{project_id}/members/{user_id}`.
+struct MemberChange {
+    role: Role,
+}
+
+impl Request for MemberChange {
+    const FIELDS: &'static [&'static str] = &["role"];
+
+    fn read(f: &Fields) -> Result<Self, ApiError> {
+        Ok(MemberChange { role: f.required("role")? })
     }
-    let role = body.choice("role", ROLES)?.unwrap_or_else(|| "member".into());
-    let mut client = pool.get().await?;
-    let tx = client.transaction().await?;
-    lock_project(&*tx, project, MEMBERSHIP_LOCK).await?;
-    require_owner(&*tx, project, &who).await?;
-    let user: Uuid = tx
-        .query_opt("SELECT id FROM users WHERE name = $1", &[&name])
-        .await?
-        .ok_or_else(|| ApiError::NotFound(format!("no user named {name:?}")))?
-        .get(0);
-    if let Some(current) = member(&*tx, project, user).await? {
-        return Err(ApiError::Conflict { message: format!("{name} is already a member"), current: Some(current) });
-    }
-    tx.execute(
-        "INSERT INTO project_members (project_id, user_id, role) VALUES ($1, $2, $3)",
-        &[&project, &user, &role],
-    )
-    .await?;
-    let seq = seq_of(&*tx, project).await?;
-    let row = member(&*tx, project, user).await?.ok_or_else(|| ApiError::Internal("membership vanished".into()))?;
-    tx.commit().await?;
-    Ok(written(StatusCode::CREATED, row, Some(seq)))
 }
 
 /// `PATCH /api/projects/{project_id}/members/{user_id}` `{"role"}`. Owners only.
-pub fn update(pool: Pool) -> impl Filter<Extract = (Response,), Error = warp::Rejection> + Clone {
+fn update(pool: Pool) -> impl Filter<Extract = (Response,), Error = warp::Rejection> + Clone {
     warp::path!("api" / "projects" / String / "members" / String)
         .and(warp::patch())
         .and(authed(pool.clone()))
         .and(input::body(input::MAX_BODY))
         .and(with_pool(pool))
-        .then(|project: String, user: String, who: Identity, body: bytes::Bytes, pool: Pool| async move {
+        .then(|project: String, user: String, who: Identity, body: Bytes, pool: Pool| async move {
             respond(update_member(project, user, who, body, pool).await)
         })
 }
@@ -136,41 +167,38 @@ async fn update_member(
     project: String,
     user: String,
     who: Identity,
-    body: bytes::Bytes,
+    body: Bytes,
     pool: Pool,
 ) -> Result<Response, ApiError> {
     let project = input::id(&project, "project")?;
-    let body = Body::parse(&body, &["role"])?;
-    let role = body.choice("role", ROLES)?.ok_or_else(|| ApiError::invalid("role", "is required"))?;
-    let mut client = pool.get().await?;
-    let tx = client.transaction().await?;
-    lock_project(&*tx, project, MEMBERSHIP_LOCK).await?;
-    require_owner(&*tx, project, &who).await?;
-    let user = input::id(&user, "member")?;
-    let current = member(&*tx, project, user).await?.ok_or_else(|| ApiError::NotFound("no such member".into()))?;
-    if current["role"] == "owner" && role != "owner" && owners(&*tx, project).await? <= 1 {
-        return Err(ApiError::Conflict {
-            message: "this is the project's last owner; make someone else an owner first".into(),
-            current: Some(current),
-        });
-    }
-    if current["role"] == json!(role) {
-        return Ok(written(StatusCode::OK, current, None));
-    }
-    tx.execute(
-        "UPDATE project_members SET role = $3 WHERE project_id = $1 AND user_id = $2",
-        &[&project, &user, &role],
-    )
-    .await?;
-    let seq = seq_of(&*tx, project).await?;
-    let row = member(&*tx, project, user).await?.ok_or_else(|| ApiError::Internal("membership vanished".into()))?;
-    tx.commit().await?;
-    Ok(written(StatusCode::OK, row, Some(seq)))
+    let MemberChange { role } = input::parse(&body)?;
+    write(&pool, StatusCode::OK, async |tx| {
+        lock_project(tx, project, MEMBERSHIP_LOCK).await?;
+        require_owner(tx, project, &who).await?;
+        let user = input::id(&user, "member")?;
+        let current = member(tx, project, user).await?.ok_or_else(|| ApiError::NotFound("no such member".into()))?;
+        if current.role == Role::Owner && role != Role::Owner && owners(tx, project).await? <= 1 {
+            return Err(ApiError::Conflict {
+                message: "this is the project's last owner; make someone else an owner first".into(),
+                current: Some(to_value(&current)),
+            });
+        }
+        if current.role == role {
+            return Ok(Change::none(current));
+        }
+        tx.execute(
+            "UPDATE project_members SET role = $3 WHERE project_id = $1 AND user_id = $2",
+            &[&project, &user, &role],
+        )
+        .await?;
+        Ok(Change::of(project, added(tx, project, user).await?))
+    })
+    .await
 }
 
 /// `DELETE /api/projects/{project_id}/members/{user_id}`. Owners remove anyone; a member may remove
 /// themselves.
-pub fn remove(pool: Pool) -> impl Filter<Extract = (Response,), Error = warp::Rejection> + Clone {
+fn remove(pool: Pool) -> impl Filter<Extract = (Response,), Error = warp::Rejection> + Clone {
     warp::path!("api" / "projects" / String / "members" / String)
         .and(warp::delete())
         .and(authed(pool.clone()))
@@ -182,33 +210,39 @@ pub fn remove(pool: Pool) -> impl Filter<Extract = (Response,), Error = warp::Re
 
 async fn remove_member(project: String, user: String, who: Identity, pool: Pool) -> Result<Response, ApiError> {
     let project = input::id(&project, "project")?;
-    let mut client = pool.get().await?;
-    let tx = client.transaction().await?;
-    lock_project(&*tx, project, MEMBERSHIP_LOCK).await?;
-    let my_role = role_in_locked(&*tx, project, &who).await?;
-    let user = input::id(&user, "member")?;
-    if my_role != "owner" && user != who.user_id {
-        return Err(ApiError::Forbidden("only an owner may remove other members".into()));
-    }
-    let current = member(&*tx, project, user).await?.ok_or_else(|| ApiError::NotFound("no such member".into()))?;
-    if current["role"] == "owner" && owners(&*tx, project).await? <= 1 {
-        return Err(ApiError::Conflict {
-            message: "this is the project's last owner; make someone else an owner first, or delete the project".into(),
-            current: Some(current),
-        });
-    }
-    tx.execute("DELETE FROM project_members WHERE project_id = $1 AND user_id = $2", &[&project, &user]).await?;
-    let seq = seq_of(&*tx, project).await?;
-    tx.commit().await?;
-    Ok(written(StatusCode::OK, json!({"project_id": project, "user_id": user, "deleted": true}), Some(seq)))
+    write(&pool, StatusCode::OK, async |tx| {
+        lock_project(tx, project, MEMBERSHIP_LOCK).await?;
+        let my_role = role_in_locked(tx, project, &who).await?;
+        let user = input::id(&user, "member")?;
+        if my_role != Role::Owner && user != who.user_id {
+            return Err(ApiError::Forbidden("only an owner may remove other members".into()));
+        }
+        let current = member(tx, project, user).await?.ok_or_else(|| ApiError::NotFound("no such member".into()))?;
+        if current.role == Role::Owner && owners(tx, project).await? <= 1 {
+            return Err(ApiError::Conflict {
+                message: "this is the project's last owner; make someone else an owner first, or delete the project"
+                    .into(),
+                current: Some(to_value(&current)),
+            });
+        }
+        tx.execute("DELETE FROM project_members WHERE project_id = $1 AND user_id = $2", &[&project, &user]).await?;
+        let deleted = Deleted { project_id: Some(project), user_id: Some(user), deleted: true, ..Deleted::default() };
+        Ok(Change::of(project, deleted))
+    })
+    .await
 }
 
-async fn member(tx: &impl GenericClient, project: Uuid, user: Uuid) -> Result<Option<Value>, ApiError> {
+async fn member(tx: &impl GenericClient, project: Uuid, user: Uuid) -> Result<Option<Member>, ApiError> {
     let sql = format!(
         "SELECT {MEMBER_JSON} FROM project_members m JOIN users u ON u.id = m.user_id
           WHERE m.project_id = $1 AND m.user_id = $2"
     );
-    Ok(tx.query_opt(&sql, &[&project, &user]).await?.map(|r| r.get(0)))
+    tx.query_opt(&sql, &[&project, &user]).await?.map(|r| from_json(&r, 0)).transpose()
+}
+
+/// The membership a write just made.
+async fn added(tx: &impl GenericClient, project: Uuid, user: Uuid) -> Result<Member, ApiError> {
+    member(tx, project, user).await?.ok_or_else(|| ApiError::Internal("membership vanished".into()))
 }
 
 async fn owners(tx: &impl GenericClient, project: Uuid) -> Result<i64, ApiError> {

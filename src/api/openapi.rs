@@ -1,10 +1,11 @@
-//! The OpenAPI 3.0 document of the API, served at `GET /api/openapi.json`.
+//! The API's front door: `GET /api` says what this is, and `GET /api/openapi.json` serves the OpenAPI 3.0
+//! document of the API.
 //!
-//! It is built here in code, next to the handlers, so that the limits it states are the constants the
-//! handlers enforce. It is kept true in two ways: tests/api.rs walks every documented path and method and
-//! checks a route answers it (and that undocumented methods are 405), and the unrouted-request fallback
-//! (`api::unrouted`) answers 405 with `Allow` from this document's paths — so a route missing from the
-//! document would show up as a wrong `Allow`. A schema-driven fuzzer can check every response against it.
+//! The document is built here in code, next to the handlers, so that the limits it states are the types and
+//! constants the handlers enforce. It does not route anything: routes are declared by each resource
+//! ([`super::route`]). It is kept true by tests: one in `api` checks it lists exactly the declared routes and
+//! methods, and tests/api.rs walks every documented path and method and checks a route answers it (and that
+//! undocumented methods are 405). A schema-driven fuzzer can check every response against it.
 
 use std::sync::OnceLock;
 
@@ -13,34 +14,23 @@ use warp::http::StatusCode;
 use warp::reply::Response;
 use warp::{Filter, Rejection};
 
+use super::page::{DEFAULT_LIMIT, MAX_LIMIT};
+use super::route::Route;
 use super::tasks::MAX_TASK_BODY;
-use super::{comments, me, members, ok, projects, tasks};
-use crate::http::input::{DEFAULT_LIMIT, MAX_BODY, MAX_LIMIT};
+use super::values::{CommentBody, Description, Label, ProjectName, ProjectStatus, Role, TaskStatus, Title};
+use crate::http::input::MAX_BODY;
+use crate::http::reply::ok;
 
-/// `GET /api/openapi.json`, no token needed.
-pub fn route() -> impl Filter<Extract = (Response,), Error = Rejection> + Clone {
-    warp::path!("api" / "openapi.json").and(warp::get()).map(|| ok(StatusCode::OK, document()))
-}
+pub const ROUTES: &[Route] =
+    &[Route { path: "/api", methods: &["GET"] }, Route { path: "/api/openapi.json", methods: &["GET"] }];
 
-/// The methods (upper case) the document lists for a concrete request path, e.g. `/api/tasks/123`.
-pub fn methods_of(path: &str) -> Vec<&'static str> {
-    let segments: Vec<&str> = path.trim_end_matches('/').split('/').collect();
-    let Some(paths) = document()["paths"].as_object() else {
-        return vec![];
-    };
-    for (template, ops) in paths {
-        let t: Vec<&str> = template.split('/').collect();
-        let matches = t.len() == segments.len()
-            && t.iter().zip(&segments).all(|(t, s)| (t.starts_with('{') && !s.is_empty()) || t == s);
-        if matches {
-            let ops = ops.as_object().map(|o| o.keys().collect::<Vec<_>>()).unwrap_or_default();
-            return ["GET", "POST", "PUT", "PATCH", "DELETE"]
-                .into_iter()
-                .filter(|m| ops.iter().any(|o| o.eq_ignore_ascii_case(m)))
-                .collect();
-        }
-    }
-    vec![]
+/// `GET /api` and `GET /api/openapi.json`, no token needed.
+pub fn routes() -> impl Filter<Extract = (Response,), Error = Rejection> + Clone {
+    let index = warp::path!("api")
+        .and(warp::get())
+        .map(|| ok(StatusCode::OK, &json!({"api": "boardcast", "openapi": "/api/openapi.json"})));
+    let document = warp::path!("api" / "openapi.json").and(warp::get()).map(|| ok(StatusCode::OK, document()));
+    index.or(document).unify()
 }
 
 pub fn document() -> &'static Value {
@@ -49,17 +39,50 @@ pub fn document() -> &'static Value {
 }
 
 fn build() -> Value {
+    json!({
+        "openapi": "3.0.3",
+        "info": {
+            "title": "boardcast",
+            "version": env!("CARGO_PKG_VERSION"),
+            "description": "The REST API of boardcast. Writes return the `seq` of the event they produced on the \
+                            WebSocket feed (/ws, see docs/protocol.md). Errors are always \
+                            {\"error\": {\"code\", \"message\"}}, with `field` on 422 and `current` on 409. Unknown \
+                            body fields and query parameters are refused with 422. See docs/api.md."
+        },
+        "servers": [{"url": "/"}],
+        "security": [{"bearerAuth": []}],
+        "paths": merge([front_paths(), project_paths(), board_paths()]),
+        "components": {
+            "securitySchemes": {"bearerAuth": {"type": "http", "scheme": "bearer",
+                "description": "an API token: `boardcast user add NAME`, `boardcast token issue NAME`, or POST /api/tokens"}},
+            "schemas": merge([records(), requests()]),
+            "responses": {
+                "400": error_response("Malformed: not JSON, not an object, a bad query string"),
+                "401": error_response("No token, or an unknown or revoked one"),
+                "403": error_response("A member, but not allowed to do this (owners only, authors only)"),
+                "404": error_response("No such resource, or not one the caller may see"),
+                "409": error_response("Conflicts with the current state; `current` holds it when there is one"),
+                "413": error_response(&format!(
+                    "The body is larger than {MAX_TASK_BODY} bytes (creating or changing a task: a description of \
+                     200,000 characters, however escaped) or {MAX_BODY} bytes (every other operation)"
+                )),
+                "415": error_response("The body is not application/json"),
+                "422": error_response("A field, parameter or the body holds a value that is not allowed; `field` names it"),
+                "503": error_response("The database is not reachable right now; retry"),
+            }
+        }
+    })
+}
+
+/// The schemas of what the API answers.
+fn records() -> Value {
     let uuid = json!({"type": "string", "format": "uuid"});
     let time = json!({"type": "string", "format": "date-time"});
     let seq = json!({"type": "integer", "nullable": true, "minimum": 0,
         "description": "On write responses: the seq of the event this write produced in the project's feed (null \
                         if it changed nothing). Also in the X-Boardcast-Seq header."});
 
-    let any_of_required: Vec<Value> = ["title", "description", "status", "assignee_id", "position"]
-        .iter()
-        .map(|f| json!({"required": [f]}))
-        .collect();
-    let schemas = json!({
+    json!({
         "Error": {
             "type": "object", "required": ["error"],
             "properties": {"error": {
@@ -77,9 +100,9 @@ fn build() -> Value {
         "Project": {
             "type": "object", "required": ["id", "name", "status", "created_at", "updated_at", "role"],
             "properties": {
-                "id": uuid, "name": {"type": "string"}, "status": {"type": "string", "enum": projects::STATUSES},
+                "id": uuid, "name": {"type": "string"}, "status": {"type": "string", "enum": ProjectStatus::NAMES},
                 "created_at": time, "updated_at": time,
-                "role": {"type": "string", "enum": members::ROLES, "description": "the caller's role"},
+                "role": {"type": "string", "enum": Role::NAMES, "description": "the caller's role"},
                 "seq": seq
             }
         },
@@ -87,7 +110,7 @@ fn build() -> Value {
             "type": "object", "required": ["project_id", "user_id", "user_name", "role", "created_at"],
             "properties": {
                 "project_id": uuid, "user_id": uuid, "user_name": {"type": "string"},
-                "role": {"type": "string", "enum": members::ROLES}, "created_at": time, "seq": seq
+                "role": {"type": "string", "enum": Role::NAMES}, "created_at": time, "seq": seq
             }
         },
         "Task": {
@@ -96,7 +119,7 @@ fn build() -> Value {
                          "created_at", "updated_at"],
             "properties": {
                 "id": uuid, "project_id": uuid, "title": {"type": "string"}, "description": {"type": "string"},
-                "status": {"type": "string", "enum": tasks::STATUSES},
+                "status": {"type": "string", "enum": TaskStatus::NAMES},
                 "assignee_id": {"type": "string", "format": "uuid", "nullable": true},
                 "position": {"type": "number", "minimum": -1e15, "maximum": 1e15},
                 "version": {"type": "integer", "minimum": 1},
@@ -136,41 +159,46 @@ fn build() -> Value {
         "CommentPage": page("Comment"),
         "MemberPage": page("Member"),
         "TokenPage": page("Token"),
-        "NewProject": object(&[("name", text(1, projects::NAME_MAX))], &["name"], &[("status", choice(projects::STATUSES))]),
-        "ProjectChange": patch(&[("name", text(1, projects::NAME_MAX)), ("status", choice(projects::STATUSES))]),
+    })
+}
+
+/// The schemas of request bodies: their limits are the types the handlers parse them into.
+fn requests() -> Value {
+    let any_of_required: Vec<Value> = ["title", "description", "status", "assignee_id", "position"]
+        .iter()
+        .map(|f| json!({"required": [f]}))
+        .collect();
+    json!({
+        "NewProject": object(&[("name", text(ProjectName::MIN, ProjectName::MAX))], &["name"],
+                             &[("status", choice(ProjectStatus::NAMES))]),
+        "ProjectChange": patch(&[("name", text(ProjectName::MIN, ProjectName::MAX)),
+                                 ("status", choice(ProjectStatus::NAMES))]),
         "NewMember": object(
             &[("user", json!({"type": "string", "pattern": "^[A-Za-z0-9_.-]{1,64}$", "description": "a user name"}))],
             &["user"],
-            &[("role", choice(members::ROLES))]),
-        "MemberChange": object(&[("role", choice(members::ROLES))], &["role"], &[]),
-        "NewTask": object(&[("title", text(1, tasks::TITLE_MAX))], &["title"], &task_fields()),
+            &[("role", choice(Role::NAMES))]),
+        "MemberChange": object(&[("role", choice(Role::NAMES))], &["role"], &[]),
+        "NewTask": object(&[("title", text(Title::MIN, Title::MAX))], &["title"], &task_fields()),
         "TaskChange": {
             "type": "object", "additionalProperties": false, "minProperties": 1,
             "description": "Send the fields to change, and `version` to refuse the write (409) if the task changed \
                             since. At least one field besides `version`.",
-            "properties": props(&[task_fields(), vec![("title", text(1, tasks::TITLE_MAX)), ("version", version())]].concat()),
+            "properties": props(&[task_fields(), vec![("title", text(Title::MIN, Title::MAX)), ("version", version())]]
+                .concat()),
             "anyOf": any_of_required
         },
-        "NewComment": object(&[("body", text(1, comments::BODY_MAX))], &["body"], &[]),
-        "CommentChange": object(&[("body", text(1, comments::BODY_MAX))], &["body"], &[("version", version())]),
-        "NewToken": object(&[], &[], &[("label", text(0, me::LABEL_MAX))]),
-    });
+        "NewComment": object(&[("body", text(CommentBody::MIN, CommentBody::MAX))], &["body"], &[]),
+        "CommentChange": object(&[("body", text(CommentBody::MIN, CommentBody::MAX))], &["body"],
+                                &[("version", version())]),
+        "NewToken": object(&[], &[], &[("label", text(Label::MIN, Label::MAX))]),
+    })
+}
 
-    let p = |name: &str, what: &str| {
-        json!({"name": name, "in": "path", "required": true, "schema": {"type": "string", "format": "uuid"},
-               "description": what})
-    };
-    let project_id = p("project_id", "a project id");
-    let task_id = p("task_id", "a task id");
-    let comment_id = p("comment_id", "a comment id");
-    let user_id = p("user_id", "a member's user id");
-    let token_id = p("token_id", "a token id");
-    let limit = json!({"name": "limit", "in": "query", "required": false,
-        "schema": {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT, "default": DEFAULT_LIMIT}});
-    let cursor = json!({"name": "cursor", "in": "query", "required": false, "schema": {"type": "string"},
-        "description": "`next_cursor` of the previous page; a string that is not one is a 404"});
-
-    let paths = json!({
+/// The front door, the caller and their tokens.
+fn front_paths() -> Value {
+    let (limit, cursor) = (limit(), cursor());
+    let token_id = id_param("token_id", "a token id");
+    json!({
         "/api": {"get": {
             "operationId": "index", "summary": "What this is", "security": [],
             "responses": {"200": {"description": "the API's name", "content": json_schema(json!({"type": "object"}))}}
@@ -190,6 +218,15 @@ fn build() -> Value {
             "delete": op("revokeToken", "Revoke one of the caller's tokens; it stops working at once",
                          vec![token_id], None, "200", "Token", &["404"]),
         },
+    })
+}
+
+/// Projects and their members.
+fn project_paths() -> Value {
+    let (limit, cursor) = (limit(), cursor());
+    let project_id = id_param("project_id", "a project id");
+    let user_id = id_param("user_id", "a member's user id");
+    json!({
         "/api/projects": {
             "get": op("listProjects", "The caller's projects, oldest first", vec![limit.clone(), cursor.clone()],
                       None, "200", "ProjectPage", &[]),
@@ -218,11 +255,21 @@ fn build() -> Value {
                           feed at once.",
                          vec![project_id.clone(), user_id], None, "200", "Deleted", &["403", "404", "409"]),
         },
+    })
+}
+
+/// The board: tasks and their comments.
+fn board_paths() -> Value {
+    let (limit, cursor) = (limit(), cursor());
+    let project_id = id_param("project_id", "a project id");
+    let task_id = id_param("task_id", "a task id");
+    let comment_id = id_param("comment_id", "a comment id");
+    json!({
         "/api/projects/{project_id}/tasks": {
             "get": op("listTasks", "The project's tasks in board order (position, created_at, id)",
                       vec![project_id.clone(),
                            json!({"name": "status", "in": "query", "required": false,
-                                  "schema": {"type": "string", "enum": tasks::STATUSES}}),
+                                  "schema": {"type": "string", "enum": TaskStatus::NAMES}}),
                            json!({"name": "assignee", "in": "query", "required": false,
                                   "schema": {"anyOf": [{"type": "string", "format": "uuid"},
                                                        {"type": "string", "enum": ["none"]}]},
@@ -254,41 +301,33 @@ fn build() -> Value {
             "delete": op("deleteComment", "Delete your comment; 409 if the project is archived", vec![comment_id],
                          None, "200", "Deleted", &["403", "404", "409"]),
         },
-    });
-
-    json!({
-        "openapi": "3.0.3",
-        "info": {
-            "title": "boardcast",
-            "version": env!("CARGO_PKG_VERSION"),
-            "description": "The REST API of boardcast. Writes return the `seq` of the event they produced on the \
-                            WebSocket feed (/ws, see docs/protocol.md). Errors are always \
-                            {\"error\": {\"code\", \"message\"}}, with `field` on 422 and `current` on 409. Unknown \
-                            body fields and query parameters are refused with 422. See docs/api.md."
-        },
-        "servers": [{"url": "/"}],
-        "security": [{"bearerAuth": []}],
-        "paths": paths,
-        "components": {
-            "securitySchemes": {"bearerAuth": {"type": "http", "scheme": "bearer",
-                "description": "an API token: `boardcast user add NAME`, `boardcast token issue NAME`, or POST /api/tokens"}},
-            "schemas": schemas,
-            "responses": {
-                "400": error_response("Malformed: not JSON, not an object, a bad query string"),
-                "401": error_response("No token, or an unknown or revoked one"),
-                "403": error_response("A member, but not allowed to do this (owners only, authors only)"),
-                "404": error_response("No such resource, or not one the caller may see"),
-                "409": error_response("Conflicts with the current state; `current` holds it when there is one"),
-                "413": error_response(&format!(
-                    "The body is larger than {MAX_TASK_BODY} bytes (creating or changing a task: a description of \
-                     200,000 characters, however escaped) or {MAX_BODY} bytes (every other operation)"
-                )),
-                "415": error_response("The body is not application/json"),
-                "422": error_response("A field, parameter or the body holds a value that is not allowed; `field` names it"),
-                "503": error_response("The database is not reachable right now; retry"),
-            }
-        }
     })
+}
+
+/// One JSON object of the fields of several.
+fn merge<const N: usize>(parts: [Value; N]) -> Value {
+    let mut all = Map::new();
+    for part in parts {
+        if let Value::Object(m) = part {
+            all.extend(m);
+        }
+    }
+    Value::Object(all)
+}
+
+fn id_param(name: &str, what: &str) -> Value {
+    json!({"name": name, "in": "path", "required": true, "schema": {"type": "string", "format": "uuid"},
+           "description": what})
+}
+
+fn limit() -> Value {
+    json!({"name": "limit", "in": "query", "required": false,
+           "schema": {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT, "default": DEFAULT_LIMIT}})
+}
+
+fn cursor() -> Value {
+    json!({"name": "cursor", "in": "query", "required": false, "schema": {"type": "string"},
+           "description": "`next_cursor` of the previous page; a string that is not one is a 404"})
 }
 
 /// An authenticated operation: its success response plus the errors every operation of its kind can give.
@@ -360,8 +399,8 @@ fn version() -> Value {
 
 fn task_fields() -> Vec<(&'static str, Value)> {
     vec![
-        ("description", text(0, tasks::DESCRIPTION_MAX)),
-        ("status", choice(tasks::STATUSES)),
+        ("description", text(Description::MIN, Description::MAX)),
+        ("status", choice(TaskStatus::NAMES)),
         (
             "assignee_id",
             json!({"type": "string", "format": "uuid", "nullable": true,

@@ -5,15 +5,12 @@
 //! gets 409 with the current row if the task has changed since. The version is bumped by a trigger on every
 //! change by any writer, so psql edits count too. The row is locked (`FOR UPDATE`) between the check and the
 //! write, so a concurrent writer cannot slip in between.
-//!
-//! Rows are read with `row_to_json`, not `to_jsonb`: jsonb renders a double as a numeric without exponent (a
-//! 309-digit integer for the largest one), which serde_json cannot parse back; json keeps PostgreSQL's
-//! shortest exact float text. Both give the same JSON values otherwise.
 
 use std::collections::HashMap;
 
+use bytes::Bytes;
 use deadpool_postgres::Pool;
-use serde_json::{Value, json};
+use serde_json::json;
 use tokio_postgres::GenericClient;
 use uuid::Uuid;
 use warp::Filter;
@@ -21,20 +18,26 @@ use warp::filters::BoxedFilter;
 use warp::http::StatusCode;
 use warp::reply::Response;
 
-use super::projects::paged;
-use super::{authed, member_of_active, ok, respond, role_in, seq_of, with_pool, written};
+use super::access::{self, member_of_active, role_in};
+use super::page::Page;
+use super::records::{Deleted, Task, from_json, to_value};
+use super::route::{Route, with_pool};
+use super::values::{Description, Position, TaskStatus, Title, Version};
+use super::write::{Change, write};
 use crate::auth::Identity;
 use crate::http::ApiError;
-use crate::http::input::{self, Body, Page};
-
-pub const TITLE_MAX: usize = 500;
-pub const DESCRIPTION_MAX: usize = 200_000; // as the CHECK in sql/migrations/0001_domain.sql
+use crate::http::auth::authed;
+use crate::http::input::{self, Fields, Request};
+use crate::http::reply::{ok, respond};
 
 /// The largest body of a task write: a description as long as it may be, however escaped (12 bytes a
 /// character, as a surrogate pair), with room for the other fields. Only these routes buffer that much.
-pub const MAX_TASK_BODY: u64 = (12 * DESCRIPTION_MAX + 64 * 1024) as u64;
-pub const STATUSES: &[&str] = &["todo", "in_progress", "done"];
-const FIELDS: &[&str] = &["title", "description", "status", "assignee_id", "position"];
+pub const MAX_TASK_BODY: u64 = (12 * Description::MAX + 64 * 1024) as u64;
+
+pub const ROUTES: &[Route] = &[
+    Route { path: "/api/projects/{project_id}/tasks", methods: &["GET", "POST"] },
+    Route { path: "/api/tasks/{task_id}", methods: &["GET", "PATCH", "DELETE"] },
+];
 
 pub fn routes(pool: Pool) -> BoxedFilter<(Response,)> {
     create(pool.clone())
@@ -49,49 +52,65 @@ pub fn routes(pool: Pool) -> BoxedFilter<(Response,)> {
         .boxed()
 }
 
+/// The body of `POST /api/projects/{project_id}/tasks`.
+struct NewTask {
+    title: Title,
+    description: Description,
+    status: TaskStatus,
+    assignee_id: Option<Uuid>,
+    position: Option<Position>,
+}
+
+impl Request for NewTask {
+    const FIELDS: &'static [&'static str] = &["title", "description", "status", "assignee_id", "position"];
+
+    fn read(f: &Fields) -> Result<Self, ApiError> {
+        Ok(NewTask {
+            title: f.required("title")?,
+            description: f.get("description")?.unwrap_or_default(),
+            status: f.get("status")?.unwrap_or(TaskStatus::Todo),
+            assignee_id: f.get("assignee_id")?.flatten(),
+            position: f.get("position")?,
+        })
+    }
+}
+
 /// `POST /api/projects/{project_id}/tasks` → 201. Without `position` the card goes after the last one.
-pub fn create(pool: Pool) -> impl Filter<Extract = (Response,), Error = warp::Rejection> + Clone {
+fn create(pool: Pool) -> impl Filter<Extract = (Response,), Error = warp::Rejection> + Clone {
     warp::path!("api" / "projects" / String / "tasks")
         .and(warp::post())
         .and(authed(pool.clone()))
         .and(input::body(MAX_TASK_BODY))
         .and(with_pool(pool))
-        .then(|project: String, who: Identity, body: bytes::Bytes, pool: Pool| async move {
+        .then(|project: String, who: Identity, body: Bytes, pool: Pool| async move {
             respond(create_task(project, who, body, pool).await)
         })
 }
 
-async fn create_task(project: String, who: Identity, body: bytes::Bytes, pool: Pool) -> Result<Response, ApiError> {
+async fn create_task(project: String, who: Identity, body: Bytes, pool: Pool) -> Result<Response, ApiError> {
     let project = input::id(&project, "project")?;
-    let body = Body::parse(&body, FIELDS)?;
-    let title = body.required_text("title", 1, TITLE_MAX)?;
-    let description = body.text("description", 0, DESCRIPTION_MAX)?.unwrap_or_default();
-    let status = body.choice("status", STATUSES)?.unwrap_or_else(|| "todo".into());
-    let assignee = body.nullable_uuid("assignee_id")?.flatten();
-    let position = body.position("position")?;
-    let mut client = pool.get().await?;
-    let tx = client.transaction().await?;
-    member_of_active(&*tx, project, &who).await?;
-    if let Some(a) = assignee {
-        check_assignee(&*tx, project, a).await?;
-    }
-    let row: Value = tx
-        .query_one(
-            "INSERT INTO tasks (project_id, title, description, status, assignee_id, position)
-             VALUES ($1, $2, $3, $4, $5, $6) RETURNING row_to_json(tasks.*)",
-            &[&project, &title, &description, &status, &assignee, &position],
-        )
-        .await?
-        .get(0);
-    let seq = seq_of(&*tx, project).await?;
-    tx.commit().await?;
-    Ok(written(StatusCode::CREATED, row, Some(seq)))
+    let new: NewTask = input::parse(&body)?;
+    write(&pool, StatusCode::CREATED, async |tx| {
+        member_of_active(tx, project, &who).await?;
+        if let Some(a) = new.assignee_id {
+            check_assignee(tx, project, a).await?;
+        }
+        let row = tx
+            .query_one(
+                "INSERT INTO tasks (project_id, title, description, status, assignee_id, position)
+                 VALUES ($1, $2, $3, $4, $5, $6) RETURNING row_to_json(tasks.*)",
+                &[&project, &new.title, &new.description, &new.status, &new.assignee_id, &new.position.map(|p| p.0)],
+            )
+            .await?;
+        Ok(Change::of(project, from_json::<Task>(&row, 0)?))
+    })
+    .await
 }
 
 /// `GET /api/projects/{project_id}/tasks?status=&assignee=&limit=&cursor=`: the board, in card order
 /// (position, then creation, then id: a total order, so pages neither skip nor repeat).
 /// `assignee` is a user id, or `none` for unassigned tasks.
-pub fn list(pool: Pool) -> impl Filter<Extract = (Response,), Error = warp::Rejection> + Clone {
+fn list(pool: Pool) -> impl Filter<Extract = (Response,), Error = warp::Rejection> + Clone {
     warp::path!("api" / "projects" / String / "tasks")
         .and(warp::get())
         .and(authed(pool.clone()))
@@ -113,22 +132,14 @@ async fn list_tasks(
     let page = Page::from_query(&q, 3)?;
     let status = match q.get("status") {
         None => None,
-        Some(s) if STATUSES.contains(&s.as_str()) => Some(s.clone()),
-        Some(_) => {
-            return Err(ApiError::invalid("status", format!("must be one of: {}", STATUSES.join(", "))));
-        }
+        Some(s) => Some(TaskStatus::parse(s).ok_or_else(|| ApiError::invalid("status", TaskStatus::expected()))?),
     };
     let (by_assignee, assignee): (bool, Option<Uuid>) = match q.get("assignee").map(String::as_str) {
         None => (false, None),
         Some("none") => (true, None),
         Some(a) => (true, Some(a.parse().map_err(|_| ApiError::invalid("assignee", "must be a user id or none"))?)),
     };
-    let (after_pos, after_t, after_id) = match &page.after {
-        Some(k) => {
-            (Some(input::cursor_f64(&k[0])?), Some(input::cursor_time(&k[1])?), Some(input::cursor_uuid(&k[2])?))
-        }
-        None => (None, None, None),
-    };
+    let (after_pos, after_t, after_id) = page.after_card()?;
     let client = pool.get().await?;
     role_in(&**client, project, &who).await?;
     let rows = client
@@ -140,15 +151,15 @@ async fn list_tasks(
                 AND ($5::float8 IS NULL
                      OR (position, created_at, id) > ($5::float8, $6::timestamptz, $7::uuid))
               ORDER BY position, created_at, id LIMIT $8",
-            &[&project, &status, &by_assignee, &assignee, &after_pos, &after_t, &after_id, &(page.limit + 1)],
+            &[&project, &status, &by_assignee, &assignee, &after_pos, &after_t, &after_id, &page.rows()],
         )
         .await?;
-    let items: Vec<Value> = rows.iter().map(|r| r.get(0)).collect();
-    Ok(ok(StatusCode::OK, &paged(items, page.limit, |t| vec![&t["position"], &t["created_at"], &t["id"]])))
+    let tasks = rows.iter().map(|r| from_json::<Task>(r, 0)).collect::<Result<Vec<_>, _>>()?;
+    Ok(page.reply(tasks, |t| vec![json!(t.position), json!(t.created_at), json!(t.id)]))
 }
 
 /// `GET /api/tasks/{task_id}`.
-pub fn get(pool: Pool) -> impl Filter<Extract = (Response,), Error = warp::Rejection> + Clone {
+fn get(pool: Pool) -> impl Filter<Extract = (Response,), Error = warp::Rejection> + Clone {
     warp::path!("api" / "tasks" / String)
         .and(warp::get())
         .and(authed(pool.clone()))
@@ -159,62 +170,88 @@ pub fn get(pool: Pool) -> impl Filter<Extract = (Response,), Error = warp::Rejec
 async fn get_task(id: String, who: Identity, pool: Pool) -> Result<Response, ApiError> {
     let id = input::id(&id, "task")?;
     let client = pool.get().await?;
-    let (row, _) = visible_task(&**client, id, &who, false).await?;
-    Ok(ok(StatusCode::OK, &row))
+    let task: Task = access::visible(&**client, id, &who).await?;
+    Ok(ok(StatusCode::OK, &task))
+}
+
+/// The body of `PATCH /api/tasks/{task_id}`: the fields to change, and the version the change is based on.
+/// `assignee_id` is absent (keep), null (unassign) or a user id.
+struct TaskChange {
+    title: Option<Title>,
+    description: Option<Description>,
+    status: Option<TaskStatus>,
+    assignee_id: Option<Option<Uuid>>,
+    position: Option<Position>,
+    version: Option<Version>,
+}
+
+impl Request for TaskChange {
+    const FIELDS: &'static [&'static str] = &["title", "description", "status", "assignee_id", "position", "version"];
+
+    fn read(f: &Fields) -> Result<Self, ApiError> {
+        let change = TaskChange {
+            title: f.get("title")?,
+            description: f.get("description")?,
+            status: f.get("status")?,
+            assignee_id: f.get("assignee_id")?,
+            position: f.get("position")?,
+            version: f.get("version")?,
+        };
+        let changeable = NewTask::FIELDS;
+        if !changeable.iter().any(|k| f.has(k)) {
+            return Err(ApiError::invalid("body", format!("nothing to change: send one of {}", changeable.join(", "))));
+        }
+        Ok(change)
+    }
 }
 
 /// `PATCH /api/tasks/{task_id}` `{"title"?, "description"?, "status"?, "assignee_id"?, "position"?,
 /// "version"?}`. Moving a card is setting its `position` (e.g. halfway between its new neighbours').
-pub fn update(pool: Pool) -> impl Filter<Extract = (Response,), Error = warp::Rejection> + Clone {
+fn update(pool: Pool) -> impl Filter<Extract = (Response,), Error = warp::Rejection> + Clone {
     warp::path!("api" / "tasks" / String)
         .and(warp::patch())
         .and(authed(pool.clone()))
         .and(input::body(MAX_TASK_BODY))
         .and(with_pool(pool))
-        .then(|id: String, who: Identity, body: bytes::Bytes, pool: Pool| async move {
+        .then(|id: String, who: Identity, body: Bytes, pool: Pool| async move {
             respond(update_task(id, who, body, pool).await)
         })
 }
 
-async fn update_task(id: String, who: Identity, body: bytes::Bytes, pool: Pool) -> Result<Response, ApiError> {
+async fn update_task(id: String, who: Identity, body: Bytes, pool: Pool) -> Result<Response, ApiError> {
     let id = input::id(&id, "task")?;
-    let mut allowed = FIELDS.to_vec();
-    allowed.push("version");
-    let body = Body::parse(&body, &allowed)?;
-    let title = body.text("title", 1, TITLE_MAX)?;
-    let description = body.text("description", 0, DESCRIPTION_MAX)?;
-    let status = body.choice("status", STATUSES)?;
-    let assignee = body.nullable_uuid("assignee_id")?;
-    let position = body.position("position")?;
-    let version = body.version("version")?;
-    if !FIELDS.iter().any(|f| body.has(f)) {
-        return Err(ApiError::invalid("body", format!("nothing to change: send one of {}", FIELDS.join(", "))));
-    }
-    let mut client = pool.get().await?;
-    let tx = client.transaction().await?;
-    let (old, project) = visible_task(&*tx, id, &who, true).await?;
-    check_version(&old, version)?;
-    if let Some(Some(a)) = assignee {
-        check_assignee(&*tx, project, a).await?;
-    }
-    let new: Value = tx
-        .query_one(
-            "UPDATE tasks SET title = coalesce($2, title), description = coalesce($3, description),
-                    status = coalesce($4, status),
-                    assignee_id = CASE WHEN $5::bool THEN $6::uuid ELSE assignee_id END,
-                    position = coalesce($7, position)
-              WHERE id = $1 RETURNING row_to_json(tasks.*)",
-            &[&id, &title, &description, &status, &assignee.is_some(), &assignee.flatten(), &position],
-        )
-        .await?
-        .get(0);
-    let seq = if new != old { Some(seq_of(&*tx, project).await?) } else { None };
-    tx.commit().await?;
-    Ok(written(StatusCode::OK, new, seq))
+    let change: TaskChange = input::parse(&body)?;
+    write(&pool, StatusCode::OK, async |tx| {
+        let old: Task = access::visible_for_write(tx, id, &who).await?;
+        check_version(&old, change.version)?;
+        if let Some(Some(a)) = change.assignee_id {
+            check_assignee(tx, old.project_id, a).await?;
+        }
+        let row = tx
+            .query_one(
+                "UPDATE tasks SET title = coalesce($2, title), description = coalesce($3, description),
+                        status = coalesce($4, status),
+                        assignee_id = CASE WHEN $5::bool THEN $6::uuid ELSE assignee_id END,
+                        position = coalesce($7, position)
+                  WHERE id = $1 RETURNING row_to_json(tasks.*)",
+                &[
+                    &id,
+                    &change.title,
+                    &change.description,
+                    &change.status,
+                    &change.assignee_id.is_some(),
+                    &change.assignee_id.flatten(),
+                    &change.position.map(|p| p.0),
+                ],
+            )
+            .await?;
+        Ok(Change::from_to(old.project_id, &old, from_json(&row, 0)?))
+    })
+    .await
 }
 
 /// `DELETE /api/tasks/{task_id}?version=`: with `version`, only if the task is still at that version.
-pub fn delete(pool: Pool) -> impl Filter<Extract = (Response,), Error = warp::Rejection> + Clone {
+fn delete(pool: Pool) -> impl Filter<Extract = (Response,), Error = warp::Rejection> + Clone {
     warp::path!("api" / "tasks" / String)
         .and(warp::delete())
         .and(authed(pool.clone()))
@@ -228,44 +265,29 @@ pub fn delete(pool: Pool) -> impl Filter<Extract = (Response,), Error = warp::Re
 async fn delete_task(id: String, who: Identity, q: HashMap<String, String>, pool: Pool) -> Result<Response, ApiError> {
     let id = input::id(&id, "task")?;
     input::known_params(&q, &["version"])?;
-    let version = match q.get("version") {
-        None => None,
-        Some(v) => match v.parse::<i64>() {
-            Ok(v) if v >= 1 => Some(v),
-            _ => {
-                return Err(ApiError::invalid("version", "must be an integer of at least 1"));
-            }
-        },
-    };
-    let mut client = pool.get().await?;
-    let tx = client.transaction().await?;
-    let (old, project) = visible_task(&*tx, id, &who, true).await?;
-    check_version(&old, version)?;
-    tx.execute("DELETE FROM tasks WHERE id = $1", &[&id]).await?;
-    let seq = seq_of(&*tx, project).await?;
-    tx.commit().await?;
-    Ok(written(StatusCode::OK, json!({"id": id, "project_id": project, "deleted": true}), Some(seq)))
+    let version = q.get("version").map(|v| Version::from_query(v).map_err(|m| ApiError::invalid("version", m)));
+    let version = version.transpose()?;
+    write(&pool, StatusCode::OK, async |tx| {
+        let old: Task = access::visible_for_write(tx, id, &who).await?;
+        check_version(&old, version)?;
+        tx.execute("DELETE FROM tasks WHERE id = $1", &[&id]).await?;
+        let project = old.project_id;
+        Ok(Change::of(
+            project,
+            Deleted { id: Some(id), project_id: Some(project), deleted: true, ..Deleted::default() },
+        ))
+    })
+    .await
 }
 
-/// A task whose project the caller is a member of, with its project; 404 otherwise. `lock` takes the row lock
-/// a write needs, so the version checked is the version overwritten.
-pub async fn visible_task(
-    db: &impl GenericClient,
-    id: Uuid,
-    who: &Identity,
-    lock: bool,
-) -> Result<(Value, Uuid), ApiError> {
-    super::visible_row(db, "tasks", "row_to_json", id, who, lock).await
-}
-
-fn check_version(current: &Value, expected: Option<i64>) -> Result<(), ApiError> {
+fn check_version(current: &Task, expected: Option<Version>) -> Result<(), ApiError> {
     match expected {
-        Some(v) if current["version"].as_i64() != Some(v) => Err(ApiError::Conflict {
+        Some(Version(v)) if current.version != v => Err(ApiError::Conflict {
             message: format!(
                 "the task has changed since version {v}: it is at version {}; merge with `current` and retry",
-                current["version"]
+                current.version
             ),
-            current: Some(current.clone()),
+            current: Some(to_value(current)),
         }),
         _ => Ok(()),
     }

@@ -1,6 +1,6 @@
 //! JSON replies, and a handler's result as a response.
 
-use serde_json::Value;
+use serde::Serialize;
 use warp::Reply;
 use warp::http::StatusCode;
 use warp::reply::Response;
@@ -13,6 +13,6 @@ pub fn respond(r: Result<Response, ApiError>) -> Response {
 }
 
 /// A JSON reply.
-pub fn ok(status: StatusCode, body: &Value) -> Response {
+pub fn ok(status: StatusCode, body: &impl Serialize) -> Response {
     warp::reply::with_status(warp::reply::json(body), status).into_response()
 }
