@@ -280,7 +280,7 @@ async fn a_changed_migration_is_refused_naming_it_and_what_to_do() {
     let (_, mut sql) = migrated_database().await;
     sql.execute("UPDATE schema_migrations SET checksum = repeat('0', 64) WHERE name = '0002_feed'", &[]).await.unwrap();
     let err = db::migrate(&mut sql).await.expect_err("refused");
-    assert!(matches!(err, boardcast::error::Error::Schema(_)), "{err:?}");
+    assert!(matches!(err, boardcast::Error::Schema(_)), "{err:?}");
     let err = err.to_string();
     assert!(err.contains("migration 0002_feed was applied with a different text"), "{err}");
     assert!(err.contains("restore sql/migrations/0002_feed.sql"), "{err}");
