@@ -28,7 +28,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::broadcast;
 use tokio::time::Instant;
 use tokio_tungstenite::WebSocketStream;
-use tokio_tungstenite::tungstenite::{self, Message};
+use tokio_tungstenite::tungstenite::{self, Message, Utf8Bytes};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
@@ -61,8 +61,8 @@ pub(crate) async fn serve<S>(
 impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     /// The session's loop: one thing at a time, whichever is ready first.
     async fn run(&mut self, mut revoked: broadcast::Receiver<Uuid>) -> End {
-        let settings = self.feed.settings.clone();
-        let mut ping = tokio::time::interval(settings.ping_interval);
+        let (ping_every, idle_timeout) = (self.feed.settings.ping_interval, self.feed.settings.idle_timeout);
+        let mut ping = tokio::time::interval(ping_every);
         ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         ping.tick().await;
         let mut heard = std::time::Instant::now();
@@ -78,10 +78,22 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 token = revoked.recv() => self.revoked(token),
                 msg = self.ws.next() => {
                     heard = std::time::Instant::now();
-                    self.heard(msg, &shutdown).await
+                    match received(msg) {
+                        // Boxed: requests are rare, and their futures (database round trips) are large.
+                        // Inline, they would make every idle connection's future as large as the largest.
+                        Ok(Some(Received::Text(text))) => {
+                            Box::pin(unless_shutdown(&shutdown, self.request(&text))).await
+                        }
+                        Ok(Some(Received::Binary)) => {
+                            let msg = "binary messages are not supported; send JSON text";
+                            Box::pin(self.error(ErrorCode::BadFrame, msg, None)).await
+                        }
+                        Ok(None) => Ok(()),
+                        Err(end) => Err(end),
+                    }
                 }
                 _ = ping.tick() => {
-                    if heard.elapsed() > settings.idle_timeout {
+                    if heard.elapsed() > idle_timeout {
                         Err(End::Silent)
                     } else {
                         self.send(Message::Ping(Default::default())).await
@@ -99,33 +111,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             if let Err(end) = step {
                 return end;
             }
-        }
-    }
-
-    /// What the client sent (or what became of its socket).
-    async fn heard(
-        &mut self,
-        msg: Option<Result<Message, tungstenite::Error>>,
-        shutdown: &CancellationToken,
-    ) -> Result<(), End> {
-        use tungstenite::error::ProtocolError::ResetWithoutClosingHandshake;
-        match msg {
-            // Boxed: requests are rare, and their futures (database round trips) are large. Inline, they
-            // would make every idle connection's future as large as the largest of them.
-            Some(Ok(Message::Text(text))) => Box::pin(unless_shutdown(shutdown, self.request(&text))).await,
-            Some(Ok(Message::Binary(_))) => {
-                let msg = "binary messages are not supported; send JSON text";
-                Box::pin(self.error(ErrorCode::BadFrame, msg, None)).await
-            }
-            Some(Ok(Message::Close(_))) => Err(End::Closed),
-            None => Err(End::Gone),
-            Some(Ok(_)) => Ok(()), // ping (answered by tungstenite), pong
-            Some(Err(tungstenite::Error::Capacity(_))) => Err(End::TooBig),
-            // A client that drops the connection without a close frame is gone, not wrong.
-            Some(Err(tungstenite::Error::Protocol(ResetWithoutClosingHandshake))) => Err(End::Gone),
-            Some(Err(tungstenite::Error::Protocol(e))) => Err(End::Protocol(e.to_string())),
-            Some(Err(tungstenite::Error::Utf8(_))) => Err(End::NotUtf8),
-            Some(Err(_)) => Err(End::Gone),
         }
     }
 
@@ -151,6 +136,30 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             // a flush sends it. Without it the client sees an abnormal closure (1006) instead of a clean one.
             let _ = tokio::time::timeout(Duration::from_secs(1), self.ws.flush()).await;
         }
+    }
+}
+
+/// A request from the client, to answer.
+enum Received {
+    Text(Utf8Bytes),
+    Binary,
+}
+
+/// What the client sent (or what became of its socket): a request, nothing to answer, or the end.
+fn received(msg: Option<Result<Message, tungstenite::Error>>) -> Result<Option<Received>, End> {
+    use tungstenite::error::ProtocolError::ResetWithoutClosingHandshake;
+    match msg {
+        Some(Ok(Message::Text(text))) => Ok(Some(Received::Text(text))),
+        Some(Ok(Message::Binary(_))) => Ok(Some(Received::Binary)),
+        Some(Ok(Message::Close(_))) => Err(End::Closed),
+        None => Err(End::Gone),
+        Some(Ok(_)) => Ok(None), // ping (answered by tungstenite), pong
+        Some(Err(tungstenite::Error::Capacity(_))) => Err(End::TooBig),
+        // A client that drops the connection without a close frame is gone, not wrong.
+        Some(Err(tungstenite::Error::Protocol(ResetWithoutClosingHandshake))) => Err(End::Gone),
+        Some(Err(tungstenite::Error::Protocol(e))) => Err(End::Protocol(e.to_string())),
+        Some(Err(tungstenite::Error::Utf8(_))) => Err(End::NotUtf8),
+        Some(Err(_)) => Err(End::Gone),
     }
 }
 
