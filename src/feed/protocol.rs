@@ -2,7 +2,9 @@
 //! author's version of this file.
 //!
 //! Client frames are parsed by hand from a `serde_json::Value` rather than derived, so that every mistake gets
-//! its own precise error (a missing `op`, an unknown op, a project id that is not a UUID, ...).
+//! its own precise error (a missing `op`, an unknown op, a project id that is not a UUID, ...). The server's
+//! own frames ([`ServerFrame`]) are serialized with serde; event frames are not among them: PostgreSQL builds
+//! those (see [`super::event`]).
 
 use serde::Serialize;
 use serde_json::{Map, Value};

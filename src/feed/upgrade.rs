@@ -29,7 +29,8 @@ use crate::http::server::UpgradeSlot;
 
 /// Small buffers. The read buffer is allocated up front for every connection, and clients only send small
 /// requests, so 1 KiB (not 128 KiB) is plenty; it grows for the rare larger frame. The write buffer is
-/// allocated only when there is something to send; up to 8 KiB of frames are gathered before a write, so a burst of events costs few system calls.
+/// allocated only when there is something to send; up to 8 KiB of frames are gathered before a write, so a
+/// burst of events costs few system calls.
 fn socket_config(max_client_frame: usize) -> WebSocketConfig {
     WebSocketConfig::default()
         .read_buffer_size(1024)
