@@ -8,7 +8,6 @@
 //! always find a connection. Rooms have slots of their own, so the read that serves a whole room never waits
 //! behind individual clients catching up.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use deadpool_postgres::{Object, Pool};
@@ -25,11 +24,11 @@ pub const PAGE_BYTES: i64 = 4 * 1024 * 1024;
 /// A client's page, read when it catches up on its own (it fell behind, or resumes with `since`). Smaller:
 /// the client holds its page while it sends it, at the client's own pace, and many clients may be behind at
 /// once; with small events a page still holds about a thousand.
-pub const CLIENT_PAGE_BYTES: i64 = 512 * 1024;
+pub(crate) const CLIENT_PAGE_BYTES: i64 = 512 * 1024;
 
 /// Who reads, for the limit on concurrent reads.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Reader {
+pub(crate) enum Reader {
     /// A room (or the listener): one read serves every subscriber.
     Room,
     /// One client: joining, resuming, catching up.
@@ -46,7 +45,7 @@ pub struct History {
 
 impl History {
     /// Reads through `pool`: clients at most half of its connections at a time, rooms a quarter.
-    pub fn new(pool: Pool) -> History {
+    pub(crate) fn new(pool: Pool) -> History {
         let size = pool.status().max_size;
         History {
             pool,
@@ -77,7 +76,7 @@ impl History {
     /// Events of `project` with `after < seq <= upto`, in seq order, at most `limit` of them and about
     /// `max_bytes` of frames ([`PAGE_BYTES`] or [`CLIENT_PAGE_BYTES`]; at least one event). Events removed by
     /// retention are simply absent: callers check that seqs are contiguous.
-    pub async fn read(
+    pub(crate) async fn read(
         &self,
         reader: Reader,
         project: Uuid,
@@ -85,7 +84,7 @@ impl History {
         upto: i64,
         limit: i64,
         max_bytes: i64,
-    ) -> Result<Vec<Arc<Event>>> {
+    ) -> Result<Vec<Event>> {
         let (_slot, client) = self.client(reader).await?;
         if reader == Reader::Client {
             self.client_pages.fetch_add(1, Ordering::Relaxed);
@@ -99,11 +98,11 @@ impl History {
             )
             .await?;
         let rows = client.query(&stmt, &[&project, &after, &upto, &limit, &max_bytes]).await?;
-        Ok(rows.into_iter().map(|r| Arc::new(Event::new(project, r.get(0), r.get(1)))).collect())
+        Ok(rows.into_iter().map(|r| Event::new(r.get(0), r.get(1))).collect())
     }
 
     /// The latest seq of each project (0 for a project without events).
-    pub async fn latest(&self, reader: Reader, projects: &[Uuid]) -> Result<Vec<(Uuid, i64)>> {
+    pub(crate) async fn latest(&self, reader: Reader, projects: &[Uuid]) -> Result<Vec<(Uuid, i64)>> {
         let (_slot, client) = self.client(reader).await?;
         let stmt = client
             .prepare_cached(
@@ -115,18 +114,18 @@ impl History {
     }
 
     /// The project's latest event (`None` for a project without events), for a room that starts after it.
-    pub async fn latest_event(&self, reader: Reader, project: Uuid) -> Result<Option<Arc<Event>>> {
+    pub(crate) async fn latest_event(&self, reader: Reader, project: Uuid) -> Result<Option<Event>> {
         let (_slot, client) = self.client(reader).await?;
         let stmt = client
             .prepare_cached("SELECT seq, frame FROM feed_events WHERE project_id = $1 ORDER BY seq DESC LIMIT 1")
             .await?;
         let row = client.query_opt(&stmt, &[&project]).await?;
-        Ok(row.map(|r| Arc::new(Event::new(project, r.get(0), r.get(1)))))
+        Ok(row.map(|r| Event::new(r.get(0), r.get(1))))
     }
 
     /// For a join: the project's latest seq and that event's `at` if `user` is a member, `None` if not (or if
     /// there is no such project; the two are deliberately indistinguishable).
-    pub async fn latest_if_member(&self, project: Uuid, user: Uuid) -> Result<Option<(i64, Option<String>)>> {
+    pub(crate) async fn latest_if_member(&self, project: Uuid, user: Uuid) -> Result<Option<(i64, Option<String>)>> {
         let (_slot, client) = self.client(Reader::Client).await?;
         let stmt = client
             .prepare_cached(

@@ -14,15 +14,19 @@ use std::time::Duration;
 
 use futures::future::poll_fn;
 use tokio::sync::mpsc;
-use tokio_postgres::{AsyncMessage, NoTls};
+use tokio_postgres::tls::NoTlsStream;
+use tokio_postgres::{AsyncMessage, Client, Connection, NoTls, Notification, Socket};
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::AbortOnDropHandle;
+use uuid::Uuid;
 
 use super::Feed;
-use super::event::parse_announcement;
+use super::announcement::Announcement;
+use super::history::Reader;
 use crate::db::pg_config;
 use crate::error::chain;
 
-pub async fn run(feed: Arc<Feed>, database_url: String, shutdown: CancellationToken) {
+pub(crate) async fn run(feed: Arc<Feed>, database_url: String, shutdown: CancellationToken) {
     let mut backoff = Duration::from_millis(100);
     loop {
         let outcome = tokio::select! {
@@ -58,47 +62,13 @@ fn lost(after_listening: bool, reason: impl ToString) -> Lost {
 
 /// One connection's life: connect, LISTEN, catch the rooms up, then relay notifications until it fails.
 async fn session(feed: &Arc<Feed>, database_url: &str, shutdown: &CancellationToken) -> Result<(), Lost> {
-    let mut config = pg_config(database_url).map_err(|e| lost(false, e))?;
-    // Named, so an operator can find it in pg_stat_activity (and tests can cut it).
-    config.application_name("boardcast-listener");
-    // `connect_timeout` covers only the TCP connect: a server (or a middlebox) that accepts and then says
-    // nothing would hold the listener here forever, so the whole handshake gets a deadline.
     let probe = feed.settings.listener_probe;
-    let (client, mut connection) = match tokio::time::timeout(probe * 2, config.connect(NoTls)).await {
-        Ok(connected) => connected.map_err(|e| lost(false, chain(&e)))?,
-        Err(_) => return Err(lost(false, format!("no answer to the connection handshake within {:?}", probe * 2))),
-    };
-
-    // Drive the connection: forward notifications, end when the connection does.
-    let (notes_tx, mut notes) = mpsc::unbounded_channel();
-    let mut driver = tokio::spawn(async move {
-        loop {
-            match poll_fn(|cx| connection.poll_message(cx)).await {
-                Some(Ok(AsyncMessage::Notification(n))) => {
-                    if notes_tx.send(n).is_err() {
-                        return "listener stopped".to_string();
-                    }
-                }
-                Some(Ok(_)) => {} // notices
-                Some(Err(e)) => return chain(&e),
-                None => return "connection closed".to_string(),
-            }
-        }
-    });
-    let _abort_driver = AbortOnDrop(driver.abort_handle());
+    let (client, connection) = connect(database_url, probe).await?;
+    // Aborted when this function returns, however it returns.
+    let (mut notes, mut driver) = drive(connection);
 
     client.batch_execute("LISTEN boardcast_feed; LISTEN boardcast_auth").await.map_err(|e| lost(false, chain(&e)))?;
-    // Anything committed from here on is announced to us. Anything committed before, while we were away, is
-    // in history: tell each room how far its project has got.
-    let projects = feed.rooms.projects();
-    if !projects.is_empty() {
-        let latest = feed.history.latest(super::history::Reader::Room, &projects).await.map_err(|e| lost(true, e))?;
-        for (project, seq) in latest {
-            feed.rooms.announce_latest(project, seq);
-        }
-    }
-    // Token revocations announced while we were away are lost too: every session re-checks its token.
-    let _ = feed.revoked_tokens.send(uuid::Uuid::nil());
+    catch_up(feed).await?;
     feed.listener_up.store(true, Ordering::SeqCst);
     tracing::info!("listener connected and listening");
 
@@ -126,25 +96,68 @@ async fn session(feed: &Arc<Feed>, database_url: &str, shutdown: &CancellationTo
     }
 }
 
+async fn connect(database_url: &str, probe: Duration) -> Result<(Client, Connection<Socket, NoTlsStream>), Lost> {
+    let mut config = pg_config(database_url).map_err(|e| lost(false, e))?;
+    // Named, so an operator can find it in pg_stat_activity (and tests can cut it).
+    config.application_name("boardcast-listener");
+    // `connect_timeout` covers only the TCP connect: a server (or a middlebox) that accepts and then says
+    // nothing would hold the listener here forever, so the whole handshake gets a deadline.
+    match tokio::time::timeout(probe * 2, config.connect(NoTls)).await {
+        Ok(connected) => connected.map_err(|e| lost(false, chain(&e))),
+        Err(_) => Err(lost(false, format!("no answer to the connection handshake within {:?}", probe * 2))),
+    }
+}
+
+/// Drives the connection in a task of its own: forwards notifications, and ends, saying why, when the
+/// connection does.
+fn drive(
+    mut connection: Connection<Socket, NoTlsStream>,
+) -> (mpsc::UnboundedReceiver<Notification>, AbortOnDropHandle<String>) {
+    let (notes_tx, notes) = mpsc::unbounded_channel();
+    let driver = tokio::spawn(async move {
+        loop {
+            match poll_fn(|cx| connection.poll_message(cx)).await {
+                Some(Ok(AsyncMessage::Notification(n))) => {
+                    if notes_tx.send(n).is_err() {
+                        return "listener stopped".to_string();
+                    }
+                }
+                Some(Ok(_)) => {} // notices
+                Some(Err(e)) => return chain(&e),
+                None => return "connection closed".to_string(),
+            }
+        }
+    });
+    (notes, AbortOnDropHandle::new(driver))
+}
+
+/// Anything committed from now on is announced to us. Anything committed before, while we were away, is in
+/// history: tells each room how far its project has got.
+async fn catch_up(feed: &Feed) -> Result<(), Lost> {
+    let projects = feed.rooms.projects();
+    if !projects.is_empty() {
+        let latest = feed.history.latest(Reader::Room, &projects).await.map_err(|e| lost(true, e))?;
+        for (project, seq) in latest {
+            feed.rooms.announce_latest(project, seq);
+        }
+    }
+    // Token revocations announced while we were away are lost too: every session re-checks its token. (With
+    // no session listening, there is nobody to tell.)
+    let _ = feed.revoked_tokens.send(Uuid::nil());
+    Ok(())
+}
+
 fn relay(feed: &Feed, channel: &str, payload: &str) {
     match channel {
-        "boardcast_feed" => match parse_announcement(payload) {
+        "boardcast_feed" => match Announcement::parse(payload) {
             Some(a) => feed.rooms.announce(&a),
             None => tracing::warn!("ignoring a malformed feed notification: {:.80}", payload),
         },
         "boardcast_auth" => {
             if let Ok(token) = payload.parse() {
-                let _ = feed.revoked_tokens.send(token);
+                let _ = feed.revoked_tokens.send(token); // nobody listening: nobody to close
             }
         }
         _ => {}
-    }
-}
-
-struct AbortOnDrop(tokio::task::AbortHandle);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
     }
 }

@@ -1,20 +1,24 @@
 //! The change feed: from a NOTIFY to the WebSocket clients in a project's room.
 //!
-//! * [`event`] — an event as it travels: its project, seq and the JSON frame built once by PostgreSQL.
+//! * [`event`] — an event as recorded: its seq and the JSON frame built once by PostgreSQL.
+//! * [`announcement`] — a notification from PostgreSQL: which seqs were committed, with their frames if they fit.
 //! * [`listener`] — the LISTEN connection, its reconnects and catch-up.
 //! * [`room`] — the rooms of this process and the task that broadcasts each room's events in seq order.
 //! * [`history`] — reads of recorded events, for catch-up, gap filling and resume.
 //! * [`protocol`] — the frames clients send and receive (documented in docs/protocol.md).
 //! * [`connection`] — one WebSocket client's session.
 //! * [`upgrade`] — the `/ws` route: authentication and the WebSocket handshake.
+//!
+//! Public are only what the tests watch: [`Feed`]'s pool, rooms and history.
 
-pub mod connection;
-pub mod event;
+mod announcement;
+pub(crate) mod connection;
+mod event;
 pub mod history;
-pub mod listener;
-pub mod protocol;
-pub mod room;
-pub mod upgrade;
+pub(crate) mod listener;
+mod protocol;
+pub(crate) mod room;
+pub(crate) mod upgrade;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -31,15 +35,15 @@ pub struct Feed {
     /// Reads of recorded events, limited to part of the pool.
     pub history: Arc<history::History>,
     pub rooms: room::Rooms,
-    pub settings: FeedSettings,
+    pub(crate) settings: FeedSettings,
     /// Ids of tokens revoked just now; every connection opened with one of them closes.
-    pub revoked_tokens: broadcast::Sender<Uuid>,
+    pub(crate) revoked_tokens: broadcast::Sender<Uuid>,
     /// Whether the listener is connected and LISTENing.
-    pub listener_up: AtomicBool,
+    pub(crate) listener_up: AtomicBool,
 }
 
 impl Feed {
-    pub fn new(pool: Pool, settings: FeedSettings) -> Arc<Feed> {
+    pub(crate) fn new(pool: Pool, settings: FeedSettings) -> Arc<Feed> {
         let history = Arc::new(history::History::new(pool.clone()));
         Arc::new(Feed {
             rooms: room::Rooms::new(history.clone(), settings.clone()),
@@ -52,7 +56,7 @@ impl Feed {
     }
 
     /// Whether the listener is connected and LISTENing (`/healthz`).
-    pub fn listener_is_up(&self) -> bool {
+    pub(crate) fn listener_is_up(&self) -> bool {
         self.listener_up.load(Ordering::SeqCst)
     }
 }

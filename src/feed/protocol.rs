@@ -2,20 +2,23 @@
 //! author's version of this file.
 //!
 //! Client frames are parsed by hand from a `serde_json::Value` rather than derived, so that every mistake gets
-//! its own precise error (a missing `op`, an unknown op, a project id that is not a UUID, ...).
+//! its own precise error (a missing `op`, an unknown op, a project id that is not a UUID, ...). The server's
+//! own frames ([`ServerFrame`]) are serialized with serde; event frames are not among them: PostgreSQL builds
+//! those (see [`super::event`]).
 
-use serde_json::{Map, Value, json};
+use serde::Serialize;
+use serde_json::{Map, Value};
 use uuid::Uuid;
 
 /// A request from a client. `reference` is the client's optional `"ref"`, echoed in the reply.
 #[derive(Debug, PartialEq)]
-pub struct Request {
+pub(crate) struct Request {
     pub op: Op,
     pub reference: Option<Value>,
 }
 
 #[derive(Debug, PartialEq)]
-pub enum Op {
+pub(crate) enum Op {
     /// Join a project's room. With `since`, replay every event after that seq first. With `since_at` (the
     /// `at` of event `since`, as the client received it), first check that the database still records that
     /// event as the client saw it: after a restore from a backup, the seqs after the restore point belong to
@@ -33,41 +36,44 @@ pub enum Op {
 
 /// A client mistake, answered with an error frame; the connection stays usable.
 #[derive(Debug, PartialEq)]
-pub struct ProtocolError {
-    pub code: &'static str,
+pub(crate) struct ProtocolError {
+    pub code: ErrorCode,
     pub message: String,
     pub reference: Option<Value>,
 }
 
 impl ProtocolError {
-    fn new(code: &'static str, message: impl Into<String>, reference: Option<Value>) -> Self {
+    fn new(code: ErrorCode, message: impl Into<String>, reference: Option<Value>) -> Self {
         ProtocolError { code, message: message.into(), reference }
     }
 }
 
-pub fn parse(text: &str) -> Result<Request, ProtocolError> {
+pub(crate) fn parse(text: &str) -> Result<Request, ProtocolError> {
     let value: Value = serde_json::from_str(text)
-        .map_err(|e| ProtocolError::new("bad_json", format!("the message is not valid JSON: {e}"), None))?;
+        .map_err(|e| ProtocolError::new(ErrorCode::BadJson, format!("the message is not valid JSON: {e}"), None))?;
     let Value::Object(mut obj) = value else {
-        return Err(ProtocolError::new("bad_frame", "a message must be a JSON object with an \"op\"", None));
+        return Err(ProtocolError::new(ErrorCode::BadFrame, "a message must be a JSON object with an \"op\"", None));
     };
     let reference = obj.remove("ref");
     let err = |code, msg: String| ProtocolError::new(code, msg, reference.clone());
     let op = match obj.get("op") {
         Some(Value::String(op)) => op.as_str(),
-        Some(_) => return Err(err("bad_frame", "\"op\" must be a string".into())),
-        None => return Err(err("bad_frame", "missing \"op\" (one of join, leave, ping)".into())),
+        Some(_) => return Err(err(ErrorCode::BadFrame, "\"op\" must be a string".into())),
+        None => return Err(err(ErrorCode::BadFrame, "missing \"op\" (one of join, leave, ping)".into())),
     };
     let op = match op {
         "join" => Op::Join {
-            project: project(&obj).map_err(|m| err("bad_project", m))?,
-            since: since(&obj).map_err(|m| err("bad_since", m))?,
-            since_at: since_at(&obj).map_err(|m| err("bad_since", m))?,
+            project: project(&obj).map_err(|m| err(ErrorCode::BadProject, m))?,
+            since: since(&obj).map_err(|m| err(ErrorCode::BadSince, m))?,
+            since_at: since_at(&obj).map_err(|m| err(ErrorCode::BadSince, m))?,
         },
-        "leave" => Op::Leave { project: project(&obj).map_err(|m| err("bad_project", m))? },
+        "leave" => Op::Leave { project: project(&obj).map_err(|m| err(ErrorCode::BadProject, m))? },
         "ping" => Op::Ping,
         other => {
-            return Err(err("unknown_op", format!("unknown op {:?}; expected join, leave or ping", truncate(other))));
+            return Err(err(
+                ErrorCode::UnknownOp,
+                format!("unknown op {:?}; expected join, leave or ping", truncate(other)),
+            ));
         }
     };
     Ok(Request { op, reference })
@@ -96,7 +102,7 @@ fn since(obj: &Map<String, Value>) -> Result<Option<i64>, String> {
 /// An event's `at`, as a client sends it back: any RFC 3339 form of the instant, compared to the millisecond
 /// (so a client may keep it as a JavaScript `Date` and send `toISOString()`).
 #[derive(Debug, PartialEq, Clone, Copy)]
-pub struct At(i64);
+pub(crate) struct At(i64);
 
 impl At {
     pub fn parse(s: &str) -> Option<At> {
@@ -124,43 +130,92 @@ fn truncate(s: &str) -> &str {
     }
 }
 
-fn with_ref(mut v: Value, reference: &Option<Value>) -> String {
-    if let Some(r) = reference {
-        v["ref"] = r.clone();
+/// A frame the server sends, other than events (whose frames PostgreSQL builds). Serialized with its `op`
+/// first; `ref`, when the client's request had one, is added by [`ServerFrame::to_text`].
+#[derive(Debug, Serialize)]
+#[serde(tag = "op", rename_all = "lowercase")]
+pub(crate) enum ServerFrame<'a> {
+    /// From now on the client receives every event with seq > `seq`, in order. `at` is the time of event
+    /// `seq` (absent when there is none).
+    Joined {
+        project: Uuid,
+        seq: i64,
+        latest: i64,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        at: Option<&'a str>,
+    },
+    Left {
+        project: Uuid,
+        reason: LeftReason,
+    },
+    Pong,
+    /// The server cannot prove the client saw everything. The client is no longer in the room; it reloads
+    /// over HTTP and joins again.
+    Resync {
+        project: Uuid,
+        latest: i64,
+        reason: ResyncReason,
+    },
+    Error {
+        code: ErrorCode,
+        message: &'a str,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum LeftReason {
+    /// The client asked to leave.
+    Requested,
+    /// The event just sent removed this user from the project.
+    Removed,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum ResyncReason {
+    /// The history the client needs was pruned.
+    HistoryPruned,
+    /// The client claims a seq the project never reached.
+    SinceAhead,
+    /// History no longer continues what the client saw (the database was restored from a backup).
+    HistoryRewound,
+}
+
+/// The `code` of an error frame (docs/protocol.md lists when each is sent).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum ErrorCode {
+    BadJson,
+    BadFrame,
+    UnknownOp,
+    BadProject,
+    BadSince,
+    NotFound,
+    AlreadyJoined,
+    NotJoined,
+    TooManyRooms,
+    Unavailable,
+}
+
+impl ServerFrame<'_> {
+    /// The frame's JSON text, with the request's `ref` echoed if it had one.
+    pub fn to_text(&self, reference: Option<&Value>) -> String {
+        #[derive(Serialize)]
+        struct WithRef<'a, 'b> {
+            #[serde(flatten)]
+            frame: &'a ServerFrame<'b>,
+            #[serde(rename = "ref", skip_serializing_if = "Option::is_none")]
+            reference: Option<&'a Value>,
+        }
+        serde_json::to_string(&WithRef { frame: self, reference }).expect("a server frame always serializes")
     }
-    v.to_string()
-}
-
-/// `joined`: from now on the client receives every event with seq > `seq`, in order.
-pub fn joined(project: Uuid, seq: i64, latest: i64, at: Option<&str>, reference: &Option<Value>) -> String {
-    let mut frame = json!({"op": "joined", "project": project, "seq": seq, "latest": latest});
-    if let Some(at) = at {
-        frame["at"] = at.into();
-    }
-    with_ref(frame, reference)
-}
-
-pub fn left(project: Uuid, reason: &str, reference: &Option<Value>) -> String {
-    with_ref(json!({"op": "left", "project": project, "reason": reason}), reference)
-}
-
-pub fn pong(reference: &Option<Value>) -> String {
-    with_ref(json!({"op": "pong"}), reference)
-}
-
-/// `resync`: the server cannot prove the client saw everything (the history it needs was pruned, or it
-/// claims a seq the project never reached). The client is no longer in the room; it reloads over HTTP and
-/// joins again.
-pub fn resync(project: Uuid, latest: i64, reason: &str, reference: &Option<Value>) -> String {
-    with_ref(json!({"op": "resync", "project": project, "latest": latest, "reason": reason}), reference)
-}
-
-pub fn error(code: &str, message: &str, reference: &Option<Value>) -> String {
-    with_ref(json!({"op": "error", "code": code, "message": message}), reference)
 }
 
 #[cfg(test)]
 mod tests {
+    use serde_json::json;
+
     use super::*;
 
     #[test]
@@ -179,21 +234,81 @@ mod tests {
 
     #[test]
     fn each_mistake_has_its_own_code() {
-        assert_eq!(parse("{nope").unwrap_err().code, "bad_json");
-        assert_eq!(parse("[1]").unwrap_err().code, "bad_frame");
-        assert_eq!(parse(r#"{"project":"x"}"#).unwrap_err().code, "bad_frame");
-        assert_eq!(parse(r#"{"op":"dance"}"#).unwrap_err().code, "unknown_op");
-        assert_eq!(parse(r#"{"op":"join","project":"12"}"#).unwrap_err().code, "bad_project");
-        assert_eq!(parse(r#"{"op":"join"}"#).unwrap_err().code, "bad_project");
+        assert_eq!(parse("{nope").unwrap_err().code, ErrorCode::BadJson);
+        assert_eq!(parse("[1]").unwrap_err().code, ErrorCode::BadFrame);
+        assert_eq!(parse(r#"{"project":"x"}"#).unwrap_err().code, ErrorCode::BadFrame);
+        assert_eq!(parse(r#"{"op":"dance"}"#).unwrap_err().code, ErrorCode::UnknownOp);
+        assert_eq!(parse(r#"{"op":"join","project":"12"}"#).unwrap_err().code, ErrorCode::BadProject);
+        assert_eq!(parse(r#"{"op":"join"}"#).unwrap_err().code, ErrorCode::BadProject);
         let e = parse(&format!(r#"{{"op":"join","project":"{}","since":-1,"ref":7}}"#, Uuid::nil())).unwrap_err();
-        assert_eq!((e.code, e.reference), ("bad_since", Some(json!(7))));
+        assert_eq!((e.code, e.reference), (ErrorCode::BadSince, Some(json!(7))));
         let p = Uuid::nil();
         for bad in [
             format!(r#"{{"op":"join","project":"{p}","since_at":"2026-11-26T00:42:59+00:00"}}"#),
             format!(r#"{{"op":"join","project":"{p}","since":3,"since_at":5}}"#),
             format!(r#"{{"op":"join","project":"{p}","since":3,"since_at":"yesterday"}}"#),
         ] {
-            assert_eq!(parse(&bad).unwrap_err().code, "bad_since", "{bad}");
+            assert_eq!(parse(&bad).unwrap_err().code, ErrorCode::BadSince, "{bad}");
+        }
+    }
+
+    #[test]
+    fn server_frames_serialize_as_documented() {
+        let p = Uuid::new_v4();
+        let at = "2026-11-25T16:38:42.123456+00:00";
+        let cases = [
+            (
+                ServerFrame::Joined { project: p, seq: 41, latest: 45, at: Some(at) }.to_text(Some(&json!("a1"))),
+                json!({"op": "joined", "project": p, "seq": 41, "latest": 45, "at": at, "ref": "a1"}),
+            ),
+            (
+                ServerFrame::Joined { project: p, seq: 0, latest: 0, at: None }.to_text(None),
+                json!({"op": "joined", "project": p, "seq": 0, "latest": 0}),
+            ),
+            (
+                ServerFrame::Left { project: p, reason: LeftReason::Requested }.to_text(Some(&json!(9))),
+                json!({"op": "left", "project": p, "reason": "requested", "ref": 9}),
+            ),
+            (
+                ServerFrame::Left { project: p, reason: LeftReason::Removed }.to_text(None),
+                json!({"op": "left", "project": p, "reason": "removed"}),
+            ),
+            (ServerFrame::Pong.to_text(Some(&json!(1))), json!({"op": "pong", "ref": 1})),
+            (ServerFrame::Pong.to_text(Some(&Value::Null)), json!({"op": "pong", "ref": null})),
+            (
+                ServerFrame::Resync { project: p, latest: 12, reason: ResyncReason::HistoryPruned }.to_text(None),
+                json!({"op": "resync", "project": p, "latest": 12, "reason": "history_pruned"}),
+            ),
+            (
+                ServerFrame::Resync { project: p, latest: 3, reason: ResyncReason::SinceAhead }.to_text(None),
+                json!({"op": "resync", "project": p, "latest": 3, "reason": "since_ahead"}),
+            ),
+            (
+                ServerFrame::Resync { project: p, latest: 3, reason: ResyncReason::HistoryRewound }.to_text(None),
+                json!({"op": "resync", "project": p, "latest": 3, "reason": "history_rewound"}),
+            ),
+            (
+                ServerFrame::Error { code: ErrorCode::TooManyRooms, message: "too many" }
+                    .to_text(Some(&json!({"a": 1}))),
+                json!({"op": "error", "code": "too_many_rooms", "message": "too many", "ref": {"a": 1}}),
+            ),
+        ];
+        for (text, expected) in cases {
+            assert_eq!(serde_json::from_str::<Value>(&text).unwrap(), expected, "{text}");
+            assert!(text.starts_with("{\"op\":"), "{text}");
+        }
+        for (code, text) in [
+            (ErrorCode::BadJson, "bad_json"),
+            (ErrorCode::BadFrame, "bad_frame"),
+            (ErrorCode::UnknownOp, "unknown_op"),
+            (ErrorCode::BadProject, "bad_project"),
+            (ErrorCode::BadSince, "bad_since"),
+            (ErrorCode::NotFound, "not_found"),
+            (ErrorCode::AlreadyJoined, "already_joined"),
+            (ErrorCode::NotJoined, "not_joined"),
+            (ErrorCode::Unavailable, "unavailable"),
+        ] {
+            assert_eq!(serde_json::to_value(code).unwrap(), json!(text));
         }
     }
 }

@@ -8,6 +8,7 @@
 //! and the socket is built with our own [`socket_config`].
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use hyper_util::rt::TokioIo;
 use tokio_tungstenite::WebSocketStream;
@@ -15,6 +16,7 @@ use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+use tracing::Instrument;
 use warp::http::{Response, StatusCode, header};
 use warp::hyper::body::Bytes;
 use warp::{Filter, Rejection, Reply};
@@ -26,9 +28,10 @@ use crate::http::auth::{authorization, identify};
 use crate::http::server::UpgradeSlot;
 
 /// Small buffers. The read buffer is allocated up front for every connection, and clients only send small
-/// requests, so 1 KiB (not 128 KiB) is plenty; it grows for the rare larger frame. The write buffer is allocated only when there is something to
-/// send; up to 8 KiB of frames are gathered before a write, so a burst of events costs few system calls.
-pub fn socket_config(max_client_frame: usize) -> WebSocketConfig {
+/// requests, so 1 KiB (not 128 KiB) is plenty; it grows for the rare larger frame. The write buffer is
+/// allocated only when there is something to send; up to 8 KiB of frames are gathered before a write, so a
+/// burst of events costs few system calls.
+fn socket_config(max_client_frame: usize) -> WebSocketConfig {
     WebSocketConfig::default()
         .read_buffer_size(1024)
         .write_buffer_size(8 * 1024)
@@ -39,6 +42,9 @@ pub fn socket_config(max_client_frame: usize) -> WebSocketConfig {
         .max_frame_size(Some(max_client_frame))
 }
 
+/// Numbers the connections of this process, for the logs.
+static NEXT_CONNECTION: AtomicU64 = AtomicU64::new(1);
+
 struct Handshake {
     authorization: Option<String>,
     query: Option<String>,
@@ -47,7 +53,7 @@ struct Handshake {
     slot: Option<UpgradeSlot>,
 }
 
-pub fn route(
+pub(crate) fn route(
     feed: Arc<Feed>,
     shutdown: CancellationToken,
     tracker: TaskTracker,
@@ -89,14 +95,22 @@ async fn upgrade(
         h.slot.and_then(|s| s.take()).ok_or_else(|| ApiError::Internal("no upgrade handle on a /ws request".into()))?;
 
     let config = socket_config(feed.settings.max_client_frame);
-    tracker.spawn(async move {
+    // Every log line of this connection names it and its user (never its token).
+    let span = tracing::info_span!(
+        "ws",
+        conn = NEXT_CONNECTION.fetch_add(1, Ordering::Relaxed),
+        user = %who.user_name,
+        user_id = %who.user_id,
+    );
+    let serving = async move {
         let upgraded = match on_upgrade.await {
             Ok(u) => u,
             Err(e) => return tracing::debug!("websocket upgrade failed: {e}"),
         };
         let ws = WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(config)).await;
         connection::serve(ws, who, feed, revoked, shutdown).await;
-    });
+    };
+    tracker.spawn(serving.instrument(span));
 
     Ok(Response::builder()
         .status(StatusCode::SWITCHING_PROTOCOLS)

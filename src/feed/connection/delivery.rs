@@ -1,0 +1,159 @@
+//! Delivery: what a room broadcasts, and what history holds, sent to the client in seq order.
+//!
+//! An event at the room's cursor + 1 is sent; one at or below the cursor is a duplicate and skipped; one
+//! further ahead means the session missed some (it was slow and the room's buffer moved on, or it joined while
+//! the room was starting), and the session catches up from history, one page per turn of its loop, so that
+//! meanwhile it still reads the socket, answers pings and notices shutdown. If history no longer has what it
+//! needs, the client gets `resync` instead of a silent hole.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::{FutureExt, StreamExt};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::time::Instant;
+use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
+use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
+use uuid::Uuid;
+
+use super::end::End;
+use super::session::Session;
+use crate::feed::event::Event;
+use crate::feed::history::{CLIENT_PAGE_BYTES, Reader};
+use crate::feed::protocol::{LeftReason, ResyncReason, ServerFrame};
+use crate::feed::room::RoomMessage;
+
+pub(super) type Item = Result<Arc<RoomMessage>, BroadcastStreamRecvError>;
+
+impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
+    /// A message from a room's broadcast, then whatever else is ready, flushed once: a burst of events costs
+    /// one write to the socket, not one per event.
+    pub async fn deliver(&mut self, project: Uuid, item: Item) -> Result<(), End> {
+        self.take(project, item).await?;
+        for _ in 0..256 {
+            match self.streams.next().now_or_never() {
+                Some(Some((project, item))) => self.take(project, item).await?,
+                _ => break,
+            }
+        }
+        self.flush().await
+    }
+
+    async fn take(&mut self, project: Uuid, item: Item) -> Result<(), End> {
+        let Some(room) = self.rooms.get_mut(&project) else { return Ok(()) };
+        let behind_to = match item.as_deref() {
+            // This session fell behind the room's buffer: catch up from history, unless what it skipped
+            // included the room's warning that history was rewound.
+            Err(BroadcastStreamRecvError::Lagged(_)) if room.rewinds.rewound_since_start() => {
+                return Box::pin(self.resync(project, ResyncReason::HistoryRewound)).await;
+            }
+            Err(BroadcastStreamRecvError::Lagged(_)) => i64::MAX,
+            Ok(RoomMessage::Rewound) => {
+                return Box::pin(self.resync(project, ResyncReason::HistoryRewound)).await;
+            }
+            Ok(RoomMessage::Watermark { seq } | RoomMessage::Event { seq, .. }) if *seq <= room.cursor => return Ok(()),
+            Ok(RoomMessage::Watermark { seq }) => *seq,
+            // While catching up, history has this event too (or will have it by the time we get there).
+            Ok(RoomMessage::Event { seq, .. }) if room.catch_up_to.is_some() || *seq > room.cursor + 1 => *seq,
+            Ok(RoomMessage::Event { seq, frame, removed_member }) => match frame.get() {
+                Some(frame) => return self.emit(project, *seq, frame, *removed_member).await.map(|_| ()),
+                // A large frame the room no longer holds for us: we are too far behind. History has it.
+                None => *seq,
+            },
+        };
+        room.catch_up_through(behind_to);
+        Ok(())
+    }
+
+    /// The first room that is catching up from history (and not waiting to retry), if any.
+    pub fn catching_up(&self) -> Option<Uuid> {
+        self.rooms.iter().find(|(_, r)| r.catch_up_to.is_some() && r.retry_at.is_none()).map(|(p, _)| *p)
+    }
+
+    /// Sends one page of recorded events after the room's cursor.
+    pub async fn catch_up(&mut self, project: Uuid) -> Result<(), End> {
+        let Some(room) = self.rooms.get(&project) else { return Ok(()) };
+        if room.rewinds.rewound_since_start() {
+            // History no longer continues what this client was sent; its warning may be behind us in the
+            // room's buffer, or already skipped.
+            return self.resync(project, ResyncReason::HistoryRewound).await;
+        }
+        let (cursor, target) = (room.cursor, room.catch_up_to.unwrap_or(room.cursor));
+        let page = self.feed.settings.history_page;
+        let events =
+            match self.feed.history.read(Reader::Client, project, cursor, target, page, CLIENT_PAGE_BYTES).await {
+                Ok(events) => events,
+                Err(e) => {
+                    tracing::warn!(%project, "history read failed, retrying in 1s: {e}");
+                    self.rooms.get_mut(&project).unwrap().retry_at = Some(Instant::now() + Duration::from_secs(1));
+                    return Ok(());
+                }
+            };
+        if events.is_empty() && (target == i64::MAX || cursor >= target) {
+            self.rooms.get_mut(&project).unwrap().catch_up_to = None; // caught up
+            return Ok(());
+        }
+        // Empty, yet announced: retention removed it. Say so rather than leave a hole.
+        if events.is_empty() || !contiguous(&events, cursor) {
+            return self.resync(project, ResyncReason::HistoryPruned).await;
+        }
+        // History ran out (rather than the page filling up, by count or by bytes): caught up.
+        let bytes: usize = events.iter().map(|e| e.frame.len()).sum();
+        let short = (events.len() as i64) < page && (bytes as i64) < CLIENT_PAGE_BYTES && target == i64::MAX;
+        let done = short || events.last().is_some_and(|e| e.seq >= target);
+        for event in events {
+            if !self.emit(project, event.seq, event.frame, event.removed_member).await? {
+                return self.flush().await;
+            }
+        }
+        if let Some(room) = self.rooms.get_mut(&project)
+            && done
+        {
+            room.catch_up_to = None;
+        }
+        self.flush().await
+    }
+
+    /// Takes the client out of the room and tells it to start over.
+    pub async fn resync(&mut self, project: Uuid, reason: ResyncReason) -> Result<(), End> {
+        self.drop_room(project);
+        let latest = match self.feed.history.latest(Reader::Client, &[project]).await {
+            Ok(v) => v.first().map(|x| x.1).unwrap_or(0),
+            Err(_) => return Err(End::Internal),
+        };
+        self.reply(ServerFrame::Resync { project, latest, reason }, None).await
+    }
+
+    /// Leaves the room (the subscription, dropped, tells the room).
+    pub fn drop_room(&mut self, project: Uuid) {
+        self.streams.remove(&project);
+        self.rooms.remove(&project);
+    }
+
+    /// Queues event `seq` of `project` for the client and moves the room's cursor. Returns whether the client
+    /// is still in the room: if the event removes this user from the project, the client leaves the room right
+    /// after it.
+    pub async fn emit(
+        &mut self,
+        project: Uuid,
+        seq: i64,
+        frame: Utf8Bytes,
+        removed_member: Option<Uuid>,
+    ) -> Result<bool, End> {
+        self.feed_frame(Message::Text(frame)).await?;
+        let Some(room) = self.rooms.get_mut(&project) else { return Ok(false) };
+        room.cursor = seq;
+        if removed_member == Some(self.who.user_id) && seq > room.verified_at {
+            self.drop_room(project);
+            let left = ServerFrame::Left { project, reason: LeftReason::Removed };
+            self.feed_frame(Message::text(left.to_text(None))).await?;
+            return Ok(false);
+        }
+        Ok(true)
+    }
+}
+
+/// Whether a page of history continues exactly from `cursor`: no seq missing, at the start or inside.
+pub(super) fn contiguous(events: &[Event], cursor: i64) -> bool {
+    events.iter().enumerate().all(|(i, e)| e.seq == cursor + 1 + i as i64)
+}

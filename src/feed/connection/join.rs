@@ -1,0 +1,178 @@
+//! A client's requests: join (with or without a resume point), leave, ping.
+//!
+//! A join subscribes to the room before it reads the project's latest seq: every event committed after that
+//! read is then either in the broadcast or, if the room was catching up, filled from history. Nothing falls
+//! in between. A resume (`since`) first checks that history still reaches back to it, and still records the
+//! client's last event as the client saw it, before promising anything.
+
+use serde_json::Value;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio_tungstenite::tungstenite::Message;
+use uuid::Uuid;
+
+use super::delivery::contiguous;
+use super::end::End;
+use super::session::{Joined, Session};
+use crate::feed::Feed;
+use crate::feed::event::Event;
+use crate::feed::history::{CLIENT_PAGE_BYTES, Reader};
+use crate::feed::protocol::{self, At, ErrorCode, LeftReason, Op, Request, ResyncReason, ServerFrame};
+use crate::feed::room::Subscription;
+
+/// Where a joining client starts: after event `seq`, whose `at` is given (when known), with `replay`, the
+/// first page of events after it.
+struct Start {
+    seq: i64,
+    latest: i64,
+    at: Option<String>,
+    replay: Vec<Event>,
+}
+
+/// Why a join is refused.
+enum Refusal {
+    Error(ErrorCode, &'static str),
+    Resync { latest: i64, reason: ResyncReason },
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
+    pub async fn request(&mut self, text: &str) -> Result<(), End> {
+        match protocol::parse(text) {
+            Err(e) => self.error(e.code, &e.message, e.reference.as_ref()).await,
+            Ok(Request { op: Op::Ping, reference }) => self.reply(ServerFrame::Pong, reference.as_ref()).await,
+            Ok(Request { op: Op::Join { project, since, since_at }, reference }) => {
+                self.join(project, since, since_at, reference.as_ref()).await
+            }
+            Ok(Request { op: Op::Leave { project }, reference }) => self.leave(project, reference.as_ref()).await,
+        }
+    }
+
+    async fn leave(&mut self, project: Uuid, reference: Option<&Value>) -> Result<(), End> {
+        if !self.rooms.contains_key(&project) {
+            return self.error(ErrorCode::NotJoined, "you are not in this project's room", reference).await;
+        }
+        self.drop_room(project);
+        self.reply(ServerFrame::Left { project, reason: LeftReason::Requested }, reference).await
+    }
+
+    async fn join(
+        &mut self,
+        project: Uuid,
+        since: Option<i64>,
+        since_at: Option<At>,
+        reference: Option<&Value>,
+    ) -> Result<(), End> {
+        if self.rooms.contains_key(&project) {
+            let msg = "already in this project's room; leave first to join again";
+            return self.error(ErrorCode::AlreadyJoined, msg, reference).await;
+        }
+        let max_rooms = self.feed.settings.max_rooms_per_connection;
+        if self.rooms.len() >= max_rooms {
+            let msg = format!("a connection may be in at most {max_rooms} rooms");
+            return self.error(ErrorCode::TooManyRooms, &msg, reference).await;
+        }
+        let subscription = self.feed.rooms.subscribe(project);
+        match start(&self.feed, self.who.user_id, project, since, since_at).await {
+            Ok(start) => self.enter(project, subscription, start, reference).await,
+            Err(refusal) => {
+                // Out of the room before the client hears so.
+                drop(subscription);
+                match refusal {
+                    Refusal::Error(code, msg) => self.error(code, msg, reference).await,
+                    Refusal::Resync { latest, reason } => {
+                        self.reply(ServerFrame::Resync { project, latest, reason }, reference).await
+                    }
+                }
+            }
+        }
+    }
+
+    /// Enters the room: `joined`, then the replay's first page; the rest of the replay follows a page per turn.
+    async fn enter(
+        &mut self,
+        project: Uuid,
+        subscription: Subscription,
+        start: Start,
+        reference: Option<&Value>,
+    ) -> Result<(), End> {
+        let Start { seq, latest, at, replay } = start;
+        let rewinds = subscription.rewinds();
+        self.streams.insert(project, subscription);
+        self.rooms
+            .insert(project, Joined { cursor: seq, verified_at: latest, catch_up_to: None, retry_at: None, rewinds });
+        let joined = ServerFrame::Joined { project, seq, latest, at: at.as_deref() };
+        self.feed_frame(Message::text(joined.to_text(reference))).await?;
+        for event in replay {
+            if !self.emit(project, event.seq, event.frame, event.removed_member).await? {
+                break;
+            }
+        }
+        if let Some(room) = self.rooms.get_mut(&project)
+            && room.cursor < latest
+        {
+            room.catch_up_to = Some(latest);
+        }
+        self.flush().await
+    }
+}
+
+/// Where the client starts: now (the project's latest seq), or after `since`.
+async fn start(
+    feed: &Feed,
+    user: Uuid,
+    project: Uuid,
+    since: Option<i64>,
+    since_at: Option<At>,
+) -> Result<Start, Refusal> {
+    let (latest, latest_at) = match feed.history.latest_if_member(project, user).await {
+        Ok(Some(latest)) => latest,
+        // One answer for "no such project" and "not a member", so ids cannot be probed.
+        Ok(None) => return Err(Refusal::Error(ErrorCode::NotFound, "no such project, or you are not a member of it")),
+        Err(e) => {
+            tracing::error!(%project, "join failed: {e}");
+            let msg = "the server could not check your membership; try again";
+            return Err(Refusal::Error(ErrorCode::Unavailable, msg));
+        }
+    };
+    match since {
+        None => Ok(Start { seq: latest, latest, at: latest_at, replay: Vec::new() }),
+        Some(since) if since > latest => Err(Refusal::Resync { latest, reason: ResyncReason::SinceAhead }),
+        Some(since) => resume(feed, project, since, since_at, latest).await,
+    }
+}
+
+/// A resume: checks that history still reaches back to `since` and, if the client named its last event,
+/// that history still records that event as the client saw it. Event `since` itself is read too, for its
+/// `at` (the `joined` frame carries it, for the next resume).
+async fn resume(feed: &Feed, project: Uuid, since: i64, since_at: Option<At>, latest: i64) -> Result<Start, Refusal> {
+    let mut start = Start { seq: since, latest, at: None, replay: Vec::new() };
+    if latest == 0 {
+        return Ok(start);
+    }
+    let (from, page) = ((since - 1).max(0), feed.settings.history_page);
+    start.replay = match feed.history.read(Reader::Client, project, from, latest, page, CLIENT_PAGE_BYTES).await {
+        Ok(events) => events,
+        Err(e) => {
+            tracing::error!(%project, "history read failed: {e}");
+            let msg = "the server could not read the project's history; try again";
+            return Err(Refusal::Error(ErrorCode::Unavailable, msg));
+        }
+    };
+    // (If retention removed event `since`, or `since` is 0, there is nothing to compare: the rest is
+    // checked as usual.)
+    if since > 0 && start.replay.first().is_some_and(|e| e.seq == since) {
+        start.at = recorded_at(&start.replay.remove(0));
+        if since_at.is_some_and(|expected| start.at.as_deref().and_then(At::parse) != Some(expected)) {
+            return Err(Refusal::Resync { latest, reason: ResyncReason::HistoryRewound });
+        }
+    }
+    if since < latest && !contiguous(&start.replay, since) {
+        return Err(Refusal::Resync { latest, reason: ResyncReason::HistoryPruned });
+    }
+    Ok(start)
+}
+
+/// The `at` of a recorded event, as its frame says it.
+fn recorded_at(event: &Event) -> Option<String> {
+    let frame: serde_json::Value = serde_json::from_str(&event.frame).ok()?;
+    frame.get("at")?.as_str().map(str::to_string)
+}

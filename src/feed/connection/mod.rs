@@ -1,0 +1,206 @@
+//! One WebSocket client's session: its requests, its rooms, and the guarantee it can check.
+//!
+//! The guarantee: after `joined {seq: N}` the client receives every event of that project with seq > N,
+//! exactly once and in order. The session keeps, per room, the last seq it sent (its cursor), and fills any
+//! gap from history ([`delivery`]); if history no longer has what it needs, the client gets `resync` instead
+//! of a silent hole.
+//!
+//! The session also enforces liveness (pings; a silent peer is dropped), slowness (a client that accepts no
+//! data for `send_timeout` is disconnected; until then it costs the room nothing, because the room's buffer is
+//! shared and bounded), membership (a removed member leaves the room at once) and token revocation
+//! ([`revocation`]).
+//!
+//! * [`session`] — the session's state and its writes to the client.
+//! * [`join`] — requests: join, resume, leave, ping.
+//! * [`end`] — why a session ends.
+
+mod delivery;
+mod end;
+mod join;
+mod revocation;
+mod session;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::{SinkExt, StreamExt};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::broadcast;
+use tokio::time::Instant;
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::{self, Message, Utf8Bytes};
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use self::end::End;
+use self::session::Session;
+use super::Feed;
+use super::protocol::ErrorCode;
+use crate::auth::Identity;
+
+/// Serves one client until it leaves or must go. `revoked` was subscribed before the token was checked, so
+/// a revocation in between is not missed.
+pub(crate) async fn serve<S>(
+    ws: WebSocketStream<S>,
+    who: Identity,
+    feed: Arc<Feed>,
+    revoked: broadcast::Receiver<Uuid>,
+    shutdown: CancellationToken,
+) where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    tracing::info!("connection opened");
+    let mut session = Session::new(ws, who, feed, shutdown);
+    let end = session.run(revoked).await;
+    session.close(&end).await;
+    // Leaves every room (each subscription leaves its own when dropped).
+    drop(session);
+    tracing::info!("connection closed: {end}");
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
+    /// The session's loop: one thing at a time, whichever is ready first.
+    async fn run(&mut self, mut revoked: broadcast::Receiver<Uuid>) -> End {
+        let (ping_every, idle_timeout) = (self.feed.settings.ping_interval, self.feed.settings.idle_timeout);
+        let mut ping = tokio::time::interval(ping_every);
+        ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        ping.tick().await;
+        let mut heard = std::time::Instant::now();
+        // Requests, catch-up pages and token checks may wait for a history slot or a pooled connection, behind
+        // thousands of other sessions after a restart: shutdown must not wait for them.
+        let shutdown = self.shutdown.clone();
+        loop {
+            let backlog = self.catching_up();
+            let retry = self.rooms.values().filter_map(|r| r.retry_at).chain(self.recheck_at).min();
+            let step = tokio::select! {
+                biased;
+                _ = self.shutdown.cancelled() => Err(End::Shutdown),
+                token = revoked.recv() => self.revoked(token),
+                msg = self.ws.next() => {
+                    heard = std::time::Instant::now();
+                    match received(msg) {
+                        // Boxed: requests are rare, and their futures (database round trips) are large.
+                        // Inline, they would make every idle connection's future as large as the largest.
+                        Ok(Some(Received::Text(text))) => {
+                            Box::pin(unless_shutdown(&shutdown, self.request(&text))).await
+                        }
+                        Ok(Some(Received::Binary)) => {
+                            let msg = "binary messages are not supported; send JSON text";
+                            Box::pin(self.error(ErrorCode::BadFrame, msg, None)).await
+                        }
+                        Ok(None) => Ok(()),
+                        Err(end) => Err(end),
+                    }
+                }
+                _ = ping.tick() => {
+                    if heard.elapsed() > idle_timeout {
+                        Err(End::Silent)
+                    } else {
+                        self.send(Message::Ping(Default::default())).await
+                    }
+                }
+                _ = tokio::time::sleep_until(retry.unwrap_or_else(Instant::now)), if retry.is_some() => {
+                    self.retry(&shutdown).await
+                }
+                // One page of history per turn, for a room that is catching up.
+                Some(project) = std::future::ready(backlog) => {
+                    Box::pin(unless_shutdown(&shutdown, self.catch_up(project))).await
+                }
+                Some((project, item)) = self.streams.next() => self.deliver(project, item).await,
+            };
+            if let Err(end) = step {
+                return end;
+            }
+        }
+    }
+
+    /// A retry is due: a room's history read that failed, or a token check.
+    async fn retry(&mut self, shutdown: &CancellationToken) -> Result<(), End> {
+        let now = Instant::now();
+        for room in self.rooms.values_mut() {
+            room.retry_at = room.retry_at.filter(|t| *t > now);
+        }
+        if self.recheck_at.is_some_and(|t| t <= now) {
+            Box::pin(unless_shutdown(shutdown, self.recheck_token())).await
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Tells the client why the session ends, if it can still hear it.
+    async fn close(&mut self, end: &End) {
+        if let Some(frame) = end.close_frame(self.feed.settings.max_client_frame) {
+            let _ = tokio::time::timeout(Duration::from_secs(1), self.ws.close(Some(frame))).await;
+        } else if let End::Closed = end {
+            // Complete the closing handshake: tungstenite has queued the reply to the client's close frame, and
+            // a flush sends it. Without it the client sees an abnormal closure (1006) instead of a clean one.
+            let _ = tokio::time::timeout(Duration::from_secs(1), self.ws.flush()).await;
+        }
+    }
+}
+
+/// A request from the client, to answer.
+enum Received {
+    Text(Utf8Bytes),
+    Binary,
+}
+
+/// What the client sent (or what became of its socket): a request, nothing to answer, or the end.
+fn received(msg: Option<Result<Message, tungstenite::Error>>) -> Result<Option<Received>, End> {
+    use tungstenite::error::ProtocolError::ResetWithoutClosingHandshake;
+    match msg {
+        Some(Ok(Message::Text(text))) => Ok(Some(Received::Text(text))),
+        Some(Ok(Message::Binary(_))) => Ok(Some(Received::Binary)),
+        Some(Ok(Message::Close(_))) => Err(End::Closed),
+        None => Err(End::Gone),
+        Some(Ok(_)) => Ok(None), // ping (answered by tungstenite), pong
+        Some(Err(tungstenite::Error::Capacity(_))) => Err(End::TooBig),
+        // A client that drops the connection without a close frame is gone, not wrong.
+        Some(Err(tungstenite::Error::Protocol(ResetWithoutClosingHandshake))) => Err(End::Gone),
+        Some(Err(tungstenite::Error::Protocol(e))) => Err(End::Protocol(e.to_string())),
+        Some(Err(tungstenite::Error::Utf8(_))) => Err(End::NotUtf8),
+        Some(Err(_)) => Err(End::Gone),
+    }
+}
+
+/// `work`, unless shutdown comes first.
+async fn unless_shutdown(shutdown: &CancellationToken, work: impl Future<Output = Result<(), End>>) -> Result<(), End> {
+    tokio::select! {
+        biased;
+        _ = shutdown.cancelled() => Err(End::Shutdown),
+        r = work => r,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// Every idle connection carries this future; keep it small (see BENCHMARKS.md, memory per connection).
+    #[test]
+    fn the_session_future_stays_small() {
+        fn size_of<F: std::future::Future>(_: &F) -> usize {
+            std::mem::size_of::<F>()
+        }
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        rt.block_on(async {
+            let pool = crate::db::pool("postgres://nobody@127.0.0.1:1/none", 1).unwrap();
+            let feed = super::Feed::new(pool, Default::default());
+            let (a, _b) = tokio::io::duplex(64);
+            let ws = tokio_tungstenite::WebSocketStream::from_raw_socket(
+                a,
+                tokio_tungstenite::tungstenite::protocol::Role::Server,
+                None,
+            )
+            .await;
+            let who = crate::auth::Identity {
+                user_id: uuid::Uuid::nil(),
+                user_name: String::new(),
+                token_id: uuid::Uuid::nil(),
+            };
+            let revoked = feed.revoked_tokens.subscribe();
+            let fut = super::serve(ws, who, feed, revoked, Default::default());
+            let size = size_of(&fut);
+            eprintln!("session future: {size} bytes");
+            assert!(size < 2048, "the session future is {size} bytes");
+        });
+    }
+}

@@ -1,0 +1,108 @@
+//! A session's state (the rooms it is in, with a cursor each) and its writes to the client, each bounded by
+//! the send timeout and by shutdown.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use futures::SinkExt;
+use serde_json::Value;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::time::Instant;
+use tokio_stream::StreamMap;
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::{self, Message};
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use super::end::End;
+use crate::auth::Identity;
+use crate::feed::Feed;
+use crate::feed::protocol::{ErrorCode, ServerFrame};
+use crate::feed::room::{RewindWatch, Subscription};
+
+pub(super) struct Session<S> {
+    pub who: Identity,
+    pub feed: Arc<Feed>,
+    pub ws: WebSocketStream<S>,
+    /// The session's state in each room it is in...
+    pub rooms: HashMap<Uuid, Joined>,
+    /// ...and its subscriptions, as one stream of what the rooms broadcast. Dropping one leaves the room.
+    pub streams: StreamMap<Uuid, Subscription>,
+    /// Also watched while a write to the client waits: a client that stopped reading must not hold up the
+    /// server's shutdown until its send timeout.
+    pub shutdown: CancellationToken,
+    /// When to check again that the token is still valid (revocations may have been missed).
+    pub recheck_at: Option<Instant>,
+}
+
+/// The session's state in one room.
+pub(super) struct Joined {
+    /// The last seq sent to the client.
+    pub cursor: i64,
+    /// The project's latest seq when membership was checked. A member removal at or before it is history
+    /// (the user has been re-added since); only a later one takes the user out of the room.
+    pub verified_at: i64,
+    /// Set while catching up from history: read up to this seq (`i64::MAX`: until history runs out).
+    pub catch_up_to: Option<i64>,
+    /// Whether the room found history rewound since this session joined it.
+    pub rewinds: RewindWatch,
+    /// After a failed history read (the database is restarting, the pool is exhausted): when to try again.
+    /// The client stays connected meanwhile; it just waits for its events a little longer.
+    pub retry_at: Option<Instant>,
+}
+
+impl Joined {
+    /// Marks the room as behind: read history up to at least `seq` before sending from the broadcast again.
+    pub fn catch_up_through(&mut self, seq: i64) {
+        self.catch_up_to = Some(self.catch_up_to.unwrap_or(0).max(seq));
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
+    pub fn new(ws: WebSocketStream<S>, who: Identity, feed: Arc<Feed>, shutdown: CancellationToken) -> Session<S> {
+        Session { who, feed, ws, rooms: HashMap::new(), streams: StreamMap::new(), shutdown, recheck_at: None }
+    }
+
+    /// Sends a frame (with the request's `ref`, if any) and flushes.
+    pub async fn reply(&mut self, frame: ServerFrame<'_>, reference: Option<&Value>) -> Result<(), End> {
+        let text = frame.to_text(reference);
+        self.send(Message::text(text)).await
+    }
+
+    pub async fn error(&mut self, code: ErrorCode, message: &str, reference: Option<&Value>) -> Result<(), End> {
+        self.reply(ServerFrame::Error { code, message }, reference).await
+    }
+
+    pub async fn send(&mut self, msg: Message) -> Result<(), End> {
+        self.feed_frame(msg).await?;
+        self.flush().await
+    }
+
+    /// Queues a frame; it is written at the next flush (or when the write buffer fills).
+    pub async fn feed_frame(&mut self, msg: Message) -> Result<(), End> {
+        let timeout = self.feed.settings.send_timeout;
+        tokio::select! {
+            biased;
+            r = tokio::time::timeout(timeout, self.ws.feed(msg)) => sent(r),
+            _ = self.shutdown.cancelled() => Err(End::Shutdown),
+        }
+    }
+
+    pub async fn flush(&mut self) -> Result<(), End> {
+        let timeout = self.feed.settings.send_timeout;
+        tokio::select! {
+            biased;
+            r = tokio::time::timeout(timeout, self.ws.flush()) => sent(r),
+            _ = self.shutdown.cancelled() => Err(End::Shutdown),
+        }
+    }
+}
+
+/// The outcome of a write to the client: done, the client is gone, or it accepted nothing for the send timeout.
+fn sent(r: Result<Result<(), tungstenite::Error>, tokio::time::error::Elapsed>) -> Result<(), End> {
+    match r {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(_)) => Err(End::Gone),
+        Err(_) => Err(End::TooSlow),
+    }
+}
