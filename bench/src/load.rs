@@ -15,11 +15,12 @@ use std::time::{Duration, Instant};
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
 use tokio::sync::Semaphore;
-use tokio_postgres::{Client, NoTls};
+use tokio_postgres::Client;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use crate::hist::Histogram;
+use crate::pg::pg_connect;
 use crate::ws::{self, Conn, OP_CLOSE, OP_PING, OP_TEXT};
 
 /// A write id whose latency is not measured (warm-up).
@@ -469,15 +470,6 @@ const SINGLE: &str = "INSERT INTO tasks (project_id, title) VALUES ($1, $2)";
 const BULK: &str = "INSERT INTO tasks (project_id, title) SELECT $1, $2 || g FROM generate_series(1, $3::int) g";
 const MAX_IN_FLIGHT: usize = 20_000;
 
-pub async fn pg_connect(url: &str) -> Result<Client, String> {
-    let (client, conn) =
-        tokio_postgres::connect(url, NoTls).await.map_err(|e| format!("connect to PostgreSQL: {e}"))?;
-    tokio::spawn(async move {
-        let _ = conn.await;
-    });
-    Ok(client)
-}
-
 /// Runs the writers to completion. Transaction `i` goes to project `i % projects`.
 pub async fn write(spec: WriteSpec, shared: Arc<Shared>) -> Result<WriteOutcome, String> {
     let mut clients = Vec::new();
@@ -615,7 +607,7 @@ pub async fn write(spec: WriteSpec, shared: Arc<Shared>) -> Result<WriteOutcome,
     total.window_secs = spec.duration.as_secs_f64();
     total.ack_p50_us = ack.quantile(0.5);
     total.ack_p99_us = ack.quantile(0.99);
-    total.backend_cpu_secs = pids.iter().map(|&p| crate::server::cpu_of(p).as_secs_f64()).sum();
+    total.backend_cpu_secs = pids.iter().map(|&p| crate::machine::cpu_of(p).as_secs_f64()).sum();
     total.backend_pids = pids;
     Ok(total)
 }

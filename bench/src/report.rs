@@ -2,7 +2,7 @@
 
 use std::fmt::Write as _;
 
-use crate::run::{LoadRun, Results};
+use crate::results::{LoadRun, Results, WriteRun};
 
 const MIB: f64 = 1024.0 * 1024.0;
 
@@ -245,7 +245,7 @@ pub fn targets(r: &Results) -> String {
 /// runs every mode one after the other, so a round's two figures share the machine's and the disk's state of the
 /// moment, which varies more between rounds than the modes differ), and those ratios. Without rounds, the
 /// ratio of the medians.
-fn vs_bare(w: &crate::run::WriteRun, bare: &crate::run::WriteRun) -> (f64, Vec<f64>) {
+fn vs_bare(w: &WriteRun, bare: &WriteRun) -> (f64, Vec<f64>) {
     if w.tps_rounds.len() == bare.tps_rounds.len() && bare.tps_rounds.iter().all(|t| *t > 0.0) {
         let mut per_round: Vec<f64> = w.tps_rounds.iter().zip(&bare.tps_rounds).map(|(x, b)| x / b * 100.0).collect();
         if !per_round.is_empty() {
