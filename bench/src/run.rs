@@ -18,8 +18,12 @@ use std::sync::Arc;
 
 use crate::args::{Args, Scenario};
 use crate::ctx::Ctx;
+use crate::delivery::Shape;
 use crate::results::Results;
 use crate::{delivery, machine, memory, pg, report, server, writes};
+
+const LATENCY: Shape = Shape { clients: 1000, rooms: 100, writers: 8, rate: Some(1000.0), duration: 20.0 };
+const FANOUT: Shape = Shape { clients: 10_000, rooms: 10, writers: 4, rate: Some(300.0), duration: 15.0 };
 
 /// Runs the scenarios the flags ask for (or, with `--render`, only writes the report again).
 pub async fn main(args: Args) -> Result<Results, String> {
@@ -52,10 +56,10 @@ pub async fn main(args: Args) -> Result<Results, String> {
 async fn scenarios(ctx: &Ctx, results: &mut Results) -> Result<(), String> {
     let args = &ctx.args;
     if args.runs(Scenario::Latency) {
-        results.load.push(delivery::run(ctx, "latency", 1000, 100, 8, Some(1000.0), 20.0).await?);
+        results.load.push(delivery::run(ctx, "latency", LATENCY).await?);
     }
     if args.runs(Scenario::Fanout) {
-        results.load.push(delivery::run(ctx, "fanout", 10_000, 10, 4, Some(300.0), 15.0).await?);
+        results.load.push(delivery::run(ctx, "fanout", FANOUT).await?);
     }
     if args.runs(Scenario::Memory) {
         results.memory = Some(memory::run(ctx).await?);
