@@ -126,19 +126,7 @@ async fn measure(ctx: &Ctx, name: &str, plan: &Plan, shared: &Arc<Shared>) -> Re
     let (queue, rss_max) = sampler.finish().await;
     let early = shared.resolve_pending();
     server.stop();
-    Ok(Measured {
-        connect_secs,
-        rss_idle,
-        rss_connected,
-        rss_max,
-        queue,
-        cpu,
-        write,
-        outcomes,
-        finals,
-        drained,
-        early,
-    })
+    Ok(Measured { connect_secs, rss_idle, rss_connected, rss_max, queue, cpu, write, outcomes, finals, drained, early })
 }
 
 fn load_run(ctx: &Ctx, name: &str, plan: &Plan, shared: &Shared, m: &Measured, v: &Verdict) -> LoadRun {

@@ -5,8 +5,8 @@ use std::time::{Duration, Instant};
 
 use crate::ctx::Ctx;
 use crate::load::{Fleet, FleetSpec, Shared};
-use crate::server::Server;
 use crate::results::MemoryRun;
+use crate::server::Server;
 
 /// Server RSS idle and at growing numbers of idle, joined connections.
 pub async fn run(ctx: &Ctx) -> Result<MemoryRun, String> {
