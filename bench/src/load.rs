@@ -265,37 +265,43 @@ struct ClientCtx {
     buf_size: usize,
 }
 
-async fn client(ctx: ClientCtx, permit: tokio::sync::OwnedSemaphorePermit) -> ClientOutcome {
-    let mut out = ClientOutcome { project: ctx.project, ..Default::default() };
-    let fail = |out: &mut ClientOutcome, e: String| {
-        ctx.failed.fetch_add(1, Ordering::Relaxed);
-        let mut errors = ctx.errors.lock().unwrap();
+impl ClientCtx {
+    /// Records a client that never joined.
+    fn fail(&self, out: &mut ClientOutcome, e: String) {
+        self.failed.fetch_add(1, Ordering::Relaxed);
+        let mut errors = self.errors.lock().unwrap();
         if errors.len() < 20 {
             errors.push(e.clone());
         }
         out.error = Some(e);
-    };
-    let mut conn = match tokio::time::timeout(
-        Duration::from_secs(30),
-        Conn::connect(ctx.addr, ctx.source, &ctx.token, ctx.buf_size),
-    )
-    .await
-    {
-        Ok(Ok(c)) => c,
-        Ok(Err(e)) => {
-            fail(&mut out, format!("connect: {e}"));
-            return out;
-        }
-        Err(_) => {
-            fail(&mut out, "connect: timed out".into());
-            return out;
-        }
-    };
-    let join = format!(r#"{{"op":"join","project":"{}"}}"#, ctx.project_id);
-    if let Err(e) = conn.send(OP_TEXT, join.as_bytes()).await {
-        fail(&mut out, format!("send join: {e}"));
-        return out;
     }
+
+    /// Counts the client as caught up once it has reached its project's target (at most once).
+    fn check_caught_up(&self, out: &ClientOutcome, joined: bool, done: &mut bool) {
+        if !*done && joined && out.last_seq >= self.targets[self.project].load(Ordering::Relaxed) {
+            *done = true;
+            self.caught_up.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+}
+
+/// What the frames of one read asked for.
+#[derive(Default)]
+struct Frames {
+    pong: bool,
+    closed: bool,
+    refused: bool,
+}
+
+async fn client(ctx: ClientCtx, permit: tokio::sync::OwnedSemaphorePermit) -> ClientOutcome {
+    let mut out = ClientOutcome { project: ctx.project, ..Default::default() };
+    let mut conn = match connect_and_join(&ctx).await {
+        Ok(c) => c,
+        Err(e) => {
+            ctx.fail(&mut out, e);
+            return out;
+        }
+    };
     let mut joined = false;
     let mut done = false;
     let mut permit = Some(permit);
@@ -305,103 +311,117 @@ async fn client(ctx: ClientCtx, permit: tokio::sync::OwnedSemaphorePermit) -> Cl
             _ = ctx.stop.cancelled() => break,
             _ = ctx.check.cancelled(), if !checked => {
                 checked = true;
-                if !done && joined && out.last_seq >= ctx.targets[ctx.project].load(Ordering::Relaxed) {
-                    done = true;
-                    ctx.caught_up.fetch_add(1, Ordering::SeqCst);
-                }
+                ctx.check_caught_up(&out, joined, &mut done);
                 continue;
             }
             r = conn.read_more() => r,
         };
-        match read {
-            Ok(true) => {}
-            Ok(false) => {
-                if !joined {
-                    fail(&mut out, "closed before joined".into());
-                } else {
-                    out.error = Some("server closed the connection".into());
-                }
-                break;
+        let lost = match read {
+            Ok(true) => None,
+            Ok(false) if joined => Some("server closed the connection".to_string()),
+            Ok(false) => Some("closed before joined".to_string()),
+            Err(e) => Some(format!("read: {e}")),
+        };
+        if let Some(e) = lost {
+            if joined {
+                out.error = Some(e);
+            } else {
+                ctx.fail(&mut out, e);
             }
-            Err(e) => {
-                if !joined {
-                    fail(&mut out, format!("read: {e}"));
-                } else {
-                    out.error = Some(format!("read: {e}"));
-                }
-                break;
-            }
+            break;
         }
-        let now = ctx.shared.now_ns();
-        let mut pong = false;
-        let mut closed = false;
-        let mut got = 0u64;
-        while let Some((op, payload)) = conn.next_frame() {
-            match op {
-                OP_TEXT if payload.starts_with(b"{\"op\":\"event\"") => {
-                    let Some(seq) = ws::int_after(payload, b"\"seq\":") else {
-                        out.other_frames += 1;
-                        continue;
-                    };
-                    if seq <= out.last_seq {
-                        out.duplicates += 1;
-                        continue;
-                    }
-                    if seq > out.last_seq + 1 {
-                        out.gaps += (seq - out.last_seq - 1) as u64;
-                    }
-                    out.last_seq = seq;
-                    out.received += 1;
-                    got += 1;
-                    if let Some(id) = ws::int_after(payload, MARKER) {
-                        ctx.shared.received(id as u64, now);
-                    }
-                }
-                OP_TEXT if !joined && ws::find(payload, b"\"op\":\"joined\"").is_some() => {
-                    let seq = ws::int_after(payload, b"\"seq\":").unwrap_or(0);
-                    out.joined_seq = seq;
-                    out.last_seq = seq;
-                    joined = true;
-                    ctx.joined.fetch_add(1, Ordering::Relaxed);
-                    permit.take();
-                }
-                OP_TEXT => {
-                    out.other_frames += 1;
-                    if !joined {
-                        fail(
-                            &mut out,
-                            format!("join refused: {}", String::from_utf8_lossy(&payload[..payload.len().min(200)])),
-                        );
-                        return out;
-                    }
-                }
-                OP_PING => pong = true,
-                OP_CLOSE => closed = true,
-                _ => {}
-            }
+        let frames = read_frames(&ctx, &mut conn, &mut out, &mut joined, &mut permit);
+        if frames.refused {
+            return out;
         }
-        if got > 0 {
-            ctx.shared.deliveries.fetch_add(got, Ordering::Relaxed);
-            ctx.shared.first_recv.fetch_min(now, Ordering::Relaxed);
-            ctx.shared.last_recv.fetch_max(now, Ordering::Relaxed);
-        }
-        if closed {
+        if frames.closed {
             out.error = Some("server sent close".into());
             break;
         }
-        if pong && conn.send(10, b"").await.is_err() {
+        if frames.pong && conn.send(10, b"").await.is_err() {
             break;
         }
-        if !done && joined && out.last_seq >= ctx.targets[ctx.project].load(Ordering::Relaxed) {
-            done = true;
-            ctx.caught_up.fetch_add(1, Ordering::SeqCst);
-        }
+        ctx.check_caught_up(&out, joined, &mut done);
     }
     if !done {
         // Count it as caught up so `finish` does not wait for a client that is gone.
         ctx.caught_up.fetch_add(1, Ordering::SeqCst);
     }
     out
+}
+
+async fn connect_and_join(ctx: &ClientCtx) -> Result<Conn, String> {
+    let connect = Conn::connect(ctx.addr, ctx.source, &ctx.token, ctx.buf_size);
+    let mut conn = match tokio::time::timeout(Duration::from_secs(30), connect).await {
+        Ok(Ok(c)) => c,
+        Ok(Err(e)) => return Err(format!("connect: {e}")),
+        Err(_) => return Err("connect: timed out".into()),
+    };
+    let join = format!(r#"{{"op":"join","project":"{}"}}"#, ctx.project_id);
+    conn.send(OP_TEXT, join.as_bytes()).await.map_err(|e| format!("send join: {e}"))?;
+    Ok(conn)
+}
+
+/// Takes the frames of one read: checks each event's seq, records its latency, notes the join.
+fn read_frames(
+    ctx: &ClientCtx,
+    conn: &mut Conn,
+    out: &mut ClientOutcome,
+    joined: &mut bool,
+    permit: &mut Option<tokio::sync::OwnedSemaphorePermit>,
+) -> Frames {
+    let now = ctx.shared.now_ns();
+    let mut frames = Frames::default();
+    let mut got = 0u64;
+    while let Some((op, payload)) = conn.next_frame() {
+        match op {
+            OP_TEXT if payload.starts_with(b"{\"op\":\"event\"") => {
+                let Some(seq) = ws::int_after(payload, b"\"seq\":") else {
+                    out.other_frames += 1;
+                    continue;
+                };
+                if seq <= out.last_seq {
+                    out.duplicates += 1;
+                    continue;
+                }
+                if seq > out.last_seq + 1 {
+                    out.gaps += (seq - out.last_seq - 1) as u64;
+                }
+                out.last_seq = seq;
+                out.received += 1;
+                got += 1;
+                if let Some(id) = ws::int_after(payload, MARKER) {
+                    ctx.shared.received(id as u64, now);
+                }
+            }
+            OP_TEXT if !*joined && ws::find(payload, b"\"op\":\"joined\"").is_some() => {
+                let seq = ws::int_after(payload, b"\"seq\":").unwrap_or(0);
+                out.joined_seq = seq;
+                out.last_seq = seq;
+                *joined = true;
+                ctx.joined.fetch_add(1, Ordering::Relaxed);
+                permit.take();
+            }
+            OP_TEXT => {
+                out.other_frames += 1;
+                if !*joined {
+                    let text = String::from_utf8_lossy(&payload[..payload.len().min(200)]);
+                    ctx.fail(out, format!("join refused: {text}"));
+                    frames.refused = true;
+                    return frames;
+                }
+            }
+            OP_PING => frames.pong = true,
+            OP_CLOSE => frames.closed = true,
+            _ => {}
+        }
+    }
+    if got > 0 {
+        ctx.shared.deliveries.fetch_add(got, Ordering::Relaxed);
+        ctx.shared.first_recv.fetch_min(now, Ordering::Relaxed);
+        ctx.shared.last_recv.fetch_max(now, Ordering::Relaxed);
+    }
+    frames
 }
 
 /// Checks every client's view: lost = seqs it never got (gaps inside its stream plus the tail it did not
