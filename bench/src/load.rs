@@ -490,6 +490,63 @@ const SINGLE: &str = "INSERT INTO tasks (project_id, title) VALUES ($1, $2)";
 const BULK: &str = "INSERT INTO tasks (project_id, title) SELECT $1, $2 || g FROM generate_series(1, $3::int) g";
 const MAX_IN_FLIGHT: usize = 20_000;
 
+/// The instants that frame a write run: writes intended before `window_start` are warm-up.
+#[derive(Clone, Copy)]
+struct Window {
+    start: Instant,
+    window_start: Instant,
+    end: Instant,
+}
+
+/// One writer: its connection and statements, and what all writers share.
+struct Writer {
+    client: Arc<Client>,
+    single: tokio_postgres::Statement,
+    bulk: tokio_postgres::Statement,
+    shared: Arc<Shared>,
+    ack: Arc<Histogram>,
+    projects: Arc<Vec<Uuid>>,
+    rows: usize,
+    window: Window,
+}
+
+type Written = (Result<u64, tokio_postgres::Error>, Instant, Instant);
+
+impl WriteOutcome {
+    /// Counts one transaction's outcome.
+    fn tally(&mut self, window: &Window, (r, intended, at): Written) {
+        match r {
+            // A transaction committed after the window closed is counted, but not in the window's rate.
+            Ok(n) => {
+                self.transactions += 1;
+                self.rows += n;
+                if intended >= window.window_start && at <= window.end {
+                    self.window_transactions += 1;
+                    self.window_rows += n;
+                }
+            }
+            Err(e) => {
+                self.errors += 1;
+                if self.first_error.is_none() {
+                    self.first_error = Some(e.to_string());
+                }
+            }
+        }
+    }
+
+    fn add(&mut self, o: WriteOutcome) {
+        self.transactions += o.transactions;
+        self.rows += o.rows;
+        self.errors += o.errors;
+        self.shed += o.shed;
+        self.window_transactions += o.window_transactions;
+        self.window_rows += o.window_rows;
+        if self.first_error.is_none() {
+            self.first_error = o.first_error;
+        }
+    }
+}
+
 /// Runs the writers to completion. Transaction `i` goes to project `i % projects`.
 pub async fn write(spec: WriteSpec, shared: Arc<Shared>) -> Result<WriteOutcome, String> {
     let mut clients = Vec::new();
@@ -505,124 +562,31 @@ pub async fn write(spec: WriteSpec, shared: Arc<Shared>) -> Result<WriteOutcome,
     }
     let ack = Arc::new(Histogram::new());
     let start = Instant::now() + Duration::from_millis(50);
-    let end = start + spec.warmup + spec.duration;
-    let window_start = start + spec.warmup;
+    let window = Window { start, window_start: start + spec.warmup, end: start + spec.warmup + spec.duration };
     let mut tasks = Vec::new();
     for (w, client) in clients.into_iter().enumerate() {
-        let spec = spec.clone();
-        let shared = shared.clone();
-        let ack = ack.clone();
+        let (spec, shared, ack) = (spec.clone(), shared.clone(), ack.clone());
         tasks.push(tokio::spawn(async move {
-            let single = client.prepare(SINGLE).await.map_err(|e| e.to_string())?;
-            let bulk = client.prepare(BULK).await.map_err(|e| e.to_string())?;
-            let mut out = WriteOutcome::default();
-            let mut inflight = FuturesUnordered::new();
-            let one = |id: u64, intended: Instant| {
-                let client = client.clone();
-                let single = single.clone();
-                let bulk = bulk.clone();
-                let shared = shared.clone();
-                let ack = ack.clone();
-                let projects = spec.projects.clone();
-                let rows = spec.rows;
-                async move {
-                    let project = projects[id as usize % projects.len()];
-                    if intended < window_start {
-                        shared.exclude(id);
-                    } else {
-                        shared.sent(id, intended.saturating_duration_since(shared.base).as_nanos() as u64);
-                    }
-                    let title = format!("bcb#{id}#");
-                    let r = if rows <= 1 {
-                        client.execute(&single, &[&project, &title]).await
-                    } else {
-                        client.execute(&bulk, &[&project, &title, &(rows as i32)]).await
-                    };
-                    let at = Instant::now();
-                    if r.is_ok() && intended >= window_start {
-                        shared.commit(id, shared.now_ns());
-                        ack.record(at.saturating_duration_since(intended).as_micros() as u64);
-                    }
-                    (r, intended, at)
-                }
+            let writer = Writer {
+                single: client.prepare(SINGLE).await.map_err(|e| e.to_string())?,
+                bulk: client.prepare(BULK).await.map_err(|e| e.to_string())?,
+                client,
+                shared,
+                ack,
+                projects: spec.projects.clone(),
+                rows: spec.rows,
+                window,
             };
-            let tally =
-                |out: &mut WriteOutcome, (r, intended, at): (Result<u64, tokio_postgres::Error>, Instant, Instant)| {
-                    match r {
-                        Ok(n) => {
-                            out.transactions += 1;
-                            out.rows += n;
-                            if intended >= window_start && at <= end + Duration::from_millis(0) {
-                                out.window_transactions += 1;
-                                out.window_rows += n;
-                            } else if intended >= window_start {
-                                // Committed after the window closed: counted, but not in the window rate.
-                            }
-                        }
-                        Err(e) => {
-                            out.errors += 1;
-                            if out.first_error.is_none() {
-                                out.first_error = Some(e.to_string());
-                            }
-                        }
-                    }
-                };
             tokio::time::sleep_until(start.into()).await;
-            match spec.rate {
-                Some(rate) => {
-                    let per = spec.writers as u64;
-                    let mut k = 0u64;
-                    loop {
-                        let id = w as u64 + k * per;
-                        let intended = start + Duration::from_secs_f64(id as f64 / rate);
-                        if intended >= end {
-                            break;
-                        }
-                        k += 1;
-                        // Collect what finished while waiting for the next send time.
-                        loop {
-                            tokio::select! {
-                                biased;
-                                Some(r) = inflight.next(), if !inflight.is_empty() => tally(&mut out, r),
-                                _ = tokio::time::sleep_until(intended.into()) => break,
-                            }
-                        }
-                        if inflight.len() >= MAX_IN_FLIGHT {
-                            out.shed += 1;
-                            continue;
-                        }
-                        inflight.push(one(id, intended));
-                    }
-                }
-                None => {
-                    let per = spec.writers as u64;
-                    let mut k = 0u64;
-                    while Instant::now() < end {
-                        let id = w as u64 + k * per;
-                        k += 1;
-                        let r = one(id, Instant::now()).await;
-                        tally(&mut out, r);
-                    }
-                }
-            }
-            while let Some(r) = inflight.next().await {
-                tally(&mut out, r);
-            }
-            Ok::<_, String>(out)
+            Ok::<_, String>(match spec.rate {
+                Some(rate) => writer.open_loop(w as u64, spec.writers as u64, rate).await,
+                None => writer.closed_loop(w as u64, spec.writers as u64).await,
+            })
         }));
     }
     let mut total = WriteOutcome::default();
     for t in tasks {
-        let o = t.await.map_err(|e| e.to_string())??;
-        total.transactions += o.transactions;
-        total.rows += o.rows;
-        total.errors += o.errors;
-        total.shed += o.shed;
-        total.window_transactions += o.window_transactions;
-        total.window_rows += o.window_rows;
-        if total.first_error.is_none() {
-            total.first_error = o.first_error;
-        }
+        total.add(t.await.map_err(|e| e.to_string())??);
     }
     total.window_secs = spec.duration.as_secs_f64();
     total.ack_p50_us = ack.quantile(0.5);
@@ -630,6 +594,77 @@ pub async fn write(spec: WriteSpec, shared: Arc<Shared>) -> Result<WriteOutcome,
     total.backend_cpu_secs = pids.iter().map(|&p| crate::machine::cpu_of(p).as_secs_f64()).sum();
     total.backend_pids = pids;
     Ok(total)
+}
+
+impl Writer {
+    /// Transactions `first`, `first + every`, ...: each sent at its intended instant (start + id / rate),
+    /// whether or not earlier ones have finished.
+    async fn open_loop(&self, first: u64, every: u64, rate: f64) -> WriteOutcome {
+        let mut out = WriteOutcome::default();
+        let mut inflight = FuturesUnordered::new();
+        let mut k = 0u64;
+        loop {
+            let id = first + k * every;
+            let intended = self.window.start + Duration::from_secs_f64(id as f64 / rate);
+            if intended >= self.window.end {
+                break;
+            }
+            k += 1;
+            // Collect what finished while waiting for the next send time.
+            loop {
+                tokio::select! {
+                    biased;
+                    Some(r) = inflight.next(), if !inflight.is_empty() => out.tally(&self.window, r),
+                    _ = tokio::time::sleep_until(intended.into()) => break,
+                }
+            }
+            if inflight.len() >= MAX_IN_FLIGHT {
+                out.shed += 1;
+                continue;
+            }
+            inflight.push(self.one(id, intended));
+        }
+        while let Some(r) = inflight.next().await {
+            out.tally(&self.window, r);
+        }
+        out
+    }
+
+    /// Transactions `first`, `first + every`, ..., one after the other, until the window ends.
+    async fn closed_loop(&self, first: u64, every: u64) -> WriteOutcome {
+        let mut out = WriteOutcome::default();
+        let mut k = 0u64;
+        while Instant::now() < self.window.end {
+            let id = first + k * every;
+            k += 1;
+            let r = self.one(id, Instant::now()).await;
+            out.tally(&self.window, r);
+        }
+        out
+    }
+
+    /// Transaction `id`: its INSERT, and its commit instant for the latency of the clients that receive it.
+    async fn one(&self, id: u64, intended: Instant) -> Written {
+        let (shared, window_start) = (&self.shared, self.window.window_start);
+        let project = self.projects[id as usize % self.projects.len()];
+        if intended < window_start {
+            shared.exclude(id);
+        } else {
+            shared.sent(id, intended.saturating_duration_since(shared.base).as_nanos() as u64);
+        }
+        let title = format!("bcb#{id}#");
+        let r = if self.rows <= 1 {
+            self.client.execute(&self.single, &[&project, &title]).await
+        } else {
+            self.client.execute(&self.bulk, &[&project, &title, &(self.rows as i32)]).await
+        };
+        let at = Instant::now();
+        if r.is_ok() && intended >= window_start {
+            shared.commit(id, shared.now_ns());
+            self.ack.record(at.saturating_duration_since(intended).as_micros() as u64);
+        }
+        (r, intended, at)
+    }
 }
 
 /// The latest seq of each project, in the order given.
