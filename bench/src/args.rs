@@ -9,9 +9,9 @@ use clap::{Parser, ValueEnum};
 const ABOUT: &str = "\
 boardcast-bench: load, latency, memory and write-ceiling benchmark for boardcast
 
-Usage: DATABASE_URL=postgres://postgres@127.0.0.1:5432/boardcast_bench boardcast-bench [OPTIONS]
-
 The database's public schema is DROPPED and recreated: point DATABASE_URL at a database of its own.";
+
+const USAGE: &str = "DATABASE_URL=postgres://postgres@127.0.0.1:5432/boardcast_bench boardcast-bench [OPTIONS]";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Scenario {
@@ -28,7 +28,7 @@ pub enum Scenario {
 }
 
 #[derive(Debug, Clone, Parser)]
-#[command(name = "boardcast-bench", about = ABOUT, override_usage = "boardcast-bench [OPTIONS]")]
+#[command(name = "boardcast-bench", about = ABOUT, override_usage = USAGE)]
 #[command(after_help = "The last line printed is machine-readable: `BENCH_RESULT {json}`.")]
 pub struct Args {
     /// What to run
