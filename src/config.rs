@@ -1,9 +1,9 @@
-//! Settings, read from the environment. Every knob has a default that suits one server on a laptop.
+//! Settings: what `boardcast serve` reads from its flags and the environment (`SettingsArgs`, one flag and one
+//! variable per knob), and what the server runs with (`Settings`). Every knob has a default that suits one
+//! server on a laptop; tests build `Settings::new(database_url)` and change the fields they need.
 
 use std::net::SocketAddr;
 use std::time::Duration;
-
-use crate::error::{Error, Result};
 
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -43,7 +43,8 @@ pub struct FeedSettings {
     /// history, and stalled subscribers read from history.
     pub held_frames_budget: usize,
     /// `BOARDCAST_LISTENER_PROBE_SECS` (default 5): how often the listener checks that its connection answers,
-    /// and how long it waits for the answer (and twice that for a new connection). A connection cut by the network, with nothing to send, looks alive otherwise.
+    /// and how long it waits for the answer (and twice that for a new connection). A connection cut by the
+    /// network, with nothing to send, looks alive otherwise.
     pub listener_probe: Duration,
 }
 
@@ -95,70 +96,196 @@ impl Settings {
             cors_origins: None,
         }
     }
+}
 
-    pub fn from_env() -> Result<Self> {
-        let url = std::env::var("DATABASE_URL").map_err(|_| {
-            Error::Config("DATABASE_URL is not set (e.g. postgres://postgres@127.0.0.1:5432/boardcast)".into())
-        })?;
-        let mut s = Settings::new(url);
-        if let Some(addr) = var("BOARDCAST_ADDR") {
-            // An IP and port, or a host name and port (`localhost:8080`: its first IPv4 address, if it has one).
-            s.addr = match addr.parse() {
-                Ok(a) => a,
-                Err(e) => std::net::ToSocketAddrs::to_socket_addrs(&addr)
-                    .ok()
-                    .and_then(|a| a.min_by_key(|a| a.is_ipv6()))
-                    .ok_or_else(|| {
-                        Error::Config(format!("BOARDCAST_ADDR={addr}: {e} (use HOST:PORT, e.g. 127.0.0.1:8080)"))
-                    })?,
-            };
-        }
-        if let Some(n) = num("BOARDCAST_POOL_SIZE")? {
-            s.pool_size = n.max(1) as usize;
-        }
-        if let Some(n) = num("BOARDCAST_PING_SECS")? {
-            s.feed.ping_interval = Duration::from_secs(n.max(1));
-        }
-        if let Some(n) = num("BOARDCAST_IDLE_TIMEOUT_SECS")? {
-            s.feed.idle_timeout = Duration::from_secs(n.max(1));
-        }
-        if let Some(n) = num("BOARDCAST_SEND_TIMEOUT_SECS")? {
-            s.feed.send_timeout = Duration::from_secs(n.max(1));
-        }
-        if let Some(n) = num("BOARDCAST_MAX_FRAME_BYTES")? {
-            s.feed.max_client_frame = n.max(256) as usize;
-        }
-        if let Some(n) = num("BOARDCAST_MAX_ROOMS")? {
-            s.feed.max_rooms_per_connection = n.max(1) as usize;
-        }
-        if let Some(n) = num("BOARDCAST_LISTENER_PROBE_SECS")? {
-            s.feed.listener_probe = Duration::from_secs(n.max(1));
-        }
-        if let Some(n) = num("BOARDCAST_HELD_FRAMES_MB")? {
-            s.feed.held_frames_budget = (n as usize).saturating_mul(1024 * 1024);
-        }
-        if let Some(n) = num("BOARDCAST_RETENTION_MAX_AGE_SECS")? {
-            s.retention.max_age = (n > 0).then(|| Duration::from_secs(n));
-        }
-        if let Some(n) = num("BOARDCAST_RETENTION_MAX_EVENTS")? {
-            s.retention.max_per_project = (n > 0).then_some(n as i64);
-        }
-        if let Some(n) = num("BOARDCAST_RETENTION_INTERVAL_SECS")? {
-            s.retention.interval = Duration::from_secs(n.max(1));
-        }
-        if let Some(v) = var("BOARDCAST_CORS_ORIGINS")
-            && v.trim() != "*"
-        {
-            let origins: Vec<String> = v.split(',').map(|o| o.trim().trim_end_matches('/').to_string()).collect();
-            if let Some(bad) = origins.iter().find(|o| !is_origin(o)) {
-                return Err(Error::Config(format!(
-                    "BOARDCAST_CORS_ORIGINS: {bad:?} is not an origin (scheme://host[:port], e.g. https://board.example.com)"
-                )));
-            }
-            s.cors_origins = Some(origins);
-        }
-        Ok(s)
+/// The database every database command works on: `--database-url` or `DATABASE_URL`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct DatabaseArgs {
+    /// PostgreSQL URL (or libpq key=value string), e.g. postgres://postgres@127.0.0.1:5432/boardcast
+    #[arg(long, env = "DATABASE_URL", value_name = "DATABASE_URL", hide_env = true)]
+    pub database_url: String,
+}
+
+/// The flags of `boardcast serve`. Each flag is also an environment variable, shown as its value's name: an
+/// error about a bad value then names the variable it most likely came from, and `--help` lists each knob
+/// once. The flag wins over the variable.
+#[derive(Debug, Clone, clap::Args)]
+pub struct SettingsArgs {
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+    /// Listen address, HOST:PORT (an IP, or a name such as localhost: its first IPv4 address); port 0 picks a free port
+    #[arg(
+        long,
+        env = "BOARDCAST_ADDR",
+        value_name = "BOARDCAST_ADDR",
+        hide_env = true,
+        default_value = "127.0.0.1:8080",
+        value_parser = parse_addr,
+    )]
+    pub addr: SocketAddr,
+    /// Pooled connections for API writes, joins and history reads (at most half); the listener has its own
+    #[arg(
+        long,
+        env = "BOARDCAST_POOL_SIZE",
+        value_name = "BOARDCAST_POOL_SIZE",
+        hide_env = true,
+        default_value_t = 16
+    )]
+    pub pool_size: u64,
+    /// Seconds between the server's pings to each WebSocket client
+    #[arg(
+        long,
+        env = "BOARDCAST_PING_SECS",
+        value_name = "BOARDCAST_PING_SECS",
+        hide_env = true,
+        default_value_t = 20
+    )]
+    pub ping_secs: u64,
+    /// A client silent this many seconds (no pong, no message) is dropped
+    #[arg(
+        long,
+        env = "BOARDCAST_IDLE_TIMEOUT_SECS",
+        value_name = "BOARDCAST_IDLE_TIMEOUT_SECS",
+        hide_env = true,
+        default_value_t = 60
+    )]
+    pub idle_timeout_secs: u64,
+    /// A client that accepts no data for this many seconds is disconnected as too slow
+    #[arg(
+        long,
+        env = "BOARDCAST_SEND_TIMEOUT_SECS",
+        value_name = "BOARDCAST_SEND_TIMEOUT_SECS",
+        hide_env = true,
+        default_value_t = 15
+    )]
+    pub send_timeout_secs: u64,
+    /// The largest message a client may send, in bytes (at least 256)
+    #[arg(
+        long,
+        env = "BOARDCAST_MAX_FRAME_BYTES",
+        value_name = "BOARDCAST_MAX_FRAME_BYTES",
+        hide_env = true,
+        default_value_t = 16384
+    )]
+    pub max_frame_bytes: u64,
+    /// Rooms one connection may be in at once
+    #[arg(
+        long,
+        env = "BOARDCAST_MAX_ROOMS",
+        value_name = "BOARDCAST_MAX_ROOMS",
+        hide_env = true,
+        default_value_t = 100
+    )]
+    pub max_rooms: u64,
+    /// Seconds between the listener's checks that its connection answers (and its wait for an answer); a silent network
+    /// cut is noticed within twice this
+    #[arg(
+        long,
+        env = "BOARDCAST_LISTENER_PROBE_SECS",
+        value_name = "BOARDCAST_LISTENER_PROBE_SECS",
+        hide_env = true,
+        default_value_t = 5
+    )]
+    pub listener_probe_secs: u64,
+    /// MiB for large frames (4 KiB and more) that subscribers have yet to take, all rooms together; past it, rooms wait
+    /// for their subscribers, and a stalled subscriber reads from history
+    #[arg(
+        long,
+        env = "BOARDCAST_HELD_FRAMES_MB",
+        value_name = "BOARDCAST_HELD_FRAMES_MB",
+        hide_env = true,
+        default_value_t = 64
+    )]
+    pub held_frames_mb: u64,
+    /// Prune recorded events older than this many seconds (0: never; the default is 7 days)
+    #[arg(
+        long,
+        env = "BOARDCAST_RETENTION_MAX_AGE_SECS",
+        value_name = "BOARDCAST_RETENTION_MAX_AGE_SECS",
+        hide_env = true,
+        default_value_t = 7 * 24 * 3600,
+    )]
+    pub retention_max_age_secs: u64,
+    /// Keep at most this many events per project (0: no limit)
+    #[arg(
+        long,
+        env = "BOARDCAST_RETENTION_MAX_EVENTS",
+        value_name = "BOARDCAST_RETENTION_MAX_EVENTS",
+        hide_env = true,
+        default_value_t = 1_000_000
+    )]
+    pub retention_max_events: u64,
+    /// Seconds between pruning runs
+    #[arg(
+        long,
+        env = "BOARDCAST_RETENTION_INTERVAL_SECS",
+        value_name = "BOARDCAST_RETENTION_INTERVAL_SECS",
+        hide_env = true,
+        default_value_t = 60
+    )]
+    pub retention_interval_secs: u64,
+    /// Web origins whose pages may call the REST API, comma-separated
+    /// (https://board.example.com,http://localhost:5173), or * for any
+    // Any origin is safe to allow: the API takes bearer tokens, never cookies, so another site's page cannot
+    // act as a user.
+    #[arg(
+        long,
+        env = "BOARDCAST_CORS_ORIGINS",
+        value_name = "BOARDCAST_CORS_ORIGINS",
+        hide_env = true,
+        default_value = "*",
+        value_parser = parse_origins,
+    )]
+    pub cors_origins: CorsOrigins,
+}
+
+/// `*` (any origin: `None`) or a list of origins.
+#[derive(Debug, Clone)]
+pub struct CorsOrigins(pub Option<Vec<String>>);
+
+impl From<SettingsArgs> for Settings {
+    fn from(a: SettingsArgs) -> Settings {
+        let secs = |n: u64| Duration::from_secs(n.max(1));
+        let mut s = Settings::new(a.database.database_url);
+        s.addr = a.addr;
+        s.pool_size = a.pool_size.max(1) as usize;
+        s.cors_origins = a.cors_origins.0;
+        s.feed.ping_interval = secs(a.ping_secs);
+        s.feed.idle_timeout = secs(a.idle_timeout_secs);
+        s.feed.send_timeout = secs(a.send_timeout_secs);
+        s.feed.max_client_frame = a.max_frame_bytes.max(256) as usize;
+        s.feed.max_rooms_per_connection = a.max_rooms.max(1) as usize;
+        s.feed.listener_probe = secs(a.listener_probe_secs);
+        s.feed.held_frames_budget = (a.held_frames_mb as usize).saturating_mul(1024 * 1024);
+        let n = a.retention_max_age_secs;
+        s.retention.max_age = (n > 0).then(|| Duration::from_secs(n));
+        let n = a.retention_max_events;
+        s.retention.max_per_project = (n > 0).then_some(n as i64);
+        s.retention.interval = secs(a.retention_interval_secs);
+        s
     }
+}
+
+/// An IP and port, or a host name and port (`localhost:8080`: its first IPv4 address, if it has one).
+fn parse_addr(addr: &str) -> Result<SocketAddr, String> {
+    match addr.parse() {
+        Ok(a) => Ok(a),
+        Err(e) => std::net::ToSocketAddrs::to_socket_addrs(addr)
+            .ok()
+            .and_then(|a| a.min_by_key(|a| a.is_ipv6()))
+            .ok_or_else(|| format!("{e} (use HOST:PORT, e.g. 127.0.0.1:8080)")),
+    }
+}
+
+fn parse_origins(v: &str) -> Result<CorsOrigins, String> {
+    if v.trim() == "*" {
+        return Ok(CorsOrigins(None));
+    }
+    let origins: Vec<String> = v.split(',').map(|o| o.trim().trim_end_matches('/').to_string()).collect();
+    if let Some(bad) = origins.iter().find(|o| !is_origin(o)) {
+        return Err(format!("{bad:?} is not an origin (scheme://host[:port], e.g. https://board.example.com)"));
+    }
+    Ok(CorsOrigins(Some(origins)))
 }
 
 /// `http(s)://host[:port]`, nothing more.
@@ -170,25 +297,55 @@ fn is_origin(o: &str) -> bool {
         && rest.parse::<http::uri::Authority>().is_ok()
 }
 
-fn var(name: &str) -> Option<String> {
-    std::env::var(name).ok().filter(|v| !v.is_empty())
-}
-
-fn num(name: &str) -> Result<Option<u64>> {
-    var(name)
-        .map(|v| v.parse::<u64>().map_err(|_| Error::Config(format!("{name}={v}: expected a whole number"))))
-        .transpose()
-}
-
 #[cfg(test)]
 mod tests {
+    use super::*;
+
+    #[derive(clap::Parser)]
+    struct Serve {
+        #[command(flatten)]
+        settings: SettingsArgs,
+    }
+
+    /// Parses flags alone: the variables of the environment the test runs in must not change what it sees.
+    fn parse(args: &[&str]) -> Result<Settings, clap::Error> {
+        use clap::{CommandFactory, FromArgMatches};
+        let argv = ["serve", "--database-url", "postgres://db"].iter().chain(args);
+        let matches = Serve::command().mut_args(|a| a.env(None::<&str>)).try_get_matches_from(argv)?;
+        Serve::from_arg_matches(&matches).map(|s| s.settings.into())
+    }
+
+    #[test]
+    fn the_flags_default_to_the_settings_defaults() {
+        let parsed = parse(&[]).unwrap();
+        assert_eq!(format!("{parsed:?}"), format!("{:?}", Settings::new("postgres://db")));
+    }
+
+    #[test]
+    fn flags_set_their_settings_within_bounds() {
+        let s = parse(&["--addr", "127.0.0.1:0", "--pool-size", "0", "--held-frames-mb", "2"]).unwrap();
+        assert_eq!((s.addr.port(), s.pool_size, s.feed.held_frames_budget), (0, 1, 2 << 20));
+        let s = parse(&["--retention-max-age-secs", "0", "--cors-origins", "https://a.example, http://b:80/"]).unwrap();
+        assert_eq!(s.retention.max_age, None);
+        assert_eq!(s.cors_origins, Some(vec!["https://a.example".to_string(), "http://b:80".to_string()]));
+    }
+
+    #[test]
+    fn a_bad_value_names_its_variable() {
+        for (flag, value) in [("--addr", "nonsense"), ("--ping-secs", "soon"), ("--cors-origins", "example.com")] {
+            let e = parse(&[flag, value]).unwrap_err().to_string();
+            let var = format!("BOARDCAST_{}", flag[2..].replace('-', "_").to_uppercase());
+            assert!(e.contains(&var) && e.contains(value), "{e}");
+        }
+    }
+
     #[test]
     fn an_origin_is_a_scheme_and_a_host_and_nothing_more() {
         for ok in ["https://board.example.com", "http://localhost:5173", "http://127.0.0.1:8080"] {
-            assert!(super::is_origin(ok), "{ok}");
+            assert!(is_origin(ok), "{ok}");
         }
         for bad in ["board.example.com", "ftp://x", "https://", "https://x/app", "https://a b", "https://u@x", "*"] {
-            assert!(!super::is_origin(bad), "{bad}");
+            assert!(!is_origin(bad), "{bad}");
         }
     }
 }

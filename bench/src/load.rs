@@ -15,11 +15,12 @@ use std::time::{Duration, Instant};
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
 use tokio::sync::Semaphore;
-use tokio_postgres::{Client, NoTls};
+use tokio_postgres::Client;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use crate::hist::Histogram;
+use crate::pg::pg_connect;
 use crate::ws::{self, Conn, OP_CLOSE, OP_PING, OP_TEXT};
 
 /// A write id whose latency is not measured (warm-up).
@@ -264,37 +265,43 @@ struct ClientCtx {
     buf_size: usize,
 }
 
-async fn client(ctx: ClientCtx, permit: tokio::sync::OwnedSemaphorePermit) -> ClientOutcome {
-    let mut out = ClientOutcome { project: ctx.project, ..Default::default() };
-    let fail = |out: &mut ClientOutcome, e: String| {
-        ctx.failed.fetch_add(1, Ordering::Relaxed);
-        let mut errors = ctx.errors.lock().unwrap();
+impl ClientCtx {
+    /// Records a client that never joined.
+    fn fail(&self, out: &mut ClientOutcome, e: String) {
+        self.failed.fetch_add(1, Ordering::Relaxed);
+        let mut errors = self.errors.lock().unwrap();
         if errors.len() < 20 {
             errors.push(e.clone());
         }
         out.error = Some(e);
-    };
-    let mut conn = match tokio::time::timeout(
-        Duration::from_secs(30),
-        Conn::connect(ctx.addr, ctx.source, &ctx.token, ctx.buf_size),
-    )
-    .await
-    {
-        Ok(Ok(c)) => c,
-        Ok(Err(e)) => {
-            fail(&mut out, format!("connect: {e}"));
-            return out;
-        }
-        Err(_) => {
-            fail(&mut out, "connect: timed out".into());
-            return out;
-        }
-    };
-    let join = format!(r#"{{"op":"join","project":"{}"}}"#, ctx.project_id);
-    if let Err(e) = conn.send(OP_TEXT, join.as_bytes()).await {
-        fail(&mut out, format!("send join: {e}"));
-        return out;
     }
+
+    /// Counts the client as caught up once it has reached its project's target (at most once).
+    fn check_caught_up(&self, out: &ClientOutcome, joined: bool, done: &mut bool) {
+        if !*done && joined && out.last_seq >= self.targets[self.project].load(Ordering::Relaxed) {
+            *done = true;
+            self.caught_up.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+}
+
+/// What the frames of one read asked for.
+#[derive(Default)]
+struct Frames {
+    pong: bool,
+    closed: bool,
+    refused: bool,
+}
+
+async fn client(ctx: ClientCtx, permit: tokio::sync::OwnedSemaphorePermit) -> ClientOutcome {
+    let mut out = ClientOutcome { project: ctx.project, ..Default::default() };
+    let mut conn = match connect_and_join(&ctx).await {
+        Ok(c) => c,
+        Err(e) => {
+            ctx.fail(&mut out, e);
+            return out;
+        }
+    };
     let mut joined = false;
     let mut done = false;
     let mut permit = Some(permit);
@@ -304,103 +311,117 @@ async fn client(ctx: ClientCtx, permit: tokio::sync::OwnedSemaphorePermit) -> Cl
             _ = ctx.stop.cancelled() => break,
             _ = ctx.check.cancelled(), if !checked => {
                 checked = true;
-                if !done && joined && out.last_seq >= ctx.targets[ctx.project].load(Ordering::Relaxed) {
-                    done = true;
-                    ctx.caught_up.fetch_add(1, Ordering::SeqCst);
-                }
+                ctx.check_caught_up(&out, joined, &mut done);
                 continue;
             }
             r = conn.read_more() => r,
         };
-        match read {
-            Ok(true) => {}
-            Ok(false) => {
-                if !joined {
-                    fail(&mut out, "closed before joined".into());
-                } else {
-                    out.error = Some("server closed the connection".into());
-                }
-                break;
+        let lost = match read {
+            Ok(true) => None,
+            Ok(false) if joined => Some("server closed the connection".to_string()),
+            Ok(false) => Some("closed before joined".to_string()),
+            Err(e) => Some(format!("read: {e}")),
+        };
+        if let Some(e) = lost {
+            if joined {
+                out.error = Some(e);
+            } else {
+                ctx.fail(&mut out, e);
             }
-            Err(e) => {
-                if !joined {
-                    fail(&mut out, format!("read: {e}"));
-                } else {
-                    out.error = Some(format!("read: {e}"));
-                }
-                break;
-            }
+            break;
         }
-        let now = ctx.shared.now_ns();
-        let mut pong = false;
-        let mut closed = false;
-        let mut got = 0u64;
-        while let Some((op, payload)) = conn.next_frame() {
-            match op {
-                OP_TEXT if payload.starts_with(b"{\"op\":\"event\"") => {
-                    let Some(seq) = ws::int_after(payload, b"\"seq\":") else {
-                        out.other_frames += 1;
-                        continue;
-                    };
-                    if seq <= out.last_seq {
-                        out.duplicates += 1;
-                        continue;
-                    }
-                    if seq > out.last_seq + 1 {
-                        out.gaps += (seq - out.last_seq - 1) as u64;
-                    }
-                    out.last_seq = seq;
-                    out.received += 1;
-                    got += 1;
-                    if let Some(id) = ws::int_after(payload, MARKER) {
-                        ctx.shared.received(id as u64, now);
-                    }
-                }
-                OP_TEXT if !joined && ws::find(payload, b"\"op\":\"joined\"").is_some() => {
-                    let seq = ws::int_after(payload, b"\"seq\":").unwrap_or(0);
-                    out.joined_seq = seq;
-                    out.last_seq = seq;
-                    joined = true;
-                    ctx.joined.fetch_add(1, Ordering::Relaxed);
-                    permit.take();
-                }
-                OP_TEXT => {
-                    out.other_frames += 1;
-                    if !joined {
-                        fail(
-                            &mut out,
-                            format!("join refused: {}", String::from_utf8_lossy(&payload[..payload.len().min(200)])),
-                        );
-                        return out;
-                    }
-                }
-                OP_PING => pong = true,
-                OP_CLOSE => closed = true,
-                _ => {}
-            }
+        let frames = read_frames(&ctx, &mut conn, &mut out, &mut joined, &mut permit);
+        if frames.refused {
+            return out;
         }
-        if got > 0 {
-            ctx.shared.deliveries.fetch_add(got, Ordering::Relaxed);
-            ctx.shared.first_recv.fetch_min(now, Ordering::Relaxed);
-            ctx.shared.last_recv.fetch_max(now, Ordering::Relaxed);
-        }
-        if closed {
+        if frames.closed {
             out.error = Some("server sent close".into());
             break;
         }
-        if pong && conn.send(10, b"").await.is_err() {
+        if frames.pong && conn.send(10, b"").await.is_err() {
             break;
         }
-        if !done && joined && out.last_seq >= ctx.targets[ctx.project].load(Ordering::Relaxed) {
-            done = true;
-            ctx.caught_up.fetch_add(1, Ordering::SeqCst);
-        }
+        ctx.check_caught_up(&out, joined, &mut done);
     }
     if !done {
         // Count it as caught up so `finish` does not wait for a client that is gone.
         ctx.caught_up.fetch_add(1, Ordering::SeqCst);
     }
     out
+}
+
+async fn connect_and_join(ctx: &ClientCtx) -> Result<Conn, String> {
+    let connect = Conn::connect(ctx.addr, ctx.source, &ctx.token, ctx.buf_size);
+    let mut conn = match tokio::time::timeout(Duration::from_secs(30), connect).await {
+        Ok(Ok(c)) => c,
+        Ok(Err(e)) => return Err(format!("connect: {e}")),
+        Err(_) => return Err("connect: timed out".into()),
+    };
+    let join = format!(r#"{{"op":"join","project":"{}"}}"#, ctx.project_id);
+    conn.send(OP_TEXT, join.as_bytes()).await.map_err(|e| format!("send join: {e}"))?;
+    Ok(conn)
+}
+
+/// Takes the frames of one read: checks each event's seq, records its latency, notes the join.
+fn read_frames(
+    ctx: &ClientCtx,
+    conn: &mut Conn,
+    out: &mut ClientOutcome,
+    joined: &mut bool,
+    permit: &mut Option<tokio::sync::OwnedSemaphorePermit>,
+) -> Frames {
+    let now = ctx.shared.now_ns();
+    let mut frames = Frames::default();
+    let mut got = 0u64;
+    while let Some((op, payload)) = conn.next_frame() {
+        match op {
+            OP_TEXT if payload.starts_with(b"{\"op\":\"event\"") => {
+                let Some(seq) = ws::int_after(payload, b"\"seq\":") else {
+                    out.other_frames += 1;
+                    continue;
+                };
+                if seq <= out.last_seq {
+                    out.duplicates += 1;
+                    continue;
+                }
+                if seq > out.last_seq + 1 {
+                    out.gaps += (seq - out.last_seq - 1) as u64;
+                }
+                out.last_seq = seq;
+                out.received += 1;
+                got += 1;
+                if let Some(id) = ws::int_after(payload, MARKER) {
+                    ctx.shared.received(id as u64, now);
+                }
+            }
+            OP_TEXT if !*joined && ws::find(payload, b"\"op\":\"joined\"").is_some() => {
+                let seq = ws::int_after(payload, b"\"seq\":").unwrap_or(0);
+                out.joined_seq = seq;
+                out.last_seq = seq;
+                *joined = true;
+                ctx.joined.fetch_add(1, Ordering::Relaxed);
+                permit.take();
+            }
+            OP_TEXT => {
+                out.other_frames += 1;
+                if !*joined {
+                    let text = String::from_utf8_lossy(&payload[..payload.len().min(200)]);
+                    ctx.fail(out, format!("join refused: {text}"));
+                    frames.refused = true;
+                    return frames;
+                }
+            }
+            OP_PING => frames.pong = true,
+            OP_CLOSE => frames.closed = true,
+            _ => {}
+        }
+    }
+    if got > 0 {
+        ctx.shared.deliveries.fetch_add(got, Ordering::Relaxed);
+        ctx.shared.first_recv.fetch_min(now, Ordering::Relaxed);
+        ctx.shared.last_recv.fetch_max(now, Ordering::Relaxed);
+    }
+    frames
 }
 
 /// Checks every client's view: lost = seqs it never got (gaps inside its stream plus the tail it did not
@@ -469,13 +490,61 @@ const SINGLE: &str = "INSERT INTO tasks (project_id, title) VALUES ($1, $2)";
 const BULK: &str = "INSERT INTO tasks (project_id, title) SELECT $1, $2 || g FROM generate_series(1, $3::int) g";
 const MAX_IN_FLIGHT: usize = 20_000;
 
-pub async fn pg_connect(url: &str) -> Result<Client, String> {
-    let (client, conn) =
-        tokio_postgres::connect(url, NoTls).await.map_err(|e| format!("connect to PostgreSQL: {e}"))?;
-    tokio::spawn(async move {
-        let _ = conn.await;
-    });
-    Ok(client)
+/// The instants that frame a write run: writes intended before `window_start` are warm-up.
+#[derive(Clone, Copy)]
+struct Window {
+    start: Instant,
+    window_start: Instant,
+    end: Instant,
+}
+
+/// One writer: its connection and statements, and what all writers share.
+struct Writer {
+    client: Arc<Client>,
+    single: tokio_postgres::Statement,
+    bulk: tokio_postgres::Statement,
+    shared: Arc<Shared>,
+    ack: Arc<Histogram>,
+    projects: Arc<Vec<Uuid>>,
+    rows: usize,
+    window: Window,
+}
+
+type Written = (Result<u64, tokio_postgres::Error>, Instant, Instant);
+
+impl WriteOutcome {
+    /// Counts one transaction's outcome.
+    fn tally(&mut self, window: &Window, (r, intended, at): Written) {
+        match r {
+            // A transaction committed after the window closed is counted, but not in the window's rate.
+            Ok(n) => {
+                self.transactions += 1;
+                self.rows += n;
+                if intended >= window.window_start && at <= window.end {
+                    self.window_transactions += 1;
+                    self.window_rows += n;
+                }
+            }
+            Err(e) => {
+                self.errors += 1;
+                if self.first_error.is_none() {
+                    self.first_error = Some(e.to_string());
+                }
+            }
+        }
+    }
+
+    fn add(&mut self, o: WriteOutcome) {
+        self.transactions += o.transactions;
+        self.rows += o.rows;
+        self.errors += o.errors;
+        self.shed += o.shed;
+        self.window_transactions += o.window_transactions;
+        self.window_rows += o.window_rows;
+        if self.first_error.is_none() {
+            self.first_error = o.first_error;
+        }
+    }
 }
 
 /// Runs the writers to completion. Transaction `i` goes to project `i % projects`.
@@ -493,131 +562,109 @@ pub async fn write(spec: WriteSpec, shared: Arc<Shared>) -> Result<WriteOutcome,
     }
     let ack = Arc::new(Histogram::new());
     let start = Instant::now() + Duration::from_millis(50);
-    let end = start + spec.warmup + spec.duration;
-    let window_start = start + spec.warmup;
+    let window = Window { start, window_start: start + spec.warmup, end: start + spec.warmup + spec.duration };
     let mut tasks = Vec::new();
     for (w, client) in clients.into_iter().enumerate() {
-        let spec = spec.clone();
-        let shared = shared.clone();
-        let ack = ack.clone();
+        let (spec, shared, ack) = (spec.clone(), shared.clone(), ack.clone());
         tasks.push(tokio::spawn(async move {
-            let single = client.prepare(SINGLE).await.map_err(|e| e.to_string())?;
-            let bulk = client.prepare(BULK).await.map_err(|e| e.to_string())?;
-            let mut out = WriteOutcome::default();
-            let mut inflight = FuturesUnordered::new();
-            let one = |id: u64, intended: Instant| {
-                let client = client.clone();
-                let single = single.clone();
-                let bulk = bulk.clone();
-                let shared = shared.clone();
-                let ack = ack.clone();
-                let projects = spec.projects.clone();
-                let rows = spec.rows;
-                async move {
-                    let project = projects[id as usize % projects.len()];
-                    if intended < window_start {
-                        shared.exclude(id);
-                    } else {
-                        shared.sent(id, intended.saturating_duration_since(shared.base).as_nanos() as u64);
-                    }
-                    let title = format!("bcb#{id}#");
-                    let r = if rows <= 1 {
-                        client.execute(&single, &[&project, &title]).await
-                    } else {
-                        client.execute(&bulk, &[&project, &title, &(rows as i32)]).await
-                    };
-                    let at = Instant::now();
-                    if r.is_ok() && intended >= window_start {
-                        shared.commit(id, shared.now_ns());
-                        ack.record(at.saturating_duration_since(intended).as_micros() as u64);
-                    }
-                    (r, intended, at)
-                }
+            let writer = Writer {
+                single: client.prepare(SINGLE).await.map_err(|e| e.to_string())?,
+                bulk: client.prepare(BULK).await.map_err(|e| e.to_string())?,
+                client,
+                shared,
+                ack,
+                projects: spec.projects.clone(),
+                rows: spec.rows,
+                window,
             };
-            let tally =
-                |out: &mut WriteOutcome, (r, intended, at): (Result<u64, tokio_postgres::Error>, Instant, Instant)| {
-                    match r {
-                        Ok(n) => {
-                            out.transactions += 1;
-                            out.rows += n;
-                            if intended >= window_start && at <= end + Duration::from_millis(0) {
-                                out.window_transactions += 1;
-                                out.window_rows += n;
-                            } else if intended >= window_start {
-                                // Committed after the window closed: counted, but not in the window rate.
-                            }
-                        }
-                        Err(e) => {
-                            out.errors += 1;
-                            if out.first_error.is_none() {
-                                out.first_error = Some(e.to_string());
-                            }
-                        }
-                    }
-                };
             tokio::time::sleep_until(start.into()).await;
-            match spec.rate {
-                Some(rate) => {
-                    let per = spec.writers as u64;
-                    let mut k = 0u64;
-                    loop {
-                        let id = w as u64 + k * per;
-                        let intended = start + Duration::from_secs_f64(id as f64 / rate);
-                        if intended >= end {
-                            break;
-                        }
-                        k += 1;
-                        // Collect what finished while waiting for the next send time.
-                        loop {
-                            tokio::select! {
-                                biased;
-                                Some(r) = inflight.next(), if !inflight.is_empty() => tally(&mut out, r),
-                                _ = tokio::time::sleep_until(intended.into()) => break,
-                            }
-                        }
-                        if inflight.len() >= MAX_IN_FLIGHT {
-                            out.shed += 1;
-                            continue;
-                        }
-                        inflight.push(one(id, intended));
-                    }
-                }
-                None => {
-                    let per = spec.writers as u64;
-                    let mut k = 0u64;
-                    while Instant::now() < end {
-                        let id = w as u64 + k * per;
-                        k += 1;
-                        let r = one(id, Instant::now()).await;
-                        tally(&mut out, r);
-                    }
-                }
-            }
-            while let Some(r) = inflight.next().await {
-                tally(&mut out, r);
-            }
-            Ok::<_, String>(out)
+            Ok::<_, String>(match spec.rate {
+                Some(rate) => writer.open_loop(w as u64, spec.writers as u64, rate).await,
+                None => writer.closed_loop(w as u64, spec.writers as u64).await,
+            })
         }));
     }
     let mut total = WriteOutcome::default();
     for t in tasks {
-        let o = t.await.map_err(|e| e.to_string())??;
-        total.transactions += o.transactions;
-        total.rows += o.rows;
-        total.errors += o.errors;
-        total.shed += o.shed;
-        total.window_transactions += o.window_transactions;
-        total.window_rows += o.window_rows;
-        if total.first_error.is_none() {
-            total.first_error = o.first_error;
-        }
+        total.add(t.await.map_err(|e| e.to_string())??);
     }
     total.window_secs = spec.duration.as_secs_f64();
     total.ack_p50_us = ack.quantile(0.5);
     total.ack_p99_us = ack.quantile(0.99);
-    total.backend_cpu_secs = pids.iter().map(|&p| crate::server::cpu_of(p).as_secs_f64()).sum();
+    total.backend_cpu_secs = pids.iter().map(|&p| crate::machine::cpu_of(p).as_secs_f64()).sum();
     total.backend_pids = pids;
     Ok(total)
+}
+
+impl Writer {
+    /// Transactions `first`, `first + every`, ...: each sent at its intended instant (start + id / rate),
+    /// whether or not earlier ones have finished.
+    async fn open_loop(&self, first: u64, every: u64, rate: f64) -> WriteOutcome {
+        let mut out = WriteOutcome::default();
+        let mut inflight = FuturesUnordered::new();
+        let mut k = 0u64;
+        loop {
+            let id = first + k * every;
+            let intended = self.window.start + Duration::from_secs_f64(id as f64 / rate);
+            if intended >= self.window.end {
+                break;
+            }
+            k += 1;
+            // Collect what finished while waiting for the next send time.
+            loop {
+                tokio::select! {
+                    biased;
+                    Some(r) = inflight.next(), if !inflight.is_empty() => out.tally(&self.window, r),
+                    _ = tokio::time::sleep_until(intended.into()) => break,
+                }
+            }
+            if inflight.len() >= MAX_IN_FLIGHT {
+                out.shed += 1;
+                continue;
+            }
+            inflight.push(self.one(id, intended));
+        }
+        while let Some(r) = inflight.next().await {
+            out.tally(&self.window, r);
+        }
+        out
+    }
+
+    /// Transactions `first`, `first + every`, ..., one after the other, until the window ends.
+    async fn closed_loop(&self, first: u64, every: u64) -> WriteOutcome {
+        let mut out = WriteOutcome::default();
+        let mut k = 0u64;
+        while Instant::now() < self.window.end {
+            let id = first + k * every;
+            k += 1;
+            let r = self.one(id, Instant::now()).await;
+            out.tally(&self.window, r);
+        }
+        out
+    }
+
+    /// Transaction `id`: its INSERT, and its commit instant for the latency of the clients that receive it.
+    async fn one(&self, id: u64, intended: Instant) -> Written {
+        let (shared, window_start) = (&self.shared, self.window.window_start);
+        let project = self.projects[id as usize % self.projects.len()];
+        if intended < window_start {
+            shared.exclude(id);
+        } else {
+            shared.sent(id, intended.saturating_duration_since(shared.base).as_nanos() as u64);
+        }
+        let title = format!("bcb#{id}#");
+        let r = if self.rows <= 1 {
+            self.client.execute(&self.single, &[&project, &title]).await
+        } else {
+            self.client.execute(&self.bulk, &[&project, &title, &(self.rows as i32)]).await
+        };
+        let at = Instant::now();
+        if r.is_ok() && intended >= window_start {
+            shared.commit(id, shared.now_ns());
+            self.ack.record(at.saturating_duration_since(intended).as_micros() as u64);
+        }
+        (r, intended, at)
+    }
 }
 
 /// The latest seq of each project, in the order given.

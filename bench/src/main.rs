@@ -1,34 +1,33 @@
 //! `boardcast-bench`: the benchmark (`make bench`). It is a crate of its own so that nothing of it is linked into
 //! the server. Run with `--help` for the scenarios and flags; BENCHMARKS.md holds the results.
 //!
-//! * [`run`] — the scenarios and what they report;
-//! * [`server`] — the server under test, as a child process, and its database;
-//! * [`load`] — WebSocket clients and SQL writers;
+//! * [`args`] — the flags; [`run`] — runs the scenarios asked for, saves and reports the results;
+//! * [`delivery`], [`memory`], [`writes`] — the scenarios, on the [`ctx`] they share;
+//! * [`results`] — what they measured (results.json);
+//! * [`server`] — the server under test, as a child process, and its database; [`machine`] — /proc readings;
+//! * [`load`] — WebSocket clients and SQL writers; [`pg`] — the bench's own PostgreSQL connections;
 //! * [`ws`] — a minimal WebSocket client built for many connections;
 //! * [`hist`] — latency histograms; [`report`] — BENCHMARKS.md and the latency chart.
 
+mod args;
+mod ctx;
+mod delivery;
 mod hist;
 mod load;
+mod machine;
+mod memory;
+mod pg;
 mod report;
+mod results;
 mod run;
 mod server;
+mod writes;
 mod ws;
 
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
-    let argv: Vec<String> = std::env::args().skip(1).collect();
-    let args = match run::Args::parse(&argv) {
-        Ok(a) => a,
-        Err(e) if e.is_empty() => {
-            println!("{}", run::USAGE);
-            return ExitCode::SUCCESS;
-        }
-        Err(e) => {
-            eprintln!("boardcast-bench: {e}\n\n{}", run::USAGE);
-            return ExitCode::from(2);
-        }
-    };
+    let args = args::Args::from_command_line();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(args.threads.max(1))
         .enable_all()
@@ -36,17 +35,7 @@ fn main() -> ExitCode {
         .expect("tokio runtime");
     match rt.block_on(run::main(args)) {
         Ok(r) => {
-            let summary = serde_json::json!({
-                "lost": r.lost,
-                "duplicates": r.duplicates,
-                "load": r.load.iter().map(|l| serde_json::json!({
-                    "name": l.name, "deliveries": l.deliveries, "expected": l.expected_deliveries,
-                    "lost": l.lost, "duplicates": l.duplicates, "p50_ms": l.p50_ms, "p99_ms": l.p99_ms,
-                    "deliveries_per_s": l.deliveries_per_s, "achieved_tps": l.achieved_tps,
-                    "disconnected": l.disconnected,
-                })).collect::<Vec<_>>(),
-            });
-            println!("BENCH_RESULT {summary}");
+            println!("BENCH_RESULT {}", summary(&r));
             ExitCode::SUCCESS
         }
         Err(e) => {
@@ -54,4 +43,18 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// The machine-readable last line: losses and the main figures of each latency or fan-out run.
+fn summary(r: &results::Results) -> serde_json::Value {
+    serde_json::json!({
+        "lost": r.lost,
+        "duplicates": r.duplicates,
+        "load": r.load.iter().map(|l| serde_json::json!({
+            "name": l.name, "deliveries": l.deliveries, "expected": l.expected_deliveries,
+            "lost": l.lost, "duplicates": l.duplicates, "p50_ms": l.p50_ms, "p99_ms": l.p99_ms,
+            "deliveries_per_s": l.deliveries_per_s, "achieved_tps": l.achieved_tps,
+            "disconnected": l.disconnected,
+        })).collect::<Vec<_>>(),
+    })
 }

@@ -2,7 +2,7 @@
 
 use std::fmt::Write as _;
 
-use crate::run::{LoadRun, Results};
+use crate::results::{LoadRun, MemoryRun, Results, WriteRun};
 
 const MIB: f64 = 1024.0 * 1024.0;
 
@@ -42,123 +42,130 @@ fn mib(b: u64) -> String {
 pub fn tables(r: &Results) -> String {
     let mut s = String::new();
     if !r.load.is_empty() {
-        s.push_str("### Latency and fan-out\n\n");
-        s.push_str("| run | clients / rooms | writers | offered tx/s | achieved tx/s | deliveries/s | p50 ms | p99 ms | p99.9 ms | max ms | lost | dup | RSS idle MiB | RSS with C MiB | notify queue max | CPU server / postgres / bench (% of a core) |\n");
-        s.push_str("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n");
-        for l in &r.load {
-            let _ = writeln!(
-                s,
-                "| {} | {} / {} | {} | {} | {:.0} | {:.0} | {} | {} | {} | {} | {} | {} | {} | {} | {:.4}% | {:.0} / {:.0} / {:.0} |",
-                l.name,
-                l.clients,
-                l.rooms,
-                l.writers,
-                l.offered_tps.map(|x| format!("{x:.0}")).unwrap_or_else(|| "max".into()),
-                l.achieved_tps,
-                l.deliveries_per_s,
-                opt_ms(l.p50_ms),
-                opt_ms(l.p99_ms),
-                opt_ms(l.p999_ms),
-                opt_ms(l.max_ms),
-                l.lost,
-                l.duplicates,
-                mib(l.rss_idle),
-                mib(l.rss_connected),
-                l.queue_usage_max * 100.0,
-                l.server_cpu_pct,
-                l.postgres_cpu_pct,
-                l.bench_cpu_pct,
-            );
-        }
-        s.push('\n');
-        for l in &r.load {
-            let _ = writeln!(
-                s,
-                "- {}: writers' synchronous_commit={}; {} deliveries ({} expected from the rooms' final seqs), {} latency samples, mean {:.2} ms; from the (intended) send instead of the commit: p50 {:.2} ms, p99 {:.2} ms; {} events reached a client before their writer saw the commit; writers' commit acknowledgement p50 {:.2} ms / p99 {:.2} ms after the intended send; clients joined in {:.1} s; all delivered {} ms after the last write; machine {:.0}% busy; {} clients disconnected; {} transactions shed.",
-                l.name,
-                l.synchronous_commit,
-                l.deliveries,
-                l.expected_deliveries,
-                l.latency_samples,
-                l.mean_ms,
-                l.from_send_p50_ms,
-                l.from_send_p99_ms,
-                l.early_receipts,
-                l.write.ack_p50_us as f64 / 1000.0,
-                l.write.ack_p99_us as f64 / 1000.0,
-                l.connect_secs,
-                l.drain_ms,
-                l.machine_busy_pct,
-                l.disconnected,
-                l.write.shed,
-            );
-        }
-        s.push('\n');
+        load_tables(&mut s, &r.load);
     }
     if let Some(m) = &r.memory {
-        s.push_str("### Memory (server RSS, idle connections, each joined to one of ");
-        let _ = write!(s, "{} rooms)\n\n", m.rooms);
-        s.push_str("| connections | server RSS MiB |\n|---|---|\n");
-        let _ = writeln!(s, "| 0 (idle) | {} |", mib(m.rss_idle));
-        for (n, rss) in &m.points {
-            let _ = writeln!(s, "| {n} | {} |", mib(*rss));
-        }
-        let _ = writeln!(
-            s,
-            "\nSlope (least squares over the points from 1,000 connections up): **{:.2} KiB per connection**. Held {} connections (requested {}){}{}; connections opened at {:.0}/s.\n",
-            m.slope_bytes_per_conn / 1024.0,
-            m.held,
-            m.hold_requested,
-            m.hold_limit_note.as_ref().map(|n| format!(" — {n}")).unwrap_or_default(),
-            m.hold_error.as_ref().map(|e| format!(" — error: {e}")).unwrap_or_default(),
-            m.connect_rate,
-        );
+        memory_table(&mut s, m);
     }
     if !r.writes.is_empty() {
-        s.push_str("### Write ceiling (closed loop, as fast as possible)\n\n");
-        s.push_str("| synchronous_commit | listening | rows/tx | writers | tx/s (median) | tx/s per round | rows/s | vs bare listener (median of the rounds' ratios) | lost / dup | CPU postgres / server (% of a core) | notify queue max |\n");
-        s.push_str("|---|---|---|---|---|---|---|---|---|---|---|\n");
-        for w in &r.writes {
-            let bare = r.writes.iter().find(|b| {
-                b.mode == "bare-listener"
-                    && b.rows_per_tx == w.rows_per_tx
-                    && b.synchronous_commit == w.synchronous_commit
-            });
-            let frac = bare.map(|b| format!("{:.1}%", vs_bare(w, b).0)).unwrap_or_default();
-            let _ = writeln!(
-                s,
-                "| {} | {} | {} | {} | {:.0} | {} | {:.0} | {} | {} | {:.0} / {} | {:.4}% |",
-                w.synchronous_commit,
-                w.mode,
-                w.rows_per_tx,
-                w.writers,
-                w.tps,
-                w.tps_rounds.iter().map(|t| format!("{t:.0}")).collect::<Vec<_>>().join(", "),
-                w.rows_per_s,
-                frac,
-                match (w.lost, w.duplicates) {
-                    (Some(l), Some(d)) => format!("{l} / {d}"),
-                    _ => "—".into(),
-                },
-                w.postgres_cpu_pct,
-                w.server_cpu_pct.map(|c| format!("{c:.0}")).unwrap_or_else(|| "—".into()),
-                w.queue_usage_max * 100.0,
-            );
-        }
-        s.push_str(
-            "\n`no-feed`: the feed trigger on tasks is disabled (no event, no NOTIFY: plain INSERTs, for scale). `none`: the feed records and NOTIFYs, nobody LISTENs. `bare-listener`: one plain tokio-postgres connection LISTENs and only reads. `server`: the boardcast server runs, no client. `server+clients`: the server with clients joined (lost/dup checked).\n\n",
-        );
+        writes_table(&mut s, &r.writes);
     }
     s
+}
+
+fn load_tables(s: &mut String, load: &[LoadRun]) {
+    s.push_str("### Latency and fan-out\n\n");
+    s.push_str("| run | clients / rooms | writers | offered tx/s | achieved tx/s | deliveries/s | p50 ms | p99 ms | p99.9 ms | max ms | lost | dup | RSS idle MiB | RSS with C MiB | notify queue max | CPU server / postgres / bench (% of a core) |\n");
+    s.push_str("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n");
+    for l in load {
+        let _ = writeln!(
+            s,
+            "| {} | {} / {} | {} | {} | {:.0} | {:.0} | {} | {} | {} | {} | {} | {} | {} | {} | {:.4}% | {:.0} / {:.0} / {:.0} |",
+            l.name,
+            l.clients,
+            l.rooms,
+            l.writers,
+            l.offered_tps.map(|x| format!("{x:.0}")).unwrap_or_else(|| "max".into()),
+            l.achieved_tps,
+            l.deliveries_per_s,
+            opt_ms(l.p50_ms),
+            opt_ms(l.p99_ms),
+            opt_ms(l.p999_ms),
+            opt_ms(l.max_ms),
+            l.lost,
+            l.duplicates,
+            mib(l.rss_idle),
+            mib(l.rss_connected),
+            l.queue_usage_max * 100.0,
+            l.server_cpu_pct,
+            l.postgres_cpu_pct,
+            l.bench_cpu_pct,
+        );
+    }
+    s.push('\n');
+    for l in load {
+        let _ = writeln!(
+            s,
+            "- {}: writers' synchronous_commit={}; {} deliveries ({} expected from the rooms' final seqs), {} latency samples, mean {:.2} ms; from the (intended) send instead of the commit: p50 {:.2} ms, p99 {:.2} ms; {} events reached a client before their writer saw the commit; writers' commit acknowledgement p50 {:.2} ms / p99 {:.2} ms after the intended send; clients joined in {:.1} s; all delivered {} ms after the last write; machine {:.0}% busy; {} clients disconnected; {} transactions shed.",
+            l.name,
+            l.synchronous_commit,
+            l.deliveries,
+            l.expected_deliveries,
+            l.latency_samples,
+            l.mean_ms,
+            l.from_send_p50_ms,
+            l.from_send_p99_ms,
+            l.early_receipts,
+            l.write.ack_p50_us as f64 / 1000.0,
+            l.write.ack_p99_us as f64 / 1000.0,
+            l.connect_secs,
+            l.drain_ms,
+            l.machine_busy_pct,
+            l.disconnected,
+            l.write.shed,
+        );
+    }
+    s.push('\n');
+}
+
+fn memory_table(s: &mut String, m: &MemoryRun) {
+    s.push_str("### Memory (server RSS, idle connections, each joined to one of ");
+    let _ = write!(s, "{} rooms)\n\n", m.rooms);
+    s.push_str("| connections | server RSS MiB |\n|---|---|\n");
+    let _ = writeln!(s, "| 0 (idle) | {} |", mib(m.rss_idle));
+    for (n, rss) in &m.points {
+        let _ = writeln!(s, "| {n} | {} |", mib(*rss));
+    }
+    let _ = writeln!(
+        s,
+        "\nSlope (least squares over the points from 1,000 connections up): **{:.2} KiB per connection**. Held {} connections (requested {}){}{}; connections opened at {:.0}/s.\n",
+        m.slope_bytes_per_conn / 1024.0,
+        m.held,
+        m.hold_requested,
+        m.hold_limit_note.as_ref().map(|n| format!(" — {n}")).unwrap_or_default(),
+        m.hold_error.as_ref().map(|e| format!(" — error: {e}")).unwrap_or_default(),
+        m.connect_rate,
+    );
+}
+
+fn writes_table(s: &mut String, writes: &[WriteRun]) {
+    s.push_str("### Write ceiling (closed loop, as fast as possible)\n\n");
+    s.push_str("| synchronous_commit | listening | rows/tx | writers | tx/s (median) | tx/s per round | rows/s | vs bare listener (median of the rounds' ratios) | lost / dup | CPU postgres / server (% of a core) | notify queue max |\n");
+    s.push_str("|---|---|---|---|---|---|---|---|---|---|---|\n");
+    for w in writes {
+        let bare = writes.iter().find(|b| {
+            b.mode == "bare-listener" && b.rows_per_tx == w.rows_per_tx && b.synchronous_commit == w.synchronous_commit
+        });
+        let frac = bare.map(|b| format!("{:.1}%", vs_bare(w, b).0)).unwrap_or_default();
+        let _ = writeln!(
+            s,
+            "| {} | {} | {} | {} | {:.0} | {} | {:.0} | {} | {} | {:.0} / {} | {:.4}% |",
+            w.synchronous_commit,
+            w.mode,
+            w.rows_per_tx,
+            w.writers,
+            w.tps,
+            w.tps_rounds.iter().map(|t| format!("{t:.0}")).collect::<Vec<_>>().join(", "),
+            w.rows_per_s,
+            frac,
+            match (w.lost, w.duplicates) {
+                (Some(l), Some(d)) => format!("{l} / {d}"),
+                _ => "—".into(),
+            },
+            w.postgres_cpu_pct,
+            w.server_cpu_pct.map(|c| format!("{c:.0}")).unwrap_or_else(|| "—".into()),
+            w.queue_usage_max * 100.0,
+        );
+    }
+    s.push_str(
+        "\n`no-feed`: the feed trigger on tasks is disabled (no event, no NOTIFY: plain INSERTs, for scale). `none`: the feed records and NOTIFYs, nobody LISTENs. `bare-listener`: one plain tokio-postgres connection LISTENs and only reads. `server`: the boardcast server runs, no client. `server+clients`: the server with clients joined (lost/dup checked).\n\n",
+    );
 }
 
 /// Targets from the issue, met or not.
 pub fn targets(r: &Results) -> String {
     let mut s = String::from("| target | result | |\n|---|---|---|\n");
-    let mut marked = |t: &str, res: String, mark: &str| {
-        let _ = writeln!(s, "| {t} | {res} | {mark} |");
-    };
-    let mut row = |t: &str, res: String, ok: Option<bool>| marked(t, res, mark(ok));
+    let mut row = |t: &str, res: String, ok: Option<bool>| target(&mut s, t, res, mark(ok));
     if let Some(l) = r.load.iter().find(|l| l.name == "latency") {
         row(
             &format!(
@@ -201,8 +208,18 @@ pub fn targets(r: &Results) -> String {
             },
         );
     }
+    write_targets(&mut s, &r.writes);
+    s
+}
+
+fn target(s: &mut String, t: &str, res: String, mark: &str) {
+    let _ = writeln!(s, "| {t} | {res} | {mark} |");
+}
+
+/// The write-ceiling target, for each synchronous_commit setting and kind of transaction measured.
+fn write_targets(s: &mut String, writes: &[WriteRun]) {
     let mut keys: Vec<(String, usize)> = Vec::new();
-    for w in &r.writes {
+    for w in writes {
         let k = (w.synchronous_commit.clone(), w.rows_per_tx);
         if !keys.contains(&k) {
             keys.push(k);
@@ -210,7 +227,7 @@ pub fn targets(r: &Results) -> String {
     }
     for (sync, rows) in keys {
         let mode =
-            |m: &str| r.writes.iter().find(|w| w.mode == m && w.rows_per_tx == rows && w.synchronous_commit == sync);
+            |m: &str| writes.iter().find(|w| w.mode == m && w.rows_per_tx == rows && w.synchronous_commit == sync);
         // Two readings of the target: the server in the bare listener's place (what it costs the database to
         // have boardcast LISTEN and relay), and the same with clients reading every event on these two cores.
         if let (Some(b), Some(x), Some(c)) = (mode("bare-listener"), mode("server"), mode("server+clients")) {
@@ -222,7 +239,8 @@ pub fn targets(r: &Results) -> String {
             } else {
                 String::new()
             };
-            marked(
+            target(
+                s,
                 &format!(
                     "writes ≥ 95% of the bare-listener rate, {} (synchronous_commit={sync})",
                     if rows == 1 { "single-row tx".to_string() } else { format!("{rows}-row tx") }
@@ -238,14 +256,13 @@ pub fn targets(r: &Results) -> String {
             );
         }
     }
-    s
 }
 
 /// A write mode's rate as a percentage of the bare listener's: the median of the per-round ratios (each round
 /// runs every mode one after the other, so a round's two figures share the machine's and the disk's state of the
 /// moment, which varies more between rounds than the modes differ), and those ratios. Without rounds, the
 /// ratio of the medians.
-fn vs_bare(w: &crate::run::WriteRun, bare: &crate::run::WriteRun) -> (f64, Vec<f64>) {
+fn vs_bare(w: &WriteRun, bare: &WriteRun) -> (f64, Vec<f64>) {
     if w.tps_rounds.len() == bare.tps_rounds.len() && bare.tps_rounds.iter().all(|t| *t > 0.0) {
         let mut per_round: Vec<f64> = w.tps_rounds.iter().zip(&bare.tps_rounds).map(|(x, b)| x / b * 100.0).collect();
         if !per_round.is_empty() {
@@ -346,18 +363,9 @@ pub fn write_files(r: &Results) -> std::io::Result<()> {
 /// Latency by percentile, HDR style: x is the percentile on a log scale of 1/(1-p) (so 90%, 99%, 99.9%,
 /// 99.99% are equally spaced), y is the latency in ms on a log scale.
 pub fn svg(r: &Results) -> String {
-    let (w, h) = (820.0, 480.0);
-    let (left, right, top, bottom) = (70.0, 30.0, 50.0, 60.0);
-    let pw = w - left - right;
-    let ph = h - top - bottom;
-    let xmax = 5.0; // up to 99.999%
     let runs: Vec<&LoadRun> = r.load.iter().filter(|l| !l.cdf.is_empty()).collect();
-    let ymin_ms: f64 = 0.05;
-    let ymax_ms = runs.iter().map(|l| l.max_ms).fold(1.0, f64::max) * 1.5;
-    let (ly0, ly1) = (ymin_ms.log10(), ymax_ms.log10());
-    let x_of = |p: f64| left + (-(1.0 - p).max(1e-12).log10()).min(xmax) / xmax * pw;
-    let y_of = |ms: f64| top + ph - ((ms.max(ymin_ms).log10() - ly0) / (ly1 - ly0)) * ph;
-    let colors = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e"];
+    let plot = Plot::new(runs.iter().map(|l| l.max_ms).fold(1.0, f64::max) * 1.5);
+    let (w, h) = (plot.w, plot.h);
     let mut s = String::new();
     let _ = writeln!(
         s,
@@ -370,36 +378,85 @@ pub fn svg(r: &Results) -> String {
         w / 2.0,
         r.date
     );
-    // Grid: percentiles.
-    for (i, label) in ["0%", "90%", "99%", "99.9%", "99.99%", "99.999%"].iter().enumerate() {
-        let x = left + i as f64 / xmax * pw;
-        let _ = writeln!(s, r##"<line x1="{x}" y1="{top}" x2="{x}" y2="{}" stroke="#ddd"/>"##, top + ph);
-        let _ = writeln!(s, r#"<text x="{x}" y="{}" text-anchor="middle">{label}</text>"#, top + ph + 18.0);
-    }
-    let _ = writeln!(s, r#"<text x="{}" y="{}" text-anchor="middle">percentile</text>"#, left + pw / 2.0, h - 14.0);
-    // Grid: latency decades (and 2, 5).
-    let mut d = 10f64.powf(ly0.floor());
-    while d <= ymax_ms {
-        for m in [1.0, 2.0, 5.0] {
-            let v = d * m;
-            if v < ymin_ms || v > ymax_ms {
-                continue;
-            }
-            let y = y_of(v);
-            let stroke = if m == 1.0 { "#ccc" } else { "#eee" };
-            let _ = writeln!(s, r#"<line x1="{left}" y1="{y}" x2="{}" y2="{y}" stroke="{stroke}"/>"#, left + pw);
-            let _ = writeln!(s, r#"<text x="{}" y="{}" text-anchor="end">{}</text>"#, left - 6.0, y + 4.0, fmt_ms(v));
-        }
-        d *= 10.0;
-    }
-    let _ = writeln!(
-        s,
-        r#"<text x="18" y="{}" transform="rotate(-90 18 {})" text-anchor="middle">latency (ms, log scale)</text>"#,
-        top + ph / 2.0,
-        top + ph / 2.0
-    );
-    let _ = writeln!(s, r##"<rect x="{left}" y="{top}" width="{pw}" height="{ph}" fill="none" stroke="#444"/>"##);
+    plot.grid(&mut s);
     for (i, l) in runs.iter().enumerate() {
+        plot.series(&mut s, i, l);
+    }
+    s.push_str("</svg>\n");
+    s
+}
+
+/// The latency plot's geometry: the frame, and the log scales of both axes.
+struct Plot {
+    w: f64,
+    h: f64,
+    left: f64,
+    top: f64,
+    /// The plot area's width and height.
+    pw: f64,
+    ph: f64,
+    /// The x axis goes up to 1 - 10^-xmax (5: 99.999%).
+    xmax: f64,
+    ymin_ms: f64,
+    ymax_ms: f64,
+}
+
+impl Plot {
+    fn new(ymax_ms: f64) -> Plot {
+        let (w, h) = (820.0, 480.0);
+        let (left, right, top, bottom) = (70.0, 30.0, 50.0, 60.0);
+        Plot { w, h, left, top, pw: w - left - right, ph: h - top - bottom, xmax: 5.0, ymin_ms: 0.05, ymax_ms }
+    }
+
+    fn x_of(&self, p: f64) -> f64 {
+        self.left + (-(1.0 - p).max(1e-12).log10()).min(self.xmax) / self.xmax * self.pw
+    }
+
+    fn y_of(&self, ms: f64) -> f64 {
+        let (ly0, ly1) = (self.ymin_ms.log10(), self.ymax_ms.log10());
+        self.top + self.ph - ((ms.max(self.ymin_ms).log10() - ly0) / (ly1 - ly0)) * self.ph
+    }
+
+    /// Percentile and latency grid lines, labels, and the frame.
+    fn grid(&self, s: &mut String) {
+        let Plot { h, left, top, pw, ph, xmax, ymin_ms, ymax_ms, .. } = *self;
+        let ly0 = ymin_ms.log10();
+        // Grid: percentiles.
+        for (i, label) in ["0%", "90%", "99%", "99.9%", "99.99%", "99.999%"].iter().enumerate() {
+            let x = left + i as f64 / xmax * pw;
+            let _ = writeln!(s, r##"<line x1="{x}" y1="{top}" x2="{x}" y2="{}" stroke="#ddd"/>"##, top + ph);
+            let _ = writeln!(s, r#"<text x="{x}" y="{}" text-anchor="middle">{label}</text>"#, top + ph + 18.0);
+        }
+        let _ = writeln!(s, r#"<text x="{}" y="{}" text-anchor="middle">percentile</text>"#, left + pw / 2.0, h - 14.0);
+        // Grid: latency decades (and 2, 5).
+        let mut d = 10f64.powf(ly0.floor());
+        while d <= ymax_ms {
+            for m in [1.0, 2.0, 5.0] {
+                let v = d * m;
+                if v < ymin_ms || v > ymax_ms {
+                    continue;
+                }
+                let y = self.y_of(v);
+                let stroke = if m == 1.0 { "#ccc" } else { "#eee" };
+                let _ = writeln!(s, r#"<line x1="{left}" y1="{y}" x2="{}" y2="{y}" stroke="{stroke}"/>"#, left + pw);
+                let _ =
+                    writeln!(s, r#"<text x="{}" y="{}" text-anchor="end">{}</text>"#, left - 6.0, y + 4.0, fmt_ms(v));
+            }
+            d *= 10.0;
+        }
+        let _ = writeln!(
+            s,
+            r#"<text x="18" y="{}" transform="rotate(-90 18 {})" text-anchor="middle">latency (ms, log scale)</text>"#,
+            top + ph / 2.0,
+            top + ph / 2.0
+        );
+        let _ = writeln!(s, r##"<rect x="{left}" y="{top}" width="{pw}" height="{ph}" fill="none" stroke="#444"/>"##);
+    }
+
+    /// Run `i`'s curve, and its line in the legend.
+    fn series(&self, s: &mut String, i: usize, l: &LoadRun) {
+        let Plot { left, top, xmax, .. } = *self;
+        let colors = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e"];
         let color = colors[i % colors.len()];
         // The latency at 400 percentiles evenly spaced on the x axis (the CDF has thousands of steps).
         let mut pts = String::new();
@@ -410,7 +467,7 @@ pub fn svg(r: &Results) -> String {
                 j += 1;
             }
             let ms = l.cdf[j].0 as f64 / 1000.0;
-            let _ = write!(pts, "{:.1},{:.1} ", x_of(p), y_of(ms));
+            let _ = write!(pts, "{:.1},{:.1} ", self.x_of(p), self.y_of(ms));
         }
         let _ = writeln!(s, r#"<polyline fill="none" stroke="{color}" stroke-width="1.8" points="{pts}"/>"#);
         let ly = top + 16.0 + i as f64 * 18.0;
@@ -435,8 +492,6 @@ pub fn svg(r: &Results) -> String {
             l.max_ms
         );
     }
-    s.push_str("</svg>\n");
-    s
 }
 
 fn fmt_ms(v: f64) -> String {

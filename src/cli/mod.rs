@@ -1,122 +1,220 @@
-//! The `boardcast` command line: serve, migrate, and the operator commands.
+//! The `boardcast` command line: serve, migrate, the operator commands, and `watch`. Parsing is clap's (a
+//! usage error exits with 2 and says what is wrong); each command here connects, does one thing, prints.
 
 pub mod watch;
 
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use uuid::Uuid;
 
 use crate::admin;
-use crate::config::Settings;
+use crate::config::{DatabaseArgs, Settings, SettingsArgs};
 use crate::db;
 use crate::error::{Error, Result};
 
-pub const USAGE: &str = "\
-boardcast — a real-time feed of a PostgreSQL-backed project board
+const ENVIRONMENT: &str = "\
+Each option whose value is named in capitals may be given as that environment variable instead (DATABASE_URL, \
+BOARDCAST_ADDR, ...); the option wins. `watch` reads BOARDCAST_TOKEN and BOARDCAST_URL. RUST_LOG filters the log \
+(default boardcast=info,warn).";
 
-USAGE:
-  boardcast serve                               run the server (BOARDCAST_ADDR, default 127.0.0.1:8080)
-  boardcast migrate                             apply the schema in sql/ (idempotent; serve does it too)
-  boardcast user add NAME                       create a user; prints an API token
-  boardcast token issue USER [LABEL]            issue another token for USER; prints it
-  boardcast token revoke TOKEN_OR_ID            revoke a token (open connections using it close at once)
-  boardcast token list USER                     list USER's tokens
-  boardcast project add NAME OWNER              create a project owned by user OWNER; prints its id
-  boardcast member add PROJECT_ID USER [ROLE]   give USER access to a project as ROLE (member or owner); without
-                                                ROLE a new member is a member and an existing one keeps their role
-  boardcast demo                                create the demo user and project if absent; prints a token
-  boardcast watch PROJECT_ID [--token T] [--url ws://HOST:PORT/ws] [--since N]
-                                                join a project's room and print each event as it arrives
-                                                (the token may also come from BOARDCAST_TOKEN)
+/// boardcast: a real-time feed of a PostgreSQL-backed project board
+#[derive(Debug, Parser)]
+#[command(name = "boardcast", version, after_help = ENVIRONMENT)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
 
-The database is DATABASE_URL (e.g. postgres://postgres@127.0.0.1:5432/boardcast).";
+impl Cli {
+    /// The command line, with the environment for the flags that have a variable. Exits on `--help`,
+    /// `--version` and a usage error (with 2). An empty variable counts as unset: `BOARDCAST_ADDR= boardcast
+    /// serve` serves on the default address.
+    pub fn from_env_and_args() -> Cli {
+        let mut command = without_empty_variables(Cli::command());
+        let parsed = command.try_get_matches_from_mut(std::env::args_os()).and_then(|m| Cli::from_arg_matches(&m));
+        parsed.unwrap_or_else(|e| e.format(&mut command).exit())
+    }
+}
 
-pub async fn run(args: Vec<String>) -> Result<()> {
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    match args.as_slice() {
-        ["serve"] => serve().await,
-        ["migrate"] => {
-            let mut client = connect().await?;
-            let applied = db::migrate(&mut client).await?;
-            if applied.is_empty() {
-                println!("schema is up to date");
-            } else {
-                println!("applied: {}", applied.join(", "));
-            }
+/// The command with the variables that are set but empty taken off its flags (and its subcommands' flags).
+fn without_empty_variables(command: clap::Command) -> clap::Command {
+    let empty = |var: &std::ffi::OsStr| std::env::var_os(var).is_some_and(|v| v.is_empty());
+    let command = command.mut_args(|arg| if arg.get_env().is_some_and(empty) { arg.env(None::<&str>) } else { arg });
+    let names: Vec<String> = command.get_subcommands().map(|c| c.get_name().to_string()).collect();
+    names.iter().fold(command, |command, name| command.mut_subcommand(name, without_empty_variables))
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the server (applies the schema first)
+    #[command(after_help = ENVIRONMENT)]
+    Serve(SettingsArgs),
+    /// Apply the schema in sql/ (idempotent; serve does it too)
+    Migrate(DatabaseArgs),
+    /// Users: `user add NAME`
+    #[command(subcommand)]
+    User(UserCommand),
+    /// API tokens: issue, revoke, list
+    #[command(subcommand)]
+    Token(TokenCommand),
+    /// Projects: `project add NAME OWNER`
+    #[command(subcommand)]
+    Project(ProjectCommand),
+    /// Project membership: `member add PROJECT_ID USER [ROLE]`
+    #[command(subcommand)]
+    Member(MemberCommand),
+    /// Create the demo user and project if absent; print DEMO_PROJECT=… and DEMO_TOKEN=… (for eval)
+    Demo(DatabaseArgs),
+    /// Join a project's room and print each event as it arrives (reconnects and resumes on its own)
+    Watch(watch::WatchArgs),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum UserCommand {
+    /// Create a user; prints an API token (only its hash is stored)
+    Add {
+        /// The user's name: 1-64 letters, digits, '_', '.' or '-'
+        name: String,
+        #[command(flatten)]
+        db: DatabaseArgs,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Issue another token for a user; prints it (and its id on stderr)
+    Issue {
+        /// The user's name
+        user: String,
+        /// A label to tell the user's tokens apart
+        #[arg(default_value = "")]
+        label: String,
+        #[command(flatten)]
+        db: DatabaseArgs,
+    },
+    /// Revoke a token; open connections using it close at once
+    Revoke {
+        /// The token itself, or its id
+        token_or_id: String,
+        #[command(flatten)]
+        db: DatabaseArgs,
+    },
+    /// List a user's tokens
+    List {
+        /// The user's name
+        user: String,
+        #[command(flatten)]
+        db: DatabaseArgs,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ProjectCommand {
+    /// Create a project owned by a user; prints its id
+    Add {
+        /// The project's name
+        name: String,
+        /// The name of the user who owns it
+        owner: String,
+        #[command(flatten)]
+        db: DatabaseArgs,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum MemberCommand {
+    /// Give a user access to a project as ROLE
+    Add {
+        /// The project's id (a UUID)
+        project_id: Uuid,
+        /// The user's name
+        user: String,
+        /// member or owner; without it a new member is a member and an existing one keeps their role
+        role: Option<String>,
+        #[command(flatten)]
+        db: DatabaseArgs,
+    },
+}
+
+/// Runs a parsed command line. Without a command, prints the help.
+pub async fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        None => {
+            Cli::command().print_help()?;
             Ok(())
         }
-        ["user", "add", name] => {
-            let client = migrated().await?;
-            let (_, token) = admin::add_user(&client, name).await?;
+        Some(Command::Serve(args)) => serve(args.into()).await,
+        Some(Command::Migrate(db)) => migrate(&db).await,
+        Some(Command::User(UserCommand::Add { name, db })) => {
+            let (_, token) = admin::add_user(&migrated(&db).await?, &name).await?;
             println!("{token}");
             Ok(())
         }
-        ["token", "issue", user, rest @ ..] if rest.len() <= 1 => {
-            let client = migrated().await?;
-            let (id, token) = admin::issue_token(&client, user, rest.first().copied().unwrap_or("")).await?;
-            eprintln!("token id {id}");
-            println!("{token}");
+        Some(Command::Token(command)) => token(command).await,
+        Some(Command::Project(ProjectCommand::Add { name, owner, db })) => {
+            println!("{}", admin::add_project(&mut migrated(&db).await?, &name, &owner).await?);
             Ok(())
         }
-        ["token", "revoke", token] => {
-            let client = migrated().await?;
-            let id = admin::revoke_token(&client, token).await?;
-            println!("revoked token {id}");
-            Ok(())
-        }
-        ["token", "list", user] => {
-            let client = migrated().await?;
-            for (id, label, created, revoked) in admin::list_tokens(&client, user).await? {
-                println!("{id}  {created}  {}  {label}", if revoked { "revoked" } else { "active " });
-            }
-            Ok(())
-        }
-        ["project", "add", name, owner] => {
-            let mut client = migrated().await?;
-            println!("{}", admin::add_project(&mut client, name, owner).await?);
-            Ok(())
-        }
-        ["member", "add", project, user, rest @ ..] if rest.len() <= 1 => {
-            let project = parse_project(project)?;
-            let mut client = migrated().await?;
-            let role = admin::add_member(&mut client, project, user, rest.first().copied()).await?;
+        Some(Command::Member(MemberCommand::Add { project_id, user, role, db })) => {
+            let mut client = migrated(&db).await?;
+            let role = admin::add_member(&mut client, project_id, &user, role.as_deref()).await?;
             let article = if role == "owner" { "an" } else { "a" };
-            println!("{user} is {article} {role} of {project}");
+            println!("{user} is {article} {role} of {project_id}");
             Ok(())
         }
-        ["demo"] => {
-            let mut client = migrated().await?;
-            let (project, token) = admin::demo(&mut client).await?;
+        Some(Command::Demo(db)) => {
+            // `make run` reads these two lines with eval: keep them `NAME=value`.
+            let (project, token) = admin::demo(&mut migrated(&db).await?).await?;
             println!("DEMO_PROJECT={project}");
             println!("DEMO_TOKEN={token}");
             Ok(())
         }
-        ["watch", project, rest @ ..] => watch::run(parse_project(project)?, rest).await,
-        [] | ["help"] | ["--help"] | ["-h"] => {
-            println!("{USAGE}");
-            Ok(())
-        }
-        _ => Err(Error::Usage(format!("unknown command: boardcast {}\n\n{USAGE}", args.join(" ")))),
+        Some(Command::Watch(args)) => watch::run(args).await,
     }
 }
 
-fn parse_project(s: &str) -> Result<Uuid> {
-    s.parse().map_err(|_| Error::Usage(format!("{s:?} is not a project id (a UUID)")))
+async fn migrate(db: &DatabaseArgs) -> Result<()> {
+    let applied = db::migrate(&mut connect(db).await?).await?;
+    if applied.is_empty() {
+        println!("schema is up to date");
+    } else {
+        println!("applied: {}", applied.join(", "));
+    }
+    Ok(())
 }
 
-async fn connect() -> Result<tokio_postgres::Client> {
-    let url = Settings::from_env()?.database_url;
-    db::connect(&url).await.map_err(|e| Error::Usage(format!("cannot connect to DATABASE_URL: {e}")))
+async fn token(command: TokenCommand) -> Result<()> {
+    match command {
+        TokenCommand::Issue { user, label, db } => {
+            let (id, token) = admin::issue_token(&migrated(&db).await?, &user, &label).await?;
+            eprintln!("token id {id}");
+            println!("{token}");
+        }
+        TokenCommand::Revoke { token_or_id, db } => {
+            let id = admin::revoke_token(&migrated(&db).await?, &token_or_id).await?;
+            println!("revoked token {id}");
+        }
+        TokenCommand::List { user, db } => {
+            for (id, label, created, revoked) in admin::list_tokens(&migrated(&db).await?, &user).await? {
+                println!("{id}  {created}  {}  {label}", if revoked { "revoked" } else { "active " });
+            }
+        }
+    }
+    Ok(())
 }
 
-async fn migrated() -> Result<tokio_postgres::Client> {
-    let mut client = connect().await?;
+async fn connect(db: &DatabaseArgs) -> Result<tokio_postgres::Client> {
+    db::connect(&db.database_url).await.map_err(|e| Error::Usage(format!("cannot connect to DATABASE_URL: {e}")))
+}
+
+async fn migrated(db: &DatabaseArgs) -> Result<tokio_postgres::Client> {
+    let mut client = connect(db).await?;
     db::migrate(&mut client).await?;
     Ok(client)
 }
 
-async fn serve() -> Result<()> {
+async fn serve(settings: Settings) -> Result<()> {
     crate::process::raise_open_file_limit();
     crate::process::return_large_allocations_to_the_system();
-    let settings = Settings::from_env()?;
     let app = crate::Application::build(settings).await?;
     app.run_until_stopped(shutdown_signal()).await
 }

@@ -11,35 +11,35 @@ use uuid::Uuid;
 
 use crate::error::{Error, Result};
 
-pub async fn run(project: Uuid, args: &[&str]) -> Result<()> {
-    let mut token = std::env::var("BOARDCAST_TOKEN").ok();
-    let mut url = std::env::var("BOARDCAST_URL").ok().unwrap_or_else(|| {
+/// The flags of `boardcast watch`.
+#[derive(Debug, clap::Args)]
+pub struct WatchArgs {
+    /// The project whose room to join (a UUID)
+    pub project_id: Uuid,
+    /// An API token of a member of the project
+    #[arg(long, env = "BOARDCAST_TOKEN", hide_env_values = true)]
+    pub token: String,
+    /// The server's WebSocket endpoint [default: ws://$BOARDCAST_ADDR/ws, that is ws://127.0.0.1:8080/ws]
+    #[arg(long, env = "BOARDCAST_URL", value_name = "ws://HOST:PORT/ws")]
+    pub url: Option<String>,
+    /// Resume after this seq (events after it are replayed first); without it, start from now
+    #[arg(long, value_name = "SEQ")]
+    pub since: Option<i64>,
+}
+
+pub async fn run(args: WatchArgs) -> Result<()> {
+    let url = args.url.unwrap_or_else(|| {
         let addr = std::env::var("BOARDCAST_ADDR").unwrap_or_else(|_| "127.0.0.1:8080".into());
         format!("ws://{addr}/ws")
     });
-    let mut since: Option<i64> = None;
-    let mut it = args.iter();
-    while let Some(arg) = it.next() {
-        let mut value =
-            |name: &str| it.next().map(|s| s.to_string()).ok_or_else(|| Error::Usage(format!("{name} needs a value")));
-        match *arg {
-            "--token" => token = Some(value("--token")?),
-            "--url" => url = value("--url")?,
-            "--since" => {
-                since = Some(value("--since")?.parse().map_err(|_| Error::Usage("--since needs a number".into()))?)
-            }
-            other => return Err(Error::Usage(format!("unknown option {other}"))),
-        }
-    }
-    let token = token.ok_or_else(|| Error::Usage("no token: pass --token or set BOARDCAST_TOKEN".into()))?;
+    let (token, project) = (args.token, args.project_id);
 
     // Reconnects follow the recipe in docs/protocol.md: exponential backoff with jitter, reset once a join
     // succeeds, and a resume with `since` and `since_at`.
     let mut backoff = Duration::from_millis(200);
-    // The `at` of event `since`: the server checks it is still recorded so (a restored database is not).
-    let mut since_at: Option<String> = None;
+    let mut at = Position { since: args.since, since_at: None };
     loop {
-        match session(&url, &token, project, &mut since, &mut since_at).await {
+        match session(&url, &token, project, &mut at).await {
             Ended::Fatal(msg) => return Err(Error::Usage(msg)),
             Ended::Rejoin => continue,
             Ended::Lost { joined } => {
@@ -47,7 +47,7 @@ pub async fn run(project: Uuid, args: &[&str]) -> Result<()> {
                     backoff = Duration::from_millis(200);
                 }
                 let wait = backoff + Duration::from_millis(rand::random_range(0..=backoff.as_millis() as u64 / 2));
-                match since {
+                match at.since {
                     Some(seq) => eprintln!("# disconnected; reconnecting in {wait:?} and resuming after seq {seq}"),
                     None => eprintln!("# disconnected; reconnecting in {wait:?}"),
                 }
@@ -68,36 +68,21 @@ enum Ended {
     Rejoin,
 }
 
-async fn session(
-    url: &str,
-    token: &str,
-    project: Uuid,
-    since: &mut Option<i64>,
-    since_at: &mut Option<String>,
-) -> Ended {
-    let mut request = match url.into_client_request() {
-        Ok(r) => r,
-        Err(e) => return Ended::Fatal(format!("bad --url {url}: {e}")),
+type Socket = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// Where the watch is in the project's feed: the last seq seen, and its `at`, which the server checks is
+/// still recorded so on a resume (a restored database is not).
+struct Position {
+    since: Option<i64>,
+    since_at: Option<String>,
+}
+
+async fn session(url: &str, token: &str, project: Uuid, at: &mut Position) -> Ended {
+    let mut ws = match connect(url, token).await {
+        Ok(ws) => ws,
+        Err(ended) => return ended,
     };
-    request.headers_mut().insert("authorization", format!("Bearer {token}").parse().unwrap());
-    let (mut ws, _) = match tokio_tungstenite::connect_async(request).await {
-        Ok(ok) => ok,
-        Err(tokio_tungstenite::tungstenite::Error::Http(res)) if res.status() == 401 => {
-            return Ended::Fatal("the server refused the token (401)".into());
-        }
-        // A wrong path or a server that is not boardcast: retrying will not help. (A proxy's 408 or 429 is a
-        // "later", and is retried like a lost connection.)
-        Err(tokio_tungstenite::tungstenite::Error::Http(res))
-            if res.status().is_client_error() && !matches!(res.status().as_u16(), 408 | 429) =>
-        {
-            return Ended::Fatal(format!("{url} answered {} (is this boardcast's /ws?)", res.status()));
-        }
-        Err(e) => {
-            eprintln!("# cannot connect to {url}: {e}");
-            return Ended::Lost { joined: false };
-        }
-    };
-    let join = json!({"op": "join", "project": project, "since": *since, "since_at": *since_at});
+    let join = json!({"op": "join", "project": project, "since": at.since, "since_at": at.since_at});
     if ws.send(Message::text(join.to_string())).await.is_err() {
         return Ended::Lost { joined: false };
     }
@@ -109,56 +94,91 @@ async fn session(
             }
             continue;
         };
-        let frame: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
-        match frame["op"].as_str() {
-            Some("event") => {
-                let seq = frame["seq"].as_i64().unwrap_or(0);
-                if let Some(prev) = *since
-                    && seq != prev + 1
-                {
-                    eprintln!("# GAP: expected seq {} but got {seq}", prev + 1);
-                }
-                *since = Some(seq);
-                *since_at = frame["at"].as_str().map(str::to_string);
-                let row = &frame["row"];
-                let what = row["title"].as_str().or(row["body"].as_str()).or(row["name"].as_str()).unwrap_or("");
-                println!(
-                    "#{seq} {} {} {} {}",
-                    frame["table"].as_str().unwrap_or("?"),
-                    frame["action"].as_str().unwrap_or("?"),
-                    row["id"].as_str().or(row["user_id"].as_str()).unwrap_or(""),
-                    what
-                );
-            }
-            Some("joined") => {
-                joined = true;
-                let seq = frame["seq"].as_i64().unwrap_or(0);
-                *since = Some(seq);
-                *since_at = frame["at"].as_str().map(str::to_string);
-                eprintln!("# joined {project} after seq {seq}; waiting for events (Ctrl-C to stop)");
-            }
-            Some("resync") => {
-                eprintln!(
-                    "# the server cannot replay after seq {} ({}); joining afresh from its latest seq {}",
-                    since.unwrap_or(0),
-                    frame["reason"].as_str().unwrap_or("?"),
-                    frame["latest"]
-                );
-                *since = None;
-                *since_at = None;
-                return Ended::Rejoin;
-            }
-            // The server could not check membership or read history just now: try again.
-            Some("error") if frame["code"] == "unavailable" => {
-                eprintln!("# the server is unavailable for now: {}", frame["message"]);
-                return Ended::Lost { joined };
-            }
-            Some("error") => {
-                return Ended::Fatal(format!("{}: {}", frame["code"].as_str().unwrap_or(""), frame["message"]));
-            }
-            Some("left") => return Ended::Fatal(format!("left the room: {}", frame["reason"])),
-            _ => println!("{text}"),
+        if let Some(ended) = on_frame(&text, project, at, &mut joined) {
+            return ended;
         }
     }
     Ended::Lost { joined }
+}
+
+async fn connect(url: &str, token: &str) -> Result<Socket, Ended> {
+    let mut request = url.into_client_request().map_err(|e| Ended::Fatal(format!("bad --url {url}: {e}")))?;
+    request.headers_mut().insert("authorization", format!("Bearer {token}").parse().unwrap());
+    match tokio_tungstenite::connect_async(request).await {
+        Ok((ws, _)) => Ok(ws),
+        Err(tokio_tungstenite::tungstenite::Error::Http(res)) if res.status() == 401 => {
+            Err(Ended::Fatal("the server refused the token (401)".into()))
+        }
+        // A wrong path or a server that is not boardcast: retrying will not help. (A proxy's 408 or 429 is a
+        // "later", and is retried like a lost connection.)
+        Err(tokio_tungstenite::tungstenite::Error::Http(res))
+            if res.status().is_client_error() && !matches!(res.status().as_u16(), 408 | 429) =>
+        {
+            Err(Ended::Fatal(format!("{url} answered {} (is this boardcast's /ws?)", res.status())))
+        }
+        Err(e) => {
+            eprintln!("# cannot connect to {url}: {e}");
+            Err(Ended::Lost { joined: false })
+        }
+    }
+}
+
+/// Handles one text frame from the server; `Some` ends the session.
+fn on_frame(text: &str, project: Uuid, at: &mut Position, joined: &mut bool) -> Option<Ended> {
+    let frame: Value = serde_json::from_str(text).unwrap_or(Value::Null);
+    match frame["op"].as_str() {
+        Some("event") => {
+            let seq = frame["seq"].as_i64().unwrap_or(0);
+            if let Some(prev) = at.since
+                && seq != prev + 1
+            {
+                eprintln!("# GAP: expected seq {} but got {seq}", prev + 1);
+            }
+            at.since = Some(seq);
+            at.since_at = frame["at"].as_str().map(str::to_string);
+            print_event(seq, &frame);
+        }
+        Some("joined") => {
+            *joined = true;
+            let seq = frame["seq"].as_i64().unwrap_or(0);
+            at.since = Some(seq);
+            at.since_at = frame["at"].as_str().map(str::to_string);
+            eprintln!("# joined {project} after seq {seq}; waiting for events (Ctrl-C to stop)");
+        }
+        Some("resync") => {
+            eprintln!(
+                "# the server cannot replay after seq {} ({}); joining afresh from its latest seq {}",
+                at.since.unwrap_or(0),
+                frame["reason"].as_str().unwrap_or("?"),
+                frame["latest"]
+            );
+            at.since = None;
+            at.since_at = None;
+            return Some(Ended::Rejoin);
+        }
+        // The server could not check membership or read history just now: try again.
+        Some("error") if frame["code"] == "unavailable" => {
+            eprintln!("# the server is unavailable for now: {}", frame["message"]);
+            return Some(Ended::Lost { joined: *joined });
+        }
+        Some("error") => {
+            return Some(Ended::Fatal(format!("{}: {}", frame["code"].as_str().unwrap_or(""), frame["message"])));
+        }
+        Some("left") => return Some(Ended::Fatal(format!("left the room: {}", frame["reason"]))),
+        _ => println!("{text}"),
+    }
+    None
+}
+
+/// One line per event: `#SEQ TABLE ACTION ID WHAT`.
+fn print_event(seq: i64, frame: &Value) {
+    let row = &frame["row"];
+    let what = row["title"].as_str().or(row["body"].as_str()).or(row["name"].as_str()).unwrap_or("");
+    println!(
+        "#{seq} {} {} {} {}",
+        frame["table"].as_str().unwrap_or("?"),
+        frame["action"].as_str().unwrap_or("?"),
+        row["id"].as_str().or(row["user_id"].as_str()).unwrap_or(""),
+        what
+    );
 }

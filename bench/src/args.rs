@@ -1,0 +1,161 @@
+//! The flags of `boardcast-bench` (clap). Makefile, README.md and BENCHMARKS.md name them: keep them stable.
+//! A flag left out takes its scenario's default, which is why most are options here.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Parser, ValueEnum};
+
+const ABOUT: &str = "\
+boardcast-bench: load, latency, memory and write-ceiling benchmark for boardcast
+
+The database's public schema is DROPPED and recreated: point DATABASE_URL at a database of its own.";
+
+const USAGE: &str = "DATABASE_URL=postgres://postgres@127.0.0.1:5432/boardcast_bench boardcast-bench [OPTIONS]";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Scenario {
+    /// C clients over R rooms, W writers at a fixed offered rate (open loop)
+    Latency,
+    /// Many clients per room, to push deliveries/s (events × recipients)
+    Fanout,
+    /// Server RSS idle and at growing numbers of idle, joined connections
+    Memory,
+    /// The write ceiling: INSERT throughput with and without the feed, the server and clients
+    Writes,
+    /// All four, then BENCHMARKS.md and docs/bench/latency.svg are written
+    All,
+}
+
+#[derive(Debug, Clone, Parser)]
+#[command(name = "boardcast-bench", about = ABOUT, override_usage = USAGE)]
+#[command(after_help = "The last line printed is machine-readable: `BENCH_RESULT {json}`.")]
+pub struct Args {
+    /// What to run
+    #[arg(long, value_enum, default_value = "all")]
+    pub scenario: Scenario,
+    /// WebSocket clients (default: latency 1000, fanout 10000, writes 100)
+    #[arg(long, value_name = "C")]
+    pub clients: Option<usize>,
+    /// Project rooms the clients are spread over (default: latency 100, fanout 10, memory 100, writes 100)
+    #[arg(long, value_name = "R")]
+    pub rooms: Option<usize>,
+    /// SQL writer connections (default: latency 8, fanout 4, writes 8)
+    #[arg(long, value_name = "W")]
+    pub writers: Option<usize>,
+    /// Offered transactions/s, open loop; 0 = as fast as possible (default: latency 1000, fanout 300)
+    #[arg(long, value_name = "N")]
+    pub rate: Option<f64>,
+    /// Rows per transaction, 1 = single-row INSERTs (default 1; writes: bulk uses --bulk-rows)
+    #[arg(long, value_name = "K")]
+    pub rows: Option<usize>,
+    /// Rows per bulk transaction in `writes`
+    #[arg(long, value_name = "K", default_value_t = 100)]
+    pub bulk_rows: usize,
+    /// Measured seconds per run (default: latency 20, fanout 15, writes 5)
+    #[arg(long, value_name = "S")]
+    pub duration: Option<f64>,
+    /// Seconds written before measuring (default 3; writes 1)
+    #[arg(long, value_name = "S")]
+    pub warmup: Option<f64>,
+    /// Memory: connection counts to measure RSS at
+    #[arg(long, value_name = "A,B,..", value_delimiter = ',', default_value = "1000,2000,5000,10000,15000,20000")]
+    pub steps: Vec<usize>,
+    /// Memory: connections to try to hold at the end
+    #[arg(long, value_name = "N", default_value_t = 50_000)]
+    pub hold: usize,
+    /// Loopback source addresses 127.0.0.1..N for clients (default: enough for the connection count)
+    #[arg(long, value_name = "N")]
+    pub source_ips: Option<usize>,
+    /// Worker threads of the load generator's client runtime
+    #[arg(long, value_name = "T", default_value_t = 2)]
+    pub threads: usize,
+    /// The boardcast binary
+    #[arg(long, value_name = "PATH", default_value = "./target/release/boardcast")]
+    pub server_bin: PathBuf,
+    /// Extra environment for the server (repeatable), e.g. BOARDCAST_POOL_SIZE=32
+    #[arg(long, value_name = "K=V", value_parser = key_value)]
+    pub server_env: Vec<(String, String)>,
+    /// Writes: rounds over all modes, interleaved to spread out noise; the median is reported
+    #[arg(long, value_name = "N", default_value_t = 3)]
+    pub rounds: usize,
+    /// The writers' session setting (default: off for latency and fanout, so that the WAL flush, serialized by
+    /// NOTIFY's commit lock, does not cap the offered rate; writes measures both the server's setting and off)
+    #[arg(long, value_name = "on|off", value_parser = ["on", "off", "local", "remote_write", "remote_apply"])]
+    pub synchronous_commit: Option<String>,
+    /// Where logs and results.json go
+    #[arg(long, value_name = "DIR", default_value = ".bench-out")]
+    pub out: PathBuf,
+    /// Write BENCHMARKS.md and docs/bench/latency.svg (the default with --scenario all)
+    #[arg(long, overrides_with = "no_report")]
+    report: bool,
+    /// Do not write BENCHMARKS.md and docs/bench/latency.svg
+    #[arg(long, overrides_with = "report")]
+    no_report: bool,
+    /// Also write the results as JSON to PATH
+    #[arg(long, value_name = "PATH")]
+    pub json: Option<PathBuf>,
+    /// Run nothing: write BENCHMARKS.md again from an earlier run's results.json
+    #[arg(long, value_name = "PATH")]
+    pub render: Option<PathBuf>,
+    /// Less progress output
+    #[arg(long)]
+    pub quiet: bool,
+    /// The command line, as BENCHMARKS.md records it.
+    #[arg(skip)]
+    pub command: String,
+}
+
+impl Args {
+    /// The command line, parsed; exits on `--help` and on a usage error (with 2).
+    pub fn from_command_line() -> Args {
+        let mut args = Args::parse();
+        args.rounds = args.rounds.max(1);
+        let argv = std::env::args().skip(1);
+        args.command = std::iter::once("boardcast-bench".to_string()).chain(argv).collect::<Vec<_>>().join(" ");
+        args
+    }
+
+    /// Whether this scenario runs (all of them do with `--scenario all`).
+    pub fn runs(&self, scenario: Scenario) -> bool {
+        self.scenario == Scenario::All || self.scenario == scenario
+    }
+
+    /// `--report` or `--no-report`, whichever came last; without either, only `--scenario all` reports.
+    pub fn report(&self) -> bool {
+        match (self.report, self.no_report) {
+            (true, _) => true,
+            (_, true) => false,
+            _ => self.scenario == Scenario::All,
+        }
+    }
+
+    /// `--duration`, or the scenario's default.
+    pub fn secs(&self, default: f64) -> Duration {
+        Duration::from_secs_f64(self.duration.unwrap_or(default))
+    }
+}
+
+fn key_value(v: &str) -> Result<(String, String), String> {
+    let (k, x) = v.split_once('=').ok_or_else(|| format!("{v}: expected K=V"))?;
+    Ok((k.to_string(), x.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_flags_of_the_makefile_and_the_docs_parse() {
+        let a = Args::try_parse_from(["b", "--scenario", "latency", "--clients", "2000", "--rate", "2000"]).unwrap();
+        assert_eq!((a.scenario, a.clients, a.rate, a.report()), (Scenario::Latency, Some(2000), Some(2000.0), false));
+        let a = Args::try_parse_from(["b", "--server-env", "A=1", "--server-env", "B=x=y", "--no-report"]).unwrap();
+        assert_eq!(a.server_env, [("A".into(), "1".into()), ("B".into(), "x=y".into())]);
+        assert!(a.runs(Scenario::Memory) && !a.report());
+        let a = Args::try_parse_from(["b", "--no-report", "--report", "--steps", "10,20"]).unwrap();
+        assert!(a.report());
+        assert_eq!(a.steps, [10, 20]);
+        assert!(Args::try_parse_from(["b", "--server-env", "nonsense"]).is_err());
+        assert!(Args::try_parse_from(["b", "--scenario", "nonsense"]).is_err());
+    }
+}

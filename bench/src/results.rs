@@ -1,0 +1,102 @@
+//! What a run measured: the figures of each scenario, as results.json keeps them and the report renders them.
+
+use serde::{Deserialize, Serialize};
+
+use crate::load::WriteOutcome;
+use crate::machine::Machine;
+
+/// One latency or fan-out run.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LoadRun {
+    pub name: String,
+    pub clients: usize,
+    pub rooms: usize,
+    pub writers: usize,
+    pub rows_per_tx: usize,
+    pub offered_tps: Option<f64>,
+    pub achieved_tps: f64,
+    pub deliveries: u64,
+    pub expected_deliveries: u64,
+    pub deliveries_per_s: f64,
+    pub latency_samples: u64,
+    pub early_receipts: usize,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+    pub p999_ms: f64,
+    pub max_ms: f64,
+    pub mean_ms: f64,
+    pub from_send_p50_ms: f64,
+    pub from_send_p99_ms: f64,
+    pub synchronous_commit: String,
+    pub lost: u64,
+    pub duplicates: u64,
+    pub disconnected: usize,
+    pub other_frames: u64,
+    pub drain_ms: u64,
+    pub connect_secs: f64,
+    pub rss_idle: u64,
+    pub rss_connected: u64,
+    pub rss_max: u64,
+    pub queue_usage_max: f64,
+    pub server_cpu_pct: f64,
+    pub postgres_cpu_pct: f64,
+    pub bench_cpu_pct: f64,
+    pub machine_busy_pct: f64,
+    pub write: WriteOutcome,
+    /// The latency CDF: (µs, fraction).
+    #[serde(skip, default)]
+    pub cdf: Vec<(u64, f64)>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct MemoryRun {
+    pub rooms: usize,
+    pub rss_idle: u64,
+    /// (connections, RSS bytes)
+    pub points: Vec<(usize, u64)>,
+    pub slope_bytes_per_conn: f64,
+    pub held: usize,
+    pub hold_requested: usize,
+    pub hold_limit_note: Option<String>,
+    pub hold_error: Option<String>,
+    pub rss_held: u64,
+    pub connect_rate: f64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct WriteRun {
+    pub synchronous_commit: String,
+    pub mode: String,
+    pub rows_per_tx: usize,
+    pub writers: usize,
+    pub tps: f64,
+    pub rows_per_s: f64,
+    /// Transactions/s of each round (the figure above is their median).
+    pub tps_rounds: Vec<f64>,
+    /// Clients joined (server+clients only).
+    pub clients: Option<usize>,
+    pub errors: u64,
+    pub lost: Option<u64>,
+    pub duplicates: Option<u64>,
+    pub notifications: Option<u64>,
+    pub server_cpu_pct: Option<f64>,
+    pub postgres_cpu_pct: f64,
+    pub queue_usage_max: f64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+pub struct Results {
+    pub command: String,
+    pub date: String,
+    pub machine: Option<Machine>,
+    pub server_env: Vec<(String, String)>,
+    pub load: Vec<LoadRun>,
+    pub memory: Option<MemoryRun>,
+    pub writes: Vec<WriteRun>,
+    pub lost: u64,
+    pub duplicates: u64,
+    pub errors: Vec<String>,
+    /// The hand-written section of BENCHMARKS.md, carried over from the file being replaced.
+    #[serde(skip, default)]
+    pub notes: Option<String>,
+}
