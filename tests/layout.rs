@@ -37,7 +37,7 @@ fn assert_no_cycles(root: &Path) {
     let modules = read_modules(root, root);
     assert!(modules.len() > 3, "no sources under {}", root.display());
     let found = cycles(&dependencies(&modules));
-    let shown: Vec<String> = found.iter().map(|c| c.iter().map(|m| name(m)).collect::<Vec<_>>().join(" -> ")).collect();
+    let shown: Vec<String> = found.iter().map(|c| c.iter().map(name).collect::<Vec<_>>().join(" -> ")).collect();
     assert!(found.is_empty(), "modules that import each other in {}:\n  {}", root.display(), shown.join("\n  "));
 }
 
