@@ -5,9 +5,9 @@
 //!
 //! * `sql/` — the schema and the triggers that turn every committed write, by any SQL client, into an event
 //!   with a gapless per-project `seq`, recorded in `feed_events` and announced with NOTIFY.
-//! * [`feed::listener`] — one task on its own connection that LISTENs and hands notifications to the rooms.
-//! * [`feed::room`] — one room per project with subscribers in this process; broadcasts events in seq order.
-//! * [`feed::connection`] — one task per WebSocket client: joins, leaves, resumes, fills gaps from history.
+//! * `feed::listener` — one task on its own connection that LISTENs and hands notifications to the rooms.
+//! * `feed::room` — one room per project with subscribers in this process; broadcasts events in seq order.
+//! * `feed::connection` — one task per WebSocket client: joins, leaves, resumes, fills gaps from history.
 //! * `api` — the REST API. Its handlers only write to the database; they never emit.
 //! * `http` — what the API and the feed's `/ws` route share: the accept loop, tokens, errors, input.
 //! * [`app`] — wiring and graceful shutdown.
