@@ -26,6 +26,14 @@ const PRE_BASELINE: &[(&str, &str)] = &[
     ),
 ];
 
+/// The migrations after the baseline: a fresh database and an adopted one alike get them.
+const AFTER_BASELINE: &[&str] = &["0004_membership_floor"];
+
+/// Every migration, in order.
+fn all_migrations() -> Vec<&'static str> {
+    ["0001_domain", "0002_feed"].iter().chain(AFTER_BASELINE).copied().collect()
+}
+
 /// A new, empty database; returns its URL and a connection to it.
 async fn empty_database() -> (String, Client) {
     let name = format!("bc_test_{}", Uuid::new_v4().simple());
@@ -174,7 +182,7 @@ fn names(recorded: &[(String, Option<String>, String)]) -> Vec<&str> {
 async fn a_fresh_database_gets_every_migration_recorded_with_its_checksum() {
     let (url, mut sql) = empty_database().await;
     let applied = db::migrate(&mut sql).await.unwrap();
-    assert_eq!(applied, ["0001_domain", "0002_feed"]);
+    assert_eq!(applied, all_migrations());
     let recorded = recorded(&sql).await;
     assert_eq!(names(&recorded), applied);
     for (name, checksum, _) in &recorded {
@@ -190,10 +198,13 @@ async fn a_fresh_database_gets_every_migration_recorded_with_its_checksum() {
 
 #[tokio::test]
 async fn the_baseline_builds_exactly_the_schema_the_old_migrations_built() {
-    let (_, old) = pre_baseline_database(PRE_BASELINE.len()).await;
+    // The old migrations' database, brought past the baseline the way any database is: adopted as the
+    // baseline, then the migrations after it and the function files. Had the baseline built another schema
+    // than the old migrations, the difference would still be there.
+    let (_, mut old) = pre_baseline_database(PRE_BASELINE.len()).await;
+    assert_eq!(db::migrate(&mut old).await.unwrap(), AFTER_BASELINE, "only what came after the baseline");
     let (_, new) = migrated_database().await;
-    let helper = "function CREATE OR REPLACE FUNCTION public.boardcast_ensure_trigger(";
-    let new_catalog: Vec<String> = catalog(&new).await.into_iter().filter(|l| !l.starts_with(helper)).collect();
+    let new_catalog = catalog(&new).await;
     assert!(new_catalog.iter().any(|l| l.contains("boardcast_record")), "the catalog lists functions");
     assert_same_schema(&catalog(&old).await, &new_catalog);
 }
@@ -206,9 +217,9 @@ async fn a_database_from_before_the_baseline_keeps_its_events_and_goes_on_number
     assert!(before.len() >= 10, "{before:?}");
 
     let applied = db::migrate(&mut sql).await.unwrap();
-    assert!(applied.is_empty(), "the tables are there already: {applied:?}");
+    assert_eq!(applied, AFTER_BASELINE, "the baseline's tables are there already: {applied:?}");
     let recorded = recorded(&sql).await;
-    assert_eq!(names(&recorded), ["0001_domain", "0002_feed"], "the old names are adopted as the baseline's");
+    assert_eq!(names(&recorded), all_migrations(), "the old names are adopted as the baseline's");
     assert!(recorded.iter().all(|r| r.1.is_some()), "{recorded:?}");
     assert_eq!(events(&sql).await, before, "every event kept, as it was");
     let (_, fresh) = migrated_database().await;
@@ -218,14 +229,63 @@ async fn a_database_from_before_the_baseline_keeps_its_events_and_goes_on_number
     assert!(db::migrate(&mut sql).await.unwrap().is_empty(), "and the next start has nothing to do");
 }
 
+/// Members of a database from before 0004_membership_floor get where their history begins from what the
+/// retained history tells, and the backfill is not announced as a change.
+#[tokio::test]
+async fn existing_members_start_where_their_retained_history_says_and_nobody_hears_of_it() {
+    let (url, mut sql) = pre_baseline_database(PRE_BASELINE.len()).await;
+    let user = async |sql: &Client, name: &str| -> Uuid {
+        sql.query_one("INSERT INTO users (name) VALUES ($1) RETURNING id", &[&name]).await.unwrap().get(0)
+    };
+    let (alice, bob, carol, dave) =
+        (user(&sql, "alice").await, user(&sql, "bob").await, user(&sql, "carol").await, user(&sql, "dave").await);
+    let tx = sql.transaction().await.unwrap();
+    let project: Uuid =
+        tx.query_one("INSERT INTO projects (name) VALUES ('p') RETURNING id", &[]).await.unwrap().get(0);
+    tx.execute("INSERT INTO project_members (project_id, user_id, role) VALUES ($1, $2, 'owner')", &[&project, &alice])
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    let add = async |sql: &Client, member: Uuid| -> i64 {
+        sql.execute("INSERT INTO tasks (project_id, title) VALUES ($1, 'before')", &[&project]).await.unwrap();
+        sql.execute("INSERT INTO project_members (project_id, user_id) VALUES ($1, $2)", &[&project, &member])
+            .await
+            .unwrap();
+        sql.query_one("SELECT last_seq FROM feed_seq WHERE project_id = $1", &[&project]).await.unwrap().get(0)
+    };
+    add(&sql, bob).await;
+    let carol_added = add(&sql, carol).await;
+    sql.execute("DELETE FROM project_members WHERE user_id = $1", &[&bob]).await.unwrap();
+    let bob_added = add(&sql, bob).await;
+    let dave_added = add(&sql, dave).await;
+    // Retention removed a prefix, carol's insert with it.
+    sql.execute("DELETE FROM feed_events WHERE seq <= $1", &[&carol_added]).await.unwrap();
+    let before = events(&sql).await;
+    let (listener, mut notes) = listen(&url).await;
+
+    assert_eq!(db::migrate(&mut sql).await.unwrap(), AFTER_BASELINE);
+
+    let since = async |member: Uuid| -> i64 {
+        sql.query_one("SELECT since_seq FROM project_members WHERE user_id = $1", &[&member]).await.unwrap().get(0)
+    };
+    assert_eq!(since(alice).await, 0, "created with the project");
+    assert_eq!(since(bob).await, bob_added - 1, "from the latest add");
+    assert_eq!(since(carol).await, carol_added, "from the oldest retained event");
+    assert_eq!(since(dave).await, dave_added - 1);
+    assert_eq!(events(&sql).await, before, "no event recorded");
+    listener.batch_execute("NOTIFY boardcast_feed, 'after'").await.unwrap();
+    let first = tokio::time::timeout(WAIT, notes.recv()).await.expect("a notification").unwrap();
+    assert_eq!(first, "after", "the migration announced nothing");
+}
+
 #[tokio::test]
 async fn a_database_with_only_some_of_the_old_migrations_is_brought_up_to_the_baseline() {
     // 001..003: the feed's tables without feed_locks.xact, which 004 added.
     let (url, mut sql) = pre_baseline_database(3).await;
     let project = write_history(&mut sql).await;
     let before = events(&sql).await;
-    assert!(db::migrate(&mut sql).await.unwrap().is_empty());
-    assert_eq!(names(&recorded(&sql).await), ["0001_domain", "0002_feed"]);
+    assert_eq!(db::migrate(&mut sql).await.unwrap(), AFTER_BASELINE);
+    assert_eq!(names(&recorded(&sql).await), all_migrations());
     assert_eq!(events(&sql).await, before);
     let (_, fresh) = migrated_database().await;
     assert_same_schema(&catalog(&sql).await, &catalog(&fresh).await);
@@ -235,8 +295,8 @@ async fn a_database_with_only_some_of_the_old_migrations_is_brought_up_to_the_ba
     let (url, mut sql) = pre_baseline_database(1).await;
     let project: Uuid =
         sql.query_one("INSERT INTO projects (name) VALUES ('Early') RETURNING id", &[]).await.unwrap().get(0);
-    assert_eq!(db::migrate(&mut sql).await.unwrap(), ["0002_feed"]);
-    assert_eq!(names(&recorded(&sql).await), ["0001_domain", "0002_feed"]);
+    assert_eq!(db::migrate(&mut sql).await.unwrap(), all_migrations()[1..]);
+    assert_eq!(names(&recorded(&sql).await), all_migrations());
     assert_same_schema(&catalog(&sql).await, &catalog(&fresh).await);
     next_write_is(&url, &sql, project, 1).await;
 }
@@ -339,5 +399,5 @@ async fn servers_starting_together_migrate_one_at_a_time() {
         applied.push(start.await.unwrap().expect("every start succeeds"));
     }
     applied.sort();
-    assert_eq!(applied, [vec![], vec![], vec![], vec!["0001_domain", "0002_feed"]]);
+    assert_eq!(applied, [vec![], vec![], vec![], all_migrations()]);
 }

@@ -74,14 +74,15 @@ BEGIN
     END IF;
     -- Lock each project's row, in one order so statements touching several projects cannot deadlock each
     -- other. Re-locking a row this transaction already holds costs nothing. A project's first event creates
-    -- its row.
+    -- its row, which remembers the transaction that made it (project_members.since_seq counts the members that
+    -- transaction adds from the start).
     -- Also counts the rows this transaction has not marked yet (see below), so that a transaction's later
     -- statements need not run the UPDATE at all.
     this_xact := pg_current_xact_id();
     SELECT count(*), count(*) FILTER (WHERE l.xact IS DISTINCT FROM this_xact) INTO locked, unwritten
       FROM (SELECT f.xact FROM feed_locks f WHERE project_id = ANY (projects) ORDER BY project_id FOR UPDATE) l;
     IF locked < cardinality(projects) THEN
-        INSERT INTO feed_locks (project_id) SELECT unnest(projects) ON CONFLICT DO NOTHING;
+        INSERT INTO feed_locks (project_id, first_xact) SELECT unnest(projects), this_xact ON CONFLICT DO NOTHING;
         PERFORM 1 FROM feed_locks WHERE project_id = ANY (projects) ORDER BY project_id FOR UPDATE;
         unwritten := 1;
     END IF;

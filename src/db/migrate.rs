@@ -29,6 +29,7 @@ pub struct Migration {
 pub const MIGRATIONS: &[Migration] = &[
     Migration { name: "0001_domain", sql: include_str!("../../sql/migrations/0001_domain.sql") },
     Migration { name: "0002_feed", sql: include_str!("../../sql/migrations/0002_feed.sql") },
+    Migration { name: "0004_membership_floor", sql: include_str!("../../sql/migrations/0004_membership_floor.sql") },
 ];
 
 /// The function files, in the order they are applied at every start (`triggers` defines the helper the
@@ -37,6 +38,7 @@ pub const FUNCTIONS: &[(&str, &str)] = &[
     ("triggers", include_str!("../../sql/functions/triggers.sql")),
     ("domain", include_str!("../../sql/functions/domain.sql")),
     ("feed", include_str!("../../sql/functions/feed.sql")),
+    ("membership", include_str!("../../sql/functions/membership.sql")),
     ("retention", include_str!("../../sql/functions/retention.sql")),
 ];
 

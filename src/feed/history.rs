@@ -123,19 +123,24 @@ impl History {
         Ok(row.map(|r| Event::new(r.get(0), r.get(1))))
     }
 
-    /// For a join: the project's latest seq and that event's `at` if `user` is a member, `None` if not (or if
-    /// there is no such project; the two are deliberately indistinguishable).
-    pub(crate) async fn latest_if_member(&self, project: Uuid, user: Uuid) -> Result<Option<(i64, Option<String>)>> {
+    /// For a join: the project's latest seq, that event's `at`, and the lowest `since` the member may resume
+    /// from (where their membership began: `project_members.since_seq`), if `user` is a member; `None` if not
+    /// (or if there is no such project; the two are deliberately indistinguishable).
+    pub(crate) async fn latest_if_member(
+        &self,
+        project: Uuid,
+        user: Uuid,
+    ) -> Result<Option<(i64, Option<String>, i64)>> {
         let (_slot, client) = self.client(Reader::Client).await?;
         let stmt = client
             .prepare_cached(
-                "SELECT coalesce(e.seq, 0), to_json(e.at) #>> '{}'
+                "SELECT coalesce(e.seq, 0), to_json(e.at) #>> '{}', m.since_seq
                    FROM project_members m
                    LEFT JOIN LATERAL (SELECT seq, at FROM feed_events WHERE project_id = $1
                                        ORDER BY seq DESC LIMIT 1) e ON true
                   WHERE m.project_id = $1 AND m.user_id = $2",
             )
             .await?;
-        Ok(client.query_opt(&stmt, &[&project, &user]).await?.map(|r| (r.get(0), r.get(1))))
+        Ok(client.query_opt(&stmt, &[&project, &user]).await?.map(|r| (r.get(0), r.get(1), r.get(2))))
     }
 }

@@ -180,6 +180,8 @@ pub(crate) enum ResyncReason {
     SinceAhead,
     /// History no longer continues what the client saw (the database was restored from a backup).
     HistoryRewound,
+    /// The client asked to resume from before it became a member: the events before that are not for it.
+    BeforeMembership,
 }
 
 /// The `code` of an error frame (docs/protocol.md lists when each is sent).
@@ -286,6 +288,10 @@ mod tests {
             (
                 ServerFrame::Resync { project: p, latest: 3, reason: ResyncReason::HistoryRewound }.to_text(None),
                 json!({"op": "resync", "project": p, "latest": 3, "reason": "history_rewound"}),
+            ),
+            (
+                ServerFrame::Resync { project: p, latest: 9, reason: ResyncReason::BeforeMembership }.to_text(None),
+                json!({"op": "resync", "project": p, "latest": 9, "reason": "before_membership"}),
             ),
             (
                 ServerFrame::Error { code: ErrorCode::TooManyRooms, message: "too many" }

@@ -2,8 +2,9 @@
 //!
 //! A join subscribes to the room before it reads the project's latest seq: every event committed after that
 //! read is then either in the broadcast or, if the room was catching up, filled from history. Nothing falls
-//! in between. A resume (`since`) first checks that history still reaches back to it, and still records the
-//! client's last event as the client saw it, before promising anything.
+//! in between. A resume (`since`) first checks that it does not reach back before the client's membership
+//! began, that history still reaches back to it, and still records the client's last event as the client saw
+//! it, before promising anything.
 
 use serde_json::Value;
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -123,7 +124,7 @@ async fn start(
     since: Option<i64>,
     since_at: Option<At>,
 ) -> Result<Start, Refusal> {
-    let (latest, latest_at) = match feed.history.latest_if_member(project, user).await {
+    let (latest, latest_at, since_seq) = match feed.history.latest_if_member(project, user).await {
         Ok(Some(latest)) => latest,
         // One answer for "no such project" and "not a member", so ids cannot be probed.
         Ok(None) => return Err(Refusal::Error(ErrorCode::NotFound, "no such project, or you are not a member of it")),
@@ -136,6 +137,8 @@ async fn start(
     match since {
         None => Ok(Start { seq: latest, latest, at: latest_at, replay: Vec::new() }),
         Some(since) if since > latest => Err(Refusal::Resync { latest, reason: ResyncReason::SinceAhead }),
+        // A replay never reaches back before the membership: what the project said before is not theirs to read.
+        Some(since) if since < since_seq => Err(Refusal::Resync { latest, reason: ResyncReason::BeforeMembership }),
         Some(since) => resume(feed, project, since, since_at, latest).await,
     }
 }
