@@ -26,6 +26,14 @@ pub struct Identity {
     pub expires_at: Option<SystemTime>,
 }
 
+impl Identity {
+    /// How long until the token expires (zero if it has); `None` if it does not.
+    pub fn expires_in(&self) -> Option<Duration> {
+        let at = self.expires_at?;
+        Some(at.duration_since(SystemTime::now()).unwrap_or_default())
+    }
+}
+
 /// The length of a token: `bc_` and 64 hex digits.
 const TOKEN_LEN: usize = 3 + 64;
 

@@ -17,11 +17,10 @@ use crate::auth::Identity;
 /// wall clock the expiry is written in may differ by a little.
 const EXPIRY_SLACK: Duration = Duration::from_millis(100);
 
-/// The moment `who`'s token expires, on the session's clock; `None` if it does not. A session plans a token
-/// check for it from the start.
-pub(super) fn expiry(who: &Identity) -> Option<Instant> {
-    let at = who.expires_at?;
-    Some(Instant::now() + at.duration_since(SystemTime::now()).unwrap_or_default())
+/// The moment `who`'s token expires, on the session's clock; `None` if it does not. (A session plans a token
+/// check for it from the start.)
+fn expiry(who: &Identity) -> Option<Instant> {
+    who.expires_in().map(|d| Instant::now() + d)
 }
 
 fn expired(who: &Identity) -> bool {

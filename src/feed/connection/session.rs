@@ -60,7 +60,8 @@ impl Joined {
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     pub fn new(ws: WebSocketStream<S>, who: Identity, feed: Arc<Feed>, shutdown: CancellationToken) -> Session<S> {
-        let recheck_at = super::revocation::expiry(&who);
+        // The token's expiry is a token check planned from the start (see `revocation`).
+        let recheck_at = who.expires_in().map(|d| Instant::now() + d);
         Session { who, feed, ws, rooms: HashMap::new(), streams: StreamMap::new(), shutdown, recheck_at }
     }
 
