@@ -1,6 +1,8 @@
 //! Operator tasks, shared by the CLI and the tests: users, tokens, memberships, the demo project, and
 //! retention of recorded events.
 
+use std::time::Duration;
+
 use deadpool_postgres::Pool;
 use tokio_postgres::GenericClient;
 use tokio_util::sync::CancellationToken;
@@ -26,7 +28,7 @@ pub async fn add_user(db: &impl GenericClient, name: &str) -> Result<(Uuid, Stri
         })?
         .ok_or_else(|| Error::Usage(format!("user {name:?} already exists; use `boardcast token issue {name}`")))?;
     let id: Uuid = row.get(0);
-    let (_, token) = auth::issue_token(db, id, "created with user add").await?;
+    let (_, token) = auth::issue_token(db, id, "created with user add", None).await?;
     Ok((id, token))
 }
 
@@ -37,10 +39,17 @@ pub async fn user_id(db: &impl GenericClient, name: &str) -> Result<Uuid> {
         .ok_or_else(|| Error::Usage(format!("no user named {name:?}")))
 }
 
-/// Issues another token for an existing user: `(token id, token)`.
-pub async fn issue_token(db: &impl GenericClient, user: &str, label: &str) -> Result<(Uuid, String)> {
+/// Issues another token for an existing user, valid for `lifetime` (`None`: until revoked): `(token id,
+/// token)`. The operator's tokens have no default expiry and no limit on their number: they are for services
+/// and scripts an operator sets up, and revokes when they go.
+pub async fn issue_token(
+    db: &impl GenericClient,
+    user: &str,
+    label: &str,
+    lifetime: Option<Duration>,
+) -> Result<(Uuid, String)> {
     let id = user_id(db, user).await?;
-    auth::issue_token(db, id, label).await
+    auth::issue_token(db, id, label, lifetime).await
 }
 
 /// Revokes a token, named by its id or by the token itself. Connections using it are closed at once.
@@ -64,17 +73,39 @@ pub async fn revoke_token(db: &impl GenericClient, token_or_id: &str) -> Result<
     row.map(|r| r.get(0)).ok_or_else(|| Error::Usage("no such token".into()))
 }
 
-/// Lists a user's tokens: `(id, label, created, revoked?)`.
-pub async fn list_tokens(db: &impl GenericClient, user: &str) -> Result<Vec<(Uuid, String, String, bool)>> {
+/// A token as `boardcast token list` shows it.
+pub struct TokenListing {
+    pub id: Uuid,
+    pub label: String,
+    /// `YYYY-MM-DD HH:MI`, like `expires`.
+    pub created: String,
+    pub revoked: bool,
+    pub expires: Option<String>,
+    pub expired: bool,
+}
+
+/// Lists a user's tokens, oldest first.
+pub async fn list_tokens(db: &impl GenericClient, user: &str) -> Result<Vec<TokenListing>> {
     let id = user_id(db, user).await?;
     let rows = db
         .query(
-            "SELECT id, label, to_char(created_at, 'YYYY-MM-DD HH24:MI'), revoked_at IS NOT NULL
+            "SELECT id, label, to_char(created_at, 'YYYY-MM-DD HH24:MI'), revoked_at IS NOT NULL,
+                    to_char(expires_at, 'YYYY-MM-DD HH24:MI'), coalesce(expires_at <= now(), false)
                FROM api_tokens WHERE user_id = $1 ORDER BY created_at",
             &[&id],
         )
         .await?;
-    Ok(rows.iter().map(|r| (r.get(0), r.get(1), r.get(2), r.get(3))).collect())
+    Ok(rows
+        .iter()
+        .map(|r| TokenListing {
+            id: r.get(0),
+            label: r.get(1),
+            created: r.get(2),
+            revoked: r.get(3),
+            expires: r.get(4),
+            expired: r.get(5),
+        })
+        .collect())
 }
 
 /// Gives `user` access to `project` and returns the role they now have. Without a role, a new member joins as
@@ -162,7 +193,7 @@ pub async fn demo(db: &mut tokio_postgres::Client) -> Result<(Uuid, String)> {
         Some(r) => r.get(0),
         None => add_project(db, DEMO_PROJECT, DEMO_USER).await?,
     };
-    let (_, token) = issue_token(&*db, DEMO_USER, "demo").await?;
+    let (_, token) = issue_token(&*db, DEMO_USER, "demo", None).await?;
     Ok((project, token))
 }
 

@@ -16,6 +16,7 @@ use crate::config::Settings;
 use crate::db;
 use crate::error::{Error, Result};
 use crate::feed::{Feed, listener, upgrade};
+use crate::http::gate::Gate;
 use crate::http::server;
 use crate::{admin, api, health};
 
@@ -81,7 +82,9 @@ impl Application {
             .or(upgrade::route(feed.clone(), stop.clone(), tracker.clone()))
             .or(api::for_browsers(pool.clone(), settings.cors_origins.clone()))
             .recover(crate::http::error::recover);
-        let serving = tokio::spawn(server::serve(self.listener, warp::service(routes), stop.clone(), tracker.clone()));
+        let gate = Arc::new(Gate::new(settings.http.clone()));
+        let service = warp::service(routes);
+        let serving = tokio::spawn(server::serve(self.listener, service, gate, stop.clone(), tracker.clone()));
         tracing::info!("boardcast listening on http://{} (feed: ws://{}/ws)", self.addr, self.addr);
 
         shutdown.await;

@@ -1,7 +1,13 @@
 //! Who is calling: API tokens, how they are made, stored and checked.
 //!
 //! A token is `bc_` followed by 32 random bytes in hex. Only its SHA-256 is stored, so a leaked database does
-//! not leak usable tokens; a fast hash is enough because the token itself has 256 bits of entropy.
+//! not leak usable tokens; a fast hash is enough because the token itself has 256 bits of entropy. A token
+//! may have an expiry (`api_tokens.expires_at`); past it, it is refused like a revoked one.
+//!
+//! Neither a token nor its hash is ever logged: statements that take one as a parameter are logged by
+//! tokio-postgres at debug with their parameters, which is why `main` caps that target at info.
+
+use std::time::{Duration, SystemTime};
 
 use sha2::{Digest, Sha256};
 use tokio_postgres::GenericClient;
@@ -16,44 +22,73 @@ pub struct Identity {
     pub user_name: String,
     /// The token used; connections opened with it are closed when it is revoked.
     pub token_id: Uuid,
+    /// When the token expires, if it does; connections opened with it close then.
+    pub expires_at: Option<SystemTime>,
 }
+
+impl Identity {
+    /// How long until the token expires (zero if it has); `None` if it does not.
+    pub fn expires_in(&self) -> Option<Duration> {
+        let at = self.expires_at?;
+        Some(at.duration_since(SystemTime::now()).unwrap_or_default())
+    }
+}
+
+/// The length of a token: `bc_` and 64 hex digits.
+const TOKEN_LEN: usize = 3 + 64;
 
 pub fn new_token() -> String {
     let bytes: [u8; 32] = rand::random();
     format!("bc_{}", hex::encode(bytes))
 }
 
-pub fn hash_token(token: &str) -> Vec<u8> {
-    Sha256::digest(token.as_bytes()).to_vec()
+/// What is stored of a token: its SHA-256.
+pub fn token_digest(token: &str) -> [u8; 32] {
+    Sha256::digest(token.as_bytes()).into()
 }
 
-/// Issues a new token for a user and returns `(token id, token)`. The token is not stored and cannot be
-/// shown again.
-pub async fn issue_token(db: &impl GenericClient, user_id: Uuid, label: &str) -> Result<(Uuid, String)> {
+pub fn hash_token(token: &str) -> Vec<u8> {
+    token_digest(token).to_vec()
+}
+
+/// Whether `token` has the shape of one [`new_token`] makes (`bc_` and 64 lowercase hex digits). Anything
+/// else names no token, and is refused without asking the database.
+pub fn well_formed(token: &str) -> bool {
+    token.len() == TOKEN_LEN
+        && token.starts_with("bc_")
+        && token.bytes().skip(3).all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
+/// Issues a new token for a user, valid for `lifetime` (`None`: until revoked), and returns `(token id,
+/// token)`. The token is not stored and cannot be shown again.
+pub async fn issue_token(
+    db: &impl GenericClient,
+    user_id: Uuid,
+    label: &str,
+    lifetime: Option<Duration>,
+) -> Result<(Uuid, String)> {
     let token = new_token();
+    let seconds = lifetime.map(|d| d.as_secs_f64());
     let row = db
         .query_one(
-            "INSERT INTO api_tokens (user_id, token_hash, label) VALUES ($1, $2, $3) RETURNING id",
-            &[&user_id, &hash_token(&token), &label],
+            "INSERT INTO api_tokens (user_id, token_hash, label, expires_at)
+             VALUES ($1, $2, $3, now() + make_interval(secs => $4)) RETURNING id",
+            &[&user_id, &hash_token(&token), &label, &seconds],
         )
         .await?;
     Ok((row.get(0), token))
 }
 
-/// Looks a token up. `None` for an unknown, malformed or revoked token.
-pub async fn authenticate(db: &impl GenericClient, token: &str) -> Result<Option<Identity>> {
-    // Reject obviously malformed tokens without a query.
-    if token.len() != 67 || !token.starts_with("bc_") {
-        return Ok(None);
-    }
+/// Looks a token up by its hash. `None` for an unknown, revoked or expired token.
+pub async fn authenticate(db: &impl GenericClient, token_hash: &[u8]) -> Result<Option<Identity>> {
     let row = db
         .query_opt(
-            "SELECT u.id, u.name, t.id FROM api_tokens t JOIN users u ON u.id = t.user_id
-              WHERE t.token_hash = $1 AND t.revoked_at IS NULL",
-            &[&hash_token(token)],
+            "SELECT u.id, u.name, t.id, t.expires_at FROM api_tokens t JOIN users u ON u.id = t.user_id
+              WHERE t.token_hash = $1 AND t.revoked_at IS NULL AND (t.expires_at IS NULL OR t.expires_at > now())",
+            &[&token_hash],
         )
         .await?;
-    Ok(row.map(|r| Identity { user_id: r.get(0), user_name: r.get(1), token_id: r.get(2) }))
+    Ok(row.map(|r| Identity { user_id: r.get(0), user_name: r.get(1), token_id: r.get(2), expires_at: r.get(3) }))
 }
 
 /// The token a request carries: `Authorization: Bearer TOKEN`, else `?token=TOKEN` (browsers cannot set

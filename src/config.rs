@@ -19,6 +19,38 @@ pub struct Settings {
     /// `https://board.example.com,http://localhost:5173`; `*` (the default) for any. Any origin is safe to
     /// allow: the API takes bearer tokens, never cookies, so another site's page cannot act as a user.
     pub cors_origins: Option<Vec<String>>,
+    pub http: HttpSettings,
+}
+
+/// What one HTTP client may cost: time to send a body, failed authentications, tokens.
+#[derive(Debug, Clone)]
+pub struct HttpSettings {
+    /// `BOARDCAST_BODY_TIMEOUT_SECS` (default 20): time from a request's arrival to the last byte of its body;
+    /// past it, 408 and the connection is closed. 20 s carries the largest body (2.4 MB) at 1 Mbit/s.
+    pub body_timeout: Duration,
+    /// `BOARDCAST_AUTH_FAILURES_PER_MIN` (default 60): failed authentications a client address (an IPv6 /64)
+    /// may make per minute, in a burst or spread out; past it, 429 until the budget refills.
+    pub auth_failures_per_min: u32,
+    /// `BOARDCAST_TOKEN_DEFAULT_TTL_SECS` (default 90 days): the lifetime of a token issued through the API
+    /// without `expires_in`.
+    pub token_default_ttl: Duration,
+    /// `BOARDCAST_TOKEN_MAX_TTL_SECS` (default 365 days): the longest `expires_in` the API accepts.
+    pub token_max_ttl: Duration,
+    /// `BOARDCAST_MAX_TOKENS_PER_USER` (default 100): active (neither revoked nor expired) tokens a user may
+    /// hold; the API refuses to issue more (409).
+    pub max_tokens_per_user: i64,
+}
+
+impl Default for HttpSettings {
+    fn default() -> Self {
+        HttpSettings {
+            body_timeout: Duration::from_secs(20),
+            auth_failures_per_min: 60,
+            token_default_ttl: Duration::from_secs(90 * 24 * 3600),
+            token_max_ttl: Duration::from_secs(365 * 24 * 3600),
+            max_tokens_per_user: 100,
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -94,6 +126,7 @@ impl Settings {
             feed: FeedSettings::default(),
             retention: Retention::default(),
             cors_origins: None,
+            http: HttpSettings::default(),
         }
     }
 }
@@ -237,6 +270,51 @@ pub struct SettingsArgs {
         value_parser = parse_origins,
     )]
     pub cors_origins: CorsOrigins,
+    /// Seconds from a request's arrival to the end of its body; past it, 408 and the connection is closed
+    #[arg(
+        long,
+        env = "BOARDCAST_BODY_TIMEOUT_SECS",
+        value_name = "BOARDCAST_BODY_TIMEOUT_SECS",
+        hide_env = true,
+        default_value_t = 20
+    )]
+    pub body_timeout_secs: u64,
+    /// Failed authentications one client address (IPv6: its /64) may make per minute; past it, 429
+    #[arg(
+        long,
+        env = "BOARDCAST_AUTH_FAILURES_PER_MIN",
+        value_name = "BOARDCAST_AUTH_FAILURES_PER_MIN",
+        hide_env = true,
+        default_value_t = 60
+    )]
+    pub auth_failures_per_min: u32,
+    /// Lifetime in seconds of a token issued through the API without expires_in (default 90 days)
+    #[arg(
+        long,
+        env = "BOARDCAST_TOKEN_DEFAULT_TTL_SECS",
+        value_name = "BOARDCAST_TOKEN_DEFAULT_TTL_SECS",
+        hide_env = true,
+        default_value_t = 90 * 24 * 3600
+    )]
+    pub token_default_ttl_secs: u64,
+    /// The longest expires_in, in seconds, the API accepts for a new token (default 365 days)
+    #[arg(
+        long,
+        env = "BOARDCAST_TOKEN_MAX_TTL_SECS",
+        value_name = "BOARDCAST_TOKEN_MAX_TTL_SECS",
+        hide_env = true,
+        default_value_t = 365 * 24 * 3600
+    )]
+    pub token_max_ttl_secs: u64,
+    /// Active tokens one user may hold; the API issues no more (409)
+    #[arg(
+        long,
+        env = "BOARDCAST_MAX_TOKENS_PER_USER",
+        value_name = "BOARDCAST_MAX_TOKENS_PER_USER",
+        hide_env = true,
+        default_value_t = 100
+    )]
+    pub max_tokens_per_user: u32,
 }
 
 /// `*` (any origin: `None`) or a list of origins.
@@ -250,6 +328,11 @@ impl From<SettingsArgs> for Settings {
         s.addr = a.addr;
         s.pool_size = a.pool_size.max(1) as usize;
         s.cors_origins = a.cors_origins.0;
+        s.http.body_timeout = secs(a.body_timeout_secs);
+        s.http.auth_failures_per_min = a.auth_failures_per_min.max(1);
+        s.http.token_max_ttl = secs(a.token_max_ttl_secs);
+        s.http.token_default_ttl = secs(a.token_default_ttl_secs).min(s.http.token_max_ttl);
+        s.http.max_tokens_per_user = i64::from(a.max_tokens_per_user.max(1));
         s.feed.ping_interval = secs(a.ping_secs);
         s.feed.idle_timeout = secs(a.idle_timeout_secs);
         s.feed.send_timeout = secs(a.send_timeout_secs);

@@ -4,15 +4,21 @@
 //! own tokens with a token they already have. A token's secret is shown once, in the response that issues
 //! it. Revoking a token, including the one making the request, stops it at once: the revocation trigger
 //! closes WebSocket connections opened with it, and the next HTTP request with it is a 401.
+//!
+//! A token issued here expires (`expires_in` seconds, by default `BOARDCAST_TOKEN_DEFAULT_TTL_SECS`, at most
+//! `BOARDCAST_TOKEN_MAX_TTL_SECS`): a token forgotten on some device stops working on its own. A user may hold
+//! at most `BOARDCAST_MAX_TOKENS_PER_USER` active tokens. Every answer here is `Cache-Control: no-store`: one
+//! carries a secret, and the others describe the caller's credentials, which no cache should keep.
 
 use std::collections::HashMap;
+use std::time::Duration;
 
 use bytes::Bytes;
 use deadpool_postgres::Pool;
 use serde_json::json;
 use warp::Filter;
 use warp::filters::BoxedFilter;
-use warp::http::StatusCode;
+use warp::http::{HeaderValue, StatusCode, header};
 use warp::reply::Response;
 
 use super::page::Page;
@@ -22,7 +28,8 @@ use super::values::Label;
 use crate::auth::{self, Identity};
 use crate::http::ApiError;
 use crate::http::auth::authed;
-use crate::http::input::{self, Fields, Request};
+use crate::http::gate::{Door, door};
+use crate::http::input::{self, Fields, FromField, Request};
 use crate::http::reply::{ok, respond};
 
 pub const ROUTES: &[Route] = &[
@@ -39,7 +46,13 @@ pub fn routes(pool: Pool) -> BoxedFilter<(Response,)> {
         .unify()
         .or(revoke_token(pool))
         .unify()
+        .map(no_store)
         .boxed()
+}
+
+fn no_store(mut res: Response) -> Response {
+    res.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    res
 }
 
 /// `GET /api/me`: who the token belongs to.
@@ -61,7 +74,7 @@ async fn whoami(who: Identity, pool: Pool) -> Result<Response, ApiError> {
 }
 
 const TOKEN_JSON: &str = "jsonb_build_object('id', id, 'label', label, 'created_at', created_at,
-                                              'revoked_at', revoked_at)";
+                                              'revoked_at', revoked_at, 'expires_at', expires_at)";
 
 /// `GET /api/tokens`: the caller's tokens, oldest first, without secrets; `current` marks the one in use.
 /// Paginated like every list: a user (or a script) that issues a token per device or per run may have many.
@@ -99,31 +112,80 @@ async fn list_tokens_of(who: Identity, q: HashMap<String, String>, pool: Pool) -
 /// The body of `POST /api/tokens`.
 struct NewToken {
     label: Label,
+    expires_in: Option<Lifetime>,
 }
 
-impl Request for NewToken {
-    const FIELDS: &'static [&'static str] = &["label"];
+/// A token's lifetime, as `expires_in` gives it: a whole number of seconds, at least 1. (The most allowed is a
+/// setting: [`issue`] checks it.)
+struct Lifetime(u64);
 
-    fn read(f: &Fields) -> Result<Self, ApiError> {
-        Ok(NewToken { label: f.get("label")?.unwrap_or_default() })
+impl FromField for Lifetime {
+    fn from_field(value: &serde_json::Value) -> Result<Self, String> {
+        value
+            .as_u64()
+            .filter(|&s| s >= 1)
+            .map(Lifetime)
+            .ok_or_else(|| "must be a whole number of seconds, at least 1".into())
     }
 }
 
-/// `POST /api/tokens` `{"label"?}` → 201 with the new token, shown this once.
+impl Request for NewToken {
+    const FIELDS: &'static [&'static str] = &["label", "expires_in"];
+
+    fn read(f: &Fields) -> Result<Self, ApiError> {
+        Ok(NewToken { label: f.get("label")?.unwrap_or_default(), expires_in: f.get("expires_in")? })
+    }
+}
+
+/// `POST /api/tokens` `{"label"?, "expires_in"?}` → 201 with the new token, shown this once.
 fn issue_token(pool: Pool) -> impl Filter<Extract = (Response,), Error = warp::Rejection> + Clone {
     warp::path!("api" / "tokens")
         .and(warp::post())
         .and(authed(pool.clone()))
         .and(input::body(input::MAX_BODY))
+        .and(door())
         .and(with_pool(pool))
-        .then(|who: Identity, body: Bytes, pool: Pool| async move { respond(issue(who, body, pool).await) })
+        .then(|who: Identity, body: Bytes, door: Door, pool: Pool| async move {
+            respond(issue(who, body, door, pool).await)
+        })
 }
 
-async fn issue(who: Identity, body: Bytes, pool: Pool) -> Result<Response, ApiError> {
+async fn issue(who: Identity, body: Bytes, door: Door, pool: Pool) -> Result<Response, ApiError> {
     let new: NewToken = input::parse(&body)?;
-    let client = pool.get().await?;
-    let (id, secret) = auth::issue_token(&**client, who.user_id, new.label.as_str()).await?;
-    let row = client.query_one(&format!("SELECT {TOKEN_JSON} FROM api_tokens WHERE id = $1"), &[&id]).await?;
+    let settings = &door.gate.settings;
+    let lifetime = match new.expires_in {
+        None => settings.token_default_ttl,
+        Some(Lifetime(s)) if s > settings.token_max_ttl.as_secs() => {
+            let max = settings.token_max_ttl.as_secs();
+            return Err(ApiError::invalid("expires_in", format!("must be at most {max} seconds")));
+        }
+        Some(Lifetime(s)) => Duration::from_secs(s),
+    };
+    let mut client = pool.get().await?;
+    let tx = client.transaction().await?;
+    // Issues from one user take turns, so that two at once cannot both take the last place.
+    tx.execute("SELECT 1 FROM users WHERE id = $1 FOR UPDATE", &[&who.user_id]).await?;
+    let active: i64 = tx
+        .query_one(
+            "SELECT count(*) FROM api_tokens
+              WHERE user_id = $1 AND revoked_at IS NULL AND (expires_at IS NULL OR expires_at > now())",
+            &[&who.user_id],
+        )
+        .await?
+        .get(0);
+    let max = settings.max_tokens_per_user;
+    if active >= max {
+        return Err(ApiError::Conflict {
+            message: format!(
+                "you have {active} active tokens, and {max} is the most a user may have: revoke one you no longer \
+                 use (DELETE /api/tokens/{{token_id}}) first"
+            ),
+            current: None,
+        });
+    }
+    let (id, secret) = auth::issue_token(&*tx, who.user_id, new.label.as_str(), Some(lifetime)).await?;
+    let row = tx.query_one(&format!("SELECT {TOKEN_JSON} FROM api_tokens WHERE id = $1"), &[&id]).await?;
+    tx.commit().await?;
     let token = Token { token: Some(secret), ..from_json(&row, 0)? };
     Ok(ok(StatusCode::CREATED, &token))
 }

@@ -46,7 +46,7 @@ fn build() -> Value {
             "version": env!("CARGO_PKG_VERSION"),
             "description": "The REST API of boardcast. Writes return the `seq` of the event they produced on the \
                             WebSocket feed (/ws, see docs/protocol.md). Errors are always \
-                            {\"error\": {\"code\", \"message\"}}, with `field` on 422 and `current` on 409. Unknown \
+                            {\"error\": {\"code\", \"message\"}}, with `field` on 422, `current` on 409 and `retry_after` on 429. Unknown \
                             body fields and query parameters are refused with 422. See docs/api.md."
         },
         "servers": [{"url": "/"}],
@@ -58,16 +58,19 @@ fn build() -> Value {
             "schemas": merge([records(), requests()]),
             "responses": {
                 "400": error_response("Malformed: not JSON, not an object, a bad query string"),
-                "401": error_response("No token, or an unknown or revoked one"),
+                "401": error_response("No token, or an unknown, expired, revoked or malformed one"),
                 "403": error_response("A member, but not allowed to do this (owners only, authors only)"),
                 "404": error_response("No such resource, or not one the caller may see"),
                 "409": error_response("Conflicts with the current state; `current` holds it when there is one"),
+                "408": error_response("The body did not arrive within the body timeout (20 s by default); the \
+                                       connection is closed"),
                 "413": error_response(&format!(
                     "The body is larger than {MAX_TASK_BODY} bytes (creating or changing a task: a description of \
                      200,000 characters, however escaped) or {MAX_BODY} bytes (every other operation)"
                 )),
                 "415": error_response("The body is not application/json"),
                 "422": error_response("A field, parameter or the body holds a value that is not allowed; `field` names it"),
+                "429": rate_limited_response(),
                 "503": error_response("The database is not reachable right now; retry"),
             }
         }
@@ -89,11 +92,12 @@ fn records() -> Value {
                 "type": "object", "required": ["code", "message"],
                 "properties": {
                     "code": {"type": "string", "enum": ["bad_request", "unauthorized", "forbidden", "not_found",
-                        "method_not_allowed", "conflict", "too_large", "unsupported_media_type", "invalid",
-                        "unavailable", "internal"]},
+                        "method_not_allowed", "conflict", "timeout", "too_large", "unsupported_media_type", "invalid",
+                        "rate_limited", "unavailable", "internal"]},
                     "message": {"type": "string"},
                     "field": {"type": "string", "description": "422: the field, query parameter or `body` at fault"},
-                    "current": {"type": "object", "description": "409: the current state of the resource"}
+                    "current": {"type": "object", "description": "409: the current state of the resource"},
+                    "retry_after": {"type": "integer", "description": "429: seconds to wait, as in Retry-After"}
                 }
             }}
         },
@@ -150,6 +154,8 @@ fn records() -> Value {
             "properties": {
                 "id": uuid, "label": {"type": "string"}, "created_at": time,
                 "revoked_at": {"type": "string", "format": "date-time", "nullable": true},
+                "expires_at": {"type": "string", "format": "date-time", "nullable": true,
+                               "description": "when it stops working on its own; null: only when revoked"},
                 "current": {"type": "boolean", "description": "in lists: whether this is the token of the request"},
                 "token": {"type": "string", "description": "only when issued: the secret, shown this once"}
             }
@@ -190,7 +196,12 @@ fn requests() -> Value {
         "NewComment": object(&[("body", text(CommentBody::MIN, CommentBody::MAX))], &["body"], &[]),
         "CommentChange": object(&[("body", text(CommentBody::MIN, CommentBody::MAX))], &["body"],
                                 &[("version", version())]),
-        "NewToken": object(&[], &[], &[("label", text(Label::MIN, Label::MAX))]),
+        "NewToken": object(&[], &[], &[
+            ("label", text(Label::MIN, Label::MAX)),
+            ("expires_in", json!({"type": "integer", "minimum": 1,
+                "description": "the token's lifetime in seconds: 90 days when left out, at most 365 days (the \
+                                server's defaults)"})),
+        ]),
     })
 }
 
@@ -212,7 +223,7 @@ fn front_paths() -> Value {
             "get": op("listTokens", "The caller's API tokens, oldest first", vec![limit.clone(), cursor.clone()],
                       None, "200", "TokenPage", &[]),
             "post": op("issueToken", "Issue another token for the caller (the secret is shown once)", vec![],
-                       Some("NewToken"), "201", "Token", &[]),
+                       Some("NewToken"), "201", "Token", &["409"]),
         },
         "/api/tokens/{token_id}": {
             "delete": op("revokeToken", "Revoke one of the caller's tokens; it stops working at once",
@@ -349,9 +360,9 @@ fn op(
     }
     responses.insert(status.into(), success);
     // 404 everywhere: also an unknown cursor, an unknown user name.
-    let mut errors = vec!["400", "401", "404", "422", "503"];
+    let mut errors = vec!["400", "401", "404", "422", "429", "503"];
     if body.is_some() {
-        errors.extend(["413", "415"]);
+        errors.extend(["408", "413", "415"]);
     }
     errors.extend(extra);
     for e in errors {
@@ -375,6 +386,15 @@ fn json_schema(schema: Value) -> Value {
 
 fn error_response(description: &str) -> Value {
     json!({"description": description, "content": json_schema(json!({"$ref": "#/components/schemas/Error"}))})
+}
+
+fn rate_limited_response() -> Value {
+    let mut r = error_response(
+        "Too many failed authentications from the client's address; wait `Retry-After` seconds (also \
+         `retry_after` in the body)",
+    );
+    r["headers"] = json!({"Retry-After": {"description": "seconds to wait", "schema": {"type": "integer"}}});
+    r
 }
 
 fn page(item: &str) -> Value {

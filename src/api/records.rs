@@ -88,6 +88,8 @@ pub struct Token {
     pub label: String,
     pub created_at: Timestamp,
     pub revoked_at: Option<Timestamp>,
+    /// When it stops working on its own; `null`: when revoked.
+    pub expires_at: Option<Timestamp>,
     /// In lists: whether this is the token of the request.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub current: Option<bool>,

@@ -88,6 +88,9 @@ pub enum TokenCommand {
         /// A label to tell the user's tokens apart
         #[arg(default_value = "")]
         label: String,
+        /// The token stops working this many seconds from now (default: never; revoke it when done)
+        #[arg(long, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..))]
+        expires_in: Option<u64>,
         #[command(flatten)]
         db: DatabaseArgs,
     },
@@ -184,8 +187,9 @@ async fn migrate(db: &DatabaseArgs) -> Result<()> {
 
 async fn token(command: TokenCommand) -> Result<()> {
     match command {
-        TokenCommand::Issue { user, label, db } => {
-            let (id, token) = admin::issue_token(&migrated(&db).await?, &user, &label).await?;
+        TokenCommand::Issue { user, label, expires_in, db } => {
+            let lifetime = expires_in.map(std::time::Duration::from_secs);
+            let (id, token) = admin::issue_token(&migrated(&db).await?, &user, &label, lifetime).await?;
             eprintln!("token id {id}");
             println!("{token}");
         }
@@ -194,8 +198,14 @@ async fn token(command: TokenCommand) -> Result<()> {
             println!("revoked token {id}");
         }
         TokenCommand::List { user, db } => {
-            for (id, label, created, revoked) in admin::list_tokens(&migrated(&db).await?, &user).await? {
-                println!("{id}  {created}  {}  {label}", if revoked { "revoked" } else { "active " });
+            for t in admin::list_tokens(&migrated(&db).await?, &user).await? {
+                let state = match (t.revoked, t.expired) {
+                    (true, _) => "revoked",
+                    (false, true) => "expired",
+                    (false, false) => "active ",
+                };
+                let expires = t.expires.map_or_else(|| "no expiry".to_string(), |e| format!("until {e}"));
+                println!("{}  {}  {state}  {expires:22}  {}", t.id, t.created, t.label);
             }
         }
     }

@@ -29,6 +29,7 @@ pub struct Migration {
 pub const MIGRATIONS: &[Migration] = &[
     Migration { name: "0001_domain", sql: include_str!("../../sql/migrations/0001_domain.sql") },
     Migration { name: "0002_feed", sql: include_str!("../../sql/migrations/0002_feed.sql") },
+    Migration { name: "0003_token_expiry", sql: include_str!("../../sql/migrations/0003_token_expiry.sql") },
     Migration { name: "0004_membership_floor", sql: include_str!("../../sql/migrations/0004_membership_floor.sql") },
 ];
 

@@ -25,6 +25,7 @@ use super::{Feed, connection};
 use crate::auth;
 use crate::http::ApiError;
 use crate::http::auth::{authorization, identify};
+use crate::http::gate::{Door, door};
 use crate::http::server::UpgradeSlot;
 
 /// Small buffers. The read buffer is allocated up front for every connection, and clients only send small
@@ -51,6 +52,7 @@ struct Handshake {
     upgrade: Option<String>,
     key: Option<String>,
     slot: Option<UpgradeSlot>,
+    door: Door,
 }
 
 pub(crate) fn route(
@@ -66,7 +68,15 @@ pub(crate) fn route(
         .and(warp::header::optional::<String>("upgrade"))
         .and(warp::header::optional::<String>("sec-websocket-key"))
         .and(warp::ext::optional::<UpgradeSlot>())
-        .map(|authorization, query, upgrade, key, slot| Handshake { authorization, query, upgrade, key, slot })
+        .and(door())
+        .map(|authorization, query, upgrade, key, slot, door| Handshake {
+            authorization,
+            query,
+            upgrade,
+            key,
+            slot,
+            door,
+        })
         .and(warp::any().map(move || feed.clone()))
         .and(warp::any().map(move || (shutdown.clone(), tracker.clone())))
         .and_then(|h: Handshake, feed: Arc<Feed>, (shutdown, tracker): (CancellationToken, TaskTracker)| async move {
@@ -85,7 +95,7 @@ async fn upgrade(
     })?;
     // Listen for revocations before checking the token, so one that lands in between is not missed.
     let revoked = feed.revoked_tokens.subscribe();
-    let who = identify(&feed.pool, &token).await?;
+    let who = identify(&h.door, &feed.pool, &token).await?;
 
     let is_websocket = h.upgrade.as_deref().is_some_and(|u| u.eq_ignore_ascii_case("websocket"));
     let (Some(key), true) = (h.key, is_websocket) else {

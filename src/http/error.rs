@@ -1,8 +1,10 @@
 //! The one error type of the HTTP layer. Each variant documents its status; every error leaves the server as
-//! `{"error": {"code": "...", "message": "..."}}` (plus `field` for 422 and `current` for 409). Internal errors
+//! `{"error": {"code": "...", "message": "..."}}` (plus `field` for 422, `current` for 409 and `retry_after`
+//! for 429). Internal errors
 //! are logged with their cause and answered with a generic message: causes are never leaked.
 
 use std::convert::Infallible;
+use std::time::Duration;
 
 use serde_json::{Value, json};
 use warp::http::StatusCode;
@@ -14,7 +16,7 @@ pub enum ApiError {
     /// 400: the request cannot be understood (malformed JSON, a bad query string, an id that is not a UUID).
     #[error("{0}")]
     BadRequest(String),
-    /// 401: no token, or a token that is unknown or revoked.
+    /// 401: no token, or a token that is unknown, expired or revoked.
     #[error("{0}")]
     Unauthorized(String),
     /// 403: the caller is known and may see the resource, but not do this to it.
@@ -29,6 +31,9 @@ pub enum ApiError {
     /// 405: the path exists but not with this method; `allow` lists the methods it has (the `Allow` header).
     #[error("method not allowed on this route; allowed: {allow}")]
     MethodNotAllowed { allow: String },
+    /// 408: the body did not arrive within the body timeout. The connection is closed after the answer.
+    #[error("{0}")]
+    Timeout(String),
     /// 413: the body is larger than the limit.
     #[error("{0}")]
     TooLarge(String),
@@ -38,6 +43,10 @@ pub enum ApiError {
     /// 422: a field holds a value that is not allowed.
     #[error("{field}: {message}")]
     Invalid { field: String, message: String },
+    /// 429: the client must wait `retry_after` (also the `Retry-After` header, in whole seconds) before trying
+    /// again.
+    #[error("{message}")]
+    RateLimited { message: String, retry_after: Duration },
     /// 503: a dependency (the database) is not reachable right now.
     #[error("{0}")]
     Unavailable(String),
@@ -61,9 +70,11 @@ impl ApiError {
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::Conflict { .. } => StatusCode::CONFLICT,
             ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::Timeout(_) => StatusCode::REQUEST_TIMEOUT,
             ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::Invalid { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -77,9 +88,11 @@ impl ApiError {
             ApiError::NotFound(_) => "not_found",
             ApiError::Conflict { .. } => "conflict",
             ApiError::MethodNotAllowed { .. } => "method_not_allowed",
+            ApiError::Timeout(_) => "timeout",
             ApiError::TooLarge(_) => "too_large",
             ApiError::UnsupportedMediaType(_) => "unsupported_media_type",
             ApiError::Invalid { .. } => "invalid",
+            ApiError::RateLimited { .. } => "rate_limited",
             ApiError::Unavailable(_) => "unavailable",
             ApiError::Internal(_) => "internal",
         }
@@ -97,12 +110,23 @@ impl ApiError {
                 body["message"] = json!(message);
             }
             ApiError::Conflict { current: Some(current), .. } => body["current"] = current.clone(),
+            ApiError::RateLimited { retry_after, .. } => body["retry_after"] = json!(retry_secs(*retry_after)),
             _ => {}
         }
         let status = self.status();
         let mut res = warp::reply::with_status(warp::reply::json(&json!({"error": body})), status).into_response();
         if status == StatusCode::UNAUTHORIZED {
             res.headers_mut().insert("www-authenticate", "Bearer".parse().unwrap());
+        }
+        match &self {
+            ApiError::RateLimited { retry_after, .. } => {
+                res.headers_mut().insert("retry-after", retry_secs(*retry_after).into());
+            }
+            // The rest of the body may still be on its way: the connection cannot serve another request.
+            ApiError::Timeout(_) => {
+                res.headers_mut().insert("connection", "close".parse().unwrap());
+            }
+            _ => {}
         }
         if let ApiError::MethodNotAllowed { allow } = &self
             && let Ok(v) = allow.parse()
@@ -173,6 +197,11 @@ impl From<tokio_postgres::Error> for ApiError {
             _ => ApiError::Internal(crate::error::chain(&e)),
         }
     }
+}
+
+/// A wait in whole seconds, rounded up: a client that waits that long finds the budget refilled.
+fn retry_secs(d: Duration) -> u64 {
+    d.as_secs() + u64::from(d.subsec_nanos() > 0)
 }
 
 /// `tasks_assignee_id_fkey` → `assignee_id`.

@@ -2,12 +2,18 @@
 //! filters. It is ours rather than `warp::serve` for two reasons: `/ws` needs hyper's upgrade handle
 //! ([`UpgradeSlot`], taken by the feed's `/ws` route), and shutdown must stop accepting at once while open
 //! connections finish.
+//!
+//! Every request gets, in its extensions, its [`Door`]: the [`Gate`] (what the server remembers of failed
+//! authentications), the client's address and the moment the request arrived (its body's deadline counts
+//! from there). Every response gets `X-Content-Type-Options: nosniff`: the API's JSON, error texts included,
+//! must never be sniffed into something a browser would run.
 
 use std::convert::Infallible;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use hyper::body::Incoming;
+use hyper::header::HeaderValue;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::upgrade::OnUpgrade;
@@ -17,6 +23,8 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tower_service::Service;
 use tracing::Instrument;
+
+use super::gate::{Door, Gate};
 
 /// hyper's upgrade handle for a `/ws` request, put in the request's extensions by the accept loop for the
 /// route that completes the WebSocket handshake.
@@ -34,17 +42,23 @@ impl UpgradeSlot {
     }
 }
 
-/// Serves `service` (the warp routes, as `warp::service(routes)`) on `listener` until `shutdown`.
-pub async fn serve<S>(listener: TcpListener, service: S, shutdown: CancellationToken, tracker: TaskTracker)
-where
+/// Serves `service` (the warp routes, as `warp::service(routes)`) on `listener` until `shutdown`, each
+/// request through `gate`.
+pub async fn serve<S>(
+    listener: TcpListener,
+    service: S,
+    gate: Arc<Gate>,
+    shutdown: CancellationToken,
+    tracker: TaskTracker,
+) where
     S: Service<hyper::Request<Incoming>, Response = warp::reply::Response, Error = Infallible> + Clone + Send + 'static,
     S::Future: Send,
 {
     loop {
-        let stream = tokio::select! {
+        let (stream, client) = tokio::select! {
             _ = shutdown.cancelled() => return,
             accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => stream,
+                Ok(accepted) => accepted,
                 Err(e) => {
                     // Usually out of file descriptors: back off instead of spinning.
                     tracing::warn!("accept failed: {e}");
@@ -56,18 +70,22 @@ where
         let _ = stream.set_nodelay(true);
         let service = service.clone();
         let shutdown = shutdown.clone();
+        let gate = gate.clone();
         tracker.spawn(async move {
             let svc = service_fn(move |mut req: hyper::Request<Incoming>| {
                 if req.uri().path() == "/ws" {
                     let on_upgrade = hyper::upgrade::on(&mut req);
                     req.extensions_mut().insert(UpgradeSlot::new(on_upgrade));
                 }
+                let door = Door { gate: gate.clone(), client, arrived: tokio::time::Instant::now() };
+                req.extensions_mut().insert(door);
                 let mut service = service.clone();
                 let span = tracing::info_span!("request", method = %req.method(), route = %route_of(req.uri().path()));
                 let health_check = req.uri().path() == "/healthz";
                 async move {
                     let started = Instant::now();
-                    let res = service.call(req).instrument(span.clone()).await.unwrap_or_else(|e| match e {});
+                    let mut res = service.call(req).instrument(span.clone()).await.unwrap_or_else(|e| match e {});
+                    res.headers_mut().insert("x-content-type-options", HeaderValue::from_static("nosniff"));
                     log_request(&span, health_check, res.status(), started.elapsed());
                     Ok::<_, Infallible>(res)
                 }

@@ -13,6 +13,8 @@ pub(super) enum End {
     Gone,
     Shutdown,
     Revoked,
+    /// The token expired: the same close code as a revocation (the client needs a new token either way).
+    Expired,
     TooBig,
     /// The client broke the WebSocket protocol (a reserved opcode, an oversized control frame, ...).
     Protocol(String),
@@ -32,6 +34,7 @@ impl End {
             End::Closed | End::Gone | End::TooSlow => return None,
             End::Shutdown => (CloseCode::Restart, "server shutting down; reconnect and join with since".to_string()),
             End::Revoked => (CloseCode::Library(4001), "token revoked".to_string()),
+            End::Expired => (CloseCode::Library(4001), "token expired".to_string()),
             End::TooBig => (CloseCode::Size, format!("message too big; the limit is {limit} bytes")),
             End::Protocol(e) => (CloseCode::Protocol, close_reason(&format!("websocket protocol error: {e}"))),
             End::NotUtf8 => (CloseCode::Invalid, "a text message was not valid UTF-8".to_string()),
@@ -50,6 +53,7 @@ impl fmt::Display for End {
             End::Gone => f.write_str("client gone without closing"),
             End::Shutdown => f.write_str("server shutting down"),
             End::Revoked => f.write_str("token revoked"),
+            End::Expired => f.write_str("token expired"),
             End::TooBig => f.write_str("client sent a message over the limit"),
             End::Protocol(e) => write!(f, "client broke the websocket protocol: {e}"),
             End::NotUtf8 => f.write_str("client sent a text message that is not UTF-8"),

@@ -195,6 +195,7 @@ mod tests {
                 user_id: uuid::Uuid::nil(),
                 user_name: String::new(),
                 token_id: uuid::Uuid::nil(),
+                expires_at: None,
             };
             let revoked = feed.revoked_tokens.subscribe();
             let fut = super::serve(ws, who, feed, revoked, Default::default());

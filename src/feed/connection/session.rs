@@ -31,7 +31,7 @@ pub(super) struct Session<S> {
     /// Also watched while a write to the client waits: a client that stopped reading must not hold up the
     /// server's shutdown until its send timeout.
     pub shutdown: CancellationToken,
-    /// When to check again that the token is still valid (revocations may have been missed).
+    /// When to check again that the token is still valid (revocations may have been missed; it expires).
     pub recheck_at: Option<Instant>,
 }
 
@@ -60,7 +60,9 @@ impl Joined {
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     pub fn new(ws: WebSocketStream<S>, who: Identity, feed: Arc<Feed>, shutdown: CancellationToken) -> Session<S> {
-        Session { who, feed, ws, rooms: HashMap::new(), streams: StreamMap::new(), shutdown, recheck_at: None }
+        // The token's expiry is a token check planned from the start (see `revocation`).
+        let recheck_at = who.expires_in().map(|d| Instant::now() + d);
+        Session { who, feed, ws, rooms: HashMap::new(), streams: StreamMap::new(), shutdown, recheck_at }
     }
 
     /// Sends a frame (with the request's `ref`, if any) and flushes.
