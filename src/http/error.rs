@@ -41,6 +41,12 @@ pub enum ApiError {
     /// 503: a dependency (the database) is not reachable right now.
     #[error("{0}")]
     Unavailable(String),
+    /// 429: the caller holds as many connections as one user may; `Retry-After: retry_after` (seconds).
+    #[error("{message}")]
+    TooManyConnections { message: String, retry_after: u64 },
+    /// 503: the server holds as many connections as it may; `Retry-After: retry_after` (seconds).
+    #[error("{message}")]
+    ServerFull { message: String, retry_after: u64 },
     /// 500: a bug or an unexpected failure. The message is logged, not sent.
     #[error("{0}")]
     Internal(String),
@@ -65,6 +71,8 @@ impl ApiError {
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::Invalid { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::TooManyConnections { .. } => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::ServerFull { .. } => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -81,6 +89,8 @@ impl ApiError {
             ApiError::UnsupportedMediaType(_) => "unsupported_media_type",
             ApiError::Invalid { .. } => "invalid",
             ApiError::Unavailable(_) => "unavailable",
+            ApiError::TooManyConnections { .. } => "too_many_connections",
+            ApiError::ServerFull { .. } => "server_full",
             ApiError::Internal(_) => "internal",
         }
     }
@@ -103,6 +113,9 @@ impl ApiError {
         let mut res = warp::reply::with_status(warp::reply::json(&json!({"error": body})), status).into_response();
         if status == StatusCode::UNAUTHORIZED {
             res.headers_mut().insert("www-authenticate", "Bearer".parse().unwrap());
+        }
+        if let ApiError::TooManyConnections { retry_after, .. } | ApiError::ServerFull { retry_after, .. } = &self {
+            res.headers_mut().insert("retry-after", (*retry_after).into());
         }
         if let ApiError::MethodNotAllowed { allow } = &self
             && let Ok(v) = allow.parse()

@@ -4,11 +4,13 @@
 //! * [`auth`] — the bearer token of a request, and the caller it names;
 //! * [`error`] — the one JSON error type, and the place where rejections become responses;
 //! * [`input`] — request bodies and query strings, read and checked;
+//! * [`origin`] — which web pages may use the server from a browser;
 //! * [`reply`] — JSON replies.
 
 pub mod auth;
 pub mod error;
 pub mod input;
+pub mod origin;
 pub mod reply;
 pub mod server;
 
