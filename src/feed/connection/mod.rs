@@ -172,7 +172,18 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     /// Tells the client why the session ends, if it can still hear it.
     async fn close(&mut self, end: &End) {
         if let Some(frame) = end.close_frame(self.feed.settings.max_client_frame) {
-            let _ = tokio::time::timeout(Duration::from_secs(1), self.ws.close(Some(frame))).await;
+            let ws = &mut self.ws;
+            let closing = async {
+                ws.close(Some(frame)).await?;
+                // A client closed for its rate has more in flight: read it (to the client's reply to the close)
+                // before the socket is dropped, or the system answers it with a reset, and the client, losing
+                // what it had yet to read, never learns why it was closed.
+                if let End::RateLimited(_) = end {
+                    while ws.next().await.transpose()?.is_some() {}
+                }
+                Ok::<_, tungstenite::Error>(())
+            };
+            let _ = tokio::time::timeout(Duration::from_secs(1), closing).await;
         } else if let End::Closed = end {
             // Complete the closing handshake: tungstenite has queued the reply to the client's close frame, and
             // a flush sends it. Without it the client sees an abnormal closure (1006) instead of a clean one.
