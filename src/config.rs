@@ -149,7 +149,7 @@ pub struct SettingsArgs {
         value_parser = parse_addr,
     )]
     pub addr: SocketAddr,
-    /// Pooled connections for API writes, joins and history reads (at most half); the listener has its own
+    /// Pooled connections for API writes, joins and history reads (clients' at most an eighth); the listener has its own
     #[arg(
         long,
         env = "BOARDCAST_POOL_SIZE",
