@@ -79,7 +79,7 @@ impl Application {
         let pruning = tokio::spawn(admin::retention_loop(pool.clone(), settings.retention.clone(), stop.clone()));
 
         let routes = health::route(pool.clone(), feed.clone())
-            .or(upgrade::route(feed.clone(), stop.clone(), tracker.clone()))
+            .or(upgrade::route(feed.clone(), settings.cors_origins.clone(), stop.clone(), tracker.clone()))
             .or(api::for_browsers(pool.clone(), settings.cors_origins.clone()))
             .recover(crate::http::error::recover);
         let gate = Arc::new(Gate::new(settings.http.clone()));

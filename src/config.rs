@@ -68,6 +68,20 @@ pub struct FeedSettings {
     pub max_client_frame: usize,
     /// `BOARDCAST_MAX_ROOMS`: rooms one connection may be in at once.
     pub max_rooms_per_connection: usize,
+    /// `BOARDCAST_MAX_CONNECTIONS` (default 0: `None`, the open-file limit less a reserve for the pool and HTTP
+    /// clients): WebSockets this process serves at once. Past it the handshake is refused with 503.
+    pub max_connections: Option<usize>,
+    /// `BOARDCAST_MAX_CONNECTIONS_PER_USER` (default 64): WebSockets one user may hold at once; past it, 429.
+    pub max_connections_per_user: usize,
+    /// `BOARDCAST_MESSAGES_PER_SEC`, `BOARDCAST_MESSAGE_BURST` (50/s, burst 200): every frame a client sends
+    /// (requests, pings, pongs, binary). Past it requests get `rate_limited`; a client that keeps on is closed (1008).
+    pub messages: Rate,
+    /// `BOARDCAST_JOINS_PER_SEC`, `BOARDCAST_JOIN_BURST` (10/s, burst 100: enough to rejoin the most rooms a
+    /// connection may be in at once, after a reconnect). Joins cost the database; past it, as for messages.
+    pub joins: Rate,
+    /// `BOARDCAST_REPLAY_BYTES_PER_SEC` (default 1 MiB): history replayed to one connection (`join` with `since`),
+    /// in bytes of event frames per second, after a first page of up to 512 KiB.
+    pub replay_bytes_per_sec: usize,
     /// Events read from history per query when catching up.
     pub history_page: i64,
     /// `BOARDCAST_HELD_FRAMES_MB` (default 64): memory for large frames (4 KiB and more) that subscribers
@@ -78,6 +92,13 @@ pub struct FeedSettings {
     /// and how long it waits for the answer (and twice that for a new connection). A connection cut by the
     /// network, with nothing to send, looks alive otherwise.
     pub listener_probe: Duration,
+}
+
+/// A rate limit: `per_sec` on average, and up to `burst` at once.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Rate {
+    pub per_sec: u32,
+    pub burst: u32,
 }
 
 #[derive(Debug, Clone)]
@@ -99,6 +120,11 @@ impl Default for FeedSettings {
             send_timeout: Duration::from_secs(15),
             max_client_frame: 16 * 1024,
             max_rooms_per_connection: 100,
+            max_connections: None,
+            max_connections_per_user: 64,
+            messages: Rate { per_sec: 50, burst: 200 },
+            joins: Rate { per_sec: 10, burst: 100 },
+            replay_bytes_per_sec: 1024 * 1024,
             history_page: 1000,
             held_frames_budget: 64 * 1024 * 1024,
             listener_probe: Duration::from_secs(5),
@@ -156,7 +182,7 @@ pub struct SettingsArgs {
         value_parser = parse_addr,
     )]
     pub addr: SocketAddr,
-    /// Pooled connections for API writes, joins and history reads (at most half); the listener has its own
+    /// Pooled connections for API writes, joins and history reads (clients' at most an eighth); the listener has its own
     #[arg(
         long,
         env = "BOARDCAST_POOL_SIZE",
@@ -210,6 +236,69 @@ pub struct SettingsArgs {
         default_value_t = 100
     )]
     pub max_rooms: u64,
+    /// WebSockets this process serves at once; 0: the open-file limit less the pool and 256 for HTTP clients
+    #[arg(
+        long,
+        env = "BOARDCAST_MAX_CONNECTIONS",
+        value_name = "BOARDCAST_MAX_CONNECTIONS",
+        hide_env = true,
+        default_value_t = 0
+    )]
+    pub max_connections: u64,
+    /// WebSockets one user may hold at once
+    #[arg(
+        long,
+        env = "BOARDCAST_MAX_CONNECTIONS_PER_USER",
+        value_name = "BOARDCAST_MAX_CONNECTIONS_PER_USER",
+        hide_env = true,
+        default_value_t = 64
+    )]
+    pub max_connections_per_user: u64,
+    /// Frames a WebSocket client may send per second, on average (requests, pings, pongs)
+    #[arg(
+        long,
+        env = "BOARDCAST_MESSAGES_PER_SEC",
+        value_name = "BOARDCAST_MESSAGES_PER_SEC",
+        hide_env = true,
+        default_value_t = 50
+    )]
+    pub messages_per_sec: u32,
+    /// Frames a WebSocket client may send at once, above its rate
+    #[arg(
+        long,
+        env = "BOARDCAST_MESSAGE_BURST",
+        value_name = "BOARDCAST_MESSAGE_BURST",
+        hide_env = true,
+        default_value_t = 200
+    )]
+    pub message_burst: u32,
+    /// Joins a WebSocket client may make per second, on average
+    #[arg(
+        long,
+        env = "BOARDCAST_JOINS_PER_SEC",
+        value_name = "BOARDCAST_JOINS_PER_SEC",
+        hide_env = true,
+        default_value_t = 10
+    )]
+    pub joins_per_sec: u32,
+    /// Joins a WebSocket client may make at once, above its rate (enough to rejoin every room after a reconnect)
+    #[arg(
+        long,
+        env = "BOARDCAST_JOIN_BURST",
+        value_name = "BOARDCAST_JOIN_BURST",
+        hide_env = true,
+        default_value_t = 100
+    )]
+    pub join_burst: u32,
+    /// Bytes of history replayed per second to one WebSocket client (join with since), after a first page of 512 KiB
+    #[arg(
+        long,
+        env = "BOARDCAST_REPLAY_BYTES_PER_SEC",
+        value_name = "BOARDCAST_REPLAY_BYTES_PER_SEC",
+        hide_env = true,
+        default_value_t = 1024 * 1024
+    )]
+    pub replay_bytes_per_sec: u64,
     /// Seconds between the listener's checks that its connection answers (and its wait for an answer); a silent network
     /// cut is noticed within twice this
     #[arg(
@@ -338,6 +427,11 @@ impl From<SettingsArgs> for Settings {
         s.feed.send_timeout = secs(a.send_timeout_secs);
         s.feed.max_client_frame = a.max_frame_bytes.max(256) as usize;
         s.feed.max_rooms_per_connection = a.max_rooms.max(1) as usize;
+        s.feed.max_connections = (a.max_connections > 0).then_some(a.max_connections as usize);
+        s.feed.max_connections_per_user = a.max_connections_per_user.max(1) as usize;
+        s.feed.messages = Rate { per_sec: a.messages_per_sec.max(1), burst: a.message_burst.max(1) };
+        s.feed.joins = Rate { per_sec: a.joins_per_sec.max(1), burst: a.join_burst.max(1) };
+        s.feed.replay_bytes_per_sec = a.replay_bytes_per_sec.max(1024) as usize;
         s.feed.listener_probe = secs(a.listener_probe_secs);
         s.feed.held_frames_budget = (a.held_frames_mb as usize).saturating_mul(1024 * 1024);
         let n = a.retention_max_age_secs;

@@ -1,12 +1,13 @@
 //! Reads of recorded events (`feed_events`): how a room catches up after the listener reconnects, how a
 //! client behind the live stream fills its gap, and how `join` with `since` replays.
 //!
-//! The feed's reads share the connection pool with the API, but clients' reads may use only half of it and
-//! rooms' reads (and the listener's) a quarter. After a restart, thousands of clients reconnect at once and each
-//! joins with `since`: without a limit their reads would take every connection and API writes would time out
-//! waiting for one. With it, the reads queue here (a client just gets its replay a little later) and writes
-//! always find a connection. Rooms have slots of their own, so the read that serves a whole room never waits
-//! behind individual clients catching up.
+//! The feed's reads share the connection pool with the API, but clients' reads (joins, replays, catching up)
+//! may use only an eighth of it at once and rooms' reads (and the listener's) a quarter (each at least one).
+//! After a restart, thousands of clients reconnect at once and each joins with `since`; an abusive client may
+//! replay long histories over many connections: without a limit their reads would take every connection (and
+//! the database's CPU) and API writes would wait. With it, the reads queue here (a client just gets its replay
+//! a little later) and writes always find a connection. Rooms have slots of their own, so the read that serves
+//! a whole room never waits behind individual clients catching up.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -44,13 +45,13 @@ pub struct History {
 }
 
 impl History {
-    /// Reads through `pool`: clients at most half of its connections at a time, rooms a quarter.
+    /// Reads through `pool`: clients at most an eighth of its connections at a time, rooms a quarter.
     pub(crate) fn new(pool: Pool) -> History {
         let size = pool.status().max_size;
         History {
             pool,
             room_slots: Semaphore::new((size / 4).max(1)),
-            client_slots: Semaphore::new((size / 2).max(1)),
+            client_slots: Semaphore::new((size / 8).max(1)),
             client_pages: AtomicU64::new(0),
         }
     }
@@ -68,7 +69,8 @@ impl History {
         }
     }
 
-    async fn client(&self, reader: Reader) -> Result<(SemaphorePermit<'_>, Object)> {
+    /// A pooled connection, within `reader`'s share of the pool: for its reads here, and a join's membership check.
+    pub(crate) async fn connection(&self, reader: Reader) -> Result<(SemaphorePermit<'_>, Object)> {
         let slot = self.slots(reader).acquire().await.expect("the semaphore is never closed");
         Ok((slot, self.pool.get().await?))
     }
@@ -85,7 +87,7 @@ impl History {
         limit: i64,
         max_bytes: i64,
     ) -> Result<Vec<Event>> {
-        let (_slot, client) = self.client(reader).await?;
+        let (_slot, client) = self.connection(reader).await?;
         if reader == Reader::Client {
             self.client_pages.fetch_add(1, Ordering::Relaxed);
         }
@@ -103,7 +105,7 @@ impl History {
 
     /// The latest seq of each project (0 for a project without events).
     pub(crate) async fn latest(&self, reader: Reader, projects: &[Uuid]) -> Result<Vec<(Uuid, i64)>> {
-        let (_slot, client) = self.client(reader).await?;
+        let (_slot, client) = self.connection(reader).await?;
         let stmt = client
             .prepare_cached(
                 "SELECT p, coalesce(s.last_seq, 0) FROM unnest($1::uuid[]) p LEFT JOIN feed_seq s ON s.project_id = p",
@@ -115,7 +117,7 @@ impl History {
 
     /// The project's latest event (`None` for a project without events), for a room that starts after it.
     pub(crate) async fn latest_event(&self, reader: Reader, project: Uuid) -> Result<Option<Event>> {
-        let (_slot, client) = self.client(reader).await?;
+        let (_slot, client) = self.connection(reader).await?;
         let stmt = client
             .prepare_cached("SELECT seq, frame FROM feed_events WHERE project_id = $1 ORDER BY seq DESC LIMIT 1")
             .await?;
@@ -131,7 +133,7 @@ impl History {
         project: Uuid,
         user: Uuid,
     ) -> Result<Option<(i64, Option<String>, i64)>> {
-        let (_slot, client) = self.client(Reader::Client).await?;
+        let (_slot, client) = self.connection(Reader::Client).await?;
         let stmt = client
             .prepare_cached(
                 "SELECT coalesce(e.seq, 0), to_json(e.at) #>> '{}', m.since_seq

@@ -79,6 +79,14 @@ pub(crate) fn parse(text: &str) -> Result<Request, ProtocolError> {
     Ok(Request { op, reference })
 }
 
+/// The `ref` of a request that is refused before it is read (over the rate limit), if it has one.
+pub(crate) fn reference(text: &str) -> Option<Value> {
+    match serde_json::from_str(text) {
+        Ok(Value::Object(mut obj)) => obj.remove("ref"),
+        _ => None,
+    }
+}
+
 fn project(obj: &Map<String, Value>) -> Result<Uuid, String> {
     match obj.get("project") {
         Some(Value::String(s)) => {
@@ -156,9 +164,12 @@ pub(crate) enum ServerFrame<'a> {
         latest: i64,
         reason: ResyncReason,
     },
+    /// `retry_after` (milliseconds) with `rate_limited`: when the request would be accepted.
     Error {
         code: ErrorCode,
         message: &'a str,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        retry_after: Option<u64>,
     },
 }
 
@@ -198,6 +209,8 @@ pub(crate) enum ErrorCode {
     NotJoined,
     TooManyRooms,
     Unavailable,
+    /// Over the connection's rate of messages or joins: try again after `retry_after` ms.
+    RateLimited,
 }
 
 impl ServerFrame<'_> {
@@ -294,9 +307,14 @@ mod tests {
                 json!({"op": "resync", "project": p, "latest": 9, "reason": "before_membership"}),
             ),
             (
-                ServerFrame::Error { code: ErrorCode::TooManyRooms, message: "too many" }
+                ServerFrame::Error { code: ErrorCode::TooManyRooms, message: "too many", retry_after: None }
                     .to_text(Some(&json!({"a": 1}))),
                 json!({"op": "error", "code": "too_many_rooms", "message": "too many", "ref": {"a": 1}}),
+            ),
+            (
+                ServerFrame::Error { code: ErrorCode::RateLimited, message: "slow down", retry_after: Some(150) }
+                    .to_text(Some(&json!(3))),
+                json!({"op": "error", "code": "rate_limited", "message": "slow down", "retry_after": 150, "ref": 3}),
             ),
         ];
         for (text, expected) in cases {
@@ -313,6 +331,7 @@ mod tests {
             (ErrorCode::AlreadyJoined, "already_joined"),
             (ErrorCode::NotJoined, "not_joined"),
             (ErrorCode::Unavailable, "unavailable"),
+            (ErrorCode::RateLimited, "rate_limited"),
         ] {
             assert_eq!(serde_json::to_value(code).unwrap(), json!(text));
         }

@@ -50,6 +50,12 @@ pub enum ApiError {
     /// 503: a dependency (the database) is not reachable right now.
     #[error("{0}")]
     Unavailable(String),
+    /// 429: the caller holds as many connections as one user may; `Retry-After: retry_after` (seconds).
+    #[error("{message}")]
+    TooManyConnections { message: String, retry_after: u64 },
+    /// 503: the server holds as many connections as it may; `Retry-After: retry_after` (seconds).
+    #[error("{message}")]
+    ServerFull { message: String, retry_after: u64 },
     /// 500: a bug or an unexpected failure. The message is logged, not sent.
     #[error("{0}")]
     Internal(String),
@@ -76,6 +82,8 @@ impl ApiError {
             ApiError::Invalid { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::TooManyConnections { .. } => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::ServerFull { .. } => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -94,6 +102,8 @@ impl ApiError {
             ApiError::Invalid { .. } => "invalid",
             ApiError::RateLimited { .. } => "rate_limited",
             ApiError::Unavailable(_) => "unavailable",
+            ApiError::TooManyConnections { .. } => "too_many_connections",
+            ApiError::ServerFull { .. } => "server_full",
             ApiError::Internal(_) => "internal",
         }
     }
@@ -125,6 +135,9 @@ impl ApiError {
             // The rest of the body may still be on its way: the connection cannot serve another request.
             ApiError::Timeout(_) => {
                 res.headers_mut().insert("connection", "close".parse().unwrap());
+            }
+            ApiError::TooManyConnections { retry_after, .. } | ApiError::ServerFull { retry_after, .. } => {
+                res.headers_mut().insert("retry-after", (*retry_after).into());
             }
             _ => {}
         }

@@ -6,12 +6,14 @@
 //!   recently found unknown or valid; and each request's client address and arrival;
 //! * [`error`] — the one JSON error type, and the place where rejections become responses;
 //! * [`input`] — request bodies and query strings, read and checked;
+//! * [`origin`] — which web pages may use the server from a browser;
 //! * [`reply`] — JSON replies.
 
 pub mod auth;
 pub mod error;
 pub mod gate;
 pub mod input;
+pub mod origin;
 pub mod reply;
 pub mod server;
 

@@ -17,7 +17,7 @@ use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
 use uuid::Uuid;
 
 use super::end::End;
-use super::session::Session;
+use super::session::{Joined, Session};
 use crate::feed::event::Event;
 use crate::feed::history::{CLIENT_PAGE_BYTES, Reader};
 use crate::feed::protocol::{LeftReason, ResyncReason, ServerFrame};
@@ -65,9 +65,17 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         Ok(())
     }
 
-    /// The first room that is catching up from history (and not waiting to retry), if any.
-    pub fn catching_up(&self) -> Option<Uuid> {
-        self.rooms.iter().find(|(_, r)| r.catch_up_to.is_some() && r.retry_at.is_none()).map(|(p, _)| *p)
+    /// A room that is catching up from history (and not waiting to retry), if any, and otherwise, if a replay
+    /// waits for the connection's byte budget, when the budget will allow a page. A room that fell behind the
+    /// broadcast goes first: it did not ask for its history, the replays did.
+    pub fn catching_up(&mut self) -> (Option<Uuid>, Option<Instant>) {
+        let behind = |r: &Joined| r.catch_up_to.is_some() && r.retry_at.is_none();
+        if let Some(project) = self.rooms.iter().find(|(_, r)| behind(r) && !r.replaying).map(|(p, _)| *p) {
+            return (Some(project), None);
+        }
+        let Some(project) = self.rooms.iter().find(|(_, r)| behind(r)).map(|(p, _)| *p) else { return (None, None) };
+        let page = CLIENT_PAGE_BYTES as f64;
+        if self.replay.available() >= page { (Some(project), None) } else { (None, Some(self.replay.when(page))) }
     }
 
     /// Sends one page of recorded events after the room's cursor.
@@ -78,19 +86,19 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             // room's buffer, or already skipped.
             return self.resync(project, ResyncReason::HistoryRewound).await;
         }
-        let (cursor, target) = (room.cursor, room.catch_up_to.unwrap_or(room.cursor));
+        let (cursor, target, replaying) = (room.cursor, room.catch_up_to.unwrap_or(room.cursor), room.replaying);
         let page = self.feed.settings.history_page;
-        let events =
-            match self.feed.history.read(Reader::Client, project, cursor, target, page, CLIENT_PAGE_BYTES).await {
-                Ok(events) => events,
-                Err(e) => {
-                    tracing::warn!(%project, "history read failed, retrying in 1s: {e}");
-                    self.rooms.get_mut(&project).unwrap().retry_at = Some(Instant::now() + Duration::from_secs(1));
-                    return Ok(());
-                }
-            };
+        let max_bytes = if replaying { self.replay_page() } else { CLIENT_PAGE_BYTES };
+        let events = match self.feed.history.read(Reader::Client, project, cursor, target, page, max_bytes).await {
+            Ok(events) => events,
+            Err(e) => {
+                tracing::warn!(%project, "history read failed, retrying in 1s: {e}");
+                self.rooms.get_mut(&project).unwrap().retry_at = Some(Instant::now() + Duration::from_secs(1));
+                return Ok(());
+            }
+        };
         if events.is_empty() && (target == i64::MAX || cursor >= target) {
-            self.rooms.get_mut(&project).unwrap().catch_up_to = None; // caught up
+            self.rooms.get_mut(&project).unwrap().caught_up();
             return Ok(());
         }
         // Empty, yet announced: retention removed it. Say so rather than leave a hole.
@@ -99,7 +107,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         }
         // History ran out (rather than the page filling up, by count or by bytes): caught up.
         let bytes: usize = events.iter().map(|e| e.frame.len()).sum();
-        let short = (events.len() as i64) < page && (bytes as i64) < CLIENT_PAGE_BYTES && target == i64::MAX;
+        if replaying {
+            self.replay.spend(bytes as f64);
+        }
+        let short = (events.len() as i64) < page && (bytes as i64) < max_bytes && target == i64::MAX;
         let done = short || events.last().is_some_and(|e| e.seq >= target);
         for event in events {
             if !self.emit(project, event.seq, event.frame, event.removed_member).await? {
@@ -109,9 +120,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         if let Some(room) = self.rooms.get_mut(&project)
             && done
         {
-            room.catch_up_to = None;
+            room.caught_up();
         }
         self.flush().await
+    }
+
+    /// The bytes of history a replay may read now: up to a page, within the connection's replay budget (at
+    /// least one event is always read).
+    pub fn replay_page(&mut self) -> i64 {
+        (self.replay.available() as i64).clamp(1, CLIENT_PAGE_BYTES)
     }
 
     /// Takes the client out of the room and tells it to start over.

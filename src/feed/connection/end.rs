@@ -5,6 +5,8 @@ use std::fmt;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
+use super::rate::Limit;
+
 #[derive(Debug)]
 pub(super) enum End {
     /// The client closed the connection (its close frame is answered with tungstenite's echo of it).
@@ -24,6 +26,8 @@ pub(super) enum End {
     Silent,
     /// The client accepted no data for the send timeout.
     TooSlow,
+    /// The client kept on sending past one of its rates, after as many `rate_limited` answers as its burst.
+    RateLimited(Limit),
     Internal,
 }
 
@@ -40,6 +44,7 @@ impl End {
             End::NotUtf8 => (CloseCode::Invalid, "a text message was not valid UTF-8".to_string()),
             End::Silent => (CloseCode::Away, "no pong or message within the idle timeout".to_string()),
             End::Internal => (CloseCode::Error, "internal error; reconnect and join with since".to_string()),
+            End::RateLimited(limit) => (CloseCode::Policy, format!("rate limit exceeded: too many {}", limit.name())),
         };
         Some(CloseFrame { code, reason: reason.into() })
     }
@@ -60,6 +65,7 @@ impl fmt::Display for End {
             End::Silent => f.write_str("timed out: nothing heard within the idle timeout"),
             End::TooSlow => f.write_str("slow: the client accepted no data within the send timeout"),
             End::Internal => f.write_str("internal error"),
+            End::RateLimited(limit) => write!(f, "kept on past its rate of {}", limit.name()),
         }
     }
 }

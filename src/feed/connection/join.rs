@@ -5,6 +5,10 @@
 //! in between. A resume (`since`) first checks that it does not reach back before the client's membership
 //! began, that history still reaches back to it, and still records the client's last event as the client saw
 //! it, before promising anything.
+//!
+//! Membership is checked before any room work: a join by a non-member costs one query, and no room is made.
+//! Joins are limited per connection ([`super::rate`]), and a replay reads only as much as the connection's
+//! replay budget allows at once; the rest follows at the budget's pace, a page per turn.
 
 use serde_json::Value;
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -13,20 +17,22 @@ use uuid::Uuid;
 
 use super::delivery::contiguous;
 use super::end::End;
+use super::rate::{Limit, Verdict};
 use super::session::{Joined, Session};
 use crate::feed::Feed;
 use crate::feed::event::Event;
-use crate::feed::history::{CLIENT_PAGE_BYTES, Reader};
+use crate::feed::history::Reader;
 use crate::feed::protocol::{self, At, ErrorCode, LeftReason, Op, Request, ResyncReason, ServerFrame};
 use crate::feed::room::Subscription;
 
 /// Where a joining client starts: after event `seq`, whose `at` is given (when known), with `replay`, the
-/// first page of events after it.
+/// first page of events after it (`replaying`: the client asked for them, with `since`).
 struct Start {
     seq: i64,
     latest: i64,
     at: Option<String>,
     replay: Vec<Event>,
+    replaying: bool,
 }
 
 /// Why a join is refused.
@@ -71,8 +77,17 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             let msg = format!("a connection may be in at most {max_rooms} rooms");
             return self.error(ErrorCode::TooManyRooms, &msg, reference).await;
         }
+        match self.joins.take() {
+            Verdict::Allowed => {}
+            Verdict::Limited(wait) => return self.rate_limited(Limit::Joins, wait, reference).await,
+            Verdict::Abusive => return Err(End::RateLimited(Limit::Joins)),
+        }
+        if let Err(Refusal::Error(code, msg)) = member(&self.feed, self.who.user_id, project).await {
+            return self.error(code, msg, reference).await;
+        }
         let subscription = self.feed.rooms.subscribe(project);
-        match start(&self.feed, self.who.user_id, project, since, since_at).await {
+        let first_page = if since.is_some() { self.replay_page() } else { 0 };
+        match start(&self.feed, self.who.user_id, project, since, since_at, first_page).await {
             Ok(start) => self.enter(project, subscription, start, reference).await,
             Err(refusal) => {
                 // Out of the room before the client hears so.
@@ -95,11 +110,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         start: Start,
         reference: Option<&Value>,
     ) -> Result<(), End> {
-        let Start { seq, latest, at, replay } = start;
+        let Start { seq, latest, at, replay, replaying } = start;
         let rewinds = subscription.rewinds();
         self.streams.insert(project, subscription);
-        self.rooms
-            .insert(project, Joined { cursor: seq, verified_at: latest, catch_up_to: None, retry_at: None, rewinds });
+        let joined = Joined { cursor: seq, verified_at: latest, catch_up_to: None, retry_at: None, rewinds, replaying };
+        self.rooms.insert(project, joined);
+        if replaying {
+            self.replay.spend(replay.iter().map(|e| e.frame.len() as f64).sum());
+        }
         let joined = ServerFrame::Joined { project, seq, latest, at: at.as_deref() };
         self.feed_frame(Message::text(joined.to_text(reference))).await?;
         for event in replay {
@@ -116,18 +134,40 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     }
 }
 
-/// Where the client starts: now (the project's latest seq), or after `since`.
+/// One answer for "no such project" and "not a member", so ids cannot be probed.
+const NOT_FOUND: Refusal = Refusal::Error(ErrorCode::NotFound, "no such project, or you are not a member of it");
+
+/// Whether `user` is a member of `project`: the one query a join costs before it touches a room.
+async fn member(feed: &Feed, user: Uuid, project: Uuid) -> Result<(), Refusal> {
+    let check = async {
+        let (_slot, client) = feed.history.connection(Reader::Client).await?;
+        let stmt =
+            client.prepare_cached("SELECT 1 FROM project_members WHERE project_id = $1 AND user_id = $2").await?;
+        Ok::<_, crate::error::Error>(client.query_opt(&stmt, &[&project, &user]).await?.is_some())
+    };
+    match check.await {
+        Ok(true) => Ok(()),
+        Ok(false) => Err(NOT_FOUND),
+        Err(e) => {
+            tracing::error!(%project, "join failed: {e}");
+            Err(Refusal::Error(ErrorCode::Unavailable, "the server could not check your membership; try again"))
+        }
+    }
+}
+
+/// Where the client starts: now (the project's latest seq), or after `since`, with a first page of at most
+/// `first_page` bytes of history.
 async fn start(
     feed: &Feed,
     user: Uuid,
     project: Uuid,
     since: Option<i64>,
     since_at: Option<At>,
+    first_page: i64,
 ) -> Result<Start, Refusal> {
     let (latest, latest_at, since_seq) = match feed.history.latest_if_member(project, user).await {
         Ok(Some(latest)) => latest,
-        // One answer for "no such project" and "not a member", so ids cannot be probed.
-        Ok(None) => return Err(Refusal::Error(ErrorCode::NotFound, "no such project, or you are not a member of it")),
+        Ok(None) => return Err(NOT_FOUND),
         Err(e) => {
             tracing::error!(%project, "join failed: {e}");
             let msg = "the server could not check your membership; try again";
@@ -135,24 +175,32 @@ async fn start(
         }
     };
     match since {
-        None => Ok(Start { seq: latest, latest, at: latest_at, replay: Vec::new() }),
+        None => Ok(Start { seq: latest, latest, at: latest_at, replay: Vec::new(), replaying: false }),
         Some(since) if since > latest => Err(Refusal::Resync { latest, reason: ResyncReason::SinceAhead }),
         // A replay never reaches back before the membership: what the project said before is not theirs to read.
         Some(since) if since < since_seq => Err(Refusal::Resync { latest, reason: ResyncReason::BeforeMembership }),
-        Some(since) => resume(feed, project, since, since_at, latest).await,
+        Some(since) => resume(feed, project, since, since_at, latest, first_page).await,
     }
 }
 
 /// A resume: checks that history still reaches back to `since` and, if the client named its last event,
 /// that history still records that event as the client saw it. Event `since` itself is read too, for its
-/// `at` (the `joined` frame carries it, for the next resume).
-async fn resume(feed: &Feed, project: Uuid, since: i64, since_at: Option<At>, latest: i64) -> Result<Start, Refusal> {
-    let mut start = Start { seq: since, latest, at: None, replay: Vec::new() };
+/// `at` (the `joined` frame carries it, for the next resume). The first page holds at most `max_bytes` of
+/// frames (at least one event).
+async fn resume(
+    feed: &Feed,
+    project: Uuid,
+    since: i64,
+    since_at: Option<At>,
+    latest: i64,
+    max_bytes: i64,
+) -> Result<Start, Refusal> {
+    let mut start = Start { seq: since, latest, at: None, replay: Vec::new(), replaying: true };
     if latest == 0 {
         return Ok(start);
     }
     let (from, page) = ((since - 1).max(0), feed.settings.history_page);
-    start.replay = match feed.history.read(Reader::Client, project, from, latest, page, CLIENT_PAGE_BYTES).await {
+    start.replay = match feed.history.read(Reader::Client, project, from, latest, page, max_bytes).await {
         Ok(events) => events,
         Err(e) => {
             tracing::error!(%project, "history read failed: {e}");

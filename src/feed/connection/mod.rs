@@ -10,20 +10,32 @@
 //! shared and bounded), membership (a removed member leaves the room at once) and token revocation
 //! ([`revocation`]).
 //!
+//! And it bounds what one client can ask of the server ([`rate`]): frames per second (a ping costs a pong),
+//! joins per second, bytes of history replayed per second. It reads nothing more from a client while what it
+//! has to send that client does not drain: a client that sends pings and never reads their pongs fills its own
+//! socket's buffers, not the server's memory.
+//!
 //! * [`session`] — the session's state and its writes to the client.
 //! * [`join`] — requests: join, resume, leave, ping.
+//! * [`rate`] — the rate limits of one connection.
+//! * [`slots`] — how many connections the server and each user may hold.
 //! * [`end`] — why a session ends.
 
 mod delivery;
 mod end;
 mod join;
+mod rate;
 mod revocation;
 mod session;
+mod slots;
+
+pub(crate) use self::slots::{Full, Slots};
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures::{SinkExt, StreamExt};
+use serde_json::Value;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::broadcast;
 use tokio::time::Instant;
@@ -33,10 +45,12 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use self::end::End;
+use self::rate::{Limit, Verdict, millis};
 use self::session::Session;
 use super::Feed;
-use super::protocol::ErrorCode;
+use super::protocol::{self, ErrorCode, ServerFrame};
 use crate::auth::Identity;
+use crate::config::Rate;
 
 /// Serves one client until it leaves or must go. `revoked` was subscribed before the token was checked, so
 /// a revocation in between is not missed.
@@ -70,25 +84,19 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         // thousands of other sessions after a restart: shutdown must not wait for them.
         let shutdown = self.shutdown.clone();
         loop {
-            let backlog = self.catching_up();
-            let retry = self.rooms.values().filter_map(|r| r.retry_at).chain(self.recheck_at).min();
+            // A replay waits for its connection's byte budget (`retry` wakes the loop when it is there).
+            let (backlog, paced) = self.catching_up();
+            let retry = self.rooms.values().filter_map(|r| r.retry_at).chain(self.recheck_at).chain(paced).min();
             let step = tokio::select! {
                 biased;
                 _ = self.shutdown.cancelled() => Err(End::Shutdown),
                 token = revoked.recv() => self.revoked(token),
-                msg = self.ws.next() => {
+                msg = next_when_drained(&mut self.ws) => {
                     heard = std::time::Instant::now();
                     match received(msg) {
                         // Boxed: requests are rare, and their futures (database round trips) are large.
                         // Inline, they would make every idle connection's future as large as the largest.
-                        Ok(Some(Received::Text(text))) => {
-                            Box::pin(unless_shutdown(&shutdown, self.request(&text))).await
-                        }
-                        Ok(Some(Received::Binary)) => {
-                            let msg = "binary messages are not supported; send JSON text";
-                            Box::pin(self.error(ErrorCode::BadFrame, msg, None)).await
-                        }
-                        Ok(None) => Ok(()),
+                        Ok(received) => Box::pin(unless_shutdown(&shutdown, self.answer(received))).await,
                         Err(end) => Err(end),
                     }
                 }
@@ -114,6 +122,40 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         }
     }
 
+    /// Whatever the client sent counts against its rate of messages; a request within it is answered.
+    async fn answer(&mut self, received: Received) -> Result<(), End> {
+        match (self.messages.take(), received) {
+            (Verdict::Abusive, _) => Err(End::RateLimited(Limit::Messages)),
+            (Verdict::Limited(wait), Received::Text(text)) => {
+                let reference = protocol::reference(&text);
+                self.rate_limited(Limit::Messages, wait, reference.as_ref()).await
+            }
+            // A ping over the limit was answered by the WebSocket library already; nothing else is.
+            (Verdict::Limited(_), _) | (Verdict::Allowed, Received::Control) => Ok(()),
+            (Verdict::Allowed, Received::Text(text)) => self.request(&text).await,
+            (Verdict::Allowed, Received::Binary) => {
+                let msg = "binary messages are not supported; send JSON text";
+                self.error(ErrorCode::BadFrame, msg, None).await
+            }
+        }
+    }
+
+    /// Refuses a request over one of the connection's rates.
+    pub(super) async fn rate_limited(
+        &mut self,
+        limit: Limit,
+        wait: Duration,
+        reference: Option<&Value>,
+    ) -> Result<(), End> {
+        let Rate { per_sec, burst } = limit.rate(&self.feed.settings);
+        let what = limit.name();
+        let message =
+            format!("too many {what}: at most {per_sec} a second, {burst} at once; retry after retry_after ms");
+        let frame =
+            ServerFrame::Error { code: ErrorCode::RateLimited, message: &message, retry_after: Some(millis(wait)) };
+        self.reply(frame, reference).await
+    }
+
     /// A retry is due: a room's history read that failed, or a token check.
     async fn retry(&mut self, shutdown: &CancellationToken) -> Result<(), End> {
         let now = Instant::now();
@@ -130,7 +172,18 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     /// Tells the client why the session ends, if it can still hear it.
     async fn close(&mut self, end: &End) {
         if let Some(frame) = end.close_frame(self.feed.settings.max_client_frame) {
-            let _ = tokio::time::timeout(Duration::from_secs(1), self.ws.close(Some(frame))).await;
+            let ws = &mut self.ws;
+            let closing = async {
+                ws.close(Some(frame)).await?;
+                // A client closed for its rate has more in flight: read it (to the client's reply to the close)
+                // before the socket is dropped, or the system answers it with a reset, and the client, losing
+                // what it had yet to read, never learns why it was closed.
+                if let End::RateLimited(_) = end {
+                    while ws.next().await.transpose()?.is_some() {}
+                }
+                Ok::<_, tungstenite::Error>(())
+            };
+            let _ = tokio::time::timeout(Duration::from_secs(1), closing).await;
         } else if let End::Closed = end {
             // Complete the closing handshake: tungstenite has queued the reply to the client's close frame, and
             // a flush sends it. Without it the client sees an abnormal closure (1006) instead of a clean one.
@@ -139,21 +192,35 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     }
 }
 
-/// A request from the client, to answer.
+/// What the client sent.
 enum Received {
     Text(Utf8Bytes),
     Binary,
+    /// A ping (answered by tungstenite) or a pong.
+    Control,
 }
 
-/// What the client sent (or what became of its socket): a request, nothing to answer, or the end.
-fn received(msg: Option<Result<Message, tungstenite::Error>>) -> Result<Option<Received>, End> {
+/// The client's next message, once everything queued for it has been written: while the client does not read,
+/// the session does not read either, so what the client sends (a ping, whose pong is queued) cannot pile up
+/// in the write buffer.
+async fn next_when_drained<S: AsyncRead + AsyncWrite + Unpin>(
+    ws: &mut WebSocketStream<S>,
+) -> Option<Result<Message, tungstenite::Error>> {
+    if let Err(e) = ws.flush().await {
+        return Some(Err(e));
+    }
+    ws.next().await
+}
+
+/// What the client sent (or what became of its socket): a message, or the end.
+fn received(msg: Option<Result<Message, tungstenite::Error>>) -> Result<Received, End> {
     use tungstenite::error::ProtocolError::ResetWithoutClosingHandshake;
     match msg {
-        Some(Ok(Message::Text(text))) => Ok(Some(Received::Text(text))),
-        Some(Ok(Message::Binary(_))) => Ok(Some(Received::Binary)),
+        Some(Ok(Message::Text(text))) => Ok(Received::Text(text)),
+        Some(Ok(Message::Binary(_))) => Ok(Received::Binary),
         Some(Ok(Message::Close(_))) => Err(End::Closed),
         None => Err(End::Gone),
-        Some(Ok(_)) => Ok(None), // ping (answered by tungstenite), pong
+        Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => Ok(Received::Control),
         Some(Err(tungstenite::Error::Capacity(_))) => Err(End::TooBig),
         // A client that drops the connection without a close frame is gone, not wrong.
         Some(Err(tungstenite::Error::Protocol(ResetWithoutClosingHandshake))) => Err(End::Gone),

@@ -15,8 +15,10 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use super::end::End;
+use super::rate::Bucket;
 use crate::auth::Identity;
 use crate::feed::Feed;
+use crate::feed::history::CLIENT_PAGE_BYTES;
 use crate::feed::protocol::{ErrorCode, ServerFrame};
 use crate::feed::room::{RewindWatch, Subscription};
 
@@ -33,6 +35,10 @@ pub(super) struct Session<S> {
     pub shutdown: CancellationToken,
     /// When to check again that the token is still valid (revocations may have been missed; it expires).
     pub recheck_at: Option<Instant>,
+    /// Frames received, joins, and bytes of history replayed: what this client may ask of the server.
+    pub messages: Bucket,
+    pub joins: Bucket,
+    pub replay: Bucket,
 }
 
 /// The session's state in one room.
@@ -49,6 +55,9 @@ pub(super) struct Joined {
     /// After a failed history read (the database is restarting, the pool is exhausted): when to try again.
     /// The client stays connected meanwhile; it just waits for its events a little longer.
     pub retry_at: Option<Instant>,
+    /// Whether the client asked for what it is catching up on (`join` with `since`): then it is paced by the
+    /// connection's replay budget.
+    pub replaying: bool,
 }
 
 impl Joined {
@@ -56,13 +65,33 @@ impl Joined {
     pub fn catch_up_through(&mut self, seq: i64) {
         self.catch_up_to = Some(self.catch_up_to.unwrap_or(0).max(seq));
     }
+
+    pub fn caught_up(&mut self) {
+        self.catch_up_to = None;
+        self.replaying = false;
+    }
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     pub fn new(ws: WebSocketStream<S>, who: Identity, feed: Arc<Feed>, shutdown: CancellationToken) -> Session<S> {
         // The token's expiry is a token check planned from the start (see `revocation`).
         let recheck_at = who.expires_in().map(|d| Instant::now() + d);
-        Session { who, feed, ws, rooms: HashMap::new(), streams: StreamMap::new(), shutdown, recheck_at }
+        let settings = &feed.settings;
+        let (messages, joins) = (Bucket::new(settings.messages), Bucket::new(settings.joins));
+        // Up to a page at once, then the budget's rate.
+        let replay = Bucket::with(settings.replay_bytes_per_sec as f64, CLIENT_PAGE_BYTES as f64);
+        Session {
+            who,
+            feed,
+            ws,
+            rooms: HashMap::new(),
+            streams: StreamMap::new(),
+            shutdown,
+            recheck_at,
+            messages,
+            joins,
+            replay,
+        }
     }
 
     /// Sends a frame (with the request's `ref`, if any) and flushes.
@@ -72,7 +101,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     }
 
     pub async fn error(&mut self, code: ErrorCode, message: &str, reference: Option<&Value>) -> Result<(), End> {
-        self.reply(ServerFrame::Error { code, message }, reference).await
+        self.reply(ServerFrame::Error { code, message, retry_after: None }, reference).await
     }
 
     pub async fn send(&mut self, msg: Message) -> Result<(), End> {
