@@ -658,7 +658,7 @@ pub fn abuse_section(r: &Results) -> String {
     );
     let _ = writeln!(
         s,
-        "- **Phases**: a baseline without abuse, then one per abusive client, each {:.0} s long after {:.0} s of settling, all on one server and the same clients (what an abuser leaves behind shows in the phases after it). The abusers connect from a loopback address of their own, with a token of their own; the long history they replay is {} events.",
+        "- **Phases**: a baseline without abuse, then one per abusive client, each {} s long after {} s of settling, all on one server and the same clients (what an abuser leaves behind shows in the phases after it). The abusers connect from a loopback address of their own, with a token of their own; the long history they replay is {} events.",
         a.phase_secs, a.settle_secs, a.history_events,
     );
     s.push_str("- **clients p50 / p99 / max**: commit-to-client latency of the SQL writes due in the phase, as in the latency run; **delivered / expected**: those writes' deliveries, and their committed count times the clients of their room.\n");
