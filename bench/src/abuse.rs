@@ -108,6 +108,21 @@ pub async fn run(ctx: &Ctx) -> Result<AbuseRun, String> {
         users.history_len,
         t.elapsed().as_secs_f64()
     ));
+    let m = measure(ctx, &plan, &users).await?;
+    Ok(figures(ctx, &plan, &users, m))
+}
+
+/// What the phases measured, before the figures are worked out.
+struct Measured {
+    phases: Vec<AbusePhase>,
+    shared: Arc<Shared>,
+    outcomes: Vec<load::ClientOutcome>,
+    finals: Vec<i64>,
+    api: ApiSamples,
+}
+
+/// Starts the server, joins the clients, then runs the writers, the API writer and the phases.
+async fn measure(ctx: &Ctx, plan: &Plan, users: &Users) -> Result<Measured, String> {
     let server = ctx.spawn_server("abuse")?;
     tokio::time::sleep(Duration::from_millis(500)).await;
     let capacity = (plan.rate * plan.total().as_secs_f64() * 1.1) as usize + 1000;
@@ -133,7 +148,7 @@ pub async fn run(ctx: &Ctx) -> Result<AbuseRun, String> {
         },
         shared.clone(),
     ));
-    let probe = ApiProbe::start(&server, &users, ctx.projects[0], start, start + plan.total());
+    let probe = ApiProbe::start(&server, users, ctx.projects[0], start, start + plan.total());
     let open_files = boardcast::process::open_file_limit().0;
     let target = Arc::new(users.target(&server, open_files.saturating_sub(plan.clients as u64 + 1000)));
     let mut phases = Vec::new();
@@ -152,7 +167,12 @@ pub async fn run(ctx: &Ctx) -> Result<AbuseRun, String> {
     if write.errors > 0 {
         ctx.say(format!("abuse: {} writes failed; first: {}", write.errors, write.first_error.unwrap_or_default()));
     }
+    Ok(Measured { phases, shared, outcomes, finals, api })
+}
 
+/// The run's figures: each phase's latency and API figures, the whole run's losses.
+fn figures(ctx: &Ctx, plan: &Plan, users: &Users, m: Measured) -> AbuseRun {
+    let Measured { mut phases, shared, outcomes, finals, api } = m;
     let v = load::verdict(&outcomes, &finals);
     let clients_of = clients_per_room(plan.clients, plan.rooms);
     for (k, p) in phases.iter_mut().enumerate() {
@@ -164,7 +184,7 @@ pub async fn run(ctx: &Ctx) -> Result<AbuseRun, String> {
         let w = plan.window(k);
         api.fill(p, w.start.as_secs_f64()..w.end.as_secs_f64());
     }
-    Ok(AbuseRun {
+    AbuseRun {
         clients: plan.clients,
         rooms: plan.rooms,
         users: users.good.len(),
@@ -182,7 +202,7 @@ pub async fn run(ctx: &Ctx) -> Result<AbuseRun, String> {
         first_disconnect: outcomes.iter().find_map(|o| o.error.clone()),
         synchronous_commit: ctx.load_sync_commit(),
         phases,
-    })
+    }
 }
 
 fn ms(us: u64) -> f64 {
