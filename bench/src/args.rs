@@ -25,6 +25,48 @@ pub enum Scenario {
     Writes,
     /// All four, then BENCHMARKS.md and docs/bench/latency.svg are written
     All,
+    /// 1,000 well-behaved clients beside one abusive client per kind of issue #13, a phase per kind after a
+    /// baseline without abuse (not part of `all`: about two minutes of its own)
+    Abuse,
+}
+
+/// The abusive clients of `--scenario abuse` (issue #13), one phase each.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Abuse {
+    /// One socket sends pings as fast as it can and never reads
+    PingFlood,
+    /// 2,000 WebSockets from one token, held
+    ConnectionFlood,
+    /// One socket joins and leaves a room in a loop
+    JoinLeave,
+    /// One socket joins random project ids it is no member of
+    RandomJoins,
+    /// One socket: `join since=0` of a long history, `leave`, in a loop
+    ReplayLoop,
+    /// 100 sockets replaying the long history in a loop
+    Replays,
+    /// 40 connections each sending a 2.4 MB task body minus 100 bytes, then stalling
+    SlowBodies,
+    /// 8 connections sending API requests with random well-formed tokens
+    UnknownTokens,
+}
+
+impl Abuse {
+    pub const ALL: [Abuse; 8] = [
+        Abuse::PingFlood,
+        Abuse::ConnectionFlood,
+        Abuse::JoinLeave,
+        Abuse::RandomJoins,
+        Abuse::ReplayLoop,
+        Abuse::Replays,
+        Abuse::SlowBodies,
+        Abuse::UnknownTokens,
+    ];
+
+    /// The name the flag takes (and the report shows).
+    pub fn name(self) -> String {
+        self.to_possible_value().map(|v| v.get_name().to_string()).unwrap_or_default()
+    }
 }
 
 #[derive(Debug, Clone, Parser)]
@@ -52,10 +94,10 @@ pub struct Args {
     /// Rows per bulk transaction in `writes`
     #[arg(long, value_name = "K", default_value_t = 100)]
     pub bulk_rows: usize,
-    /// Measured seconds per run (default: latency 20, fanout 15, writes 5)
+    /// Measured seconds per run (default: latency 20, fanout 15, writes 5; abuse: 10 per phase)
     #[arg(long, value_name = "S")]
     pub duration: Option<f64>,
-    /// Seconds written before measuring (default 3; writes 1)
+    /// Seconds written before measuring (default 3; writes 1; abuse: 1.5 between phases)
     #[arg(long, value_name = "S")]
     pub warmup: Option<f64>,
     /// Memory: connection counts to measure RSS at
@@ -64,6 +106,12 @@ pub struct Args {
     /// Memory: connections to try to hold at the end
     #[arg(long, value_name = "N", default_value_t = 50_000)]
     pub hold: usize,
+    /// Abuse: the abusive clients to run, a phase each after the baseline (default: all)
+    #[arg(long, value_name = "KIND,..", value_enum, value_delimiter = ',')]
+    pub abuse: Vec<Abuse>,
+    /// Abuse: events in the history the replaying abusers read
+    #[arg(long, value_name = "N", default_value_t = 50_000)]
+    pub history: i64,
     /// Loopback source addresses 127.0.0.1..N for clients (default: enough for the connection count)
     #[arg(long, value_name = "N")]
     pub source_ips: Option<usize>,
@@ -116,9 +164,9 @@ impl Args {
         args
     }
 
-    /// Whether this scenario runs (all of them do with `--scenario all`).
+    /// Whether this scenario runs (with `--scenario all`, all of them but `abuse`).
     pub fn runs(&self, scenario: Scenario) -> bool {
-        self.scenario == Scenario::All || self.scenario == scenario
+        (self.scenario == Scenario::All && scenario != Scenario::Abuse) || self.scenario == scenario
     }
 
     /// `--report` or `--no-report`, whichever came last; without either, only `--scenario all` reports.
@@ -156,6 +204,12 @@ mod tests {
         assert!(a.report());
         assert_eq!(a.steps, [10, 20]);
         assert!(Args::try_parse_from(["b", "--server-env", "nonsense"]).is_err());
+        let a = Args::try_parse_from(["b", "--scenario", "abuse", "--abuse", "ping-flood,slow-bodies"]).unwrap();
+        assert_eq!(a.abuse, [Abuse::PingFlood, Abuse::SlowBodies]);
+        assert!(a.runs(Scenario::Abuse) && !a.runs(Scenario::Latency) && !a.report());
+        let a = Args::try_parse_from(["b"]).unwrap();
+        assert!(a.runs(Scenario::Latency) && !a.runs(Scenario::Abuse) && a.abuse.is_empty());
+        assert_eq!(Abuse::ALL.map(Abuse::name)[7], "unknown-tokens");
         assert!(Args::try_parse_from(["b", "--scenario", "nonsense"]).is_err());
     }
 }

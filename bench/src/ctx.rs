@@ -55,7 +55,7 @@ impl Ctx {
     pub fn fleet_spec(&self, server: &Server, rooms: usize, conns: usize) -> FleetSpec {
         FleetSpec {
             addr: server.addr,
-            token: self.token.clone(),
+            tokens: Arc::new(vec![self.token.clone()]),
             projects: Arc::new(self.projects[..rooms].to_vec()),
             sources: self.sources(conns),
             connect_concurrency: 256,

@@ -118,6 +118,7 @@ async fn measure(ctx: &Ctx, name: &str, plan: &Plan, shared: &Arc<Shared>) -> Re
         warmup: plan.warmup,
         rows: plan.rows,
         setup: Some(format!("SET synchronous_commit = {}", ctx.load_sync_commit())),
+        start: None,
     };
     let write = write_on_own_thread(spec, shared.clone()).await?;
     let cpu = mark.since(Some(&server), &write);

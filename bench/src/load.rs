@@ -8,6 +8,7 @@
 //! leave PostgreSQL at the same moment) parks it, and it is resolved when the run ends.
 
 use std::net::{IpAddr, SocketAddr};
+use std::ops::Range;
 use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -35,6 +36,9 @@ pub struct Shared {
     /// Per write id: when it was due to be sent (open loop) or sent (closed loop).
     sends: Vec<AtomicU64>,
     pub latency: Histogram,
+    /// Latency again, by span of write ids (the abuse scenario's phases): a receipt counts in the span that
+    /// holds its write's id, if any.
+    pub spans: Vec<(Range<u64>, Histogram)>,
     /// Receipt minus the send: an upper bound that includes the INSERT's own execution and commit.
     pub from_send: Histogram,
     pending: Mutex<Vec<(u64, u64)>>,
@@ -45,11 +49,17 @@ pub struct Shared {
 
 impl Shared {
     pub fn new(capacity: usize) -> Arc<Shared> {
+        Shared::with_spans(capacity, Vec::new())
+    }
+
+    /// Latency is also recorded by span of write ids (`Shared::spans`).
+    pub fn with_spans(capacity: usize, spans: Vec<Range<u64>>) -> Arc<Shared> {
         Arc::new(Shared {
             base: Instant::now(),
             commits: (0..capacity).map(|_| AtomicU64::new(0)).collect(),
             sends: (0..capacity).map(|_| AtomicU64::new(0)).collect(),
             latency: Histogram::new(),
+            spans: spans.into_iter().map(|r| (r, Histogram::new())).collect(),
             from_send: Histogram::new(),
             pending: Mutex::new(Vec::new()),
             deliveries: AtomicU64::new(0),
@@ -80,16 +90,27 @@ impl Shared {
         }
     }
 
+    /// Whether write `id` committed inside the measured window.
+    pub fn committed(&self, id: u64) -> bool {
+        self.commits.get(id as usize).is_some_and(|c| !matches!(c.load(Ordering::Acquire), 0 | EXCLUDED))
+    }
+
     fn received(&self, id: u64, at: u64) {
         let Some(c) = self.commits.get(id as usize) else { return };
         match c.load(Ordering::Acquire) {
             EXCLUDED => {}
             0 => self.pending.lock().unwrap().push((id, at)),
-            commit => {
-                self.latency.record(at.saturating_sub(commit) / 1000);
-                self.from_send.record(at.saturating_sub(self.sends[id as usize].load(Ordering::Acquire)) / 1000);
-            }
+            commit => self.record(id, commit, at),
         }
+    }
+
+    fn record(&self, id: u64, commit: u64, at: u64) {
+        let us = at.saturating_sub(commit) / 1000;
+        self.latency.record(us);
+        if let Some((_, h)) = self.spans.iter().find(|(r, _)| r.contains(&id)) {
+            h.record(us);
+        }
+        self.from_send.record(at.saturating_sub(self.sends[id as usize].load(Ordering::Acquire)) / 1000);
     }
 
     /// Resolves receipts that came before their writer saw the commit. Returns how many there were.
@@ -98,10 +119,7 @@ impl Shared {
         for &(id, at) in &pending {
             match self.commits[id as usize].load(Ordering::Acquire) {
                 EXCLUDED | 0 => {}
-                commit => {
-                    self.latency.record(at.saturating_sub(commit) / 1000);
-                    self.from_send.record(at.saturating_sub(self.sends[id as usize].load(Ordering::Acquire)) / 1000);
-                }
+                commit => self.record(id, commit, at),
             }
         }
         pending.len()
@@ -139,7 +157,8 @@ pub struct Fleet {
 
 pub struct FleetSpec {
     pub addr: SocketAddr,
-    pub token: String,
+    /// Client `i` authenticates with token `i % tokens.len()`.
+    pub tokens: Arc<Vec<String>>,
     pub projects: Arc<Vec<Uuid>>,
     pub sources: Vec<IpAddr>,
     /// Connections being opened at once.
@@ -181,7 +200,7 @@ impl Fleet {
             let ctx = ClientCtx {
                 addr: spec.addr,
                 source,
-                token: spec.token.clone(),
+                token: spec.tokens[i % spec.tokens.len()].clone(),
                 project,
                 project_id: spec.projects[project],
                 shared: self.shared.clone(),
@@ -464,6 +483,9 @@ pub struct WriteSpec {
     pub rows: usize,
     /// Run on each writer connection first (e.g. `SET synchronous_commit = off`).
     pub setup: Option<String>,
+    /// When transaction 0 is due (open loop: transaction `i` at `start + i / rate`); `None`: as soon as the
+    /// writers are connected.
+    pub start: Option<Instant>,
 }
 
 #[derive(Debug, Default, Clone, serde::Serialize, serde::Deserialize)]
@@ -561,7 +583,7 @@ pub async fn write(spec: WriteSpec, shared: Arc<Shared>) -> Result<WriteOutcome,
         clients.push(Arc::new(c));
     }
     let ack = Arc::new(Histogram::new());
-    let start = Instant::now() + Duration::from_millis(50);
+    let start = spec.start.unwrap_or_else(|| Instant::now() + Duration::from_millis(50));
     let window = Window { start, window_start: start + spec.warmup, end: start + spec.warmup + spec.duration };
     let mut tasks = Vec::new();
     for (w, client) in clients.into_iter().enumerate() {

@@ -15,6 +15,11 @@ pub fn rss_of(pid: u32) -> u64 {
     status_field(pid, "VmRSS:").unwrap_or(0) * 1024
 }
 
+/// Open file descriptors of a process (its sockets, mostly).
+pub fn fds_of(pid: u32) -> u64 {
+    std::fs::read_dir(format!("/proc/{pid}/fd")).map(|d| d.count() as u64).unwrap_or(0)
+}
+
 pub fn cpu_of(pid: u32) -> Duration {
     let Ok(s) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { return Duration::ZERO };
     // Fields after the command name (which is in parentheses and may hold spaces).

@@ -2,17 +2,21 @@
 //! the server. Run with `--help` for the scenarios and flags; BENCHMARKS.md holds the results.
 //!
 //! * [`args`] — the flags; [`run`] — runs the scenarios asked for, saves and reports the results;
-//! * [`delivery`], [`memory`], [`writes`] — the scenarios, on the [`ctx`] they share;
+//! * [`delivery`], [`memory`], [`writes`], [`abuse`] — the scenarios, on the [`ctx`] they share;
+//! * [`abusers`] — the abusive clients of the `abuse` scenario;
 //! * [`results`] — what they measured (results.json);
 //! * [`server`] — the server under test, as a child process, and its database; [`machine`] — /proc readings;
 //! * [`load`] — WebSocket clients and SQL writers; [`pg`] — the bench's own PostgreSQL connections;
-//! * [`ws`] — a minimal WebSocket client built for many connections;
+//! * [`ws`] — a minimal WebSocket client built for many connections; [`http`] — a minimal HTTP/1.1 client;
 //! * [`hist`] — latency histograms; [`report`] — BENCHMARKS.md and the latency chart.
 
+mod abuse;
+mod abusers;
 mod args;
 mod ctx;
 mod delivery;
 mod hist;
+mod http;
 mod load;
 mod machine;
 mod memory;
@@ -56,5 +60,14 @@ fn summary(r: &results::Results) -> serde_json::Value {
             "deliveries_per_s": l.deliveries_per_s, "achieved_tps": l.achieved_tps,
             "disconnected": l.disconnected,
         })).collect::<Vec<_>>(),
+        "abuse": r.abuse.as_ref().map(|a| serde_json::json!({
+            "deliveries": a.deliveries, "expected": a.expected_deliveries, "lost": a.lost,
+            "duplicates": a.duplicates, "disconnected": a.disconnected,
+            "phases": a.phases.iter().map(|p| serde_json::json!({
+                "name": p.name, "samples": p.samples, "expected": p.expected_samples, "p50_ms": p.p50_ms,
+                "p99_ms": p.p99_ms, "api_p99_ms": p.api_p99_ms, "api_failures": p.api_failures,
+                "rss_max": p.rss_max, "abuser_sent": p.abuser.as_ref().map(|x| x.sent),
+            })).collect::<Vec<_>>(),
+        })),
     })
 }

@@ -1,5 +1,7 @@
 //! What a run measured: the figures of each scenario, as results.json keeps them and the report renders them.
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 
 use crate::load::WriteOutcome;
@@ -93,10 +95,87 @@ pub struct Results {
     pub load: Vec<LoadRun>,
     pub memory: Option<MemoryRun>,
     pub writes: Vec<WriteRun>,
+    #[serde(default)]
+    pub abuse: Option<AbuseRun>,
     pub lost: u64,
     pub duplicates: u64,
     pub errors: Vec<String>,
     /// The hand-written section of BENCHMARKS.md, carried over from the file being replaced.
     #[serde(skip, default)]
     pub notes: Option<String>,
+    /// The abuse section of BENCHMARKS.md, carried over from the file being replaced when `abuse` did not run.
+    #[serde(skip, default)]
+    pub kept_abuse: Option<String>,
+}
+
+/// The abuse scenario: well-behaved clients and an API writer through a baseline phase and one phase per
+/// abusive client.
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+pub struct AbuseRun {
+    pub clients: usize,
+    pub rooms: usize,
+    /// Users the clients are spread over (client i is user i mod users).
+    pub users: usize,
+    pub writers: usize,
+    pub offered_tps: f64,
+    pub api_writes_per_s: f64,
+    pub phase_secs: f64,
+    pub settle_secs: f64,
+    pub history_events: i64,
+    /// Over the whole run: what the clients received, and what they should have.
+    pub deliveries: u64,
+    pub expected_deliveries: u64,
+    pub lost: u64,
+    pub duplicates: u64,
+    pub disconnected: usize,
+    pub first_disconnect: Option<String>,
+    pub synchronous_commit: String,
+    pub phases: Vec<AbusePhase>,
+}
+
+/// One phase: the well-behaved side's figures while the abuser ran, the server's, and the abuser's own.
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+pub struct AbusePhase {
+    /// `baseline`, or the abuser's kind (`--abuse` name).
+    pub name: String,
+    /// Commit-to-client latency of the SQL writes made during the phase.
+    pub samples: u64,
+    /// Deliveries those writes should have made (their committed count times the clients of their room).
+    pub expected_samples: u64,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+    pub max_ms: f64,
+    /// The API writer: `POST /api/projects/{id}/tasks` sent during the phase, how many did not get 201, and the
+    /// latency of the answers.
+    pub api_writes: u64,
+    pub api_failures: u64,
+    pub api_p50_ms: f64,
+    pub api_p99_ms: f64,
+    pub rss_start: u64,
+    pub rss_max: u64,
+    pub rss_end: u64,
+    /// The server's open file descriptors (its sockets, mostly), at most.
+    pub fds_max: u64,
+    pub server_cpu_pct: f64,
+    pub postgres_cpu_pct: f64,
+    /// The whole machine, all cores: how busy it was (other users of the machine count too).
+    pub machine_busy_pct: f64,
+    /// How late the phase started (the previous abuser's clean-up ran over the settling time).
+    pub late_ms: u64,
+    pub abuser: Option<AbuserReport>,
+}
+
+/// What an abusive client sent and what it got.
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+pub struct AbuserReport {
+    /// Requests, frames or connections sent (per kind: pings, joins, upgrades, requests).
+    pub sent: u64,
+    pub bytes_out: u64,
+    pub bytes_in: u64,
+    /// What came back, counted: replies (`joined`, `error rate_limited`), HTTP statuses, close codes, how
+    /// connections ended (`closed by the server`, `open at the end`).
+    pub got: BTreeMap<String, u64>,
+    pub notes: Vec<String>,
+    /// From the phase's end until every connection of the abuser was closed.
+    pub cleanup_ms: u64,
 }

@@ -10,6 +10,9 @@
 //! * `writes`  — the write ceiling: INSERT throughput with nobody listening, with a bare LISTEN connection,
 //!   with the server (no clients), and with the server and clients; single-row and bulk transactions.
 //! * `all`     — all four, then BENCHMARKS.md and docs/bench/latency.svg are written.
+//! * `abuse`   — 1,000 well-behaved clients beside one abusive client per kind of issue #13, a phase each after
+//!   a baseline; not part of `all` (about two minutes). Its section of BENCHMARKS.md is written by itself
+//!   (`--report`) and kept by the other runs.
 //!
 //! See `boardcast-bench --help` for the flags, and BENCHMARKS.md for results.
 
@@ -20,7 +23,7 @@ use crate::args::{Args, Scenario};
 use crate::ctx::Ctx;
 use crate::delivery::Shape;
 use crate::results::Results;
-use crate::{delivery, machine, memory, pg, report, server, writes};
+use crate::{abuse, delivery, machine, memory, pg, report, server, writes};
 
 const LATENCY: Shape = Shape { clients: 1000, rooms: 100, writers: 8, rate: Some(1000.0), duration: 20.0 };
 const FANOUT: Shape = Shape { clients: 10_000, rooms: 10, writers: 4, rate: Some(300.0), duration: 15.0 };
@@ -67,10 +70,16 @@ async fn scenarios(ctx: &Ctx, results: &mut Results) -> Result<(), String> {
     if args.runs(Scenario::Writes) {
         results.writes = writes::run(ctx).await?;
     }
-    results.lost =
-        results.load.iter().map(|r| r.lost).sum::<u64>() + results.writes.iter().filter_map(|w| w.lost).sum::<u64>();
+    if args.runs(Scenario::Abuse) {
+        results.abuse = Some(abuse::run(ctx).await?);
+    }
+    let abuse = results.abuse.as_ref();
+    results.lost = results.load.iter().map(|r| r.lost).sum::<u64>()
+        + results.writes.iter().filter_map(|w| w.lost).sum::<u64>()
+        + abuse.map_or(0, |a| a.lost);
     results.duplicates = results.load.iter().map(|r| r.duplicates).sum::<u64>()
-        + results.writes.iter().filter_map(|w| w.duplicates).sum::<u64>();
+        + results.writes.iter().filter_map(|w| w.duplicates).sum::<u64>()
+        + abuse.map_or(0, |a| a.duplicates);
     Ok(())
 }
 
@@ -84,7 +93,10 @@ fn save(args: &Args, results: &Results) -> Result<(), String> {
     println!("{}", report::text(results));
     if args.report() {
         report::write_files(results).map_err(|e| format!("writing the report: {e}"))?;
-        eprintln!("bench: wrote BENCHMARKS.md and docs/bench/latency.svg");
+        eprintln!(
+            "bench: wrote BENCHMARKS.md{}",
+            if results.load.is_empty() { "" } else { " and docs/bench/latency.svg" }
+        );
     }
     Ok(())
 }

@@ -169,6 +169,7 @@ async fn measure(ctx: &Ctx, plan: &Plan, setup: &Setup, sync: &str, rows: usize)
         warmup: plan.warmup,
         rows,
         setup: Some(format!("SET synchronous_commit = {sync}")),
+        start: None,
     };
     let w = write_on_own_thread(spec, Shared::new(0)).await?;
     let (server_cpu, pg_cpu, _, _) = mark.since(server, &w);

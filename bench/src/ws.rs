@@ -15,6 +15,7 @@ use tokio::net::{TcpSocket, TcpStream};
 pub const OP_TEXT: u8 = 1;
 pub const OP_CLOSE: u8 = 8;
 pub const OP_PING: u8 = 9;
+pub const OP_PONG: u8 = 10;
 
 pub struct Conn {
     stream: TcpStream,
@@ -37,12 +38,7 @@ impl Conn {
         }
         let mut stream = socket.connect(addr).await?;
         stream.set_nodelay(true)?;
-        let request = format!(
-            "GET /ws HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-             Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\
-             Authorization: Bearer {token}\r\n\r\n"
-        );
-        stream.write_all(request.as_bytes()).await?;
+        stream.write_all(upgrade_request(addr, token).as_bytes()).await?;
         let mut buf = vec![0u8; buf_size.max(1024)];
         let mut end = 0;
         let header_end = loop {
@@ -81,6 +77,11 @@ impl Conn {
         frame.extend_from_slice(&[0, 0, 0, 0]); // the mask key: zero, so the payload goes as is
         frame.extend_from_slice(payload);
         self.stream.write_all(&frame).await
+    }
+
+    /// Sends bytes as they are (frames built by the caller).
+    pub async fn send_raw(&mut self, bytes: &[u8]) -> io::Result<()> {
+        self.stream.write_all(bytes).await
     }
 
     /// Waits for more bytes. `Ok(false)` when the peer closed the connection.
@@ -135,6 +136,20 @@ impl Conn {
         self.start = s + len;
         Some((opcode, &self.buf[s..s + len]))
     }
+}
+
+/// The upgrade request [`Conn::connect`] sends.
+pub fn upgrade_request(addr: SocketAddr, token: &str) -> String {
+    format!(
+        "GET /ws HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\
+         Authorization: Bearer {token}\r\n\r\n"
+    )
+}
+
+/// The status code of a close frame's payload, if it has one.
+pub fn close_code(payload: &[u8]) -> Option<u16> {
+    (payload.len() >= 2).then(|| u16::from_be_bytes([payload[0], payload[1]]))
 }
 
 /// The integer after `"key":` in a JSON frame (the first occurrence).

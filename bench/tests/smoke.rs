@@ -1,8 +1,8 @@
-//! A short run of the benchmark binary against a fresh database: it must run and lose nothing. No timing is
+//! Short runs of the benchmark binary against a fresh database: they must run and lose nothing. No timing is
 //! asserted (that is what `make bench` and BENCHMARKS.md are for).
 
 use std::path::PathBuf;
-use std::process::Command;
+use std::process::{Command, Output};
 
 use tokio_postgres::NoTls;
 use uuid::Uuid;
@@ -42,21 +42,21 @@ async fn admin(sql: &str) {
     client.batch_execute(sql).await.expect(sql);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_benchmark_runs_and_loses_nothing() {
+/// Runs the bench with `args` on a database of its own; its BENCH_RESULT line and its results.json.
+async fn bench(args: &[&str]) -> (serde_json::Value, serde_json::Value) {
     let name = format!("bc_test_{}", Uuid::new_v4().simple());
     admin(&format!("CREATE DATABASE {name}")).await;
     let out = std::env::temp_dir().join(&name);
     let json = out.join("smoke.json");
     let bench = env!("CARGO_BIN_EXE_boardcast-bench");
     let server = server_bin();
-    let result = tokio::task::spawn_blocking({
+    let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+    let result: Output = tokio::task::spawn_blocking({
         let (name, out, json) = (name.clone(), out.clone(), json.clone());
         move || {
             Command::new(bench)
-                .args(["--scenario", "latency", "--clients", "40", "--rooms", "4", "--writers", "2"])
-                .args(["--rate", "200", "--duration", "1", "--warmup", "0.5", "--no-report", "--quiet"])
-                .arg("--server-bin")
+                .args(&args)
+                .args(["--no-report", "--quiet", "--server-bin"])
                 .arg(server)
                 .arg("--out")
                 .arg(&out)
@@ -75,13 +75,87 @@ async fn the_benchmark_runs_and_loses_nothing() {
     assert!(result.status.success(), "boardcast-bench failed:\n{stdout}\n{stderr}");
     let line = stdout.lines().find_map(|l| l.strip_prefix("BENCH_RESULT ")).expect("a BENCH_RESULT line");
     let summary: serde_json::Value = serde_json::from_str(line).unwrap();
-    assert_eq!(summary["lost"], 0, "{line}");
-    assert_eq!(summary["duplicates"], 0, "{line}");
-    let run = &summary["load"][0];
-    assert_eq!(run["disconnected"], 0, "{line}");
-    assert!(run["deliveries"].as_u64().unwrap() > 0, "{line}");
-    assert_eq!(run["deliveries"], run["expected"], "{line}");
     let full: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
-    assert!(full["load"][0]["latency_samples"].as_u64().unwrap() > 0);
     let _ = std::fs::remove_dir_all(&out);
+    (summary, full)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_benchmark_runs_and_loses_nothing() {
+    let (summary, full) = bench(&[
+        "--scenario",
+        "latency",
+        "--clients",
+        "40",
+        "--rooms",
+        "4",
+        "--writers",
+        "2",
+        "--rate",
+        "200",
+        "--duration",
+        "1",
+        "--warmup",
+        "0.5",
+    ])
+    .await;
+    assert_eq!(summary["lost"], 0, "{summary}");
+    assert_eq!(summary["duplicates"], 0, "{summary}");
+    let run = &summary["load"][0];
+    assert_eq!(run["disconnected"], 0, "{summary}");
+    assert!(run["deliveries"].as_u64().unwrap() > 0, "{summary}");
+    assert_eq!(run["deliveries"], run["expected"], "{summary}");
+    assert!(full["load"][0]["latency_samples"].as_u64().unwrap() > 0);
+}
+
+/// Every abuser runs (briefly), is counted, and the well-behaved clients beside it lose nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_abuse_scenario_runs_and_the_clients_lose_nothing() {
+    let (summary, full) = bench(&[
+        "--scenario",
+        "abuse",
+        "--clients",
+        "40",
+        "--rooms",
+        "4",
+        "--writers",
+        "2",
+        "--rate",
+        "100",
+        "--duration",
+        "1",
+        "--warmup",
+        "0.5",
+        "--history",
+        "2000",
+    ])
+    .await;
+    let abuse = &summary["abuse"];
+    assert_eq!(summary["lost"], 0, "{summary}");
+    assert_eq!(summary["duplicates"], 0, "{summary}");
+    assert_eq!(abuse["disconnected"], 0, "{summary}");
+    assert_eq!(abuse["deliveries"], abuse["expected"], "{summary}");
+    let phases = abuse["phases"].as_array().unwrap();
+    let names: Vec<&str> = phases.iter().map(|p| p["name"].as_str().unwrap()).collect();
+    assert_eq!(
+        names,
+        [
+            "baseline",
+            "ping-flood",
+            "connection-flood",
+            "join-leave",
+            "random-joins",
+            "replay-loop",
+            "replays",
+            "slow-bodies",
+            "unknown-tokens"
+        ]
+    );
+    for p in phases {
+        assert!(p["samples"].as_u64().unwrap() > 0, "{p}");
+        assert_eq!(p["samples"], p["expected"], "{p}");
+        assert!(p["name"] == "baseline" || p["abuser_sent"].as_u64().unwrap() > 0, "{p}");
+    }
+    let full_phases = full["abuse"]["phases"].as_array().unwrap();
+    assert!(full_phases[1..].iter().all(|p| !p["abuser"]["got"].as_object().unwrap().is_empty()), "{full}");
 }
