@@ -25,8 +25,9 @@ pub struct Settings {
 /// What one HTTP client may cost: time to send a body, failed authentications, tokens.
 #[derive(Debug, Clone)]
 pub struct HttpSettings {
-    /// `BOARDCAST_BODY_TIMEOUT_SECS` (default 20): time from a request's arrival to the last byte of its body;
-    /// past it, 408 and the connection is closed. 20 s carries the largest body (2.4 MB) at 1 Mbit/s.
+    /// `BOARDCAST_BODY_TIMEOUT_SECS` (default 30): time for a request's body to arrive, counted from when the
+    /// route starts reading it; past it, 408 and the connection is closed. The largest body (2.46 MB) takes
+    /// 20 s at 1 Mbit/s.
     pub body_timeout: Duration,
     /// `BOARDCAST_AUTH_FAILURES_PER_MIN` (default 60): failed authentications a client address (an IPv6 /64)
     /// may make per minute, in a burst or spread out; past it, 429 until the budget refills.
@@ -44,7 +45,7 @@ pub struct HttpSettings {
 impl Default for HttpSettings {
     fn default() -> Self {
         HttpSettings {
-            body_timeout: Duration::from_secs(20),
+            body_timeout: Duration::from_secs(30),
             auth_failures_per_min: 60,
             token_default_ttl: Duration::from_secs(90 * 24 * 3600),
             token_max_ttl: Duration::from_secs(365 * 24 * 3600),
@@ -359,13 +360,13 @@ pub struct SettingsArgs {
         value_parser = parse_origins,
     )]
     pub cors_origins: CorsOrigins,
-    /// Seconds from a request's arrival to the end of its body; past it, 408 and the connection is closed
+    /// Seconds a request body may take to arrive, from its first byte read; past it, 408 and the connection is closed
     #[arg(
         long,
         env = "BOARDCAST_BODY_TIMEOUT_SECS",
         value_name = "BOARDCAST_BODY_TIMEOUT_SECS",
         hide_env = true,
-        default_value_t = 20
+        default_value_t = 30
     )]
     pub body_timeout_secs: u64,
     /// Failed authentications one client address (IPv6: its /64) may make per minute; past it, 429

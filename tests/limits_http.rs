@@ -261,6 +261,46 @@ async fn unknown_tokens_reach_the_database_only_within_a_budget_then_get_429() {
 }
 
 #[tokio::test]
+async fn a_burst_of_good_tokens_from_one_address_waits_for_the_budget_and_is_never_refused() {
+    // After a restart every client reconnects at once: many users behind one NAT, none of their tokens seen
+    // yet. Their lookups hold the address's budget while they run, and give it back when they succeed; the
+    // rest wait for them instead of getting 429. Stale tokens retried without end (a tab with a revoked token)
+    // cost the budget once, not on every retry.
+    let db_url = fresh_database(&admin_url()).await;
+    let mut settings = test_settings(&db_url);
+    settings.http.auth_failures_per_min = 5;
+    let app = spawn_app_on(settings).await;
+    let office = http_from("127.0.0.3");
+    let mut tokens = Vec::new();
+    for i in 0..40 {
+        tokens.push(app.user(&format!("colleague{i}")).await.1);
+    }
+    let (_, stale) = app.user("stale").await;
+    boardcast::admin::revoke_token(&app.sql, &stale).await.unwrap();
+    for _ in 0..20 {
+        spawn_me(&office, &app, stale.clone()).await.unwrap().error(401, "unauthorized");
+    }
+
+    // Every lookup waits on the lock: the budget's units are all held by lookups in flight.
+    let mut sql = connect(&app.db_url).await;
+    let lock = lock_tokens(&mut sql).await;
+    let burst: Vec<_> = tokens.iter().map(|t| spawn_me(&office, &app, t.clone())).collect();
+    let deadline = Instant::now() + WAIT;
+    while app.lock_waiters().await < 4 {
+        assert!(Instant::now() < deadline, "the lookups never reached the database");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(burst.iter().all(|t| !t.is_finished()), "a good token was answered while its lookup could not run");
+    lock.commit().await.unwrap();
+    for res in join_all(burst).await {
+        let res = res.unwrap();
+        assert_eq!(res.status, 200, "{}", res.body);
+    }
+    app.stop().await;
+}
+
+#[tokio::test]
 async fn a_client_beside_a_token_flood_keeps_its_latency_and_its_writes() {
     let db_url = fresh_database(&admin_url()).await;
     let mut settings = test_settings(&db_url);

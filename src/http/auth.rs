@@ -3,11 +3,15 @@
 //! malformed token, or one recently found unknown, costs no query, and a client that keeps failing is told
 //! to wait (429) before any database work.
 
+use std::net::IpAddr;
+use std::time::Duration;
+
 use deadpool_postgres::Pool;
+use tokio::time::Instant;
 use warp::Filter;
 
 use super::error::ApiError;
-use super::gate::{Door, door};
+use super::gate::{Door, Gate, Refusal, Reservation, door};
 use crate::auth::{self, Identity};
 
 /// The `Authorization` header as text, if there is one. Bytes that are not ASCII make it a bad token (401), not
@@ -21,39 +25,59 @@ pub fn authorization() -> impl Filter<Extract = (Option<String>,), Error = std::
 /// The caller named by `token`, coming through `door`. An unknown, revoked, expired or malformed token is a
 /// 401; a client over its budget of failed authentications is a 429, unless its token was recently valid.
 pub async fn identify(door: &Door, pool: &Pool, token: &str) -> Result<Identity, ApiError> {
-    let (gate, client) = (&door.gate, door.client.ip());
+    let (gate, client) = (&*door.gate, door.client.ip());
     let hash = auth::token_digest(token);
-    let recently_valid = gate.recently_valid(&hash);
-    if !recently_valid {
-        gate.admit(client).map_err(|over| ApiError::RateLimited {
-            message: "too many failed authentications from your address; wait before trying again".into(),
-            retry_after: over.retry_after,
-        })?;
+    // What the gate can answer alone costs no budget: the budget only rations the database's work.
+    if !auth::well_formed(token) || gate.known_unknown(&hash) {
+        return Err(ApiError::Unauthorized("invalid, expired or revoked token".into()));
     }
-    let well_formed = auth::well_formed(token);
-    let found = if !well_formed || gate.known_unknown(&hash) {
-        None
-    } else {
+    let reservation = admission(gate, client, &hash).await?;
+    let found = {
         let client = pool.get().await?;
         auth::authenticate(&**client, &hash).await?
     };
     match found {
+        // Dropping the reservation gives its unit back.
         Some(who) => {
-            if !recently_valid {
-                gate.refund(client);
-            }
             gate.found_valid(hash);
             Ok(who)
         }
         None => {
-            if recently_valid {
-                gate.charge(client);
+            match reservation {
+                Some(r) => r.spend(),
+                None => gate.charge(client),
             }
-            if well_formed {
-                gate.found_unknown(hash);
-            }
+            gate.found_unknown(hash);
             Err(ApiError::Unauthorized("invalid, expired or revoked token".into()))
         }
+    }
+}
+
+/// How long a request waits for lookups from its address that hold the rest of its budget (they take
+/// milliseconds; each gives its unit back if its token was good).
+const PENDING_WAIT: Duration = Duration::from_secs(3);
+
+/// A unit of the client's failure budget for this lookup, or none for a token the gate recently saw succeed
+/// (a client sharing an address with an attacker keeps working). Over budget: 429 before the database.
+async fn admission<'g>(gate: &'g Gate, client: IpAddr, hash: &[u8; 32]) -> Result<Option<Reservation<'g>>, ApiError> {
+    let deadline = Instant::now() + PENDING_WAIT;
+    loop {
+        if gate.recently_valid(hash) {
+            return Ok(None);
+        }
+        let retry_after = match gate.admit(client) {
+            Ok(reservation) => return Ok(Some(reservation)),
+            Err(Refusal::Pending) if Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+                continue;
+            }
+            Err(Refusal::Pending) => Duration::from_secs(1),
+            Err(Refusal::OverBudget { retry_after }) => retry_after,
+        };
+        return Err(ApiError::RateLimited {
+            message: "too many failed authentications from your address; wait before trying again".into(),
+            retry_after,
+        });
     }
 }
 

@@ -37,14 +37,11 @@ pub struct Gate {
     valid: Mutex<Recent>,
 }
 
-/// The gate, the client address and the arrival of one request: what the accept loop puts in every
-/// request's extensions.
+/// The gate and the client address of one request: what the accept loop puts in every request's extensions.
 #[derive(Clone)]
 pub struct Door {
     pub gate: Arc<Gate>,
     pub client: SocketAddr,
-    /// When the request's head had been read: its body's deadline counts from here.
-    pub arrived: Instant,
 }
 
 /// The request's [`Door`]. A request that did not come through the accept loop (none do, in the server)
@@ -54,7 +51,6 @@ pub fn door() -> impl Filter<Extract = (Door,), Error = std::convert::Infallible
         door.unwrap_or_else(|| Door {
             gate: Arc::new(Gate::new(HttpSettings::default())),
             client: SocketAddr::from(([0, 0, 0, 0], 0)),
-            arrived: Instant::now(),
         })
     })
 }
@@ -77,9 +73,12 @@ impl ClientKey {
 }
 
 /// A token bucket: `tokens` failures may be made now; it refills at the per-minute rate, up to the burst.
+/// `pending` of the units taken are held by lookups still running: each is spent if its token fails, and
+/// given back if it succeeds.
 struct Budget {
     tokens: f64,
     at: Instant,
+    pending: u32,
 }
 
 /// Hashes seen recently, in two generations: lookups see both, inserts go to the newer, and the older is
@@ -128,10 +127,42 @@ impl Recent {
     }
 }
 
-/// Why the gate refuses a request before the database: its client has no budget for another failure.
+/// Why the gate does not let a request through to the database.
 #[derive(Debug)]
-pub struct OverBudget {
-    pub retry_after: Duration,
+pub enum Refusal {
+    /// The client has no budget for another failure.
+    OverBudget { retry_after: Duration },
+    /// The budget is taken by lookups still running, which may give it back (their tokens may be valid):
+    /// a burst of connections with good tokens (a reconnect after a restart, many users behind one NAT)
+    /// waits for them instead of being refused.
+    Pending,
+}
+
+/// One unit of a client's budget, taken for one token lookup: given back when dropped, unless the token
+/// failed ([`Reservation::spend`]). A lookup that ends early (an error, a client gone) gives it back too.
+pub struct Reservation<'g> {
+    gate: &'g Gate,
+    client: ClientKey,
+    spent: bool,
+}
+
+impl Reservation<'_> {
+    /// The token failed: the unit stays taken.
+    pub fn spend(mut self) {
+        self.spent = true;
+    }
+}
+
+impl Drop for Reservation<'_> {
+    fn drop(&mut self) {
+        let burst = self.gate.burst();
+        if let Some(budget) = self.gate.budgets.lock().unwrap().get_mut(&self.client) {
+            budget.pending = budget.pending.saturating_sub(1);
+            if !self.spent {
+                budget.tokens = (budget.tokens + 1.0).min(burst);
+            }
+        }
+    }
 }
 
 impl Gate {
@@ -152,39 +183,47 @@ impl Gate {
         self.burst() / 60.0
     }
 
-    /// Takes one failure from the client's budget, before the token is checked: concurrent requests cannot
-    /// all pass on the same last unit. [`Gate::refund`] gives it back if the token was valid.
-    pub fn admit(&self, client: IpAddr) -> Result<(), OverBudget> {
+    /// Takes one unit of the client's budget for a token lookup, before the token is checked: concurrent
+    /// requests cannot all pass on the same last unit.
+    pub fn admit(&self, client: IpAddr) -> Result<Reservation<'_>, Refusal> {
+        let key = ClientKey::of(client);
         let mut budgets = self.budgets.lock().unwrap();
-        let now = Instant::now();
-        if budgets.len() >= CLIENTS {
-            let full = self.burst();
-            budgets.retain(|_, b| self.refilled(b, now) < full);
-            if budgets.len() >= CLIENTS {
-                budgets.clear(); // an attack from more addresses than that: forget, rather than grow
-            }
-        }
-        let budget = budgets.entry(ClientKey::of(client)).or_insert(Budget { tokens: self.burst(), at: now });
-        budget.tokens = self.refilled(budget, now);
-        budget.at = now;
+        let budget = self.budget(&mut budgets, key);
         if budget.tokens < 1.0 {
+            if budget.pending > 0 {
+                return Err(Refusal::Pending);
+            }
             let retry_after = Duration::from_secs_f64((1.0 - budget.tokens) / self.per_sec());
-            return Err(OverBudget { retry_after });
+            return Err(Refusal::OverBudget { retry_after });
         }
         budget.tokens -= 1.0;
-        Ok(())
+        budget.pending += 1;
+        Ok(Reservation { gate: self, client: key, spent: false })
     }
 
     /// Takes one failure from the client's budget after the fact (a recently valid token that no longer is),
     /// whatever is left.
     pub fn charge(&self, client: IpAddr) {
-        let _ = self.admit(client);
+        let mut budgets = self.budgets.lock().unwrap();
+        let budget = self.budget(&mut budgets, ClientKey::of(client));
+        budget.tokens = (budget.tokens - 1.0).max(0.0);
     }
 
-    pub fn refund(&self, client: IpAddr) {
-        if let Some(budget) = self.budgets.lock().unwrap().get_mut(&ClientKey::of(client)) {
-            budget.tokens = (budget.tokens + 1.0).min(self.burst());
+    /// The client's budget, refilled to now. The table is bounded: past [`CLIENTS`] addresses, the ones
+    /// with a full budget (and no lookup running) are forgotten first.
+    fn budget<'b>(&self, budgets: &'b mut HashMap<ClientKey, Budget>, key: ClientKey) -> &'b mut Budget {
+        let now = Instant::now();
+        if budgets.len() >= CLIENTS {
+            let full = self.burst();
+            budgets.retain(|_, b| b.pending > 0 || self.refilled(b, now) < full);
+            if budgets.len() >= CLIENTS {
+                budgets.retain(|_, b| b.pending > 0); // an attack from more addresses than that: forget
+            }
         }
+        let budget = budgets.entry(key).or_insert(Budget { tokens: self.burst(), at: now, pending: 0 });
+        budget.tokens = self.refilled(budget, now);
+        budget.at = now;
+        budget
     }
 
     fn refilled(&self, budget: &Budget, now: Instant) -> f64 {
@@ -226,35 +265,54 @@ mod tests {
         b.at -= d;
     }
 
+    fn over_budget(r: Result<Reservation<'_>, Refusal>) -> Duration {
+        match r {
+            Err(Refusal::OverBudget { retry_after }) => retry_after,
+            Err(Refusal::Pending) => panic!("pending, not over budget"),
+            Ok(_) => panic!("admitted"),
+        }
+    }
+
     #[test]
     fn a_budget_is_spent_then_refills_at_its_rate() {
         let g = gate(60);
         let a: IpAddr = "192.0.2.1".parse().unwrap();
         for _ in 0..60 {
-            g.admit(a).unwrap();
+            g.admit(a).unwrap().spend();
         }
-        let over = g.admit(a).unwrap_err();
-        assert!(over.retry_after <= Duration::from_secs(1) && !over.retry_after.is_zero(), "{over:?}");
+        let retry_after = over_budget(g.admit(a));
+        assert!(retry_after <= Duration::from_secs(1) && !retry_after.is_zero(), "{retry_after:?}");
         assert!(g.admit("192.0.2.2".parse().unwrap()).is_ok(), "another address has its own budget");
         wait(&g, "192.0.2.1", Duration::from_millis(1500));
-        g.admit(a).unwrap();
-        assert!(g.admit(a).is_err(), "one and a half seconds refill one failure, not two");
-        g.refund(a);
-        g.admit(a).unwrap();
+        g.admit(a).unwrap().spend();
+        over_budget(g.admit(a)); // one and a half seconds refill one failure, not two
         wait(&g, "192.0.2.1", Duration::from_secs(120));
         for _ in 0..60 {
-            g.admit(a).unwrap();
+            g.admit(a).unwrap().spend();
         }
-        assert!(g.admit(a).is_err(), "a budget refills up to its burst, no further");
+        over_budget(g.admit(a)); // a budget refills up to its burst, no further
+    }
+
+    #[test]
+    fn a_lookup_that_succeeds_gives_its_unit_back_and_others_wait_for_it() {
+        let g = gate(2);
+        let a: IpAddr = "192.0.2.1".parse().unwrap();
+        let (first, second) = (g.admit(a).unwrap(), g.admit(a).unwrap());
+        assert!(matches!(g.admit(a), Err(Refusal::Pending)), "both units are held by lookups still running");
+        drop(first); // a valid token (or a lookup cut short): the unit comes back
+        let third = g.admit(a).unwrap();
+        second.spend();
+        third.spend();
+        over_budget(g.admit(a)); // two failures: the budget is spent, and nothing is pending
     }
 
     #[test]
     fn an_ipv6_slash_64_is_one_client() {
         let g = gate(1);
-        g.admit("2001:db8::1".parse().unwrap()).unwrap();
+        g.admit("2001:db8::1".parse().unwrap()).unwrap().spend();
         assert!(g.admit("2001:db8::ffff:2".parse().unwrap()).is_err());
         assert!(g.admit("2001:db8:0:1::1".parse().unwrap()).is_ok());
-        assert!(g.admit("::ffff:192.0.2.9".parse().unwrap()).is_ok());
+        g.admit("::ffff:192.0.2.9".parse().unwrap()).unwrap().spend();
         assert!(g.admit("192.0.2.9".parse().unwrap()).is_err(), "a v4-mapped address is its v4 address");
     }
 

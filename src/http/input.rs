@@ -23,8 +23,9 @@ pub const MAX_BODY: u64 = 256 * 1024;
 
 /// The request body, at most `limit` bytes ([`MAX_BODY`], or more where a route needs it), with a JSON
 /// content type or none. A Content-Length above the limit is refused before reading; a chunked body is cut off
-/// as soon as it exceeds it. The whole body must have arrived within the body timeout of the request's arrival
-/// (408, and the connection closes): a client that trickles a body in, or stops before its end, holds a
+/// as soon as it exceeds it. The whole body must have arrived within the body timeout of the moment the route
+/// starts reading it (after the token is checked: the server's own delays do not count against the client) (408,
+/// and the connection closes): a client that trickles a body in, or stops before its end, holds a
 /// connection and a buffer of up to `limit` bytes, and must not hold them for long.
 pub fn body(limit: u64) -> impl Filter<Extract = (bytes::Bytes,), Error = Rejection> + Clone {
     warp::header::optional::<String>("content-type")
@@ -34,7 +35,7 @@ pub fn body(limit: u64) -> impl Filter<Extract = (bytes::Bytes,), Error = Reject
         .and_then(move |ct: Option<String>, len: Option<u64>, door: Door, stream| async move {
             let timeout = door.gate.settings.body_timeout;
             let reading = read_body(ct, len, stream, limit);
-            match tokio::time::timeout_at(door.arrived + timeout, reading).await {
+            match tokio::time::timeout(timeout, reading).await {
                 Ok(read) => read.map_err(warp::reject::custom),
                 Err(_) => Err(warp::reject::custom(ApiError::Timeout(format!(
                     "the body did not arrive within {} seconds",

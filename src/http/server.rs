@@ -4,8 +4,7 @@
 //! connections finish.
 //!
 //! Every request gets, in its extensions, its [`Door`]: the [`Gate`] (what the server remembers of failed
-//! authentications), the client's address and the moment the request arrived (its body's deadline counts
-//! from there). Every response gets `X-Content-Type-Options: nosniff`: the API's JSON, error texts included,
+//! authentications) and the client's address. Every response gets `X-Content-Type-Options: nosniff`: the API's JSON, error texts included,
 //! must never be sniffed into something a browser would run.
 
 use std::convert::Infallible;
@@ -77,7 +76,7 @@ pub async fn serve<S>(
                     let on_upgrade = hyper::upgrade::on(&mut req);
                     req.extensions_mut().insert(UpgradeSlot::new(on_upgrade));
                 }
-                let door = Door { gate: gate.clone(), client, arrived: tokio::time::Instant::now() };
+                let door = Door { gate: gate.clone(), client };
                 req.extensions_mut().insert(door);
                 let mut service = service.clone();
                 let span = tracing::info_span!("request", method = %req.method(), route = %route_of(req.uri().path()));
