@@ -157,7 +157,10 @@ async fn upgrade(
 
     let config = socket_config(feed.settings.max_client_frame);
     // Every log line of this connection names it and its user (never its token).
+    // A root span: as a child it would keep the handshake's request span alive for the connection's life,
+    // one more span's memory per idle connection.
     let span = tracing::info_span!(
+        parent: None,
         "ws",
         conn = NEXT_CONNECTION.fetch_add(1, Ordering::Relaxed),
         user = %who.user_name,
