@@ -65,10 +65,11 @@ async fn admission<'g>(gate: &'g Gate, client: IpAddr, hash: &[u8; 32]) -> Resul
         if gate.recently_valid(hash) {
             return Ok(None);
         }
+        let ended = gate.lookup_ended();
         let retry_after = match gate.admit(client) {
             Ok(reservation) => return Ok(Some(reservation)),
             Err(Refusal::Pending) if Instant::now() < deadline => {
-                tokio::time::sleep(Duration::from_millis(5)).await;
+                let _ = tokio::time::timeout_at(deadline, ended).await;
                 continue;
             }
             Err(Refusal::Pending) => Duration::from_secs(1),

@@ -18,6 +18,8 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use tokio::sync::Notify;
+use tokio::sync::futures::Notified;
 use tokio::time::Instant;
 use warp::Filter;
 
@@ -35,6 +37,8 @@ pub struct Gate {
     budgets: Mutex<HashMap<ClientKey, Budget>>,
     unknown: Mutex<Recent>,
     valid: Mutex<Recent>,
+    /// Woken whenever a lookup ends: requests waiting for its unit ([`Refusal::Pending`]) look again.
+    released: Notify,
 }
 
 /// The gate and the client address of one request: what the accept loop puts in every request's extensions.
@@ -162,6 +166,7 @@ impl Drop for Reservation<'_> {
                 budget.tokens = (budget.tokens + 1.0).min(burst);
             }
         }
+        self.gate.released.notify_waiters();
     }
 }
 
@@ -172,6 +177,7 @@ impl Gate {
             budgets: Mutex::new(HashMap::new()),
             unknown: Mutex::new(Recent::new(REMEMBER)),
             valid: Mutex::new(Recent::new(REMEMBER)),
+            released: Notify::new(),
         }
     }
 
@@ -229,6 +235,12 @@ impl Gate {
     fn refilled(&self, budget: &Budget, now: Instant) -> f64 {
         let elapsed = now.saturating_duration_since(budget.at).as_secs_f64();
         (budget.tokens + elapsed * self.per_sec()).min(self.burst())
+    }
+
+    /// Completes when a lookup ends after this call (create it before [`Gate::admit`], so that none is
+    /// missed in between).
+    pub fn lookup_ended(&self) -> Notified<'_> {
+        self.released.notified()
     }
 
     pub fn known_unknown(&self, hash: &[u8; 32]) -> bool {
