@@ -15,7 +15,7 @@ use warp::Filter;
 use crate::config::Settings;
 use crate::db;
 use crate::error::{Error, Result};
-use crate::feed::{Feed, listener, upgrade};
+use crate::feed::{Feed, listener, presence, upgrade};
 use crate::http::gate::Gate;
 use crate::http::server;
 use crate::{admin, api, health};
@@ -76,6 +76,8 @@ impl Application {
         let AppState { settings, pool, feed } = self.state;
 
         let listening = tokio::spawn(listener::run(feed.clone(), settings.database_url.clone(), stop.clone()));
+        let signalling =
+            tokio::spawn(presence::outbox::run(feed.presence.clone(), settings.database_url.clone(), stop.clone()));
         let pruning = tokio::spawn(admin::retention_loop(pool.clone(), settings.retention.clone(), stop.clone()));
 
         let routes = health::route(pool.clone(), feed.clone())
@@ -96,6 +98,7 @@ impl Application {
             tracing::warn!("some connections did not finish within 10s");
         }
         let _ = listening.await;
+        let _ = signalling.await;
         let _ = pruning.await;
         pool.close();
         Ok(())

@@ -93,6 +93,18 @@ pub struct FeedSettings {
     /// and how long it waits for the answer (and twice that for a new connection). A connection cut by the
     /// network, with nothing to send, looks alive otherwise.
     pub listener_probe: Duration,
+    /// `BOARDCAST_BROADCASTS_PER_SEC`, `BOARDCAST_BROADCAST_BURST` (20/s, burst 60): `broadcast`s one connection
+    /// may send. Past it, as for messages.
+    pub broadcasts: Rate,
+    /// `BOARDCAST_PRESENCE_UPDATES_PER_SEC`, `BOARDCAST_PRESENCE_UPDATE_BURST` (5/s, burst 20): `track`s and
+    /// `untrack`s one connection may send. Past it, as for messages.
+    pub presence_updates: Rate,
+    /// `BOARDCAST_PRESENCE_MAX_USERS` (default 100): past this many users present in a room, its clients are
+    /// told how many rather than who.
+    pub presence_max_users: usize,
+    /// `BOARDCAST_PRESENCE_TIMEOUT_SECS` (default 20): a server not heard from for this long is taken for dead
+    /// and its clients' presence removed. Every server says something at least every quarter of it.
+    pub presence_timeout: Duration,
 }
 
 /// A rate limit: `per_sec` on average, and up to `burst` at once.
@@ -129,6 +141,10 @@ impl Default for FeedSettings {
             history_page: 1000,
             held_frames_budget: 64 * 1024 * 1024,
             listener_probe: Duration::from_secs(5),
+            broadcasts: Rate { per_sec: 20, burst: 60 },
+            presence_updates: Rate { per_sec: 5, burst: 20 },
+            presence_max_users: 100,
+            presence_timeout: Duration::from_secs(20),
         }
     }
 }
@@ -320,6 +336,60 @@ pub struct SettingsArgs {
         default_value_t = 64
     )]
     pub held_frames_mb: u64,
+    /// Broadcasts a WebSocket client may send per second, on average
+    #[arg(
+        long,
+        env = "BOARDCAST_BROADCASTS_PER_SEC",
+        value_name = "BOARDCAST_BROADCASTS_PER_SEC",
+        hide_env = true,
+        default_value_t = 20
+    )]
+    pub broadcasts_per_sec: u32,
+    /// Broadcasts a WebSocket client may send at once, above its rate
+    #[arg(
+        long,
+        env = "BOARDCAST_BROADCAST_BURST",
+        value_name = "BOARDCAST_BROADCAST_BURST",
+        hide_env = true,
+        default_value_t = 60
+    )]
+    pub broadcast_burst: u32,
+    /// Presence updates (track, untrack) a WebSocket client may send per second, on average
+    #[arg(
+        long,
+        env = "BOARDCAST_PRESENCE_UPDATES_PER_SEC",
+        value_name = "BOARDCAST_PRESENCE_UPDATES_PER_SEC",
+        hide_env = true,
+        default_value_t = 5
+    )]
+    pub presence_updates_per_sec: u32,
+    /// Presence updates a WebSocket client may send at once, above its rate
+    #[arg(
+        long,
+        env = "BOARDCAST_PRESENCE_UPDATE_BURST",
+        value_name = "BOARDCAST_PRESENCE_UPDATE_BURST",
+        hide_env = true,
+        default_value_t = 20
+    )]
+    pub presence_update_burst: u32,
+    /// Past this many users present in a room, its clients get the count instead of the list
+    #[arg(
+        long,
+        env = "BOARDCAST_PRESENCE_MAX_USERS",
+        value_name = "BOARDCAST_PRESENCE_MAX_USERS",
+        hide_env = true,
+        default_value_t = 100
+    )]
+    pub presence_max_users: u64,
+    /// Seconds after which a server not heard from is taken for dead, and its clients' presence removed
+    #[arg(
+        long,
+        env = "BOARDCAST_PRESENCE_TIMEOUT_SECS",
+        value_name = "BOARDCAST_PRESENCE_TIMEOUT_SECS",
+        hide_env = true,
+        default_value_t = 20
+    )]
+    pub presence_timeout_secs: u64,
     /// Prune recorded events older than this many seconds (0: never; the default is 7 days)
     #[arg(
         long,
@@ -435,6 +505,11 @@ impl From<SettingsArgs> for Settings {
         s.feed.replay_bytes_per_sec = a.replay_bytes_per_sec.max(1024) as usize;
         s.feed.listener_probe = secs(a.listener_probe_secs);
         s.feed.held_frames_budget = (a.held_frames_mb as usize).saturating_mul(1024 * 1024);
+        s.feed.broadcasts = Rate { per_sec: a.broadcasts_per_sec.max(1), burst: a.broadcast_burst.max(1) };
+        s.feed.presence_updates =
+            Rate { per_sec: a.presence_updates_per_sec.max(1), burst: a.presence_update_burst.max(1) };
+        s.feed.presence_max_users = a.presence_max_users as usize;
+        s.feed.presence_timeout = secs(a.presence_timeout_secs);
         let n = a.retention_max_age_secs;
         s.retention.max_age = (n > 0).then(|| Duration::from_secs(n));
         let n = a.retention_max_events;

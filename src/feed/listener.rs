@@ -1,4 +1,5 @@
-//! The listener: one task, one dedicated connection, LISTENing on `boardcast_feed` and `boardcast_auth`.
+//! The listener: one task, one dedicated connection, LISTENing on `boardcast_feed`, `boardcast_auth` and
+//! `boardcast_signal` (presence and broadcasts, see [`super::presence`]).
 //!
 //! Pooled connections are no use here: a pool hands connections out and takes them back, and
 //! notifications that arrive while nobody polls the connection are dropped. This task owns its connection
@@ -34,6 +35,7 @@ pub(crate) async fn run(feed: Arc<Feed>, database_url: String, shutdown: Cancell
             r = session(&feed, &database_url, &shutdown) => r,
         };
         feed.listener_up.store(false, Ordering::SeqCst);
+        feed.presence.disconnected();
         match outcome {
             Ok(()) => return, // shut down
             Err(Lost { after_listening, reason }) => {
@@ -67,8 +69,13 @@ async fn session(feed: &Arc<Feed>, database_url: &str, shutdown: &CancellationTo
     // Aborted when this function returns, however it returns.
     let (mut notes, mut driver) = drive(connection);
 
-    client.batch_execute("LISTEN boardcast_feed; LISTEN boardcast_auth").await.map_err(|e| lost(false, chain(&e)))?;
+    client
+        .batch_execute("LISTEN boardcast_feed; LISTEN boardcast_auth; LISTEN boardcast_signal")
+        .await
+        .map_err(|e| lost(false, chain(&e)))?;
     catch_up(feed).await?;
+    // Presence messages sent while we were away are lost too: every server is asked for its full state.
+    feed.presence.reconnected();
     feed.listener_up.store(true, Ordering::SeqCst);
     tracing::info!("listener connected and listening");
 
@@ -153,6 +160,7 @@ fn relay(feed: &Feed, channel: &str, payload: &str) {
             Some(a) => feed.rooms.announce(&a),
             None => tracing::warn!("ignoring a malformed feed notification: {:.80}", payload),
         },
+        "boardcast_signal" => feed.presence.receive(payload),
         "boardcast_auth" => {
             if let Ok(token) = payload.parse() {
                 let _ = feed.revoked_tokens.send(token); // nobody listening: nobody to close

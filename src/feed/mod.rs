@@ -6,6 +6,7 @@
 //! * [`room`] — the rooms of this process and the task that broadcasts each room's events in seq order.
 //! * [`history`] — reads of recorded events, for catch-up, gap filling and resume.
 //! * [`protocol`] — the frames clients send and receive (documented in docs/protocol.md).
+//! * [`presence`] — who is in a room, and broadcasts between its clients, across every server.
 //! * [`connection`] — one WebSocket client's session.
 //! * [`upgrade`] — the `/ws` route: authentication and the WebSocket handshake.
 //!
@@ -16,6 +17,7 @@ pub(crate) mod connection;
 mod event;
 pub mod history;
 pub(crate) mod listener;
+pub(crate) mod presence;
 mod protocol;
 pub(crate) mod room;
 pub(crate) mod upgrade;
@@ -35,6 +37,8 @@ pub struct Feed {
     /// Reads of recorded events, limited to part of the pool.
     pub history: Arc<history::History>,
     pub rooms: room::Rooms,
+    /// Presence and broadcasts: what the rooms' clients tell each other, on every server.
+    pub(crate) presence: Arc<presence::Presence>,
     pub(crate) settings: FeedSettings,
     /// Ids of tokens revoked just now; every connection opened with one of them closes.
     pub(crate) revoked_tokens: broadcast::Sender<Uuid>,
@@ -47,6 +51,7 @@ impl Feed {
         let history = Arc::new(history::History::new(pool.clone()));
         Arc::new(Feed {
             rooms: room::Rooms::new(history.clone(), settings.clone()),
+            presence: Arc::new(presence::Presence::new(settings.presence_max_users, settings.presence_timeout)),
             history,
             pool,
             settings,

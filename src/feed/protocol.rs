@@ -27,12 +27,44 @@ pub(crate) enum Op {
         project: Uuid,
         since: Option<i64>,
         since_at: Option<At>,
+        options: JoinOptions,
     },
     Leave {
         project: Uuid,
     },
     Ping,
+    /// Be present in the room with `state` (compact JSON, an object of at most [`STATE_MAX_BYTES`]), or change
+    /// the state.
+    Track {
+        project: Uuid,
+        state: String,
+    },
+    Untrack {
+        project: Uuid,
+    },
+    /// Send `payload` (compact JSON, at most [`PAYLOAD_MAX_BYTES`]) to the others in the room, as `event`.
+    Broadcast {
+        project: Uuid,
+        event: String,
+        payload: String,
+    },
 }
+
+/// What a client may ask for when it joins, besides the room's events.
+#[derive(Debug, Default, Clone, Copy, PartialEq)]
+pub(crate) struct JoinOptions {
+    /// `"presence": true`: the room's presence (`presence_state`, then `presence_diff`s).
+    pub presence: bool,
+    /// `"broadcast": {"self": true}`: its own broadcasts too.
+    pub echo: bool,
+}
+
+/// The largest `state` a client may track, as compact JSON.
+pub(crate) const STATE_MAX_BYTES: usize = 1024;
+/// The largest `payload` of a broadcast, as compact JSON.
+pub(crate) const PAYLOAD_MAX_BYTES: usize = 4096;
+/// The longest `event` name of a broadcast, in characters.
+pub(crate) const EVENT_MAX_CHARS: usize = 64;
 
 /// A client mistake, answered with an error frame; the connection stays usable.
 #[derive(Debug, PartialEq)]
@@ -59,24 +91,86 @@ pub(crate) fn parse(text: &str) -> Result<Request, ProtocolError> {
     let op = match obj.get("op") {
         Some(Value::String(op)) => op.as_str(),
         Some(_) => return Err(err(ErrorCode::BadFrame, "\"op\" must be a string".into())),
-        None => return Err(err(ErrorCode::BadFrame, "missing \"op\" (one of join, leave, ping)".into())),
+        None => return Err(err(ErrorCode::BadFrame, format!("missing \"op\" (one of {OPS})"))),
     };
     let op = match op {
         "join" => Op::Join {
             project: project(&obj).map_err(|m| err(ErrorCode::BadProject, m))?,
             since: since(&obj).map_err(|m| err(ErrorCode::BadSince, m))?,
             since_at: since_at(&obj).map_err(|m| err(ErrorCode::BadSince, m))?,
+            options: join_options(&obj).map_err(|m| err(ErrorCode::BadFrame, m))?,
         },
         "leave" => Op::Leave { project: project(&obj).map_err(|m| err(ErrorCode::BadProject, m))? },
         "ping" => Op::Ping,
+        "track" => Op::Track {
+            project: project(&obj).map_err(|m| err(ErrorCode::BadProject, m))?,
+            state: state(&obj).map_err(|(code, m)| err(code, m))?,
+        },
+        "untrack" => Op::Untrack { project: project(&obj).map_err(|m| err(ErrorCode::BadProject, m))? },
+        "broadcast" => Op::Broadcast {
+            project: project(&obj).map_err(|m| err(ErrorCode::BadProject, m))?,
+            event: event(&obj).map_err(|m| err(ErrorCode::BadEvent, m))?,
+            payload: payload(&obj).map_err(|m| err(ErrorCode::TooLarge, m))?,
+        },
         other => {
-            return Err(err(
-                ErrorCode::UnknownOp,
-                format!("unknown op {:?}; expected join, leave or ping", truncate(other)),
-            ));
+            return Err(err(ErrorCode::UnknownOp, format!("unknown op {:?}; expected one of {OPS}", truncate(other))));
         }
     };
     Ok(Request { op, reference })
+}
+
+const OPS: &str = "join, leave, ping, track, untrack, broadcast";
+
+fn join_options(obj: &Map<String, Value>) -> Result<JoinOptions, String> {
+    let presence = match obj.get("presence") {
+        None | Some(Value::Null) => false,
+        Some(Value::Bool(b)) => *b,
+        Some(_) => return Err("\"presence\" must be true or false".into()),
+    };
+    let echo = match obj.get("broadcast") {
+        None | Some(Value::Null) => false,
+        Some(Value::Object(b)) => match b.get("self") {
+            None | Some(Value::Null) => false,
+            Some(Value::Bool(b)) => *b,
+            Some(_) => return Err("\"broadcast\": {\"self\": …} must be true or false".into()),
+        },
+        Some(_) => return Err("\"broadcast\" must be an object, e.g. {\"self\": true}".into()),
+    };
+    Ok(JoinOptions { presence, echo })
+}
+
+/// A tracked state: a JSON object (`{}` if absent) of at most [`STATE_MAX_BYTES`] as compact JSON.
+fn state(obj: &Map<String, Value>) -> Result<String, (ErrorCode, String)> {
+    match obj.get("state") {
+        None | Some(Value::Null) => Ok("{}".into()),
+        Some(v @ Value::Object(_)) => {
+            let s = v.to_string();
+            if s.len() > STATE_MAX_BYTES {
+                let msg = format!("\"state\" is {} bytes as JSON; at most {STATE_MAX_BYTES}", s.len());
+                return Err((ErrorCode::TooLarge, msg));
+            }
+            Ok(s)
+        }
+        Some(_) => Err((ErrorCode::BadState, "\"state\" must be a JSON object".into())),
+    }
+}
+
+fn event(obj: &Map<String, Value>) -> Result<String, String> {
+    match obj.get("event") {
+        Some(Value::String(s)) if !s.is_empty() && s.chars().count() <= EVENT_MAX_CHARS => Ok(s.clone()),
+        Some(Value::String(_)) => Err(format!("\"event\" must be 1 to {EVENT_MAX_CHARS} characters")),
+        Some(_) => Err("\"event\" must be a string naming the broadcast, e.g. \"typing\"".into()),
+        None => Err("missing \"event\"".into()),
+    }
+}
+
+/// A broadcast's payload: any JSON (`null` if absent), at most [`PAYLOAD_MAX_BYTES`] as compact JSON.
+fn payload(obj: &Map<String, Value>) -> Result<String, String> {
+    let s = obj.get("payload").map_or_else(|| "null".to_string(), Value::to_string);
+    if s.len() > PAYLOAD_MAX_BYTES {
+        return Err(format!("\"payload\" is {} bytes as JSON; at most {PAYLOAD_MAX_BYTES}", s.len()));
+    }
+    Ok(s)
 }
 
 /// The `ref` of a request that is refused before it is read (over the rate limit), if it has one.
@@ -157,6 +251,15 @@ pub(crate) enum ServerFrame<'a> {
         reason: LeftReason,
     },
     Pong,
+    /// The client is present in the room (`track`); `id` is its entry's id in presence frames, and in the `from`
+    /// of its broadcasts.
+    Tracked {
+        project: Uuid,
+        id: &'a str,
+    },
+    Untracked {
+        project: Uuid,
+    },
     /// The server cannot prove the client saw everything. The client is no longer in the room; it reloads
     /// over HTTP and joins again.
     Resync {
@@ -209,8 +312,15 @@ pub(crate) enum ErrorCode {
     NotJoined,
     TooManyRooms,
     Unavailable,
-    /// Over the connection's rate of messages or joins: try again after `retry_after` ms.
+    /// Over one of the connection's rates (messages, joins, broadcasts, presence updates): try again after
+    /// `retry_after` ms.
     RateLimited,
+    /// A broadcast's `event` is missing, not a string, empty or too long.
+    BadEvent,
+    /// A tracked `state` is not a JSON object.
+    BadState,
+    /// A broadcast's `payload` or a tracked `state` is over its size limit.
+    TooLarge,
 }
 
 impl ServerFrame<'_> {
@@ -237,11 +347,14 @@ mod tests {
     fn a_join_with_since_and_ref_parses() {
         let p = Uuid::new_v4();
         let r = parse(&format!(r#"{{"op":"join","project":"{p}","since":41,"ref":"a1"}}"#)).unwrap();
-        assert_eq!(r.op, Op::Join { project: p, since: Some(41), since_at: None });
+        assert_eq!(r.op, Op::Join { project: p, since: Some(41), since_at: None, options: JoinOptions::default() });
         assert_eq!(r.reference, Some(json!("a1")));
         let at = "2026-11-26T00:42:59.203842+00:00";
         let r = parse(&format!(r#"{{"op":"join","project":"{p}","since":41,"since_at":"{at}"}}"#)).unwrap();
-        assert_eq!(r.op, Op::Join { project: p, since: Some(41), since_at: At::parse(at) });
+        assert_eq!(
+            r.op,
+            Op::Join { project: p, since: Some(41), since_at: At::parse(at), options: JoinOptions::default() }
+        );
         // Any form of the same instant, to the millisecond.
         assert_eq!(At::parse(at), At::parse("2026-11-26T01:42:59.203+01:00"));
         assert_ne!(At::parse(at), At::parse("2026-11-26T00:42:59.204Z"));

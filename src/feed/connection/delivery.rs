@@ -145,6 +145,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     pub fn drop_room(&mut self, project: Uuid) {
         self.streams.remove(&project);
         self.rooms.remove(&project);
+        // Out of the room's presence too, on every server.
+        self.signals.leave(project);
     }
 
     /// Queues event `seq` of `project` for the client and moves the room's cursor. Returns whether the client

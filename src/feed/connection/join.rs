@@ -1,4 +1,5 @@
-//! A client's requests: join (with or without a resume point), leave, ping.
+//! A client's requests: join (with or without a resume point), leave, ping; presence and broadcasts are
+//! answered in [`super::signals`].
 //!
 //! A join subscribes to the room before it reads the project's latest seq: every event committed after that
 //! read is then either in the broadcast or, if the room was catching up, filled from history. Nothing falls
@@ -22,7 +23,7 @@ use super::session::{Joined, Session};
 use crate::feed::Feed;
 use crate::feed::event::Event;
 use crate::feed::history::Reader;
-use crate::feed::protocol::{self, At, ErrorCode, LeftReason, Op, Request, ResyncReason, ServerFrame};
+use crate::feed::protocol::{self, At, ErrorCode, JoinOptions, LeftReason, Op, Request, ResyncReason, ServerFrame};
 use crate::feed::room::Subscription;
 
 /// Where a joining client starts: after event `seq`, whose `at` is given (when known), with `replay`, the
@@ -46,10 +47,17 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         match protocol::parse(text) {
             Err(e) => self.error(e.code, &e.message, e.reference.as_ref()).await,
             Ok(Request { op: Op::Ping, reference }) => self.reply(ServerFrame::Pong, reference.as_ref()).await,
-            Ok(Request { op: Op::Join { project, since, since_at }, reference }) => {
-                self.join(project, since, since_at, reference.as_ref()).await
+            Ok(Request { op: Op::Join { project, since, since_at, options }, reference }) => {
+                self.join(project, since, since_at, options, reference.as_ref()).await
             }
             Ok(Request { op: Op::Leave { project }, reference }) => self.leave(project, reference.as_ref()).await,
+            Ok(Request { op: Op::Track { project, state }, reference }) => {
+                self.track(project, &state, reference.as_ref()).await
+            }
+            Ok(Request { op: Op::Untrack { project }, reference }) => self.untrack(project, reference.as_ref()).await,
+            Ok(Request { op: Op::Broadcast { project, event, payload }, reference }) => {
+                self.broadcast(project, &event, &payload, reference.as_ref()).await
+            }
         }
     }
 
@@ -66,6 +74,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         project: Uuid,
         since: Option<i64>,
         since_at: Option<At>,
+        options: JoinOptions,
         reference: Option<&Value>,
     ) -> Result<(), End> {
         if self.rooms.contains_key(&project) {
@@ -88,7 +97,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         let subscription = self.feed.rooms.subscribe(project);
         let first_page = if since.is_some() { self.replay_page() } else { 0 };
         match start(&self.feed, self.who.user_id, project, since, since_at, first_page).await {
-            Ok(start) => self.enter(project, subscription, start, reference).await,
+            Ok(start) => self.enter(project, subscription, start, options, reference).await,
             Err(refusal) => {
                 // Out of the room before the client hears so.
                 drop(subscription);
@@ -108,6 +117,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         project: Uuid,
         subscription: Subscription,
         start: Start,
+        options: JoinOptions,
         reference: Option<&Value>,
     ) -> Result<(), End> {
         let Start { seq, latest, at, replay, replaying } = start;
@@ -120,6 +130,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         }
         let joined = ServerFrame::Joined { project, seq, latest, at: at.as_deref() };
         self.feed_frame(Message::text(joined.to_text(reference))).await?;
+        // The room's presence, if asked for, comes before its events: it is now, they may be a replay.
+        if let Some(state) = self.enter_signals(project, options) {
+            self.feed_frame(Message::Text(state)).await?;
+        }
         for event in replay {
             if !self.emit(project, event.seq, event.frame, event.removed_member).await? {
                 break;

@@ -18,6 +18,7 @@
 //! * [`session`] — the session's state and its writes to the client.
 //! * [`join`] — requests: join, resume, leave, ping.
 //! * [`rate`] — the rate limits of one connection.
+//! * [`signals`] — presence and broadcasts: track, untrack, broadcast, and what the rooms' other clients send.
 //! * [`slots`] — how many connections the server and each user may hold.
 //! * [`end`] — why a session ends.
 
@@ -27,6 +28,7 @@ mod join;
 mod rate;
 mod revocation;
 mod session;
+mod signals;
 mod slots;
 
 pub(crate) use self::slots::{Full, Slots};
@@ -115,6 +117,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                     Box::pin(unless_shutdown(&shutdown, self.catch_up(project))).await
                 }
                 Some((project, item)) = self.streams.next() => self.deliver(project, item).await,
+                Some((_, frame)) = self.signals.rooms.next() => self.relay(frame).await,
             };
             if let Err(end) = step {
                 return end;

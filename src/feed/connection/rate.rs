@@ -1,7 +1,7 @@
 //! Token buckets: how much one connection may ask of the server per second, with a burst.
 //!
-//! Three per connection: frames received (every kind: a ping costs the server a pong), joins (each costs the
-//! database), and bytes of history replayed. A request over the limit is refused with `rate_limited` and the
+//! Five per connection: frames received (every kind: a ping costs the server a pong), joins (each costs the
+//! database), bytes of history replayed, broadcasts and presence updates (each reaches every server). A request over the limit is refused with `rate_limited` and the
 //! time after which it would be accepted; the refusal is counted too, as debt, so a client that ignores the
 //! answers and keeps on (as many refused requests as its burst) is closed with 1008 rather than answered forever.
 
@@ -16,6 +16,8 @@ use crate::config::{FeedSettings, Rate};
 pub(super) enum Limit {
     Messages,
     Joins,
+    Broadcasts,
+    PresenceUpdates,
 }
 
 impl Limit {
@@ -23,6 +25,8 @@ impl Limit {
         match self {
             Limit::Messages => "messages",
             Limit::Joins => "joins",
+            Limit::Broadcasts => "broadcasts",
+            Limit::PresenceUpdates => "presence updates",
         }
     }
 
@@ -30,6 +34,8 @@ impl Limit {
         match self {
             Limit::Messages => settings.messages,
             Limit::Joins => settings.joins,
+            Limit::Broadcasts => settings.broadcasts,
+            Limit::PresenceUpdates => settings.presence_updates,
         }
     }
 }

@@ -16,6 +16,7 @@ use uuid::Uuid;
 
 use super::end::End;
 use super::rate::Bucket;
+use super::signals::Signals;
 use crate::auth::Identity;
 use crate::feed::Feed;
 use crate::feed::history::CLIENT_PAGE_BYTES;
@@ -39,6 +40,9 @@ pub(super) struct Session<S> {
     pub messages: Bucket,
     pub joins: Bucket,
     pub replay: Bucket,
+    /// The rooms' presence and broadcasts. Boxed: most connections never use them, and every idle connection
+    /// carries the session's future.
+    pub signals: Box<Signals>,
 }
 
 /// The session's state in one room.
@@ -82,7 +86,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         let replay = Bucket::with(settings.replay_bytes_per_sec as f64, CLIENT_PAGE_BYTES as f64);
         Session {
             who,
-            feed,
             ws,
             rooms: HashMap::new(),
             streams: StreamMap::new(),
@@ -91,6 +94,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             messages,
             joins,
             replay,
+            signals: Box::new(Signals::new(&feed)),
+            feed,
         }
     }
 

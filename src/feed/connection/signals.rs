@@ -1,0 +1,140 @@
+//! Presence and broadcasts, as one connection sees them: `track`, `untrack` and `broadcast` requests, and
+//! the rooms' presence frames and broadcasts relayed to the client (see [`crate::feed::presence`]).
+//!
+//! Only a client in the room may track or broadcast: it joined, so its membership was checked, and it leaves
+//! (so its presence is gone, on every server) the moment it loses access: removed from the project, token
+//! revoked or expired. Each request is limited per connection ([`super::rate`]).
+
+use futures::{FutureExt, StreamExt};
+use serde_json::Value;
+use std::collections::HashMap;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio_stream::StreamMap;
+use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
+use uuid::Uuid;
+
+use super::end::End;
+use super::rate::{Bucket, Limit, Verdict};
+use super::session::Session;
+use crate::feed::Feed;
+use crate::feed::presence::{self, Options, SignalStream};
+use crate::feed::protocol::{ErrorCode, JoinOptions, ServerFrame};
+
+/// A connection's presence and broadcasts: its number (with the server's, its entry id), its subscriptions
+/// to the rooms' signals, and its rates.
+pub(super) struct Signals {
+    pub conn: u64,
+    pub rooms: StreamMap<Uuid, SignalStream>,
+    /// The room keys as presence names them (the project id as text), made once per room.
+    keys: HashMap<Uuid, String>,
+    pub broadcasts: Bucket,
+    pub updates: Bucket,
+}
+
+impl Signals {
+    pub fn new(feed: &Feed) -> Signals {
+        Signals {
+            conn: feed.presence.connection(),
+            rooms: StreamMap::new(),
+            keys: HashMap::new(),
+            broadcasts: Bucket::new(feed.settings.broadcasts),
+            updates: Bucket::new(feed.settings.presence_updates),
+        }
+    }
+
+    /// Leaves a room's signals: its presence entry, if any, is gone on every server.
+    pub fn leave(&mut self, project: Uuid) {
+        self.rooms.remove(&project);
+        self.keys.remove(&project);
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
+    /// Subscribes to the signals of a room just joined; returns its `presence_state` if the client asked for it.
+    pub fn enter_signals(&mut self, project: Uuid, options: JoinOptions) -> Option<Utf8Bytes> {
+        let key = project.to_string();
+        let options = Options { presence: options.presence, echo: options.echo };
+        let (stream, state) = self.feed.presence.enter(&key, self.signals.conn, options);
+        self.signals.keys.insert(project, key);
+        self.signals.rooms.insert(project, stream);
+        state
+    }
+
+    /// The room key of a room this client is in, or `not_joined`.
+    fn room_key(&self, project: Uuid) -> Option<String> {
+        if !self.rooms.contains_key(&project) {
+            return None;
+        }
+        self.signals.keys.get(&project).cloned()
+    }
+
+    async fn not_joined(&mut self, reference: Option<&Value>) -> Result<(), End> {
+        let msg = "you are not in this project's room; join it first";
+        self.error(ErrorCode::NotJoined, msg, reference).await
+    }
+
+    /// Takes one from `limit`'s bucket; `Ok(false)` when refused (the client was told).
+    async fn allowed(&mut self, limit: Limit, reference: Option<&Value>) -> Result<bool, End> {
+        let bucket = match limit {
+            Limit::Broadcasts => &mut self.signals.broadcasts,
+            _ => &mut self.signals.updates,
+        };
+        match bucket.take() {
+            Verdict::Allowed => Ok(true),
+            Verdict::Limited(wait) => self.rate_limited(limit, wait, reference).await.map(|_| false),
+            Verdict::Abusive => Err(End::RateLimited(limit)),
+        }
+    }
+
+    pub async fn track(&mut self, project: Uuid, state: &str, reference: Option<&Value>) -> Result<(), End> {
+        let Some(room) = self.room_key(project) else { return self.not_joined(reference).await };
+        if !self.allowed(Limit::PresenceUpdates, reference).await? {
+            return Ok(());
+        }
+        let user = self.who.user_id.to_string();
+        let conn = self.signals.conn;
+        self.feed.presence.track(&room, conn, &user, state);
+        let id = self.feed.presence.id_of(conn);
+        self.reply(ServerFrame::Tracked { project, id: &id }, reference).await
+    }
+
+    pub async fn untrack(&mut self, project: Uuid, reference: Option<&Value>) -> Result<(), End> {
+        let Some(room) = self.room_key(project) else { return self.not_joined(reference).await };
+        if !self.allowed(Limit::PresenceUpdates, reference).await? {
+            return Ok(());
+        }
+        self.feed.presence.untrack(&room, self.signals.conn);
+        self.reply(ServerFrame::Untracked { project }, reference).await
+    }
+
+    /// Sends a broadcast to the others in the room, on every server. No reply: an `error` if it was refused.
+    pub async fn broadcast(
+        &mut self,
+        project: Uuid,
+        event: &str,
+        payload: &str,
+        reference: Option<&Value>,
+    ) -> Result<(), End> {
+        let Some(room) = self.room_key(project) else { return self.not_joined(reference).await };
+        if !self.allowed(Limit::Broadcasts, reference).await? {
+            return Ok(());
+        }
+        let conn = self.signals.conn;
+        let user = self.who.user_id.to_string();
+        let frame = presence::broadcast_frame(&room, event, payload, &user, &self.feed.presence.id_of(conn));
+        self.feed.presence.broadcast(&room, conn, &frame);
+        Ok(())
+    }
+
+    /// A signal for the client, and whatever others are ready, flushed once.
+    pub async fn relay(&mut self, frame: Utf8Bytes) -> Result<(), End> {
+        self.feed_frame(Message::Text(frame)).await?;
+        for _ in 0..256 {
+            match self.signals.rooms.next().now_or_never() {
+                Some(Some((_, frame))) => self.feed_frame(Message::Text(frame)).await?,
+                _ => break,
+            }
+        }
+        self.flush().await
+    }
+}
