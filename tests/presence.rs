@@ -75,7 +75,7 @@ fn metas(entries: &[(&str, Value)]) -> Value {
 }
 
 /// An entry's metas in the order the server lists them (by server, then connection).
-fn sorted<'a>(mut entries: Vec<(&'a str, Value)>) -> Vec<(&'a str, Value)> {
+fn sorted(mut entries: Vec<(&str, Value)>) -> Vec<(&str, Value)> {
     entries.sort_by_key(|(id, _)| {
         let (server, conn) = id.split_once('-').unwrap();
         (u64::from_str_radix(server, 16).unwrap(), conn.parse::<u64>().unwrap())

@@ -138,7 +138,8 @@ impl Room {
         let Some(tx) = self.subscribers.as_ref().filter(|tx| tx.receiver_count() > 0) else { return };
         let counted = self.users.len() > max_users;
         let frame = if counted || self.counted {
-            let count_changed = touched.iter().any(|(u, before)| before.is_empty() != !self.users.contains_key(u));
+            // A user who was absent and is present now, or the other way round.
+            let count_changed = touched.iter().any(|(u, before)| before.is_empty() == self.users.contains_key(u));
             if counted == self.counted && !count_changed {
                 return;
             }
