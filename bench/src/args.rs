@@ -28,6 +28,9 @@ pub enum Scenario {
     /// 1,000 well-behaved clients beside one abusive client per kind of issue #13, a phase per kind after a
     /// baseline without abuse (not part of `all`: about two minutes of its own)
     Abuse,
+    /// 1,000 clients in 100 rooms each sending 2 broadcasts/s: delivery on one server and across two, and the
+    /// write ceiling with that traffic and without (issue #16; not part of `all`)
+    Broadcast,
 }
 
 /// The abusive clients of `--scenario abuse` (issue #13), one phase each.
@@ -166,7 +169,8 @@ impl Args {
 
     /// Whether this scenario runs (with `--scenario all`, all of them but `abuse`).
     pub fn runs(&self, scenario: Scenario) -> bool {
-        (self.scenario == Scenario::All && scenario != Scenario::Abuse) || self.scenario == scenario
+        (self.scenario == Scenario::All && !matches!(scenario, Scenario::Abuse | Scenario::Broadcast))
+            || self.scenario == scenario
     }
 
     /// `--report` or `--no-report`, whichever came last; without either, only `--scenario all` reports.

@@ -2,7 +2,7 @@
 //! the server. Run with `--help` for the scenarios and flags; BENCHMARKS.md holds the results.
 //!
 //! * [`args`] — the flags; [`run`] — runs the scenarios asked for, saves and reports the results;
-//! * [`delivery`], [`memory`], [`writes`], [`abuse`] — the scenarios, on the [`ctx`] they share;
+//! * [`delivery`], [`memory`], [`writes`], [`abuse`], [`broadcast`] — the scenarios, on the [`ctx`] they share;
 //! * [`abusers`] — the abusive clients of the `abuse` scenario;
 //! * [`results`] — what they measured (results.json);
 //! * [`server`] — the server under test, as a child process, and its database; [`machine`] — /proc readings;
@@ -13,6 +13,7 @@
 mod abuse;
 mod abusers;
 mod args;
+mod broadcast;
 mod ctx;
 mod delivery;
 mod hist;
@@ -60,6 +61,7 @@ fn summary(r: &results::Results) -> serde_json::Value {
             "deliveries_per_s": l.deliveries_per_s, "achieved_tps": l.achieved_tps,
             "disconnected": l.disconnected,
         })).collect::<Vec<_>>(),
+        "broadcast": r.broadcast.as_ref(),
         "abuse": r.abuse.as_ref().map(|a| serde_json::json!({
             "deliveries": a.deliveries, "expected": a.expected_deliveries, "lost": a.lost,
             "duplicates": a.duplicates, "disconnected": a.disconnected,

@@ -97,6 +97,8 @@ pub struct Results {
     pub writes: Vec<WriteRun>,
     #[serde(default)]
     pub abuse: Option<AbuseRun>,
+    #[serde(default)]
+    pub broadcast: Option<BroadcastRun>,
     pub lost: u64,
     pub duplicates: u64,
     pub errors: Vec<String>,
@@ -178,4 +180,42 @@ pub struct AbuserReport {
     pub notes: Vec<String>,
     /// From the phase's end until every connection of the abuser was closed.
     pub cleanup_ms: u64,
+}
+
+/// The broadcast scenario (issue #16).
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+pub struct BroadcastRun {
+    pub clients: usize,
+    pub rooms: usize,
+    pub per_client_per_sec: f64,
+    pub one_server: Option<BroadcastLatency>,
+    pub two_servers: Option<BroadcastLatency>,
+    pub writes: Vec<BroadcastWrites>,
+}
+
+/// Broadcast delivery over the measured window: from the send (by the sending client) to the receipt (by each
+/// other client of the room), by whether sender and receiver were on the same server.
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+pub struct BroadcastLatency {
+    pub sent: u64,
+    pub expected: u64,
+    pub delivered: u64,
+    pub broadcasts_per_s: f64,
+    pub same_server_p50_ms: f64,
+    pub same_server_p99_ms: f64,
+    pub same_server_max_ms: f64,
+    pub other_server_p50_ms: Option<f64>,
+    pub other_server_p99_ms: Option<f64>,
+    pub other_server_max_ms: Option<f64>,
+}
+
+/// The write ceiling with the broadcasts running and without them (medians of the rounds, tx/s).
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+pub struct BroadcastWrites {
+    pub synchronous_commit: String,
+    pub with_broadcasts_tps: f64,
+    pub without_broadcasts_tps: f64,
+    pub ratio: f64,
+    pub with_rounds: Vec<f64>,
+    pub without_rounds: Vec<f64>,
 }

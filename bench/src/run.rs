@@ -13,6 +13,9 @@
 //! * `abuse`   — 1,000 well-behaved clients beside one abusive client per kind of issue #13, a phase each after
 //!   a baseline; not part of `all` (about two minutes). Its section of BENCHMARKS.md is written by itself
 //!   (`--report`) and kept by the other runs.
+//! * `broadcast` — 1,000 clients in 100 rooms sending 2 broadcasts/s each: delivery on one server and across
+//!   two, and the write ceiling with that traffic against without (issue #16); not part of `all`. Its figures
+//!   are printed and kept in results.json.
 //!
 //! See `boardcast-bench --help` for the flags, and BENCHMARKS.md for results.
 
@@ -23,7 +26,7 @@ use crate::args::{Args, Scenario};
 use crate::ctx::Ctx;
 use crate::delivery::Shape;
 use crate::results::Results;
-use crate::{abuse, delivery, machine, memory, pg, report, server, writes};
+use crate::{abuse, broadcast, delivery, machine, memory, pg, report, server, writes};
 
 const LATENCY: Shape = Shape { clients: 1000, rooms: 100, writers: 8, rate: Some(1000.0), duration: 20.0 };
 const FANOUT: Shape = Shape { clients: 10_000, rooms: 10, writers: 4, rate: Some(300.0), duration: 15.0 };
@@ -72,6 +75,9 @@ async fn scenarios(ctx: &Ctx, results: &mut Results) -> Result<(), String> {
     }
     if args.runs(Scenario::Abuse) {
         results.abuse = Some(abuse::run(ctx).await?);
+    }
+    if args.runs(Scenario::Broadcast) {
+        results.broadcast = Some(broadcast::run(ctx).await?);
     }
     let abuse = results.abuse.as_ref();
     results.lost = results.load.iter().map(|r| r.lost).sum::<u64>()
