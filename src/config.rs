@@ -103,7 +103,7 @@ pub struct FeedSettings {
     /// told how many rather than who.
     pub presence_max_users: usize,
     /// `BOARDCAST_PRESENCE_TIMEOUT_SECS` (default 20): a server not heard from for this long is taken for dead
-    /// and its clients' presence removed. Every server says something at least every quarter of it.
+    /// and its clients' presence removed. A server with nothing to say sends a heartbeat every quarter of it.
     pub presence_timeout: Duration,
 }
 

@@ -22,10 +22,10 @@
 //!   started) says so (`?`), and every server answers with its full state (`s` … `e`), after which whatever a
 //!   server no longer has is gone. A server whose sending connection was down (so that others may have given
 //!   it up) sends its full state when it is back.
-//! * **A dead server is noticed by its silence.** Every server sends something at least every quarter of
-//!   `BOARDCAST_PRESENCE_TIMEOUT_SECS` (20 s by default; a heartbeat, if it had nothing else to say), and
-//!   drops the entries of a server it has not heard from for that long: a `kill -9`ed server's entries are
-//!   gone within 21 s. A server that shuts down properly says so (`x`), and its entries go at once. While a
+//! * **A dead server is noticed by its silence.** Every server that has had nothing to say for a quarter of
+//!   `BOARDCAST_PRESENCE_TIMEOUT_SECS` (20 s by default) sends a heartbeat, so no live server is ever silent for
+//!   half of it; every second, each server drops the entries of any server it has not heard from for the
+//!   whole timeout: a `kill -9`ed server's entries are gone within 21 s. A server that shuts down properly says so (`x`), and its entries go at once. While a
 //!   server's own listener is down it hears nobody, so it drops nobody; when it is back it gives everyone a
 //!   full timeout to answer its `?`. A restart of PostgreSQL therefore loses nobody's presence: every server
 //!   reconnects, asks, and is answered.

@@ -3,7 +3,8 @@
 //!
 //! It gathers messages for up to [`LINGER`] after the first, then sends them, packed into payloads of up to
 //! 7,800 bytes, in one statement (one commit, so one turn of NOTIFY's commit lock, however many
-//! notifications). Messages that arrive meanwhile go in the next batch. One task and one connection, each
+//! notifications). Messages that arrive meanwhile go in the next batch. A server with nothing to say sends a
+//! heartbeat every quarter of the presence timeout, so it is never silent for half of it. One task and one connection, each
 //! batch committed before the next: the other servers receive this server's messages in the order it sent them.
 //!
 //! When the connection fails, what was being sent is lost (broadcasts are at most once), and once connected
@@ -36,6 +37,10 @@ pub(crate) async fn run(presence: Arc<Presence>, database_url: String, shutdown:
     let beat = (outbox.presence.timeout / 4).max(Duration::from_millis(100));
     let mut heartbeat = tokio::time::interval(beat);
     heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // Silent servers are looked for every second (or more often, with a short timeout): a dead server's
+    // entries go within the timeout and a second of its last message.
+    let mut sweep = tokio::time::interval(beat.min(Duration::from_secs(1)));
+    sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut sent_at = Instant::now();
     loop {
         let lines = tokio::select! {
@@ -44,8 +49,11 @@ pub(crate) async fn run(presence: Arc<Presence>, database_url: String, shutdown:
                 Some(first) => outbox.gather(first, &mut rx).await,
                 None => break,
             },
-            _ = heartbeat.tick() => {
+            _ = sweep.tick() => {
                 outbox.presence.drop_silent();
+                continue;
+            }
+            _ = heartbeat.tick() => {
                 if sent_at.elapsed() < beat {
                     continue;
                 }
