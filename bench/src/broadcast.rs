@@ -92,7 +92,8 @@ fn new_counters() -> Counters {
     }
 }
 
-/// Connects the clients, client `i` to server `i % servers` and room `i % rooms`, and starts them.
+/// Connects the clients, client `i` to room `i % rooms` and, with two servers, the clients of each room
+/// alternately to each (client `i` to server `(i / rooms) % servers`), and starts them.
 async fn connect(
     ctx: &Ctx,
     servers: &[SocketAddr],
@@ -103,11 +104,13 @@ async fn connect(
 ) -> Result<(), String> {
     let joined = Arc::new(AtomicU64::new(0));
     for i in 0..clients {
-        let (server, addr) = (i % servers.len(), servers[i % servers.len()]);
+        let server = (i / rooms) % servers.len();
+        let addr = servers[server];
         let project = ctx.projects[i % rooms];
         let (token, counters, stop, joined) = (ctx.token.clone(), counters.clone(), stop.clone(), joined.clone());
         tokio::spawn(async move {
             if let Err(e) = client(addr, server, &token, project, i, &counters, &stop, &joined).await
+                && !stop.is_cancelled()
                 && counters.failed.fetch_add(1, Ordering::Relaxed) == 0
             {
                 eprintln!("bench: broadcast client {i}: {e}");

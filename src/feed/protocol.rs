@@ -381,6 +381,30 @@ mod tests {
     }
 
     #[test]
+    fn presence_and_broadcast_requests_parse_with_their_limits() {
+        let p = Uuid::new_v4();
+        let r = parse(&format!(r#"{{"op":"join","project":"{p}","presence":true,"broadcast":{{"self":true}}}}"#));
+        let options = JoinOptions { presence: true, echo: true };
+        assert_eq!(r.unwrap().op, Op::Join { project: p, since: None, since_at: None, options });
+        let r = parse(&format!(r#"{{"op":"track","project":"{p}","state":{{"viewing": "task 9"}}}}"#)).unwrap();
+        assert_eq!(r.op, Op::Track { project: p, state: r#"{"viewing":"task 9"}"#.into() });
+        assert_eq!(parse(&format!(r#"{{"op":"track","project":"{p}"}}"#)).unwrap().op, Op::Track {
+            project: p,
+            state: "{}".into()
+        });
+        let r = parse(&format!(r#"{{"op":"broadcast","project":"{p}","event":"typing","payload":[1, 2]}}"#)).unwrap();
+        assert_eq!(r.op, Op::Broadcast { project: p, event: "typing".into(), payload: "[1,2]".into() });
+        let at_limit = format!(r#"{{"op":"broadcast","project":"{p}","event":"e","payload":"{}"}}"#, "x".repeat(4094));
+        assert!(parse(&at_limit).is_ok());
+        let over = format!(r#"{{"op":"broadcast","project":"{p}","event":"e","payload":"{}"}}"#, "x".repeat(4095));
+        assert_eq!(parse(&over).unwrap_err().code, ErrorCode::TooLarge);
+        let long = format!(r#"{{"op":"broadcast","project":"{p}","event":"{}"}}"#, "é".repeat(65));
+        assert_eq!(parse(&long).unwrap_err().code, ErrorCode::BadEvent);
+        assert_eq!(parse(&format!(r#"{{"op":"track","project":"{p}","state":[]}}"#)).unwrap_err().code, ErrorCode::BadState);
+        assert_eq!(parse(r#"{"op":"untrack","project":"x"}"#).unwrap_err().code, ErrorCode::BadProject);
+    }
+
+    #[test]
     fn server_frames_serialize_as_documented() {
         let p = Uuid::new_v4();
         let at = "2026-11-25T16:38:42.123456+00:00";
@@ -402,6 +426,11 @@ mod tests {
                 json!({"op": "left", "project": p, "reason": "removed"}),
             ),
             (ServerFrame::Pong.to_text(Some(&json!(1))), json!({"op": "pong", "ref": 1})),
+            (
+                ServerFrame::Tracked { project: p, id: "1f-3" }.to_text(Some(&json!("t"))),
+                json!({"op": "tracked", "project": p, "id": "1f-3", "ref": "t"}),
+            ),
+            (ServerFrame::Untracked { project: p }.to_text(None), json!({"op": "untracked", "project": p})),
             (ServerFrame::Pong.to_text(Some(&Value::Null)), json!({"op": "pong", "ref": null})),
             (
                 ServerFrame::Resync { project: p, latest: 12, reason: ResyncReason::HistoryPruned }.to_text(None),
@@ -445,6 +474,9 @@ mod tests {
             (ErrorCode::NotJoined, "not_joined"),
             (ErrorCode::Unavailable, "unavailable"),
             (ErrorCode::RateLimited, "rate_limited"),
+            (ErrorCode::BadEvent, "bad_event"),
+            (ErrorCode::BadState, "bad_state"),
+            (ErrorCode::TooLarge, "too_large"),
         ] {
             assert_eq!(serde_json::to_value(code).unwrap(), json!(text));
         }

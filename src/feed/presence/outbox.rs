@@ -176,6 +176,11 @@ impl Outbox {
             tokio::spawn(async move {
                 let _ = connection.await;
             });
+            // A transaction that NOTIFYs holds the database-wide notify lock until its commit is done; with
+            // synchronous_commit on, that includes the WAL flush, during which no other writer of the feed can
+            // commit. Signals are not records (nothing is lost that a crash would not lose anyway), so they
+            // need not wait for the disk.
+            client.batch_execute("SET synchronous_commit = off").await.map_err(|e| chain(&e))?;
             Ok::<_, String>(client)
         };
         match connecting.await {
