@@ -7,6 +7,9 @@
 //! this process) and its sender's server; each receiver records now minus that, split by whether the sender
 //! was on the receiver's server or the other one. Only broadcasts sent within the measured window count, and
 //! delivered / expected compares what arrived of them with nine per broadcast sent.
+//!
+//! The write ceiling is measured on one server (which, alone, sends its broadcasts to nobody else: what the
+//! traffic costs there is CPU) and on two (where every broadcast also travels by NOTIFY).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -62,7 +65,7 @@ pub async fn run(ctx: &Ctx) -> Result<BroadcastRun, String> {
     let stop = CancellationToken::new();
     connect(ctx, &[server.addr], clients, rooms, &counters, &stop).await?;
     run.one_server = Some(measure(ctx, "one server", &counters, duration, clients, rooms).await);
-    run.writes = writes(ctx, &counters, rooms).await?;
+    run.writes = writes(ctx, "one server", &counters, rooms).await?;
     stop.cancel();
     server.stop();
 
@@ -73,6 +76,7 @@ pub async fn run(ctx: &Ctx) -> Result<BroadcastRun, String> {
     let stop = CancellationToken::new();
     connect(ctx, &[a.addr, b.addr], clients, rooms, &counters, &stop).await?;
     run.two_servers = Some(measure(ctx, "two servers", &counters, duration, clients, rooms).await);
+    run.writes_two_servers = writes(ctx, "two servers", &counters, rooms).await?;
     stop.cancel();
     a.stop();
     b.stop();
@@ -263,7 +267,7 @@ async fn measure(
 
 /// The write ceiling (closed-loop single-row INSERTs), with the broadcasts running and without them (the
 /// clients stay connected and joined), in interleaved rounds, for the server's `synchronous_commit` and `off`.
-async fn writes(ctx: &Ctx, c: &Counters, rooms: usize) -> Result<Vec<BroadcastWrites>, String> {
+async fn writes(ctx: &Ctx, name: &str, c: &Counters, rooms: usize) -> Result<Vec<BroadcastWrites>, String> {
     let a = &ctx.args;
     let default: String = ctx.admin.query_one("SHOW synchronous_commit", &[]).await.map_err(|e| e.to_string())?.get(0);
     let syncs = if default == "off" { vec![default] } else { vec![default, "off".to_string()] };
@@ -288,7 +292,7 @@ async fn writes(ctx: &Ctx, c: &Counters, rooms: usize) -> Result<Vec<BroadcastWr
                 let w = write_on_own_thread(spec, Shared::new(0)).await?;
                 let tps = w.window_transactions as f64 / w.window_secs;
                 ctx.say(format!(
-                    "broadcast: writes, synchronous_commit={sync}, round {}, broadcasts {}: {tps:.0} tx/s",
+                    "broadcast: {name}: writes, synchronous_commit={sync}, round {}, broadcasts {}: {tps:.0} tx/s",
                     round + 1,
                     if sending { "on" } else { "off" }
                 ));

@@ -191,6 +191,8 @@ pub struct BroadcastRun {
     pub one_server: Option<BroadcastLatency>,
     pub two_servers: Option<BroadcastLatency>,
     pub writes: Vec<BroadcastWrites>,
+    #[serde(default)]
+    pub writes_two_servers: Vec<BroadcastWrites>,
 }
 
 /// Broadcast delivery over the measured window: from the send (by the sending client) to the receipt (by each

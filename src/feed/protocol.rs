@@ -388,10 +388,10 @@ mod tests {
         assert_eq!(r.unwrap().op, Op::Join { project: p, since: None, since_at: None, options });
         let r = parse(&format!(r#"{{"op":"track","project":"{p}","state":{{"viewing": "task 9"}}}}"#)).unwrap();
         assert_eq!(r.op, Op::Track { project: p, state: r#"{"viewing":"task 9"}"#.into() });
-        assert_eq!(parse(&format!(r#"{{"op":"track","project":"{p}"}}"#)).unwrap().op, Op::Track {
-            project: p,
-            state: "{}".into()
-        });
+        assert_eq!(
+            parse(&format!(r#"{{"op":"track","project":"{p}"}}"#)).unwrap().op,
+            Op::Track { project: p, state: "{}".into() }
+        );
         let r = parse(&format!(r#"{{"op":"broadcast","project":"{p}","event":"typing","payload":[1, 2]}}"#)).unwrap();
         assert_eq!(r.op, Op::Broadcast { project: p, event: "typing".into(), payload: "[1,2]".into() });
         let at_limit = format!(r#"{{"op":"broadcast","project":"{p}","event":"e","payload":"{}"}}"#, "x".repeat(4094));
@@ -400,7 +400,10 @@ mod tests {
         assert_eq!(parse(&over).unwrap_err().code, ErrorCode::TooLarge);
         let long = format!(r#"{{"op":"broadcast","project":"{p}","event":"{}"}}"#, "é".repeat(65));
         assert_eq!(parse(&long).unwrap_err().code, ErrorCode::BadEvent);
-        assert_eq!(parse(&format!(r#"{{"op":"track","project":"{p}","state":[]}}"#)).unwrap_err().code, ErrorCode::BadState);
+        assert_eq!(
+            parse(&format!(r#"{{"op":"track","project":"{p}","state":[]}}"#)).unwrap_err().code,
+            ErrorCode::BadState
+        );
         assert_eq!(parse(r#"{"op":"untrack","project":"x"}"#).unwrap_err().code, ErrorCode::BadProject);
     }
 

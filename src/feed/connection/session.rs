@@ -16,10 +16,10 @@ use uuid::Uuid;
 
 use super::end::End;
 use super::rate::Bucket;
-use super::signals::Signals;
 use crate::auth::Identity;
 use crate::feed::Feed;
 use crate::feed::history::CLIENT_PAGE_BYTES;
+use crate::feed::presence::SignalStream;
 use crate::feed::protocol::{ErrorCode, ServerFrame};
 use crate::feed::room::{RewindWatch, Subscription};
 
@@ -43,6 +43,35 @@ pub(super) struct Session<S> {
     /// The rooms' presence and broadcasts. Boxed: most connections never use them, and every idle connection
     /// carries the session's future.
     pub signals: Box<Signals>,
+}
+
+/// A connection's presence and broadcasts: its number (with the server's, its entry id), its subscriptions
+/// to the rooms' signals, and its rates.
+pub(super) struct Signals {
+    pub conn: u64,
+    pub rooms: StreamMap<Uuid, SignalStream>,
+    /// The room keys as presence names them (the project id as text), made once per room.
+    pub keys: HashMap<Uuid, String>,
+    pub broadcasts: Bucket,
+    pub updates: Bucket,
+}
+
+impl Signals {
+    pub fn new(feed: &Feed) -> Signals {
+        Signals {
+            conn: feed.presence.connection(),
+            rooms: StreamMap::new(),
+            keys: HashMap::new(),
+            broadcasts: Bucket::new(feed.settings.broadcasts),
+            updates: Bucket::new(feed.settings.presence_updates),
+        }
+    }
+
+    /// Leaves a room's signals: its presence entry, if any, is gone on every server.
+    pub fn leave(&mut self, project: Uuid) {
+        self.rooms.remove(&project);
+        self.keys.remove(&project);
+    }
 }
 
 /// The session's state in one room.

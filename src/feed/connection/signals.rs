@@ -7,47 +7,15 @@
 
 use futures::{FutureExt, StreamExt};
 use serde_json::Value;
-use std::collections::HashMap;
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio_stream::StreamMap;
 use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
 use uuid::Uuid;
 
 use super::end::End;
-use super::rate::{Bucket, Limit, Verdict};
+use super::rate::{Limit, Verdict};
 use super::session::Session;
-use crate::feed::Feed;
-use crate::feed::presence::{self, Options, SignalStream};
+use crate::feed::presence::{self, Options};
 use crate::feed::protocol::{ErrorCode, JoinOptions, ServerFrame};
-
-/// A connection's presence and broadcasts: its number (with the server's, its entry id), its subscriptions
-/// to the rooms' signals, and its rates.
-pub(super) struct Signals {
-    pub conn: u64,
-    pub rooms: StreamMap<Uuid, SignalStream>,
-    /// The room keys as presence names them (the project id as text), made once per room.
-    keys: HashMap<Uuid, String>,
-    pub broadcasts: Bucket,
-    pub updates: Bucket,
-}
-
-impl Signals {
-    pub fn new(feed: &Feed) -> Signals {
-        Signals {
-            conn: feed.presence.connection(),
-            rooms: StreamMap::new(),
-            keys: HashMap::new(),
-            broadcasts: Bucket::new(feed.settings.broadcasts),
-            updates: Bucket::new(feed.settings.presence_updates),
-        }
-    }
-
-    /// Leaves a room's signals: its presence entry, if any, is gone on every server.
-    pub fn leave(&mut self, project: Uuid) {
-        self.rooms.remove(&project);
-        self.keys.remove(&project);
-    }
-}
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     /// Subscribes to the signals of a room just joined; returns its `presence_state` if the client asked for it.

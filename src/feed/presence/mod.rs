@@ -14,8 +14,9 @@
 //! * **Batched.** Every transaction that NOTIFYs takes a database-wide lock at commit, shared with every
 //!   writer of the feed. So a server sends its messages through one task ([`outbox`]) that gathers them for
 //!   up to [`outbox::LINGER`] (5 ms) and sends them as few notifications of up to 7,800 bytes as fit, all in
-//!   one statement: thousands of broadcasts a second cost a few commits a second. Clients of the sender's own
-//!   server get them at once, without the round trip.
+//!   one statement: thousands of broadcasts a second cost a few commits a second, committed without waiting
+//!   for the disk. Clients of the sender's own server get them at once, without the round trip, and a server
+//!   that has heard from no other sends its broadcasts to nobody else.
 //! * **No table.** Writing each presence change to a table would cost a row write and WAL per change (and a
 //!   sweeper to delete dead servers' rows); its only use would be to rebuild the state after a reconnect, and
 //!   the servers can do that themselves: a server that missed messages (its listener reconnected, or it just
@@ -185,15 +186,21 @@ impl Presence {
         }
     }
 
-    /// Sends `frame` (a `broadcast` frame from connection `conn`) to the room, on every server.
+    /// Sends `frame` (a `broadcast` frame from connection `conn`) to the room, on every server. A server that
+    /// knows of no other (it has heard from none) sends it to its own clients only: one server alone costs
+    /// writers nothing for its broadcasts. (A server that starts asks everyone for their state, so it is
+    /// heard of at once.)
     pub(crate) fn broadcast(&self, room: &str, conn: u64, frame: &str) {
-        {
+        let alone = {
             let s = self.state.lock().unwrap();
             if let Some(r) = s.rooms.get(room) {
                 r.broadcast(frame.into(), Some(conn));
             }
+            s.peers.is_empty()
+        };
+        if !alone {
+            self.send(Message::Broadcast { room: room.to_string(), frame }, false);
         }
-        self.send(Message::Broadcast { room: room.to_string(), frame }, false);
     }
 
     /// Queues a message for the other servers. A presence message that finds the queue full is not lost: the
