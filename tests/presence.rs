@@ -169,9 +169,12 @@ async fn a_broadcast_reaches_everyone_else_in_the_room_on_every_server_and_is_ne
     let mut echoing = app1.client(&alice).await;
     join_with(&mut echoing, project, json!({"broadcast": {"self": true}})).await;
     let mut same_server = app1.client(&bob).await;
-    join_with(&mut same_server, project, json!({})).await;
+    join_with(&mut same_server, project, json!({"presence": true})).await;
     let mut other_server = app2.client(&bob).await;
     join_with(&mut other_server, project, json!({})).await;
+    // Server 1 has heard from server 2 (a server that knows of no other keeps its broadcasts to itself).
+    track(&mut other_server, project, json!({})).await;
+    assert!(diff(&mut same_server).await["joins"].is_object());
     let mut elsewhere = app2.client(&eve).await;
     join_with(&mut elsewhere, other, json!({})).await;
 
