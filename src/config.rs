@@ -105,6 +105,10 @@ pub struct FeedSettings {
     /// `BOARDCAST_PRESENCE_TIMEOUT_SECS` (default 20): a server not heard from for this long is taken for dead
     /// and its clients' presence removed. A server with nothing to say sends a heartbeat every quarter of it.
     pub presence_timeout: Duration,
+    /// `BOARDCAST_SIGNAL_LINGER_MS` (default 5): how long a server gathers broadcasts and presence changes after
+    /// a first one before it sends them to the other servers, in one commit. Longer: fewer NOTIFYing commits
+    /// (whose lock every writer of the feed shares), later broadcasts on the other servers.
+    pub signal_linger: Duration,
 }
 
 /// A rate limit: `per_sec` on average, and up to `burst` at once.
@@ -145,6 +149,7 @@ impl Default for FeedSettings {
             presence_updates: Rate { per_sec: 5, burst: 20 },
             presence_max_users: 100,
             presence_timeout: Duration::from_secs(20),
+            signal_linger: Duration::from_millis(5),
         }
     }
 }
@@ -390,6 +395,16 @@ pub struct SettingsArgs {
         default_value_t = 20
     )]
     pub presence_timeout_secs: u64,
+    /// Milliseconds a server gathers broadcasts and presence changes before sending them to the other servers (one
+    /// NOTIFYing commit per batch)
+    #[arg(
+        long,
+        env = "BOARDCAST_SIGNAL_LINGER_MS",
+        value_name = "BOARDCAST_SIGNAL_LINGER_MS",
+        hide_env = true,
+        default_value_t = 5
+    )]
+    pub signal_linger_ms: u64,
     /// Prune recorded events older than this many seconds (0: never; the default is 7 days)
     #[arg(
         long,
@@ -510,6 +525,7 @@ impl From<SettingsArgs> for Settings {
             Rate { per_sec: a.presence_updates_per_sec.max(1), burst: a.presence_update_burst.max(1) };
         s.feed.presence_max_users = a.presence_max_users as usize;
         s.feed.presence_timeout = secs(a.presence_timeout_secs);
+        s.feed.signal_linger = Duration::from_millis(a.signal_linger_ms.min(1000));
         let n = a.retention_max_age_secs;
         s.retention.max_age = (n > 0).then(|| Duration::from_secs(n));
         let n = a.retention_max_events;

@@ -51,7 +51,11 @@ impl Feed {
         let history = Arc::new(history::History::new(pool.clone()));
         Arc::new(Feed {
             rooms: room::Rooms::new(history.clone(), settings.clone()),
-            presence: Arc::new(presence::Presence::new(settings.presence_max_users, settings.presence_timeout)),
+            presence: Arc::new(presence::Presence::new(
+                settings.presence_max_users,
+                settings.presence_timeout,
+                settings.signal_linger,
+            )),
             history,
             pool,
             settings,

@@ -13,7 +13,7 @@
 //!   memory (a few hundred bytes per entry), so a join is answered from memory, without a query.
 //! * **Batched.** Every transaction that NOTIFYs takes a database-wide lock at commit, shared with every
 //!   writer of the feed. So a server sends its messages through one task ([`outbox`]) that gathers them for
-//!   up to [`outbox::LINGER`] (5 ms) and sends them as few notifications of up to 7,800 bytes as fit, all in
+//!   up to `BOARDCAST_SIGNAL_LINGER_MS` (5 ms) and sends them as few notifications of up to 7,800 bytes as fit, all in
 //!   one statement: thousands of broadcasts a second cost a few commits a second, committed without waiting
 //!   for the disk. Clients of the sender's own server get them at once, without the round trip, and a server
 //!   that has heard from no other sends its broadcasts to nobody else.
@@ -80,6 +80,8 @@ pub(crate) struct Presence {
     max_users: usize,
     /// A server not heard from for this long is gone.
     timeout: Duration,
+    /// How long the outbox gathers messages after a first one before it sends them.
+    linger: Duration,
     state: Mutex<State>,
     outbox: mpsc::Sender<Outgoing>,
     outbox_rx: Mutex<Option<mpsc::Receiver<Outgoing>>>,
@@ -103,12 +105,13 @@ struct Peer {
 }
 
 impl Presence {
-    pub(crate) fn new(max_users: usize, timeout: Duration) -> Presence {
+    pub(crate) fn new(max_users: usize, timeout: Duration, linger: Duration) -> Presence {
         let (tx, rx) = mpsc::channel(OUTBOX_CAPACITY);
         Presence {
             server: rand::random::<u64>() | 1,
             max_users,
             timeout,
+            linger,
             state: Mutex::default(),
             outbox: tx,
             outbox_rx: Mutex::new(Some(rx)),

@@ -1,7 +1,7 @@
 //! The outbox: one task, one dedicated connection, sending this server's messages to the others as few
 //! notifications as possible; also the heartbeat, and the check for servers gone silent.
 //!
-//! It gathers messages for up to [`LINGER`] after the first, then sends them, packed into payloads of up to
+//! It gathers messages for up to `BOARDCAST_SIGNAL_LINGER_MS` (5 ms) after the first, then sends them, packed into payloads of up to
 //! 7,800 bytes, in one statement (one commit, so one turn of NOTIFY's commit lock, however many
 //! notifications). Messages that arrive meanwhile go in the next batch. A server with nothing to say sends a
 //! heartbeat every quarter of the presence timeout, so it is never silent for half of it. One task and one connection, each
@@ -23,9 +23,6 @@ use super::wire::{self, MAX_PAYLOAD, Message};
 use super::{Outgoing, Presence};
 use crate::db::pg_config;
 use crate::error::chain;
-
-/// How long the outbox waits, after a first message, for others to send with it.
-pub(crate) const LINGER: Duration = Duration::from_millis(5);
 
 /// Payloads one statement sends at most.
 const PAYLOADS_PER_BATCH: usize = 16;
@@ -84,7 +81,7 @@ struct Outbox {
 }
 
 impl Outbox {
-    /// `first` and whatever else arrives within [`LINGER`], as lines, up to what one statement sends.
+    /// `first` and whatever else arrives within the linger, as lines, up to what one statement sends.
     async fn gather(&mut self, first: Outgoing, rx: &mut mpsc::Receiver<Outgoing>) -> Vec<String> {
         let budget = MAX_PAYLOAD * PAYLOADS_PER_BATCH;
         let mut lines = Vec::new();
@@ -105,7 +102,7 @@ impl Outbox {
             }
         };
         let mut bytes = add(first, &mut lines);
-        let deadline = Instant::now() + LINGER;
+        let deadline = Instant::now() + self.presence.linger;
         while bytes < budget {
             match tokio::time::timeout_at(deadline, rx.recv()).await {
                 Ok(Some(o)) => bytes += add(o, &mut lines),
