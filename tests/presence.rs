@@ -258,6 +258,11 @@ impl Child9 {
         Child9 { child, addr }
     }
 
+    fn signal(&self, signal: &str) {
+        let pid = self.child.id().to_string();
+        assert!(Command::new("kill").args([signal, &pid]).status().unwrap().success());
+    }
+
     fn kill9(&mut self) {
         let pid = self.child.id().to_string();
         assert!(Command::new("kill").args(["-9", &pid]).status().unwrap().success());
@@ -273,7 +278,7 @@ impl Drop for Child9 {
 }
 
 #[tokio::test]
-async fn the_entries_of_a_server_killed_with_sigkill_are_removed_within_the_timeout() {
+async fn a_stalled_server_is_given_up_then_heard_again_and_a_killed_ones_entries_go_within_the_timeout() {
     let mut settings = test_settings(&fresh_database(&admin_url()).await);
     settings.feed.presence_timeout = Duration::from_secs(3);
     let app = spawn_app_on(settings).await;
@@ -288,11 +293,17 @@ async fn the_entries_of_a_server_killed_with_sigkill_are_removed_within_the_time
     let mut there = WsClient::connect(&url, &alice).await.unwrap();
     join_with(&mut there, project, json!({})).await;
     let id = track(&mut there, project, json!({})).await;
-    let alice_u = alice_id.to_string();
+    let alice_u = &alice_id.to_string();
     let joined = diff(&mut watching).await;
     assert_eq!(joined["joins"][&alice_u], metas(&[(&id, json!({}))]));
     // Alive and heartbeating: nothing changes over more than a timeout.
     watching.expect_silence(Duration::from_secs(4)).await;
+
+    // Stalled (SIGSTOP) for longer than the timeout: given up. Back (SIGCONT): its entries are back too.
+    doomed.signal("-STOP");
+    assert_eq!(diff(&mut watching).await["leaves"], json!([alice_u]));
+    doomed.signal("-CONT");
+    assert_eq!(diff(&mut watching).await["joins"][&alice_u], metas(&[(&id, json!({}))]));
 
     doomed.kill9();
     let started = std::time::Instant::now();

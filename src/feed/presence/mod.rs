@@ -224,9 +224,17 @@ impl Presence {
         if server == self.server {
             return;
         }
+        let mut messages = messages.peekable();
         let mut s = self.state.lock().unwrap();
         let now = Instant::now();
+        let stranger = !s.peers.contains_key(&server);
         s.peers.entry(server).or_insert(Peer { heard: now, syncing: None }).heard = now;
+        // A server that starts introduces itself (`?`, then its state). One that speaks without doing so is
+        // one this server gave up (it was silent for the timeout: stalled, or cut off and back): its entries
+        // were dropped, so it is asked for its state.
+        if stranger && !matches!(messages.peek(), Some(Message::Hello | Message::SyncStart)) {
+            self.send(Message::Hello, true);
+        }
         let mut touched: HashSet<String> = HashSet::new();
         for message in messages {
             match message {
