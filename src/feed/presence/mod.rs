@@ -28,9 +28,9 @@
 //!   half of it; every second, each server drops the entries of any server it has not heard from for the
 //!   whole timeout: a `kill -9`ed server's entries are gone within 21 s. One that was only stalled is asked for
 //!   its state (`?`) when it is heard again. A server that shuts down properly says so (`x`), and its entries
-//!   go at once. While a server's own listener is down it hears nobody, so it drops nobody; when it is back it gives everyone a
-//!   full timeout to answer its `?`. A restart of PostgreSQL therefore loses nobody's presence: every server
-//!   reconnects, asks, and is answered.
+//!   go at once. While a server's own listener is down it hears nobody, so it drops nobody; when it is back it
+//!   gives everyone a full timeout to answer its `?`. A restart of PostgreSQL therefore loses nobody's
+//!   presence: every server reconnects, asks, and is answered.
 //! * **Order.** One server's messages arrive in the order it sent them (one task sends them, each batch
 //!   committed before the next), which is all that applying them needs: no versions, no clocks.
 //!
