@@ -1,11 +1,12 @@
 //! The outbox: one task, one dedicated connection, sending this server's messages to the others as few
 //! notifications as possible; also the heartbeat, and the check for servers gone silent.
 //!
-//! It gathers messages for up to `BOARDCAST_SIGNAL_LINGER_MS` (5 ms) after the first, then sends them, packed into payloads of up to
-//! 7,800 bytes, in one statement (one commit, so one turn of NOTIFY's commit lock, however many
-//! notifications). Messages that arrive meanwhile go in the next batch. A server with nothing to say sends a
-//! heartbeat every quarter of the presence timeout, so it is never silent for half of it. One task and one connection, each
-//! batch committed before the next: the other servers receive this server's messages in the order it sent them.
+//! It gathers messages for up to `BOARDCAST_SIGNAL_LINGER_MS` (5 ms) after the first, then sends them, packed
+//! into payloads of up to 7,800 bytes, in one statement (one commit, so one turn of NOTIFY's commit lock,
+//! however many notifications). Messages that arrive meanwhile go in the next batch. A server with nothing to
+//! say sends a heartbeat every quarter of the presence timeout, so it is never silent for half of it. One task
+//! and one connection, each batch committed before the next: the other servers receive this server's messages
+//! in the order it sent them.
 //!
 //! When the connection fails, what was being sent is lost (broadcasts are at most once), and once connected
 //! again the outbox first sends this server's full state, since the others may have given it up meanwhile.

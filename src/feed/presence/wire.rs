@@ -9,7 +9,7 @@
 //! | line | meaning |
 //! | --- | --- |
 //! | `b <room> <frame>` | a broadcast: the frame every client in the room gets, built once by the sender's server |
-//! | `t <room> <conn> <user> <state>` | connection `conn` of the sender tracks `user` in the room with `state` (or changes it) |
+//! | `t <room> <conn> <user> <state>` | the sender's connection `conn` tracks `user` in the room with `state` |
 //! | `u <room> <conn>` | connection `conn` of the sender untracks itself from the room |
 //! | `h` | the sender is alive (a heartbeat; any payload counts as one) |
 //! | `s` / `e` | the start and end of the sender's full state: its entries not tracked in between are gone |
