@@ -304,7 +304,8 @@ impl Presence {
     }
 
     /// The listener is connected (again): it may have missed messages, so it asks every server for its full
-    /// state, and gives every server a full timeout to answer before giving it up.
+    /// state, and gives every server a full timeout to answer before giving it up. It sends its own too: a
+    /// server that asked for it meanwhile (it had given this one up) was not heard.
     pub(crate) fn reconnected(&self) {
         {
             let mut s = self.state.lock().unwrap();
@@ -315,6 +316,9 @@ impl Presence {
         }
         self.listening.store(true, Ordering::SeqCst);
         self.send(Message::Hello, true);
+        if self.outbox.try_send(Outgoing::Sync).is_err() {
+            self.lost.store(true, Ordering::Relaxed);
+        }
     }
 
     /// The listener lost its connection: until it is back, this server hears nobody, so it gives nobody up.
