@@ -93,6 +93,9 @@ pub struct FeedSettings {
     /// and how long it waits for the answer (and twice that for a new connection). A connection cut by the
     /// network, with nothing to send, looks alive otherwise.
     pub listener_probe: Duration,
+    /// `BOARDCAST_ACCESS_RECHECK_SECS` (default 30; 0: never): how often every room asks the join rule
+    /// (`boardcast.may_join`) again about its subscribers, for rules that read what the feed does not announce.
+    pub access_recheck: Duration,
 }
 
 /// A rate limit: `per_sec` on average, and up to `burst` at once.
@@ -129,6 +132,7 @@ impl Default for FeedSettings {
             history_page: 1000,
             held_frames_budget: 64 * 1024 * 1024,
             listener_probe: Duration::from_secs(5),
+            access_recheck: Duration::from_secs(30),
         }
     }
 }
@@ -310,6 +314,16 @@ pub struct SettingsArgs {
         default_value_t = 5
     )]
     pub listener_probe_secs: u64,
+    /// Seconds between checks, room by room, that the join rule (boardcast.may_join) still lets each subscriber in; 0:
+    /// only when boardcast.recheck() asks
+    #[arg(
+        long,
+        env = "BOARDCAST_ACCESS_RECHECK_SECS",
+        value_name = "BOARDCAST_ACCESS_RECHECK_SECS",
+        hide_env = true,
+        default_value_t = 30
+    )]
+    pub access_recheck_secs: u64,
     /// MiB for large frames (4 KiB and more) that subscribers have yet to take, all rooms together; past it, rooms wait
     /// for their subscribers, and a stalled subscriber reads from history
     #[arg(
@@ -434,6 +448,7 @@ impl From<SettingsArgs> for Settings {
         s.feed.joins = Rate { per_sec: a.joins_per_sec.max(1), burst: a.join_burst.max(1) };
         s.feed.replay_bytes_per_sec = a.replay_bytes_per_sec.max(1024) as usize;
         s.feed.listener_probe = secs(a.listener_probe_secs);
+        s.feed.access_recheck = Duration::from_secs(a.access_recheck_secs);
         s.feed.held_frames_budget = (a.held_frames_mb as usize).saturating_mul(1024 * 1024);
         let n = a.retention_max_age_secs;
         s.retention.max_age = (n > 0).then(|| Duration::from_secs(n));

@@ -2,6 +2,7 @@
 //! the send timeout and by shutdown.
 
 use std::collections::HashMap;
+use crate::feed::room_key::RoomKey;
 use std::sync::Arc;
 
 use futures::SinkExt;
@@ -12,7 +13,6 @@ use tokio_stream::StreamMap;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::{self, Message};
 use tokio_util::sync::CancellationToken;
-use uuid::Uuid;
 
 use super::end::End;
 use super::rate::Bucket;
@@ -24,12 +24,14 @@ use crate::feed::room::{RewindWatch, Subscription};
 
 pub(super) struct Session<S> {
     pub who: Identity,
+    /// Who the join rule and the rooms know this client as.
+    pub subject: String,
     pub feed: Arc<Feed>,
     pub ws: WebSocketStream<S>,
     /// The session's state in each room it is in...
-    pub rooms: HashMap<Uuid, Joined>,
+    pub rooms: HashMap<RoomKey, Joined>,
     /// ...and its subscriptions, as one stream of what the rooms broadcast. Dropping one leaves the room.
-    pub streams: StreamMap<Uuid, Subscription>,
+    pub streams: StreamMap<RoomKey, Subscription>,
     /// Also watched while a write to the client waits: a client that stopped reading must not hold up the
     /// server's shutdown until its send timeout.
     pub shutdown: CancellationToken,
@@ -81,6 +83,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         // Up to a page at once, then the budget's rate.
         let replay = Bucket::with(settings.replay_bytes_per_sec as f64, CLIENT_PAGE_BYTES as f64);
         Session {
+            subject: who.user_id.to_string(),
             who,
             feed,
             ws,
