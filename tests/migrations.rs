@@ -125,7 +125,7 @@ async fn next_write_is(url: &str, sql: &Client, project: Uuid, seq: i64) {
     assert_eq!(last, seq, "the new write continues the project's seqs without a gap");
     let note = tokio::time::timeout(WAIT, notes.recv()).await.expect("a notification").unwrap();
     let (header, frame) = note.split_once('\n').expect("the frame inline");
-    assert_eq!(header, format!("{project} {seq} {seq}"));
+    assert_eq!(header, format!("{seq} {seq} {project}"));
     let frame: serde_json::Value = serde_json::from_str(frame).unwrap();
     assert_eq!((frame["seq"].as_i64(), frame["row"]["title"].as_str()), (Some(seq), Some("after the migration")));
 }
@@ -258,7 +258,10 @@ async fn existing_members_start_where_their_retained_history_says_and_nobody_hea
         sql.execute("INSERT INTO project_members (project_id, user_id) VALUES ($1, $2)", &[&project, &member])
             .await
             .unwrap();
-        sql.query_one("SELECT last_seq FROM feed_seq WHERE room = $1::uuid::text", &[&project]).await.unwrap().get(0)
+        // (Before 0005_rooms the view's key was `project_id`.)
+        let latest = "SELECT last_seq FROM feed_seq s
+                       WHERE coalesce(to_jsonb(s)->>'room', to_jsonb(s)->>'project_id') = $1::uuid::text";
+        sql.query_one(latest, &[&project]).await.unwrap().get(0)
     };
     add(&sql, bob).await;
     let carol_added = add(&sql, carol).await;
@@ -373,7 +376,7 @@ async fn the_function_files_are_applied_at_every_start() {
     let want = catalog(&sql).await;
     sql.batch_execute(
         "DROP FUNCTION boardcast_prune_events;
-         DROP TRIGGER tasks_feed_insert ON tasks;
+         DROP TRIGGER boardcast_feed_insert ON tasks;
          CREATE OR REPLACE FUNCTION boardcast_touch() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RETURN NEW; END $$;",
     )
     .await

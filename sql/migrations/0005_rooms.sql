@@ -39,6 +39,15 @@ DROP TRIGGER IF EXISTS comments_feed_update ON comments;
 DROP TRIGGER IF EXISTS comments_feed_delete ON comments;
 DROP TRIGGER IF EXISTS comments_no_truncate ON comments;
 
+-- And the functions only they called (the old signatures of boardcast_frame and boardcast_record included).
+DROP FUNCTION IF EXISTS boardcast_feed_insert();
+DROP FUNCTION IF EXISTS boardcast_feed_update();
+DROP FUNCTION IF EXISTS boardcast_feed_delete();
+DROP FUNCTION IF EXISTS boardcast_project_of(text, jsonb);
+DROP FUNCTION IF EXISTS boardcast_key_of(text, jsonb);
+DROP FUNCTION IF EXISTS boardcast_frame(uuid, bigint, text, text, jsonb, jsonb);
+DROP FUNCTION IF EXISTS boardcast_record(text, uuid[], jsonb[]);
+
 -- Project ids become room keys: their text form, which is what every frame already said. "C" collation: rooms
 -- are compared byte for byte (and locked in that order), the same on every server whatever its locale.
 DROP VIEW feed_seq;
