@@ -463,8 +463,12 @@ async fn restarting_the_whole_postgres_server_mid_stream_loses_nothing() {
 
     writer.await.unwrap();
     app.sql = connect(&db_url).await; // the old one died with the server
-    let end: i64 =
-        app.sql.query_one("SELECT last_seq FROM feed_seq WHERE room = $1::uuid::text", &[&project]).await.unwrap().get(0);
+    let end: i64 = app
+        .sql
+        .query_one("SELECT last_seq FROM feed_seq WHERE room = $1::uuid::text", &[&project])
+        .await
+        .unwrap()
+        .get(0);
     let (mut alice, seen) = alice.until(end).await;
     let (_, bob_seen) = bob.until(end).await;
     alice.expect_silence(Duration::from_millis(300)).await;
@@ -1043,10 +1047,16 @@ async fn retention_forgets_a_deleted_project_once_its_last_event_is_older_than_t
     let count = |p: Uuid| {
         let sql = &app.sql;
         async move {
-            let events: i64 =
-                sql.query_one("SELECT count(*) FROM feed_events WHERE room = $1::uuid::text", &[&p]).await.unwrap().get(0);
-            let lock: i64 =
-                sql.query_one("SELECT count(*) FROM feed_locks WHERE room = $1::uuid::text", &[&p]).await.unwrap().get(0);
+            let events: i64 = sql
+                .query_one("SELECT count(*) FROM feed_events WHERE room = $1::uuid::text", &[&p])
+                .await
+                .unwrap()
+                .get(0);
+            let lock: i64 = sql
+                .query_one("SELECT count(*) FROM feed_locks WHERE room = $1::uuid::text", &[&p])
+                .await
+                .unwrap()
+                .get(0);
             (events, lock)
         }
     };

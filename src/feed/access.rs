@@ -9,7 +9,6 @@
 //! A rule that fails on a key it does not understand (`'abc'::bigint`) refuses that join: a data error from
 //! the rule is a "no", not an outage.
 
-
 use super::history::{History, Reader};
 use super::room_key::RoomKey;
 use crate::error::{Error, Result};
@@ -32,9 +31,7 @@ pub(crate) async fn may_join(history: &History, subject: &str, room: &RoomKey) -
 pub(crate) async fn lost_access(history: &History, room: &RoomKey, subjects: &[String]) -> Result<Vec<String>> {
     let (_slot, client) = history.connection(Reader::Room).await?;
     let stmt = client
-        .prepare_cached(
-            "SELECT s FROM unnest($2::text[]) s WHERE NOT coalesce(boardcast.may_join(s, $1), false)",
-        )
+        .prepare_cached("SELECT s FROM unnest($2::text[]) s WHERE NOT coalesce(boardcast.may_join(s, $1), false)")
         .await?;
     match client.query(&stmt, &[room, &subjects]).await {
         Ok(rows) => Ok(rows.into_iter().map(|r| r.get(0)).collect()),

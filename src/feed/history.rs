@@ -9,8 +9,8 @@
 //! a little later) and writes always find a connection. Rooms have slots of their own, so the read that serves
 //! a whole room never waits behind individual clients catching up.
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use crate::feed::room_key::RoomKey;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use deadpool_postgres::{Object, Pool};
 use tokio::sync::{Semaphore, SemaphorePermit};

@@ -69,7 +69,10 @@ async fn session(feed: &Arc<Feed>, database_url: &str, shutdown: &CancellationTo
     // Aborted when this function returns, however it returns.
     let (mut notes, mut driver) = drive(connection);
 
-    client.batch_execute("LISTEN boardcast_feed; LISTEN boardcast_auth; LISTEN boardcast_recheck").await.map_err(|e| lost(false, chain(&e)))?;
+    client
+        .batch_execute("LISTEN boardcast_feed; LISTEN boardcast_auth; LISTEN boardcast_recheck")
+        .await
+        .map_err(|e| lost(false, chain(&e)))?;
     catch_up(feed).await?;
     feed.listener_up.store(true, Ordering::SeqCst);
     tracing::info!("listener connected and listening");

@@ -6,8 +6,8 @@
 //! own frames ([`ServerFrame`]) are serialized with serde; event frames are not among them: PostgreSQL builds
 //! those (see [`super::event`]).
 
-use serde::Serialize;
 use crate::feed::room_key::RoomKey;
+use serde::Serialize;
 use serde_json::{Map, Value};
 
 /// A request from a client. `reference` is the client's optional `"ref"`, echoed in the reply.
@@ -93,7 +93,9 @@ fn project(obj: &Map<String, Value>) -> Result<RoomKey, String> {
     let value = match (obj.get("project"), obj.get("room")) {
         (Some(_), Some(_)) => return Err("give \"project\" or \"room\", not both".into()),
         (Some(v), None) | (None, Some(v)) => v,
-        (None, None) => return Err("missing \"project\" (the room to join: a project id, or your app's room key)".into()),
+        (None, None) => {
+            return Err("missing \"project\" (the room to join: a project id, or your app's room key)".into());
+        }
     };
     let text = match value {
         Value::String(s) => s.clone(),
@@ -299,7 +301,8 @@ mod tests {
         let at = "2026-11-25T16:38:42.123456+00:00";
         let cases = [
             (
-                ServerFrame::Joined { project: p.clone(), seq: 41, latest: 45, at: Some(at) }.to_text(Some(&json!("a1"))),
+                ServerFrame::Joined { project: p.clone(), seq: 41, latest: 45, at: Some(at) }
+                    .to_text(Some(&json!("a1"))),
                 json!({"op": "joined", "project": p, "seq": 41, "latest": 45, "at": at, "ref": "a1"}),
             ),
             (
@@ -317,7 +320,8 @@ mod tests {
             (ServerFrame::Pong.to_text(Some(&json!(1))), json!({"op": "pong", "ref": 1})),
             (ServerFrame::Pong.to_text(Some(&Value::Null)), json!({"op": "pong", "ref": null})),
             (
-                ServerFrame::Resync { project: p.clone(), latest: 12, reason: ResyncReason::HistoryPruned }.to_text(None),
+                ServerFrame::Resync { project: p.clone(), latest: 12, reason: ResyncReason::HistoryPruned }
+                    .to_text(None),
                 json!({"op": "resync", "project": p, "latest": 12, "reason": "history_pruned"}),
             ),
             (
@@ -325,11 +329,13 @@ mod tests {
                 json!({"op": "resync", "project": p, "latest": 3, "reason": "since_ahead"}),
             ),
             (
-                ServerFrame::Resync { project: p.clone(), latest: 3, reason: ResyncReason::HistoryRewound }.to_text(None),
+                ServerFrame::Resync { project: p.clone(), latest: 3, reason: ResyncReason::HistoryRewound }
+                    .to_text(None),
                 json!({"op": "resync", "project": p, "latest": 3, "reason": "history_rewound"}),
             ),
             (
-                ServerFrame::Resync { project: p.clone(), latest: 9, reason: ResyncReason::BeforeMembership }.to_text(None),
+                ServerFrame::Resync { project: p.clone(), latest: 9, reason: ResyncReason::BeforeMembership }
+                    .to_text(None),
                 json!({"op": "resync", "project": p, "latest": 9, "reason": "before_membership"}),
             ),
             (

@@ -6,8 +6,8 @@
 //! meanwhile it still reads the socket, answers pings and notices shutdown. If history no longer has what it
 //! needs, the client gets `resync` instead of a silent hole.
 
-use std::sync::Arc;
 use crate::feed::room_key::RoomKey;
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures::{FutureExt, StreamExt};
@@ -79,7 +79,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         if let Some(project) = self.rooms.iter().find(|(_, r)| behind(r) && !r.replaying).map(|(p, _)| p.clone()) {
             return (Some(project), None);
         }
-        let Some(project) = self.rooms.iter().find(|(_, r)| behind(r)).map(|(p, _)| p.clone()) else { return (None, None) };
+        let Some(project) = self.rooms.iter().find(|(_, r)| behind(r)).map(|(p, _)| p.clone()) else {
+            return (None, None);
+        };
         let page = CLIENT_PAGE_BYTES as f64;
         if self.replay.available() >= page { (Some(project), None) } else { (None, Some(self.replay.when(page))) }
     }

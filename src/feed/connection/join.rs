@@ -10,8 +10,8 @@
 //! Joins are limited per connection ([`super::rate`]), and a replay reads only as much as the connection's
 //! replay budget allows at once; the rest follows at the budget's pace, a page per turn.
 
-use serde_json::Value;
 use crate::feed::room_key::RoomKey;
+use serde_json::Value;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_tungstenite::tungstenite::Message;
 

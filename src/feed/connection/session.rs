@@ -1,8 +1,8 @@
 //! A session's state (the rooms it is in, with a cursor each) and its writes to the client, each bounded by
 //! the send timeout and by shutdown.
 
-use std::collections::HashMap;
 use crate::feed::room_key::RoomKey;
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use futures::SinkExt;

@@ -4,8 +4,8 @@
 //! The listener never waits on a room: it records what was announced in the inbox and wakes the task, so one
 //! project's 100,000-row transaction does not hold up another project's events.
 
-use std::collections::{HashMap, VecDeque};
 use crate::feed::room_key::RoomKey;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
 

@@ -16,11 +16,10 @@ mod rewind;
 mod subscription;
 mod task;
 
-use std::collections::HashMap;
 use crate::feed::room_key::RoomKey;
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-
 
 use self::held::Held;
 use self::inbox::{Room, RoomMap};

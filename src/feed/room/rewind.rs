@@ -3,8 +3,8 @@
 //!
 //! The room remembers the last event it sent ([`LastSent`]) and compares it with what history records now.
 
-use std::hash::{DefaultHasher, Hash, Hasher};
 use crate::feed::room_key::RoomKey;
+use std::hash::{DefaultHasher, Hash, Hasher};
 
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 

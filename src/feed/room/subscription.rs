@@ -1,8 +1,8 @@
 //! A subscriber's place in a room: the room's broadcast, as a stream, and a guard that leaves the room when
 //! dropped (the last subscriber to leave closes it).
 
-use std::pin::Pin;
 use crate::feed::room_key::RoomKey;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
