@@ -160,7 +160,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         self.feed_frame(Message::Text(frame)).await?;
         let Some(room) = self.rooms.get_mut(&project) else { return Ok(false) };
         room.cursor = seq;
-        if removed_member == Some(self.who.user_id) && seq > room.verified_at {
+        if removed_member.is_some() && removed_member == self.who.user_id && seq > room.verified_at {
             self.drop_room(project);
             let left = ServerFrame::Left { project, reason: LeftReason::Removed };
             self.feed_frame(Message::text(left.to_text(None))).await?;

@@ -1,4 +1,5 @@
-//! A client's requests: join (with or without a resume point), leave, ping.
+//! A client's requests: join (with or without a resume point), leave, ping; and `auth`, handed to
+//! [`super::revocation`].
 //!
 //! A join subscribes to the room before it reads the project's latest seq: every event committed after that
 //! read is then either in the broadcast or, if the room was catching up, filled from history. Nothing falls
@@ -50,6 +51,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 self.join(project, since, since_at, reference.as_ref()).await
             }
             Ok(Request { op: Op::Leave { project }, reference }) => self.leave(project, reference.as_ref()).await,
+            Ok(Request { op: Op::Auth { token }, reference }) => self.renew(token.0, reference.as_ref()).await,
         }
     }
 
@@ -82,12 +84,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             Verdict::Limited(wait) => return self.rate_limited(Limit::Joins, wait, reference).await,
             Verdict::Abusive => return Err(End::RateLimited(Limit::Joins)),
         }
-        if let Err(Refusal::Error(code, msg)) = member(&self.feed, self.who.user_id, project).await {
+        // A subject that is no boardcast user (a JWT's) is a member of no project.
+        let Some(user) = self.who.user_id else {
+            return self.error(ErrorCode::NotFound, NOT_A_MEMBER, reference).await;
+        };
+        if let Err(Refusal::Error(code, msg)) = member(&self.feed, user, project).await {
             return self.error(code, msg, reference).await;
         }
         let subscription = self.feed.rooms.subscribe(project);
         let first_page = if since.is_some() { self.replay_page() } else { 0 };
-        match start(&self.feed, self.who.user_id, project, since, since_at, first_page).await {
+        match start(&self.feed, user, project, since, since_at, first_page).await {
             Ok(start) => self.enter(project, subscription, start, reference).await,
             Err(refusal) => {
                 // Out of the room before the client hears so.
@@ -135,7 +141,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
 }
 
 /// One answer for "no such project" and "not a member", so ids cannot be probed.
-const NOT_FOUND: Refusal = Refusal::Error(ErrorCode::NotFound, "no such project, or you are not a member of it");
+const NOT_FOUND: Refusal = Refusal::Error(ErrorCode::NotFound, NOT_A_MEMBER);
+const NOT_A_MEMBER: &str = "no such project, or you are not a member of it";
 
 /// Whether `user` is a member of `project`: the one query a join costs before it touches a room.
 async fn member(feed: &Feed, user: Uuid, project: Uuid) -> Result<(), Refusal> {
