@@ -584,6 +584,15 @@ mod tests {
     }
 
     #[test]
+    fn jwt_flags_set_the_jwt_settings_and_the_secret_is_never_printed() {
+        let s = parse(&["--jwt-secret", "s3cret-s3cret", "--jwt-jwks", "/k.json", "--jwt-leeway-secs", "0"]).unwrap();
+        assert_eq!(s.jwt.secret.as_deref(), Some("s3cret-s3cret"));
+        assert_eq!((s.jwt.jwks.clone(), s.jwt.leeway), (Some(PathBuf::from("/k.json")), Duration::ZERO));
+        assert!(!format!("{s:?}").contains("s3cret"), "{s:?}");
+        assert!(!parse(&[]).unwrap().jwt.enabled(), "no JWT is accepted unless configured");
+    }
+
+    #[test]
     fn a_bad_value_names_its_variable() {
         for (flag, value) in [("--addr", "nonsense"), ("--ping-secs", "soon"), ("--cors-origins", "example.com")] {
             let e = parse(&[flag, value]).unwrap_err().to_string();

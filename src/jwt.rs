@@ -68,7 +68,9 @@ struct RawClaims {
 pub fn well_formed(token: &str) -> bool {
     token.len() <= MAX_LEN
         && token.split('.').count() == 3
-        && token.split('.').all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'))
+        && token
+            .split('.')
+            .all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'))
 }
 
 impl Keys {

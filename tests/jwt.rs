@@ -105,7 +105,10 @@ async fn an_hs256_jwt_signs_in_on_the_api_and_the_feed() {
     let task = app.insert_task(project, "from psql").await;
     for client in [&mut header, &mut query] {
         let event = client.event().await;
-        assert_eq!((event["table"].as_str(), event["row"]["id"].as_str()), (Some("tasks"), Some(task.to_string().as_str())));
+        assert_eq!(
+            (event["table"].as_str(), event["row"]["id"].as_str()),
+            (Some("tasks"), Some(task.to_string().as_str()))
+        );
     }
 
     // A subject that is no boardcast user: the REST API says so (403); the feed lets it in, a member of nothing.
@@ -364,5 +367,21 @@ async fn no_jwt_or_secret_reaches_the_log_even_at_trace() {
         for form in std::iter::once(secret).chain(secret.split('.').filter(|p| p.len() > 20)) {
             assert!(!log.contains(form), "the log holds a secret ({form}):\n{log}");
         }
+    }
+}
+
+#[tokio::test]
+async fn a_bad_key_setting_stops_the_start_and_names_its_variable() {
+    let db_url = fresh_database(&admin_url()).await;
+    for (jwt, variable) in [
+        (JwtSettings { secret: Some("too short".into()), ..JwtSettings::default() }, "BOARDCAST_JWT_SECRET"),
+        (JwtSettings { public_key: Some(fixture("jwks.json")), ..JwtSettings::default() }, "BOARDCAST_JWT_PUBLIC_KEY"),
+        (JwtSettings { jwks: Some(fixture("rsa-public.pem")), ..JwtSettings::default() }, "BOARDCAST_JWT_JWKS"),
+        (JwtSettings { jwks: Some(fixture("missing.json")), ..JwtSettings::default() }, "BOARDCAST_JWT_JWKS"),
+    ] {
+        let mut settings = test_settings(&db_url);
+        settings.jwt = jwt;
+        let e = boardcast::Application::build(settings).await.err().expect("the start must fail").to_string();
+        assert!(e.contains(variable), "{e}");
     }
 }

@@ -69,7 +69,13 @@ pub async fn identify(door: &Door, pool: &Pool, token: &str) -> Result<Identity,
 /// The subject of a JWT, checked by the gate's keys. A failure is charged to the client's budget like a failed
 /// lookup; an expired or forged token is remembered (it never becomes valid), one whose `nbf` is still to come
 /// is not.
-async fn identify_jwt(door: &Door, pool: &Pool, keys: &Keys, token: &str, hash: [u8; 32]) -> Result<Identity, ApiError> {
+async fn identify_jwt(
+    door: &Door,
+    pool: &Pool,
+    keys: &Keys,
+    token: &str,
+    hash: [u8; 32],
+) -> Result<Identity, ApiError> {
     let (gate, client) = (&*door.gate, door.client.ip());
     if gate.known_unknown(&hash) {
         return Err(bad_token());
@@ -94,7 +100,8 @@ async fn identify_jwt(door: &Door, pool: &Pool, keys: &Keys, token: &str, hash: 
         let client = pool.get().await?;
         auth::user_named_by(&**client, &claims.sub).await?
     };
-    let name = claims.name.or_else(|| user.as_ref().map(|(_, name)| name.clone())).unwrap_or_else(|| claims.sub.clone());
+    let name =
+        claims.name.or_else(|| user.as_ref().map(|(_, name)| name.clone())).unwrap_or_else(|| claims.sub.clone());
     Ok(Identity {
         subject: claims.sub,
         user_id: user.map(|(id, _)| id),

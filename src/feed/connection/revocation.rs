@@ -117,9 +117,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         // about the old token.
         *self.who = who;
         self.recheck_at = expiry(&self.who);
-        let expires_at = self.who.expires_at.map(|at| {
-            chrono::DateTime::<chrono::Utc>::from(at).to_rfc3339_opts(chrono::SecondsFormat::AutoSi, false)
-        });
+        let expires_at = self
+            .who
+            .expires_at
+            .map(|at| chrono::DateTime::<chrono::Utc>::from(at).to_rfc3339_opts(chrono::SecondsFormat::AutoSi, false));
         self.reply(ServerFrame::Authed { expires_at: expires_at.as_deref() }, reference).await
     }
 }
