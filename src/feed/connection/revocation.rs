@@ -11,7 +11,6 @@
 use std::time::{Duration, SystemTime};
 
 use serde_json::Value;
-
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::broadcast::error::RecvError;
 use tokio::time::Instant;

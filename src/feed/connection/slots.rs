@@ -1,6 +1,6 @@
 //! How many WebSockets this process serves, in all and per user (a token's subject: a boardcast user's id, or a
-//! JWT's `sub`): a slot is taken at the handshake, before the
-//! upgrade, and given back when the connection's task ends, however it ends (the slot is dropped with it).
+//! JWT's `sub`): a slot is taken at the handshake, before the upgrade, and given back when the connection's task
+//! ends, however it ends (the slot is dropped with it).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -58,6 +58,7 @@ impl Slots {
         if held.total >= self.max {
             return Err(Full::Server(self.max));
         }
+        // A subject's connections share one copy of it.
         let user: Arc<str> = match held.by_user.get_key_value(user) {
             Some((key, _)) => key.clone(),
             None => Arc::from(user),
