@@ -47,7 +47,7 @@ fn without_empty_variables(command: clap::Command) -> clap::Command {
 pub enum Command {
     /// Run the server (applies the schema first)
     #[command(after_help = ENVIRONMENT)]
-    Serve(SettingsArgs),
+    Serve(Box<SettingsArgs>),
     /// Apply the schema in sql/ (idempotent; serve does it too)
     Migrate(DatabaseArgs),
     /// Users: `user add NAME`
@@ -169,7 +169,7 @@ pub async fn run(cli: Cli) -> Result<()> {
             Cli::command().print_help()?;
             Ok(())
         }
-        Some(Command::Serve(args)) => serve(args.into()).await,
+        Some(Command::Serve(args)) => serve((*args).into()).await,
         Some(Command::Migrate(db)) => migrate(&db).await,
         Some(Command::User(UserCommand::Add { name, db })) => {
             let (_, token) = admin::add_user(&migrated(&db).await?, &name).await?;

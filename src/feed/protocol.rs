@@ -32,6 +32,20 @@ pub(crate) enum Op {
         project: RoomKey,
     },
     Ping,
+    /// A fresh token for this connection (for the same subject), before its current one expires.
+    Auth {
+        token: Secret,
+    },
+}
+
+/// A token as a client sent it: never printed, not even in a debug print.
+#[derive(PartialEq)]
+pub(crate) struct Secret(pub String);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("[redacted]")
+    }
 }
 
 /// A client mistake, answered with an error frame; the connection stays usable.
@@ -59,7 +73,7 @@ pub(crate) fn parse(text: &str) -> Result<Request, ProtocolError> {
     let op = match obj.get("op") {
         Some(Value::String(op)) => op.as_str(),
         Some(_) => return Err(err(ErrorCode::BadFrame, "\"op\" must be a string".into())),
-        None => return Err(err(ErrorCode::BadFrame, "missing \"op\" (one of join, leave, ping)".into())),
+        None => return Err(err(ErrorCode::BadFrame, "missing \"op\" (one of join, leave, ping, auth)".into())),
     };
     let op = match op {
         "join" => Op::Join {
@@ -69,10 +83,14 @@ pub(crate) fn parse(text: &str) -> Result<Request, ProtocolError> {
         },
         "leave" => Op::Leave { project: project(&obj).map_err(|m| err(ErrorCode::BadProject, m))? },
         "ping" => Op::Ping,
+        "auth" => match obj.get("token") {
+            Some(Value::String(token)) if !token.is_empty() => Op::Auth { token: Secret(token.clone()) },
+            _ => return Err(err(ErrorCode::BadFrame, "\"auth\" needs \"token\": a token, as a string".into())),
+        },
         other => {
             return Err(err(
                 ErrorCode::UnknownOp,
-                format!("unknown op {:?}; expected join, leave or ping", truncate(other)),
+                format!("unknown op {:?}; expected join, leave, ping or auth", truncate(other)),
             ));
         }
     };
@@ -165,6 +183,11 @@ pub(crate) enum ServerFrame<'a> {
         reason: LeftReason,
     },
     Pong,
+    /// The connection now runs on the token sent with `auth`; it closes at `expires_at` (RFC 3339; `null`:
+    /// never) unless another comes first.
+    Authed {
+        expires_at: Option<&'a str>,
+    },
     /// The server cannot prove the client saw everything. The client is no longer in the room; it reloads
     /// over HTTP and joins again.
     Resync {
@@ -219,6 +242,8 @@ pub(crate) enum ErrorCode {
     Unavailable,
     /// Over the connection's rate of messages or joins: try again after `retry_after` ms.
     RateLimited,
+    /// `auth`: the token is bad (invalid, expired, revoked) or names another subject.
+    Unauthorized,
 }
 
 impl ServerFrame<'_> {
@@ -269,6 +294,11 @@ mod tests {
         assert_eq!(parse(r#"{"op":"join","project":1.5}"#).unwrap_err().code, ErrorCode::BadProject);
         assert_eq!(parse(r#"{"op":"join","project":"a","room":"b"}"#).unwrap_err().code, ErrorCode::BadProject);
         assert_eq!(parse(r#"{"op":"join"}"#).unwrap_err().code, ErrorCode::BadProject);
+        assert_eq!(parse(r#"{"op":"auth"}"#).unwrap_err().code, ErrorCode::BadFrame);
+        assert_eq!(parse(r#"{"op":"auth","token":7}"#).unwrap_err().code, ErrorCode::BadFrame);
+        let auth = parse(r#"{"op":"auth","token":"bc_x","ref":1}"#).unwrap();
+        assert_eq!(auth.op, Op::Auth { token: Secret("bc_x".into()) });
+        assert!(!format!("{auth:?}").contains("bc_x"), "a token is never printed");
         let e = parse(r#"{"op":"join","project":"12","since":-1,"ref":7}"#).unwrap_err();
         assert_eq!((e.code, e.reference), (ErrorCode::BadSince, Some(json!(7))));
         let p = "12";
@@ -320,6 +350,11 @@ mod tests {
             (ServerFrame::Pong.to_text(Some(&json!(1))), json!({"op": "pong", "ref": 1})),
             (ServerFrame::Pong.to_text(Some(&Value::Null)), json!({"op": "pong", "ref": null})),
             (
+                ServerFrame::Authed { expires_at: Some(at) }.to_text(Some(&json!(2))),
+                json!({"op": "authed", "expires_at": at, "ref": 2}),
+            ),
+            (ServerFrame::Authed { expires_at: None }.to_text(None), json!({"op": "authed", "expires_at": null})),
+            (
                 ServerFrame::Resync { project: p.clone(), latest: 12, reason: ResyncReason::HistoryPruned }
                     .to_text(None),
                 json!({"op": "resync", "project": p, "latest": 12, "reason": "history_pruned"}),
@@ -364,6 +399,7 @@ mod tests {
             (ErrorCode::NotJoined, "not_joined"),
             (ErrorCode::Unavailable, "unavailable"),
             (ErrorCode::RateLimited, "rate_limited"),
+            (ErrorCode::Unauthorized, "unauthorized"),
         ] {
             assert_eq!(serde_json::to_value(code).unwrap(), json!(text));
         }

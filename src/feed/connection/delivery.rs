@@ -52,7 +52,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             Ok(RoomMessage::Rewound) => {
                 return Box::pin(self.resync(project, ResyncReason::HistoryRewound)).await;
             }
-            Ok(RoomMessage::AccessLost { subjects }) if subjects.contains(&self.subject) => {
+            Ok(RoomMessage::AccessLost { subjects }) if subjects.contains(&self.who.subject) => {
                 self.drop_room(&project);
                 return self.reply(ServerFrame::Left { project, reason: LeftReason::Removed }, None).await;
             }
@@ -168,7 +168,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         self.feed_frame(Message::Text(frame)).await?;
         let Some(room) = self.rooms.get_mut(project) else { return Ok(false) };
         room.cursor = seq;
-        if removed_member == Some(self.who.user_id) && seq > room.verified_at {
+        if removed_member.is_some() && removed_member == self.who.user_id && seq > room.verified_at {
             self.drop_room(project);
             let left = ServerFrame::Left { project: project.clone(), reason: LeftReason::Removed };
             self.feed_frame(Message::text(left.to_text(None))).await?;

@@ -1,4 +1,5 @@
-//! A client's requests: join (with or without a resume point), leave, ping.
+//! A client's requests: join (with or without a resume point), leave, ping; and `auth`, handed to
+//! [`super::revocation`].
 //!
 //! A join subscribes to the room before it reads the project's latest seq: every event committed after that
 //! read is then either in the broadcast or, if the room was catching up, filled from history. Nothing falls
@@ -51,6 +52,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 self.join(project, since, since_at, reference.as_ref()).await
             }
             Ok(Request { op: Op::Leave { project }, reference }) => self.leave(project, reference.as_ref()).await,
+            Ok(Request { op: Op::Auth { token }, reference }) => self.renew(token.0, reference.as_ref()).await,
         }
     }
 
@@ -83,12 +85,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             Verdict::Limited(wait) => return self.rate_limited(Limit::Joins, wait, reference).await,
             Verdict::Abusive => return Err(End::RateLimited(Limit::Joins)),
         }
-        if let Err(Refusal::Error(code, msg)) = allowed(&self.feed, &self.subject, &project).await {
+        if let Err(Refusal::Error(code, msg)) = allowed(&self.feed, &self.who.subject, &project).await {
             return self.error(code, msg, reference).await;
         }
-        let subscription = self.feed.rooms.subscribe(project.clone(), &self.subject);
+        let subscription = self.feed.rooms.subscribe(project.clone(), &self.who.subject);
         let first_page = if since.is_some() { self.replay_page() } else { 0 };
-        match start(&self.feed, &self.subject, &project, since, since_at, first_page).await {
+        match start(&self.feed, &self.who.subject, &project, since, since_at, first_page).await {
             Ok(start) => self.enter(project, subscription, start, reference).await,
             Err(refusal) => {
                 // Out of the room before the client hears so.

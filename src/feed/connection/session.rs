@@ -21,11 +21,13 @@ use crate::feed::Feed;
 use crate::feed::history::CLIENT_PAGE_BYTES;
 use crate::feed::protocol::{ErrorCode, ServerFrame};
 use crate::feed::room::{RewindWatch, Subscription};
+use crate::http::gate::Door;
 
 pub(super) struct Session<S> {
-    pub who: Identity,
-    /// Who the join rule and the rooms know this client as.
-    pub subject: String,
+    /// Boxed: every idle connection's future holds the session (see `the_session_future_stays_small`).
+    pub who: Box<Identity>,
+    /// The gate and the address the client came through: a token sent with `auth` is checked there.
+    pub door: Door,
     pub feed: Arc<Feed>,
     pub ws: WebSocketStream<S>,
     /// The session's state in each room it is in...
@@ -75,7 +77,13 @@ impl Joined {
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
-    pub fn new(ws: WebSocketStream<S>, who: Identity, feed: Arc<Feed>, shutdown: CancellationToken) -> Session<S> {
+    pub fn new(
+        ws: WebSocketStream<S>,
+        who: Identity,
+        door: Door,
+        feed: Arc<Feed>,
+        shutdown: CancellationToken,
+    ) -> Session<S> {
         // The token's expiry is a token check planned from the start (see `revocation`).
         let recheck_at = who.expires_in().map(|d| Instant::now() + d);
         let settings = &feed.settings;
@@ -83,8 +91,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         // Up to a page at once, then the budget's rate.
         let replay = Bucket::with(settings.replay_bytes_per_sec as f64, CLIENT_PAGE_BYTES as f64);
         Session {
-            subject: who.user_id.to_string(),
-            who,
+            who: Box::new(who),
+            door,
             feed,
             ws,
             rooms: HashMap::new(),
