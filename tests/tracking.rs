@@ -317,3 +317,42 @@ async fn the_cli_tracks_untracks_and_lists() {
     let (_, out, _) = run(&["tracked"]);
     assert!(out.contains("kanban.board_members") && !out.contains("card_comments"), "{out}");
 }
+
+/// The app's own users, signed in with JWTs from the app's key (RS256, a test-only key): their `sub` is what
+/// the app's join rule sees, and no boardcast user exists for them.
+#[tokio::test]
+async fn the_apps_own_users_sign_in_with_jwts_and_get_their_boards_and_no_other() {
+    use jsonwebtoken::{Algorithm, EncodingKey, Header, encode};
+    let fixture = |f: &str| std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/jwt").join(f);
+    let db_url = fresh_database(&admin_url()).await;
+    let mut settings = test_settings(&db_url);
+    settings.jwt = boardcast::config::JwtSettings {
+        public_key: Some(fixture("rsa-public.pem")),
+        ..boardcast::config::JwtSettings::default()
+    };
+    let app = spawn_app_on(settings).await;
+    app.sql.batch_execute(APP_SCHEMA).await.unwrap();
+    app.sql.batch_execute(ATTACH).await.unwrap();
+    app.sql.batch_execute("INSERT INTO kanban.board_members VALUES (1, 'user-17'), (2, 'user-42')").await.unwrap();
+    let key = EncodingKey::from_rsa_pem(&std::fs::read(fixture("rsa-private.pem")).unwrap()).unwrap();
+    let exp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() + 3600;
+    let jwt = |sub: &str| encode(&Header::new(Algorithm::RS256), &json!({"sub": sub, "exp": exp}), &key).unwrap();
+
+    let (mut seventeen, _) = joined(&app, &jwt("user-17"), json!(1)).await;
+    let (mut forty_two, _) = joined(&app, &jwt("user-42"), json!(2)).await;
+    assert_eq!(join(&mut seventeen, json!(2)).await["code"], "not_found", "not user-17's board");
+
+    app.sql
+        .batch_execute(
+            "INSERT INTO kanban.cards (board_id, title) VALUES (1, 'for 17'), (2, 'for 42');
+             INSERT INTO kanban.card_comments (card_id, body) SELECT id, 'note on ' || title FROM kanban.cards;",
+        )
+        .await
+        .unwrap();
+    let e = seventeen.events(2).await;
+    assert_eq!((e[0]["row"]["title"].as_str(), e[1]["row"]["body"].as_str()), (Some("for 17"), Some("note on for 17")));
+    let e = forty_two.events(2).await;
+    assert_eq!((e[0]["row"]["title"].as_str(), e[1]["row"]["body"].as_str()), (Some("for 42"), Some("note on for 42")));
+    seventeen.expect_silence(Duration::from_millis(300)).await;
+    forty_two.expect_silence(Duration::from_millis(300)).await;
+}
