@@ -197,8 +197,6 @@ pub async fn demo(db: &mut tokio_postgres::Client) -> Result<(Uuid, String)> {
     Ok((project, token))
 }
 
-/// Prunes recorded events on a timer. With several servers on one database, an advisory lock lets one of
-
 /// A tracked table, as `boardcast.tracked` lists it.
 pub struct Tracked {
     pub table: String,
@@ -247,6 +245,7 @@ fn said(e: tokio_postgres::Error) -> Error {
     }
 }
 
+/// Prunes recorded events on a timer. With several servers on one database, an advisory lock lets one of
 /// them do it at a time. Deletes are batched inside `boardcast_prune_events`, and writers never wait on them.
 pub async fn retention_loop(pool: Pool, retention: Retention, shutdown: CancellationToken) {
     if retention.max_age.is_none() && retention.max_per_project.is_none() {
