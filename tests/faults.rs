@@ -17,7 +17,7 @@ async fn recorded_titles(app: &TestApp, project: Uuid, after: i64) -> Vec<(i64, 
     app.sql
         .query(
             "SELECT seq, (frame::jsonb)->'row'->>'title' FROM feed_events
-              WHERE project_id = $1 AND seq > $2 ORDER BY seq",
+              WHERE room = $1::uuid::text AND seq > $2 ORDER BY seq",
             &[&project, &after],
         )
         .await
@@ -1086,7 +1086,7 @@ async fn retention_by_age_removes_only_a_prefix_so_a_resume_never_skips_a_hole()
     app.sql
         .execute(
             "UPDATE feed_events SET at = CASE WHEN seq = 5 THEN now() ELSE now() - interval '2 days' END
-              WHERE project_id = $1",
+              WHERE room = $1::uuid::text",
             &[&project],
         )
         .await
