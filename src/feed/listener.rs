@@ -1,5 +1,5 @@
 //! The listener: one task, one dedicated connection, LISTENing on `boardcast_feed`, `boardcast_auth` and
-//! `boardcast_signal` (presence and broadcasts, see [`super::presence`]).
+//! `boardcast_recheck` and `boardcast_signal` (presence and broadcasts, see [`super::presence`]).
 //!
 //! Pooled connections are no use here: a pool hands connections out and takes them back, and
 //! notifications that arrive while nobody polls the connection are dropped. This task owns its connection
@@ -24,6 +24,7 @@ use uuid::Uuid;
 use super::Feed;
 use super::announcement::Announcement;
 use super::history::Reader;
+use super::room_key::RoomKey;
 use crate::db::pg_config;
 use crate::error::chain;
 
@@ -70,7 +71,9 @@ async fn session(feed: &Arc<Feed>, database_url: &str, shutdown: &CancellationTo
     let (mut notes, mut driver) = drive(connection);
 
     client
-        .batch_execute("LISTEN boardcast_feed; LISTEN boardcast_auth; LISTEN boardcast_signal")
+        .batch_execute(
+            "LISTEN boardcast_feed; LISTEN boardcast_auth; LISTEN boardcast_recheck; LISTEN boardcast_signal",
+        )
         .await
         .map_err(|e| lost(false, chain(&e)))?;
     catch_up(feed).await?;
@@ -81,6 +84,9 @@ async fn session(feed: &Arc<Feed>, database_url: &str, shutdown: &CancellationTo
 
     let mut probe_every = tokio::time::interval(probe);
     probe_every.tick().await;
+    // The join rule may read anything the app keeps: rooms ask it again now and then, whatever happens.
+    let mut recheck_every = tokio::time::interval(feed.settings.access_recheck.max(Duration::from_millis(100)));
+    recheck_every.tick().await;
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return Ok(()),
@@ -92,6 +98,7 @@ async fn session(feed: &Arc<Feed>, database_url: &str, shutdown: &CancellationTo
                     return Err(lost(true, reason));
                 }
             },
+            _ = recheck_every.tick(), if !feed.settings.access_recheck.is_zero() => feed.rooms.recheck(None),
             _ = probe_every.tick() => {
                 match tokio::time::timeout(probe, client.simple_query("")).await {
                     Ok(Ok(_)) => {}
@@ -145,9 +152,11 @@ async fn catch_up(feed: &Feed) -> Result<(), Lost> {
     if !projects.is_empty() {
         let latest = feed.history.latest(Reader::Room, &projects).await.map_err(|e| lost(true, e))?;
         for (project, seq) in latest {
-            feed.rooms.announce_latest(project, seq);
+            feed.rooms.announce_latest(&project, seq);
         }
     }
+    // So are `boardcast.recheck` calls: every room asks the join rule again.
+    feed.rooms.recheck(None);
     // Token revocations announced while we were away are lost too: every session re-checks its token. (With
     // no session listening, there is nobody to tell.)
     let _ = feed.revoked_tokens.send(Uuid::nil());
@@ -161,6 +170,11 @@ fn relay(feed: &Feed, channel: &str, payload: &str) {
             None => tracing::warn!("ignoring a malformed feed notification: {:.80}", payload),
         },
         "boardcast_signal" => feed.presence.receive(payload),
+        "boardcast_recheck" if payload.is_empty() => feed.rooms.recheck(None),
+        "boardcast_recheck" => match RoomKey::parse(payload) {
+            Ok(room) => feed.rooms.recheck(Some(&room)),
+            Err(_) => tracing::warn!("ignoring a recheck of a malformed room key: {:.80}", payload),
+        },
         "boardcast_auth" => {
             if let Ok(token) = payload.parse() {
                 let _ = feed.revoked_tokens.send(token); // nobody listening: nobody to close

@@ -12,6 +12,7 @@
 //!
 //! Public are only what the tests watch: [`Feed`]'s pool, rooms and history.
 
+mod access;
 mod announcement;
 pub(crate) mod connection;
 mod event;
@@ -20,6 +21,7 @@ pub(crate) mod listener;
 pub(crate) mod presence;
 mod protocol;
 pub(crate) mod room;
+pub mod room_key;
 pub(crate) mod upgrade;
 
 use std::sync::Arc;

@@ -2,13 +2,13 @@
 //! author's version of this file.
 //!
 //! Client frames are parsed by hand from a `serde_json::Value` rather than derived, so that every mistake gets
-//! its own precise error (a missing `op`, an unknown op, a project id that is not a UUID, ...). The server's
+//! its own precise error (a missing `op`, an unknown op, a room key that is too long, ...). The server's
 //! own frames ([`ServerFrame`]) are serialized with serde; event frames are not among them: PostgreSQL builds
 //! those (see [`super::event`]).
 
+use crate::feed::room_key::RoomKey;
 use serde::Serialize;
 use serde_json::{Map, Value};
-use uuid::Uuid;
 
 /// A request from a client. `reference` is the client's optional `"ref"`, echoed in the reply.
 #[derive(Debug, PartialEq)]
@@ -24,30 +24,44 @@ pub(crate) enum Op {
     /// event as the client saw it: after a restore from a backup, the seqs after the restore point belong to
     /// other events.
     Join {
-        project: Uuid,
+        project: RoomKey,
         since: Option<i64>,
         since_at: Option<At>,
         options: JoinOptions,
     },
     Leave {
-        project: Uuid,
+        project: RoomKey,
     },
     Ping,
     /// Be present in the room with `state` (compact JSON, an object of at most [`STATE_MAX_BYTES`]), or change
     /// the state.
     Track {
-        project: Uuid,
+        project: RoomKey,
         state: String,
     },
     Untrack {
-        project: Uuid,
+        project: RoomKey,
     },
     /// Send `payload` (compact JSON, at most [`PAYLOAD_MAX_BYTES`]) to the others in the room, as `event`.
     Broadcast {
-        project: Uuid,
+        project: RoomKey,
         event: String,
         payload: String,
     },
+    /// A fresh token for this connection (for the same subject), before its current one expires.
+    Auth {
+        token: Secret,
+    },
+}
+
+/// A token as a client sent it: never printed, not even in a debug print.
+#[derive(PartialEq)]
+pub(crate) struct Secret(pub String);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("[redacted]")
+    }
 }
 
 /// What a client may ask for when it joins, besides the room's events.
@@ -112,6 +126,10 @@ pub(crate) fn parse(text: &str) -> Result<Request, ProtocolError> {
             event: event(&obj).map_err(|m| err(ErrorCode::BadEvent, m))?,
             payload: payload(&obj).map_err(|m| err(ErrorCode::TooLarge, m))?,
         },
+        "auth" => match obj.get("token") {
+            Some(Value::String(token)) if !token.is_empty() => Op::Auth { token: Secret(token.clone()) },
+            _ => return Err(err(ErrorCode::BadFrame, "\"auth\" needs \"token\": a token, as a string".into())),
+        },
         other => {
             return Err(err(ErrorCode::UnknownOp, format!("unknown op {:?}; expected one of {OPS}", truncate(other))));
         }
@@ -119,7 +137,7 @@ pub(crate) fn parse(text: &str) -> Result<Request, ProtocolError> {
     Ok(Request { op, reference })
 }
 
-const OPS: &str = "join, leave, ping, track, untrack, broadcast";
+const OPS: &str = "join, leave, ping, auth, track, untrack, broadcast";
 
 fn join_options(obj: &Map<String, Value>) -> Result<JoinOptions, String> {
     let presence = match obj.get("presence") {
@@ -181,14 +199,22 @@ pub(crate) fn reference(text: &str) -> Option<Value> {
     }
 }
 
-fn project(obj: &Map<String, Value>) -> Result<Uuid, String> {
-    match obj.get("project") {
-        Some(Value::String(s)) => {
-            s.parse().map_err(|_| format!("{:?} is not a project id (a UUID was expected)", truncate(s)))
+/// The room a request names: `"project"` (or its synonym `"room"`), a string, or a whole number for an app
+/// whose rooms are numbered (`"room": 42` is room `"42"`).
+fn project(obj: &Map<String, Value>) -> Result<RoomKey, String> {
+    let value = match (obj.get("project"), obj.get("room")) {
+        (Some(_), Some(_)) => return Err("give \"project\" or \"room\", not both".into()),
+        (Some(v), None) | (None, Some(v)) => v,
+        (None, None) => {
+            return Err("missing \"project\" (the room to join: a project id, or your app's room key)".into());
         }
-        Some(_) => Err("\"project\" must be a string holding the project's UUID".into()),
-        None => Err("missing \"project\"".into()),
-    }
+    };
+    let text = match value {
+        Value::String(s) => s.clone(),
+        Value::Number(n) if n.is_i64() || n.is_u64() => n.to_string(),
+        _ => return Err("\"project\" must be a string (or a whole number): the room's key".into()),
+    };
+    RoomKey::parse(&text).map_err(|why| format!("{:?} is not a room key: {why}", truncate(&text)))
 }
 
 fn since(obj: &Map<String, Value>) -> Result<Option<i64>, String> {
@@ -240,30 +266,35 @@ pub(crate) enum ServerFrame<'a> {
     /// From now on the client receives every event with seq > `seq`, in order. `at` is the time of event
     /// `seq` (absent when there is none).
     Joined {
-        project: Uuid,
+        project: RoomKey,
         seq: i64,
         latest: i64,
         #[serde(skip_serializing_if = "Option::is_none")]
         at: Option<&'a str>,
     },
     Left {
-        project: Uuid,
+        project: RoomKey,
         reason: LeftReason,
     },
     Pong,
     /// The client is present in the room (`track`); `id` is its entry's id in presence frames, and in the `from`
     /// of its broadcasts.
     Tracked {
-        project: Uuid,
+        project: RoomKey,
         id: &'a str,
     },
     Untracked {
-        project: Uuid,
+        project: RoomKey,
+    },
+    /// The connection now runs on the token sent with `auth`; it closes at `expires_at` (RFC 3339; `null`:
+    /// never) unless another comes first.
+    Authed {
+        expires_at: Option<&'a str>,
     },
     /// The server cannot prove the client saw everything. The client is no longer in the room; it reloads
     /// over HTTP and joins again.
     Resync {
-        project: Uuid,
+        project: RoomKey,
         latest: i64,
         reason: ResyncReason,
     },
@@ -321,6 +352,8 @@ pub(crate) enum ErrorCode {
     BadState,
     /// A broadcast's `payload` or a tracked `state` is over its size limit.
     TooLarge,
+    /// `auth`: the token is bad (invalid, expired, revoked) or names another subject.
+    Unauthorized,
 }
 
 impl ServerFrame<'_> {
@@ -343,18 +376,20 @@ mod tests {
 
     use super::*;
 
+    fn key(s: &str) -> RoomKey {
+        RoomKey::parse(s).unwrap()
+    }
+
     #[test]
     fn a_join_with_since_and_ref_parses() {
-        let p = Uuid::new_v4();
+        let p = "6f1c1f5e-3d4a-4b7e-9f53-0c2b8d1e4a77";
         let r = parse(&format!(r#"{{"op":"join","project":"{p}","since":41,"ref":"a1"}}"#)).unwrap();
-        assert_eq!(r.op, Op::Join { project: p, since: Some(41), since_at: None, options: JoinOptions::default() });
+        let options = JoinOptions::default();
+        assert_eq!(r.op, Op::Join { project: key(p), since: Some(41), since_at: None, options });
         assert_eq!(r.reference, Some(json!("a1")));
         let at = "2026-11-26T00:42:59.203842+00:00";
         let r = parse(&format!(r#"{{"op":"join","project":"{p}","since":41,"since_at":"{at}"}}"#)).unwrap();
-        assert_eq!(
-            r.op,
-            Op::Join { project: p, since: Some(41), since_at: At::parse(at), options: JoinOptions::default() }
-        );
+        assert_eq!(r.op, Op::Join { project: key(p), since: Some(41), since_at: At::parse(at), options });
         // Any form of the same instant, to the millisecond.
         assert_eq!(At::parse(at), At::parse("2026-11-26T01:42:59.203+01:00"));
         assert_ne!(At::parse(at), At::parse("2026-11-26T00:42:59.204Z"));
@@ -366,11 +401,18 @@ mod tests {
         assert_eq!(parse("[1]").unwrap_err().code, ErrorCode::BadFrame);
         assert_eq!(parse(r#"{"project":"x"}"#).unwrap_err().code, ErrorCode::BadFrame);
         assert_eq!(parse(r#"{"op":"dance"}"#).unwrap_err().code, ErrorCode::UnknownOp);
-        assert_eq!(parse(r#"{"op":"join","project":"12"}"#).unwrap_err().code, ErrorCode::BadProject);
+        assert_eq!(parse(r#"{"op":"join","project":""}"#).unwrap_err().code, ErrorCode::BadProject);
+        assert_eq!(parse(r#"{"op":"join","project":1.5}"#).unwrap_err().code, ErrorCode::BadProject);
+        assert_eq!(parse(r#"{"op":"join","project":"a","room":"b"}"#).unwrap_err().code, ErrorCode::BadProject);
         assert_eq!(parse(r#"{"op":"join"}"#).unwrap_err().code, ErrorCode::BadProject);
-        let e = parse(&format!(r#"{{"op":"join","project":"{}","since":-1,"ref":7}}"#, Uuid::nil())).unwrap_err();
+        assert_eq!(parse(r#"{"op":"auth"}"#).unwrap_err().code, ErrorCode::BadFrame);
+        assert_eq!(parse(r#"{"op":"auth","token":7}"#).unwrap_err().code, ErrorCode::BadFrame);
+        let auth = parse(r#"{"op":"auth","token":"bc_x","ref":1}"#).unwrap();
+        assert_eq!(auth.op, Op::Auth { token: Secret("bc_x".into()) });
+        assert!(!format!("{auth:?}").contains("bc_x"), "a token is never printed");
+        let e = parse(r#"{"op":"join","project":"12","since":-1,"ref":7}"#).unwrap_err();
         assert_eq!((e.code, e.reference), (ErrorCode::BadSince, Some(json!(7))));
-        let p = Uuid::nil();
+        let p = "12";
         for bad in [
             format!(r#"{{"op":"join","project":"{p}","since_at":"2026-11-26T00:42:59+00:00"}}"#),
             format!(r#"{{"op":"join","project":"{p}","since":3,"since_at":5}}"#),
@@ -382,18 +424,18 @@ mod tests {
 
     #[test]
     fn presence_and_broadcast_requests_parse_with_their_limits() {
-        let p = Uuid::new_v4();
+        let p = "6f1c1f5e-3d4a-4b7e-9f53-0c2b8d1e4a77";
         let r = parse(&format!(r#"{{"op":"join","project":"{p}","presence":true,"broadcast":{{"self":true}}}}"#));
         let options = JoinOptions { presence: true, echo: true };
-        assert_eq!(r.unwrap().op, Op::Join { project: p, since: None, since_at: None, options });
+        assert_eq!(r.unwrap().op, Op::Join { project: key(p), since: None, since_at: None, options });
         let r = parse(&format!(r#"{{"op":"track","project":"{p}","state":{{"viewing": "task 9"}}}}"#)).unwrap();
-        assert_eq!(r.op, Op::Track { project: p, state: r#"{"viewing":"task 9"}"#.into() });
+        assert_eq!(r.op, Op::Track { project: key(p), state: r#"{"viewing":"task 9"}"#.into() });
         assert_eq!(
             parse(&format!(r#"{{"op":"track","project":"{p}"}}"#)).unwrap().op,
-            Op::Track { project: p, state: "{}".into() }
+            Op::Track { project: key(p), state: "{}".into() }
         );
         let r = parse(&format!(r#"{{"op":"broadcast","project":"{p}","event":"typing","payload":[1, 2]}}"#)).unwrap();
-        assert_eq!(r.op, Op::Broadcast { project: p, event: "typing".into(), payload: "[1,2]".into() });
+        assert_eq!(r.op, Op::Broadcast { project: key(p), event: "typing".into(), payload: "[1,2]".into() });
         let at_limit = format!(r#"{{"op":"broadcast","project":"{p}","event":"e","payload":"{}"}}"#, "x".repeat(4094));
         assert!(parse(&at_limit).is_ok());
         let over = format!(r#"{{"op":"broadcast","project":"{p}","event":"e","payload":"{}"}}"#, "x".repeat(4095));
@@ -404,51 +446,74 @@ mod tests {
             parse(&format!(r#"{{"op":"track","project":"{p}","state":[]}}"#)).unwrap_err().code,
             ErrorCode::BadState
         );
-        assert_eq!(parse(r#"{"op":"untrack","project":"x"}"#).unwrap_err().code, ErrorCode::BadProject);
+        assert_eq!(parse(r#"{"op":"untrack","project":""}"#).unwrap_err().code, ErrorCode::BadProject);
+    }
+
+    #[test]
+    fn rooms_are_the_apps_keys() {
+        for (frame, room) in [
+            (r#"{"op":"join","project":"12"}"#, "12"),
+            (r#"{"op":"join","room":42}"#, "42"),
+            (r#"{"op":"leave","room":"team a"}"#, "team a"),
+        ] {
+            match parse(frame).unwrap().op {
+                Op::Join { project, .. } | Op::Leave { project } => assert_eq!(project, key(room)),
+                op => panic!("{op:?}"),
+            }
+        }
     }
 
     #[test]
     fn server_frames_serialize_as_documented() {
-        let p = Uuid::new_v4();
+        let p = key("6f1c1f5e-3d4a-4b7e-9f53-0c2b8d1e4a77");
         let at = "2026-11-25T16:38:42.123456+00:00";
         let cases = [
             (
-                ServerFrame::Joined { project: p, seq: 41, latest: 45, at: Some(at) }.to_text(Some(&json!("a1"))),
+                ServerFrame::Joined { project: p.clone(), seq: 41, latest: 45, at: Some(at) }
+                    .to_text(Some(&json!("a1"))),
                 json!({"op": "joined", "project": p, "seq": 41, "latest": 45, "at": at, "ref": "a1"}),
             ),
             (
-                ServerFrame::Joined { project: p, seq: 0, latest: 0, at: None }.to_text(None),
+                ServerFrame::Joined { project: p.clone(), seq: 0, latest: 0, at: None }.to_text(None),
                 json!({"op": "joined", "project": p, "seq": 0, "latest": 0}),
             ),
             (
-                ServerFrame::Left { project: p, reason: LeftReason::Requested }.to_text(Some(&json!(9))),
+                ServerFrame::Left { project: p.clone(), reason: LeftReason::Requested }.to_text(Some(&json!(9))),
                 json!({"op": "left", "project": p, "reason": "requested", "ref": 9}),
             ),
             (
-                ServerFrame::Left { project: p, reason: LeftReason::Removed }.to_text(None),
+                ServerFrame::Left { project: p.clone(), reason: LeftReason::Removed }.to_text(None),
                 json!({"op": "left", "project": p, "reason": "removed"}),
             ),
             (ServerFrame::Pong.to_text(Some(&json!(1))), json!({"op": "pong", "ref": 1})),
             (
-                ServerFrame::Tracked { project: p, id: "1f-3" }.to_text(Some(&json!("t"))),
+                ServerFrame::Tracked { project: p.clone(), id: "1f-3" }.to_text(Some(&json!("t"))),
                 json!({"op": "tracked", "project": p, "id": "1f-3", "ref": "t"}),
             ),
-            (ServerFrame::Untracked { project: p }.to_text(None), json!({"op": "untracked", "project": p})),
+            (ServerFrame::Untracked { project: p.clone() }.to_text(None), json!({"op": "untracked", "project": p})),
             (ServerFrame::Pong.to_text(Some(&Value::Null)), json!({"op": "pong", "ref": null})),
             (
-                ServerFrame::Resync { project: p, latest: 12, reason: ResyncReason::HistoryPruned }.to_text(None),
+                ServerFrame::Authed { expires_at: Some(at) }.to_text(Some(&json!(2))),
+                json!({"op": "authed", "expires_at": at, "ref": 2}),
+            ),
+            (ServerFrame::Authed { expires_at: None }.to_text(None), json!({"op": "authed", "expires_at": null})),
+            (
+                ServerFrame::Resync { project: p.clone(), latest: 12, reason: ResyncReason::HistoryPruned }
+                    .to_text(None),
                 json!({"op": "resync", "project": p, "latest": 12, "reason": "history_pruned"}),
             ),
             (
-                ServerFrame::Resync { project: p, latest: 3, reason: ResyncReason::SinceAhead }.to_text(None),
+                ServerFrame::Resync { project: p.clone(), latest: 3, reason: ResyncReason::SinceAhead }.to_text(None),
                 json!({"op": "resync", "project": p, "latest": 3, "reason": "since_ahead"}),
             ),
             (
-                ServerFrame::Resync { project: p, latest: 3, reason: ResyncReason::HistoryRewound }.to_text(None),
+                ServerFrame::Resync { project: p.clone(), latest: 3, reason: ResyncReason::HistoryRewound }
+                    .to_text(None),
                 json!({"op": "resync", "project": p, "latest": 3, "reason": "history_rewound"}),
             ),
             (
-                ServerFrame::Resync { project: p, latest: 9, reason: ResyncReason::BeforeMembership }.to_text(None),
+                ServerFrame::Resync { project: p.clone(), latest: 9, reason: ResyncReason::BeforeMembership }
+                    .to_text(None),
                 json!({"op": "resync", "project": p, "latest": 9, "reason": "before_membership"}),
             ),
             (
@@ -480,6 +545,7 @@ mod tests {
             (ErrorCode::BadEvent, "bad_event"),
             (ErrorCode::BadState, "bad_state"),
             (ErrorCode::TooLarge, "too_large"),
+            (ErrorCode::Unauthorized, "unauthorized"),
         ] {
             assert_eq!(serde_json::to_value(code).unwrap(), json!(text));
         }

@@ -1,6 +1,7 @@
 //! A session's state (the rooms it is in, with a cursor each) and its writes to the client, each bounded by
 //! the send timeout and by shutdown.
 
+use crate::feed::room_key::RoomKey;
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -12,7 +13,6 @@ use tokio_stream::StreamMap;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::{self, Message};
 use tokio_util::sync::CancellationToken;
-use uuid::Uuid;
 
 use super::end::End;
 use super::rate::Bucket;
@@ -22,15 +22,19 @@ use crate::feed::history::CLIENT_PAGE_BYTES;
 use crate::feed::presence::SignalStream;
 use crate::feed::protocol::{ErrorCode, ServerFrame};
 use crate::feed::room::{RewindWatch, Subscription};
+use crate::http::gate::Door;
 
 pub(super) struct Session<S> {
-    pub who: Identity,
+    /// Boxed: every idle connection's future holds the session (see `the_session_future_stays_small`).
+    pub who: Box<Identity>,
+    /// The gate and the address the client came through: a token sent with `auth` is checked there.
+    pub door: Door,
     pub feed: Arc<Feed>,
     pub ws: WebSocketStream<S>,
     /// The session's state in each room it is in...
-    pub rooms: HashMap<Uuid, Joined>,
+    pub rooms: HashMap<RoomKey, Joined>,
     /// ...and its subscriptions, as one stream of what the rooms broadcast. Dropping one leaves the room.
-    pub streams: StreamMap<Uuid, Subscription>,
+    pub streams: StreamMap<RoomKey, Subscription>,
     /// Also watched while a write to the client waits: a client that stopped reading must not hold up the
     /// server's shutdown until its send timeout.
     pub shutdown: CancellationToken,
@@ -49,9 +53,7 @@ pub(super) struct Session<S> {
 /// to the rooms' signals, and its rates.
 pub(super) struct Signals {
     pub conn: u64,
-    pub rooms: StreamMap<Uuid, SignalStream>,
-    /// The room keys as presence names them (the project id as text), made once per room.
-    pub keys: HashMap<Uuid, String>,
+    pub rooms: StreamMap<RoomKey, SignalStream>,
     pub broadcasts: Bucket,
     pub updates: Bucket,
 }
@@ -61,16 +63,14 @@ impl Signals {
         Signals {
             conn: feed.presence.connection(),
             rooms: StreamMap::new(),
-            keys: HashMap::new(),
             broadcasts: Bucket::new(feed.settings.broadcasts),
             updates: Bucket::new(feed.settings.presence_updates),
         }
     }
 
     /// Leaves a room's signals: its presence entry, if any, is gone on every server.
-    pub fn leave(&mut self, project: Uuid) {
-        self.rooms.remove(&project);
-        self.keys.remove(&project);
+    pub fn leave(&mut self, project: &RoomKey) {
+        self.rooms.remove(project);
     }
 }
 
@@ -106,7 +106,13 @@ impl Joined {
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
-    pub fn new(ws: WebSocketStream<S>, who: Identity, feed: Arc<Feed>, shutdown: CancellationToken) -> Session<S> {
+    pub fn new(
+        ws: WebSocketStream<S>,
+        who: Identity,
+        door: Door,
+        feed: Arc<Feed>,
+        shutdown: CancellationToken,
+    ) -> Session<S> {
         // The token's expiry is a token check planned from the start (see `revocation`).
         let recheck_at = who.expires_in().map(|d| Instant::now() + d);
         let settings = &feed.settings;
@@ -114,7 +120,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         // Up to a page at once, then the budget's rate.
         let replay = Bucket::with(settings.replay_bytes_per_sec as f64, CLIENT_PAGE_BYTES as f64);
         Session {
-            who,
+            who: Box::new(who),
+            door,
             ws,
             rooms: HashMap::new(),
             streams: StreamMap::new(),

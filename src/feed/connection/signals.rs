@@ -9,31 +9,26 @@ use futures::{FutureExt, StreamExt};
 use serde_json::Value;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
-use uuid::Uuid;
 
 use super::end::End;
 use super::rate::{Limit, Verdict};
 use super::session::Session;
 use crate::feed::presence::{self, Options};
 use crate::feed::protocol::{ErrorCode, JoinOptions, ServerFrame};
+use crate::feed::room_key::RoomKey;
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     /// Subscribes to the signals of a room just joined; returns its `presence_state` if the client asked for it.
-    pub fn enter_signals(&mut self, project: Uuid, options: JoinOptions) -> Option<Utf8Bytes> {
-        let key = project.to_string();
+    pub fn enter_signals(&mut self, project: RoomKey, options: JoinOptions) -> Option<Utf8Bytes> {
         let options = Options { presence: options.presence, echo: options.echo };
-        let (stream, state) = self.feed.presence.enter(&key, self.signals.conn, options);
-        self.signals.keys.insert(project, key);
+        let (stream, state) = self.feed.presence.enter(project.as_str(), self.signals.conn, options);
         self.signals.rooms.insert(project, stream);
         state
     }
 
-    /// The room key of a room this client is in, or `not_joined`.
-    fn room_key(&self, project: Uuid) -> Option<String> {
-        if !self.rooms.contains_key(&project) {
-            return None;
-        }
-        self.signals.keys.get(&project).cloned()
+    /// Whether this client is in the room (else the request is answered `not_joined`).
+    fn in_room(&self, project: &RoomKey) -> bool {
+        self.rooms.contains_key(project)
     }
 
     async fn not_joined(&mut self, reference: Option<&Value>) -> Result<(), End> {
@@ -54,43 +49,48 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         }
     }
 
-    pub async fn track(&mut self, project: Uuid, state: &str, reference: Option<&Value>) -> Result<(), End> {
-        let Some(room) = self.room_key(project) else { return self.not_joined(reference).await };
+    pub async fn track(&mut self, project: RoomKey, state: &str, reference: Option<&Value>) -> Result<(), End> {
+        if !self.in_room(&project) {
+            return self.not_joined(reference).await;
+        }
         if !self.allowed(Limit::PresenceUpdates, reference).await? {
             return Ok(());
         }
-        let user = self.who.user_id.to_string();
         let conn = self.signals.conn;
-        self.feed.presence.track(&room, conn, &user, state);
+        self.feed.presence.track(project.as_str(), conn, &self.who.subject, state);
         let id = self.feed.presence.id_of(conn);
         self.reply(ServerFrame::Tracked { project, id: &id }, reference).await
     }
 
-    pub async fn untrack(&mut self, project: Uuid, reference: Option<&Value>) -> Result<(), End> {
-        let Some(room) = self.room_key(project) else { return self.not_joined(reference).await };
+    pub async fn untrack(&mut self, project: RoomKey, reference: Option<&Value>) -> Result<(), End> {
+        if !self.in_room(&project) {
+            return self.not_joined(reference).await;
+        }
         if !self.allowed(Limit::PresenceUpdates, reference).await? {
             return Ok(());
         }
-        self.feed.presence.untrack(&room, self.signals.conn);
+        self.feed.presence.untrack(project.as_str(), self.signals.conn);
         self.reply(ServerFrame::Untracked { project }, reference).await
     }
 
     /// Sends a broadcast to the others in the room, on every server. No reply: an `error` if it was refused.
     pub async fn broadcast(
         &mut self,
-        project: Uuid,
+        project: RoomKey,
         event: &str,
         payload: &str,
         reference: Option<&Value>,
     ) -> Result<(), End> {
-        let Some(room) = self.room_key(project) else { return self.not_joined(reference).await };
+        if !self.in_room(&project) {
+            return self.not_joined(reference).await;
+        }
         if !self.allowed(Limit::Broadcasts, reference).await? {
             return Ok(());
         }
         let conn = self.signals.conn;
-        let user = self.who.user_id.to_string();
-        let frame = presence::broadcast_frame(&room, event, payload, &user, &self.feed.presence.id_of(conn));
-        self.feed.presence.broadcast(&room, conn, &frame);
+        let (room, user) = (project.as_str(), self.who.subject.as_str());
+        let frame = presence::broadcast_frame(room, event, payload, user, &self.feed.presence.id_of(conn));
+        self.feed.presence.broadcast(room, conn, &frame);
         Ok(())
     }
 
