@@ -10,12 +10,12 @@ use std::time::Duration;
 
 use common::cluster::Cluster;
 use common::*;
+use serde::Serialize;
 use serde_json::{Value, json};
-use uuid::Uuid;
 
 /// Joins `project` with `options` merged into the request (`{"presence": true}`, ...); with presence, returns
 /// the `presence_state` that follows `joined`.
-async fn join_with(c: &mut WsClient, project: Uuid, options: Value) -> Option<Value> {
+async fn join_with(c: &mut WsClient, project: impl Serialize, options: Value) -> Option<Value> {
     let mut req = json!({"op": "join", "project": project});
     req.as_object_mut().unwrap().extend(options.as_object().unwrap().clone());
     let presence = req["presence"] == json!(true);
@@ -32,21 +32,21 @@ async fn join_with(c: &mut WsClient, project: Uuid, options: Value) -> Option<Va
 }
 
 /// A client joined to `project` with presence; returns it and the room's presence as it joined.
-async fn watcher(app: &TestApp, token: &str, project: Uuid) -> (WsClient, Value) {
+async fn watcher(app: &TestApp, token: &str, project: impl Serialize) -> (WsClient, Value) {
     let mut c = app.client(token).await;
     let state = join_with(&mut c, project, json!({"presence": true})).await.unwrap();
     (c, state)
 }
 
 /// A client joined to `project` (no presence frames) that tracks itself with `state`; returns its entry id.
-async fn tracking(app: &TestApp, token: &str, project: Uuid, state: Value) -> (WsClient, String) {
+async fn tracking(app: &TestApp, token: &str, project: impl Serialize + Copy, state: Value) -> (WsClient, String) {
     let mut c = app.client(token).await;
     join_with(&mut c, project, json!({})).await;
     let id = track(&mut c, project, state).await;
     (c, id)
 }
 
-async fn track(c: &mut WsClient, project: Uuid, state: Value) -> String {
+async fn track(c: &mut WsClient, project: impl Serialize, state: Value) -> String {
     c.send(json!({"op": "track", "project": project, "state": state, "ref": "t"})).await;
     let tracked = c.recv().await;
     assert_eq!((tracked["op"].as_str(), tracked["ref"].as_str()), (Some("tracked"), Some("t")), "{tracked}");
@@ -404,6 +404,59 @@ async fn losing_access_removes_presence_at_once_on_every_server() {
     let _ = alice_id;
 }
 
+/// The app's own rooms and join rule (docs/tracking.md): who may be in which room, in a table of its own.
+const APP_RULE: &str = "
+    CREATE TABLE app_room_members (room text, subject text, PRIMARY KEY (room, subject));
+    CREATE OR REPLACE FUNCTION boardcast.may_join(subject text, room text) RETURNS boolean LANGUAGE sql STABLE AS $$
+        SELECT EXISTS (SELECT 1 FROM app_room_members m WHERE m.room = $2 AND m.subject = $1)
+    $$;
+";
+
+#[tokio::test]
+async fn losing_access_by_the_apps_join_rule_removes_presence_on_recheck_on_every_server() {
+    let app1 = spawn_app().await;
+    let app2 = spawn_app_on(test_settings(&app1.db_url)).await;
+    app1.sql.batch_execute(APP_RULE).await.unwrap();
+    let (alice_id, alice) = app1.user("alice").await;
+    let (bob_id, bob) = app1.user("bob").await;
+    let room = "team a";
+    for id in [alice_id, bob_id] {
+        app1.sql.execute("INSERT INTO app_room_members VALUES ($1, $2)", &[&room, &id.to_string()]).await.unwrap();
+    }
+    let (mut on1, _) = watcher(&app1, &alice, room).await;
+    let (mut on2, _) = watcher(&app2, &alice, room).await;
+
+    // Bob is present (on server 1), keyed by who he signed in as.
+    let (mut bob_tab, bob_entry) = tracking(&app1, &bob, room, json!({"viewing": "card 3"})).await;
+    let bob_u = bob_id.to_string();
+    let joined = json!({"op": "presence_diff", "project": room,
+                        "joins": {&bob_u: metas(&[(&bob_entry, json!({"viewing": "card 3"}))])}});
+    assert_eq!(diff(&mut on1).await, joined);
+    assert_eq!(diff(&mut on2).await, joined);
+
+    // The app takes him out of the room and says so: he leaves it, and its presence, on every server.
+    app1.sql
+        .batch_execute(&format!(
+            "BEGIN; DELETE FROM app_room_members WHERE subject = '{bob_u}'; SELECT boardcast.recheck('{room}'); COMMIT;"
+        ))
+        .await
+        .unwrap();
+    let left = bob_tab.recv().await;
+    assert_eq!((left["op"].as_str(), left["reason"].as_str()), (Some("left"), Some("removed")), "{left}");
+    let gone = json!({"op": "presence_diff", "project": room, "leaves": [&bob_u]});
+    assert_eq!(diff(&mut on1).await, gone);
+    assert_eq!(diff(&mut on2).await, gone);
+
+    // Out of the room, he can neither track nor broadcast there; a newcomer does not see him.
+    bob_tab.send(json!({"op": "track", "project": room})).await;
+    assert_eq!(bob_tab.recv().await["code"], "not_joined");
+    bob_tab.send(json!({"op": "broadcast", "project": room, "event": "typing"})).await;
+    assert_eq!(bob_tab.recv().await["code"], "not_joined");
+    let (_, state) = watcher(&app2, &alice, room).await;
+    assert_eq!(state, json!({"op": "presence_state", "project": room, "users": {}}));
+    on1.expect_silence(Duration::from_millis(300)).await;
+}
+
 #[tokio::test]
 async fn bad_and_oversized_presence_and_broadcasts_get_clear_errors_and_the_connection_carries_on() {
     let app = spawn_app().await;
@@ -419,12 +472,13 @@ async fn bad_and_oversized_presence_and_broadcasts_get_clear_errors_and_the_conn
         (json!({"op": "broadcast", "project": project, "event": ""}), "bad_event"),
         (json!({"op": "broadcast", "project": project, "event": long_event}), "bad_event"),
         (json!({"op": "broadcast", "project": project, "event": "big", "payload": {"text": big}}), "too_large"),
-        (json!({"op": "broadcast", "project": "nope", "event": "typing"}), "bad_project"),
+        (json!({"op": "broadcast", "project": "", "event": "typing"}), "bad_project"),
+        (json!({"op": "broadcast", "project": "nope", "event": "typing"}), "not_joined"),
         (json!({"op": "track", "project": project, "state": "here"}), "bad_state"),
         (json!({"op": "track", "project": project, "state": {"text": big_state}}), "too_large"),
         (json!({"op": "untrack"}), "bad_project"),
-        (json!({"op": "join", "project": Uuid::new_v4(), "presence": "yes"}), "bad_frame"),
-        (json!({"op": "join", "project": Uuid::new_v4(), "broadcast": {"self": 1}}), "bad_frame"),
+        (json!({"op": "join", "project": uuid::Uuid::new_v4(), "presence": "yes"}), "bad_frame"),
+        (json!({"op": "join", "project": uuid::Uuid::new_v4(), "broadcast": {"self": 1}}), "bad_frame"),
         (json!({"op": "wave", "project": project}), "unknown_op"),
     ] {
         let mut request = request;

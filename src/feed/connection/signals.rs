@@ -1,9 +1,10 @@
 //! Presence and broadcasts, as one connection sees them: `track`, `untrack` and `broadcast` requests, and
 //! the rooms' presence frames and broadcasts relayed to the client (see [`crate::feed::presence`]).
 //!
-//! Only a client in the room may track or broadcast: it joined, so its membership was checked, and it leaves
-//! (so its presence is gone, on every server) the moment it loses access: removed from the project, token
-//! revoked or expired. Each request is limited per connection ([`super::rate`]).
+//! Only a client in the room may track or broadcast: it joined, so the join rule let it in, and it leaves (so
+//! its presence is gone, on every server) the moment it loses access: removed from the project, no longer let
+//! in when the room asks the rule again, token revoked or expired. Presence and broadcasts name the user by
+//! the subject it signed in as. Each request is limited per connection ([`super::rate`]).
 
 use futures::{FutureExt, StreamExt};
 use serde_json::Value;
