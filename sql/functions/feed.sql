@@ -50,6 +50,15 @@ RETURNS text LANGUAGE sql STABLE AS $$
         || ',"at":' || to_json(statement_timestamp())::text || '}'
 $$;
 
+-- Refuses a room key the feed cannot carry, naming the table whose row has it.
+CREATE OR REPLACE FUNCTION boardcast_invalid_room(tbl text, room text) RETURNS text LANGUAGE plpgsql AS $$
+BEGIN
+    RAISE EXCEPTION 'boardcast: a row of % has an invalid room key %', tbl, quote_literal(left(room, 60))
+        USING DETAIL = 'A room key is 1 to 200 bytes of text without control characters.',
+              HINT = 'Check the room expression the table is tracked with: SELECT * FROM boardcast.tracked.',
+              ERRCODE = 'invalid_parameter_value';
+END $$;
+
 -- Numbers, stores and announces a statement's changes to table `tbl` (its name as events give it). `rooms` are
 -- the distinct rooms changed, sorted (COLLATE "C"); `changes` holds one element per changed row: {"p": room,
 -- "a": action, "r": row, "o": old row or null}, in the order they should be numbered. Returns the number of
@@ -70,16 +79,6 @@ DECLARE
 BEGIN
     IF coalesce(cardinality(changes), 0) = 0 THEN
         RETURN 0;
-    END IF;
-    -- A room key travels in the notification's first line and in every frame: bounded, and free of line
-    -- breaks and other control characters.
-    IF EXISTS (SELECT 1 FROM unnest(rooms) r WHERE octet_length(r) NOT BETWEEN 1 AND 200 OR r ~ '[[:cntrl:]]') THEN
-        RAISE EXCEPTION 'boardcast: a row of % has an invalid room key %', tbl,
-            (SELECT quote_literal(left(r, 60)) FROM unnest(rooms) r
-              WHERE octet_length(r) NOT BETWEEN 1 AND 200 OR r ~ '[[:cntrl:]]' LIMIT 1)
-            USING DETAIL = 'A room key is 1 to 200 bytes of text without control characters.',
-                  HINT = 'Check the room expression the table is tracked with: SELECT * FROM boardcast.tracked.',
-                  ERRCODE = 'invalid_parameter_value';
     END IF;
     -- Lock each room's row, in one order so statements touching several rooms cannot deadlock each other.
     -- Re-locking a row this transaction already holds costs nothing. A room's first event creates its row,
@@ -102,7 +101,7 @@ BEGIN
     -- row that holds it is not updated again. A rolled-back savepoint takes its update away, the row holds an
     -- older id again, and the next statement updates it again.
     IF unwritten > 0 THEN
-        UPDATE feed_locks f SET xact = this_xact, ended_at = NULL WHERE room = ANY (rooms) AND f.xact IS DISTINCT FROM this_xact;
+        UPDATE feed_locks f SET xact = this_xact WHERE room = ANY (rooms) AND f.xact IS DISTINCT FROM this_xact;
     END IF;
     -- A new statement, so a new snapshot: it sees the events of every writer that committed before we got
     -- the locks. `base` is materialized, so each room's highest seq is read once, before any of its new
@@ -113,7 +112,11 @@ BEGIN
                nullif(c->'o', 'null'::jsonb) AS old_row, ord
         FROM unnest(changes) WITH ORDINALITY AS u(c, ord)
     ), base AS MATERIALIZED (
-        SELECT r AS room, to_json(r)::text AS room_json,
+        -- A room key travels in the notification's first line and in every frame: bounded, and free of line
+        -- breaks and other control characters. (Checked here, in the query that runs anyway.)
+        SELECT CASE WHEN octet_length(r) BETWEEN 1 AND 200 AND r !~ '[[:cntrl:]]' THEN r
+                    ELSE boardcast_invalid_room(tbl, r) END AS room,
+               to_json(r)::text AS room_json,
                coalesce((SELECT max(seq) FROM feed_events e WHERE e.room = r), 0) AS last_seq
         FROM unnest(rooms) r
     ), numbered AS (
@@ -232,9 +235,12 @@ BEGIN
 END
 $body$, tbl, alias, room, row_json, key_text, room,
     CASE WHEN ends_room THEN
-        '-- Deleting a row of this table ends its room: retention may remove all of it once it is old.
+        '-- Deleting a row of this table ends its room (retention may then remove all of it once it is old);
+    -- inserting one with the same key opens it again.
     IF TG_OP = ''DELETE'' AND recorded > 0 THEN
         UPDATE feed_locks SET ended_at = now() WHERE feed_locks.room = ANY (rooms);
+    ELSIF TG_OP = ''INSERT'' AND recorded > 0 THEN
+        UPDATE feed_locks SET ended_at = NULL WHERE feed_locks.room = ANY (rooms) AND ended_at IS NOT NULL;
     END IF;'
     ELSE '' END)
 $gen$;
