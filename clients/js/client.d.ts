@@ -138,6 +138,9 @@ export class ConnectionError extends Error {
 
 export type Unsubscribe = () => void;
 
+/** The names a Room emits with their own payloads. */
+export type RoomEventName = "event" | "resync" | "joined" | "status" | "gap";
+
 export class Room {
   readonly project: string;
   readonly state: RoomState;
@@ -158,9 +161,13 @@ export class Room {
   on(name: "status", listener: (status: RoomStatus) => void): Unsubscribe;
   /** An event arrived out of order (never expected from the server): the room rejoins from `lastSeq`. */
   on(name: "gap", listener: (info: GapInfo) => void): Unsubscribe;
-  /** Any other frame of this room's project, by its `op`. */
-  on(name: string, listener: (frame: Frame) => void): Unsubscribe;
-  on(name: string, filter: Record<string, unknown>, listener: (frame: Frame) => void): Unsubscribe;
+  /** Any other frame of this room's project, by its `op` (for ops the server adds, e.g. presence). */
+  on<N extends string>(name: N extends RoomEventName ? never : N, listener: (frame: Frame) => void): Unsubscribe;
+  on<N extends string>(
+    name: N extends RoomEventName ? never : N,
+    filter: Record<string, unknown>,
+    listener: (frame: Frame) => void,
+  ): Unsubscribe;
   off(name: string, listener: (...args: any[]) => unknown): void;
 
   /** Resolves when the room is (or next becomes) joined; rejects (with `state` and `reason`) if it ends first. */
@@ -176,7 +183,7 @@ export class Client {
   on(name: "status", listener: (status: ClientStatus) => void): Unsubscribe;
   /** Every frame the server sends, before the client acts on it. */
   on(name: "frame", listener: (frame: Frame) => void): Unsubscribe;
-  on(name: string, filter: Record<string, unknown>, listener: (frame: Frame) => void): Unsubscribe;
+  on(name: "frame", filter: Record<string, unknown>, listener: (frame: Frame) => void): Unsubscribe;
   off(name: string, listener: (...args: any[]) => unknown): void;
 
   /** Joins a project's room and stays in it across reconnects (the same Room if already joined). */

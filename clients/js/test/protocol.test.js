@@ -1,6 +1,7 @@
 // Every frame and error of docs/protocol.md, through the client, against a real server and database.
 
 import assert from "node:assert/strict";
+import fs from "node:fs";
 import { randomUUID } from "node:crypto";
 import { after, before, describe, test } from "node:test";
 
@@ -439,6 +440,37 @@ describe("url", () => {
       await c.join(s.project).joined();
     } finally {
       c.close();
+      await s.done();
+    }
+  });
+});
+
+describe("served by the server", () => {
+  test("GET /client.js and /client.d.ts: this very file, as JavaScript, with an ETag, to any origin", async () => {
+    const s = await setup();
+    try {
+      for (const [path, type] of [
+        ["/client.js", "text/javascript; charset=utf-8"],
+        ["/client.d.ts", "application/typescript; charset=utf-8"],
+      ]) {
+        const res = await fetch(`${s.server.http}${path}`, { headers: { origin: "https://app.example" } });
+        assert.equal(res.status, 200);
+        assert.equal(res.headers.get("content-type"), type);
+        assert.equal(res.headers.get("access-control-allow-origin"), "https://app.example");
+        assert.equal(res.headers.get("x-content-type-options"), "nosniff");
+        const file = fs.readFileSync(new URL(`..${path}`, import.meta.url), "utf8");
+        assert.equal(await res.text(), file, `${path} is not the file in clients/js: rebuild the server`);
+        const etag = res.headers.get("etag");
+        assert.match(etag, /^"[0-9a-f]+"$/);
+        const again = await fetch(`${s.server.http}${path}`, { headers: { "if-none-match": etag } });
+        assert.equal(again.status, 304);
+        assert.equal(await again.text(), "");
+      }
+      const post = await fetch(`${s.server.http}/client.js`, { method: "POST" });
+      assert.equal(post.status, 405);
+      assert.equal(post.headers.get("allow"), "GET");
+      assert.equal((await post.json()).error.code, "method_not_allowed");
+    } finally {
       await s.done();
     }
   });
