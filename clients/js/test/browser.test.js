@@ -33,7 +33,10 @@ describe("in Chromium", () => {
       res.end("<!doctype html><title>app</title>");
     });
     await new Promise((r) => site.listen(0, "127.0.0.1", r));
-    browser = await chromium.launch({ executablePath, args: ["--no-sandbox"] });
+    // No sandbox (CI runs as root); and none of Chromium's own background traffic, which a closed network refuses.
+    const args = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+      "--disable-component-update", "--disable-sync"];
+    browser = await chromium.launch({ executablePath, args });
     context = await browser.newContext();
     page = await context.newPage();
     page.on("pageerror", (e) => console.error("page error:", e));
