@@ -67,6 +67,12 @@ export interface JoinOptions {
   since?: number;
   /** The `at` of event `since`, checked by the server (a restored database answers `resync`). */
   sinceAt?: string;
+  /**
+   * Loads the project's state over HTTP: called after the first join (not after a resume) and after every
+   * resync. The events that follow are held until its promise settles, then delivered in order (they may
+   * already be reflected in what it loaded: apply them as upserts and deletes).
+   */
+  load?: (info: JoinInfo | ResyncInfo) => unknown;
 }
 
 export interface JoinInfo {
@@ -157,7 +163,8 @@ export class Room {
    * the events that follow (seq > `latest`) until it settles.
    */
   on(name: "resync", listener: (info: ResyncInfo) => void | Promise<unknown>): Unsubscribe;
-  on(name: "joined", listener: (info: JoinInfo) => void): Unsubscribe;
+  /** Joined (or rejoined). Return a promise to hold the events that follow until it settles. */
+  on(name: "joined", listener: (info: JoinInfo) => void | Promise<unknown>): Unsubscribe;
   on(name: "status", listener: (status: RoomStatus) => void): Unsubscribe;
   /** An event arrived out of order (never expected from the server): the room rejoins from `lastSeq`. */
   on(name: "gap", listener: (info: GapInfo) => void): Unsubscribe;

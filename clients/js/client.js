@@ -481,7 +481,8 @@ export class Room extends Emitter {
   #link;
   #opts;
   #gen = 0;
-  #held = null; // events waiting for the app's resync handlers to finish
+  #held = null; // events waiting for the app's reload (see #hold)
+  #holding = null;
   #retryTimer = null;
   #unavailable = 0;
   #waiters = [];
@@ -496,6 +497,12 @@ export class Room extends Emitter {
       if (!Number.isSafeInteger(options.since) || options.since < 0) throw new TypeError("since: a whole number >= 0");
       this.lastSeq = options.since;
       this.lastAt = options.sinceAt ?? null;
+    }
+    if (options.load) {
+      // The app's state over HTTP: after a join that is not a resume (the first), and after every resync.
+      const load = options.load;
+      this.on("joined", (info) => (info.resumed ? undefined : load(info)));
+      this.on("resync", (info) => load(info));
     }
   }
 
@@ -545,6 +552,7 @@ export class Room extends Emitter {
     this.#gen++;
     clearTimeout(this.#retryTimer);
     this.#held = null;
+    this.#holding = null;
     this.#link.forget(this);
     this.#ended = Object.assign(new Error(`room ${this.project} ${state}: ${reason}`), { state, reason });
     this.#setState(state, reason);
@@ -605,7 +613,25 @@ export class Room extends Emitter {
     this.#setState("joined");
     const info = { project: this.project, seq: reply.seq, latest: reply.latest, at: reply.at ?? null, resumed };
     for (const w of this.#waiters.splice(0)) w.resolve(info);
-    this._emit("joined", info);
+    this.#hold(this._emit("joined", info));
+  }
+
+  // Listeners of `joined` and `resync` may return promises (a reload over HTTP): the events that follow are
+  // delivered once they have settled, so none is applied to the state the reload is about to replace.
+  #hold(results) {
+    const waits = results.filter((r) => r && typeof r.then === "function");
+    if (!waits.length) return;
+    const held = this.#held ?? [];
+    this.#held = held;
+    const previous = this.#holding;
+    const all = Promise.allSettled([previous, ...waits]);
+    this.#holding = all;
+    all.then(() => {
+      if (this.#held !== held || this.#holding !== all) return; // ended, or another reload began meanwhile
+      this.#held = null;
+      this.#holding = null;
+      for (const e of held) this._emit("event", e);
+    });
   }
 
   #refused(reply) {
@@ -673,16 +699,7 @@ export class Room extends Emitter {
     this.lastSeq = frame.latest;
     this.lastAt = null;
     const info = { project: this.project, reason: frame.reason, latest: frame.latest };
-    const waits = this._emit("resync", info).filter((r) => r && typeof r.then === "function");
-    if (waits.length) {
-      const held = this.#held ?? [];
-      this.#held = held;
-      Promise.allSettled(waits).then(() => {
-        if (this.#held !== held) return;
-        this.#held = null;
-        for (const e of held) this._emit("event", e);
-      });
-    }
+    this.#hold(this._emit("resync", info));
     if (this.#link.isOpen()) this.#join();
   }
 }

@@ -9,7 +9,7 @@ import { after, before, describe, test } from "node:test";
 
 import { chromium } from "playwright-core";
 
-import { TcpProxy, latestSeq, recorded, setup } from "./harness.js";
+import { TcpProxy, latestSeq, psql, recorded, setup } from "./harness.js";
 
 const executablePath = process.env.CHROMIUM ?? "/usr/bin/chromium";
 
@@ -20,6 +20,7 @@ describe("in Chromium", () => {
   let browser;
   let context;
   let site;
+  const pages = {};
 
   before(async () => {
     if (!fs.existsSync(executablePath)) {
@@ -28,9 +29,9 @@ describe("in Chromium", () => {
     s = await setup();
     proxy = await new TcpProxy(s.server.port).start();
     // The app's own origin: a blank page, like any web app that imports the client from its boardcast server.
-    site = http.createServer((_req, res) => {
+    site = http.createServer((req, res) => {
       res.writeHead(200, { "content-type": "text/html" });
-      res.end("<!doctype html><title>app</title>");
+      res.end(pages[req.url] ?? "<!doctype html><title>app</title>");
     });
     await new Promise((r) => site.listen(0, "127.0.0.1", r));
     // No sandbox (CI runs as root); and none of Chromium's own background traffic, which a closed network refuses.
@@ -116,6 +117,31 @@ describe("in Chromium", () => {
     await context.setOffline(false);
     await deliveredExactly(seq);
     await stop();
+  });
+
+  test("the README's web-app example, as written: the board loads, then follows the feed", async () => {
+    const readme = fs.readFileSync(new URL("../../../README.md", import.meta.url), "utf8");
+    const example = readme.split("### From a web app")[1].split("```html\n")[1].split("```")[0];
+    const html = example
+      .replaceAll("http://127.0.0.1:8080", s.server.http)
+      .replace('"bc_…"', JSON.stringify(s.token))
+      .replace('"6f1c…"', JSON.stringify(s.project));
+    assert.notEqual(html, example);
+    await s.sql(`INSERT INTO tasks (project_id, title) VALUES ('${s.project}', 'there before')`);
+    const board = await context.newPage();
+    board.on("pageerror", (e) => console.error("page error:", e));
+    board.on("console", (m) => console.error("page console:", m.text()));
+    pages["/board.html"] = html;
+    await board.goto(`http://127.0.0.1:${site.address().port}/board.html`);
+    const items = () => board.locator("#board li").allTextContents();
+    await board.waitForFunction(() => [...document.querySelectorAll("#board li")].some((li) => li.textContent === "there before"));
+    await s.sql(`INSERT INTO tasks (project_id, title) VALUES ('${s.project}', 'live <b>one</b>')`);
+    await board.waitForFunction(() => [...document.querySelectorAll("#board li")].some((li) => li.textContent === "live <b>one</b>"));
+    await s.sql(`DELETE FROM tasks WHERE project_id = '${s.project}' AND title = 'there before'`);
+    await board.waitForFunction(() => ![...document.querySelectorAll("#board li")].some((li) => li.textContent === "there before"));
+    const titles = await psql(s.db, `SELECT title FROM tasks WHERE project_id = '${s.project}' ORDER BY position, created_at, id`);
+    assert.deepEqual(await items(), titles.split("\n"));
+    await board.close();
   });
 
   test("a tab becoming visible skips the rest of the backoff", async () => {

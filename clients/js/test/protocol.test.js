@@ -1,14 +1,14 @@
 // Every frame and error of docs/protocol.md, through the client, against a real server and database.
 
 import assert from "node:assert/strict";
-import fs from "node:fs";
 import { randomUUID } from "node:crypto";
+import fs from "node:fs";
 import { after, before, describe, test } from "node:test";
 
 import WebSocket from "ws";
 
 import { ConnectionError, RequestError } from "../client.js";
-import { cli, client, latestSeq, psql, record, recorded, setup, until } from "./harness.js";
+import { TcpProxy, cli, client, latestSeq, psql, record, recorded, setup, until } from "./harness.js";
 
 describe("frames", () => {
   let s;
@@ -272,6 +272,34 @@ describe("frames", () => {
       await until(() => order.length === 4, "the held events");
       assert.deepEqual(order, ["resync", "reloaded", "one", "two"]);
     });
+  });
+
+  test("load: called after the first join and after a resync, not after a resume; the events wait for it", async () => {
+    const project = await newProject();
+    const proxy = await new TcpProxy(s.server.port).start();
+    const c = open({}, proxy.ws);
+    const order = [];
+    let finish;
+    const load = (info) => {
+      order.push(`load ${info.reason ?? "first"}`);
+      return new Promise((r) => (finish = r));
+    };
+    const room = c.join(project, { load });
+    room.on("event", (e) => order.push(e.row.title));
+    await room.joined();
+    await s.sql(`INSERT INTO tasks (project_id, title) VALUES ('${project}', 'during the load')`);
+    await until(async () => room.lastSeq === (await latestSeq(s.db, project)), "the event received");
+    assert.deepEqual(order, ["load first"]);
+    finish();
+    await until(() => order.length === 2, "the held event");
+    proxy.sever();
+    await until(() => room.state === "joining", "the cut");
+    await room.joined();
+    assert.deepEqual(order, ["load first", "during the load"], "a resume does not reload");
+    await proxy.close();
+    const ahead = open().join(project, { since: (await latestSeq(s.db, project)) + 10, load: (info) => order.push(`load ${info.reason}`) });
+    await ahead.joined();
+    assert.deepEqual(order.slice(2), ["load since_ahead"]);
   });
 
   describe("tokens", () => {
