@@ -197,6 +197,54 @@ pub async fn demo(db: &mut tokio_postgres::Client) -> Result<(Uuid, String)> {
     Ok((project, token))
 }
 
+/// A tracked table, as `boardcast.tracked` lists it.
+pub struct Tracked {
+    pub table: String,
+    pub room: String,
+    pub exclude: Vec<String>,
+    pub ends_room: bool,
+}
+
+const TRACKED: &str = "SELECT table_name::text, room, exclude, ends_room FROM boardcast.tracked";
+
+fn tracked_row(r: &tokio_postgres::Row) -> Tracked {
+    Tracked { table: r.get(0), room: r.get(1), exclude: r.get(2), ends_room: r.get(3) }
+}
+
+/// Tracks `table` (`boardcast.track`): its writes become events in the room `room` gives each row.
+pub async fn track(
+    db: &impl GenericClient,
+    table: &str,
+    room: &str,
+    exclude: &[String],
+    ends_room: bool,
+) -> Result<Tracked> {
+    let sql = "SELECT table_name::text, room, exclude, ends_room FROM boardcast.track($1::text::regclass, $2, $3, $4)";
+    let row = db.query_one(sql, &[&table, &room, &exclude, &ends_room]).await.map_err(said)?;
+    Ok(tracked_row(&row))
+}
+
+/// Stops tracking `table` (`boardcast.untrack`); false if it was not tracked.
+pub async fn untrack(db: &impl GenericClient, table: &str) -> Result<bool> {
+    Ok(db.query_one("SELECT boardcast.untrack($1::text::regclass)", &[&table]).await.map_err(said)?.get(0))
+}
+
+/// What is tracked.
+pub async fn tracked(db: &impl GenericClient) -> Result<Vec<Tracked>> {
+    Ok(db.query(&format!("{TRACKED} ORDER BY table_name::text"), &[]).await?.iter().map(tracked_row).collect())
+}
+
+/// What the database said, as a person at a terminal wants to read it: its message and hint.
+fn said(e: tokio_postgres::Error) -> Error {
+    match e.as_db_error() {
+        Some(d) => Error::Usage(match d.hint() {
+            Some(hint) => format!("{}\n{hint}", d.message()),
+            None => d.message().to_string(),
+        }),
+        None => e.into(),
+    }
+}
+
 /// Prunes recorded events on a timer. With several servers on one database, an advisory lock lets one of
 /// them do it at a time. Deletes are batched inside `boardcast_prune_events`, and writers never wait on them.
 pub async fn retention_loop(pool: Pool, retention: Retention, shutdown: CancellationToken) {

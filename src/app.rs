@@ -18,6 +18,7 @@ use crate::error::{Error, Result};
 use crate::feed::{Feed, listener, upgrade};
 use crate::http::gate::Gate;
 use crate::http::server;
+use crate::jwt::Keys;
 use crate::{admin, api, health};
 
 /// What the parts of a running server share, built once by [`Application::build`]. Each part is handed the
@@ -29,6 +30,8 @@ pub struct AppState {
     /// Pooled connections: API writes, joins, history reads. The listener has a connection of its own.
     pub pool: Pool,
     pub feed: Arc<Feed>,
+    /// The keys JWTs are checked with (`None`: only boardcast's own tokens are accepted).
+    pub(crate) jwt: Option<Arc<Keys>>,
 }
 
 pub struct Application {
@@ -40,6 +43,7 @@ pub struct Application {
 impl Application {
     /// Connects, migrates and binds. Fails early, with the reason, if the database is not reachable.
     pub async fn build(settings: Settings) -> Result<Application> {
+        let jwt = Keys::load(&settings.jwt).map_err(Error::Config)?.map(Arc::new);
         let mut client = db::connect(&settings.database_url).await?;
         let applied = db::migrate(&mut client).await?;
         if !applied.is_empty() {
@@ -52,7 +56,7 @@ impl Application {
         })?;
         let addr = listener.local_addr()?;
         let feed = Feed::new(pool.clone(), settings.feed.clone());
-        Ok(Application { listener, addr, state: AppState { settings: Arc::new(settings), pool, feed } })
+        Ok(Application { listener, addr, state: AppState { settings: Arc::new(settings), pool, feed, jwt } })
     }
 
     pub fn port(&self) -> u16 {
@@ -73,7 +77,7 @@ impl Application {
     pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()>) -> Result<()> {
         let stop = CancellationToken::new();
         let tracker = TaskTracker::new();
-        let AppState { settings, pool, feed } = self.state;
+        let AppState { settings, pool, feed, jwt } = self.state;
 
         let listening = tokio::spawn(listener::run(feed.clone(), settings.database_url.clone(), stop.clone()));
         let pruning = tokio::spawn(admin::retention_loop(pool.clone(), settings.retention.clone(), stop.clone()));
@@ -82,7 +86,7 @@ impl Application {
             .or(upgrade::route(feed.clone(), settings.cors_origins.clone(), stop.clone(), tracker.clone()))
             .or(api::for_browsers(pool.clone(), settings.cors_origins.clone()))
             .recover(crate::http::error::recover);
-        let gate = Arc::new(Gate::new(settings.http.clone()));
+        let gate = Arc::new(Gate::new(settings.http.clone()).with_jwt(jwt));
         let service = warp::service(routes);
         let serving = tokio::spawn(server::serve(self.listener, service, gate, stop.clone(), tracker.clone()));
         tracing::info!("boardcast listening on http://{} (feed: ws://{}/ws)", self.addr, self.addr);

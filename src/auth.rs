@@ -1,4 +1,5 @@
-//! Who is calling: API tokens, how they are made, stored and checked.
+//! Who is calling: API tokens, how they are made, stored and checked, and who a token names ([`Identity`]: a
+//! boardcast user, or the subject of an app's JWT, see [`crate::jwt`]).
 //!
 //! A token is `bc_` followed by 32 random bytes in hex. Only its SHA-256 is stored, so a leaked database does
 //! not leak usable tokens; a fast hash is enough because the token itself has 256 bits of entropy. A token
@@ -15,13 +16,20 @@ use uuid::Uuid;
 
 use crate::error::Result;
 
-/// An authenticated caller.
+/// An authenticated caller: the holder of a `bc_` token (always a boardcast user) or of a JWT (whose `sub` may
+/// or may not be one).
 #[derive(Debug, Clone)]
 pub struct Identity {
-    pub user_id: Uuid,
-    pub user_name: String,
-    /// The token used; connections opened with it are closed when it is revoked.
-    pub token_id: Uuid,
+    /// Who the token is for: a boardcast user's id as text (`bc_` tokens), or a JWT's `sub`. What the
+    /// per-user connection cap counts by, and what a socket's renewed token must name again.
+    pub subject: String,
+    /// The boardcast user: always for a `bc_` token; for a JWT, when its `sub` is an existing user's id.
+    pub user_id: Option<Uuid>,
+    /// A JWT's `name` claim, else the user's name, else the subject.
+    pub name: String,
+    /// The `bc_` token used; connections opened with it are closed when it is revoked. JWTs have none: boardcast
+    /// cannot revoke them, they only expire.
+    pub token_id: Option<Uuid>,
     /// When the token expires, if it does; connections opened with it close then.
     pub expires_at: Option<SystemTime>,
 }
@@ -31,6 +39,21 @@ impl Identity {
     pub fn expires_in(&self) -> Option<Duration> {
         let at = self.expires_at?;
         Some(at.duration_since(SystemTime::now()).unwrap_or_default())
+    }
+}
+
+/// A caller of the REST API, which acts as a boardcast user: an [`Identity`] that is one.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    pub user_id: Uuid,
+    /// The `bc_` token used, if it is one.
+    pub token_id: Option<Uuid>,
+}
+
+impl Identity {
+    /// The REST API's caller, if this identity is a boardcast user.
+    pub fn caller(self) -> Option<Caller> {
+        Some(Caller { user_id: self.user_id?, token_id: self.token_id })
     }
 }
 
@@ -88,7 +111,23 @@ pub async fn authenticate(db: &impl GenericClient, token_hash: &[u8]) -> Result<
             &[&token_hash],
         )
         .await?;
-    Ok(row.map(|r| Identity { user_id: r.get(0), user_name: r.get(1), token_id: r.get(2), expires_at: r.get(3) }))
+    Ok(row.map(|r| {
+        let user_id: Uuid = r.get(0);
+        Identity {
+            subject: user_id.to_string(),
+            user_id: Some(user_id),
+            name: r.get(1),
+            token_id: Some(r.get(2)),
+            expires_at: r.get(3),
+        }
+    }))
+}
+
+/// The name of the boardcast user whose id is `subject`, if it is one (a JWT's `sub` may name one).
+pub async fn user_named_by(db: &impl GenericClient, subject: &str) -> Result<Option<(Uuid, String)>> {
+    let Ok(id) = subject.parse::<Uuid>() else { return Ok(None) };
+    let row = db.query_opt("SELECT name FROM users WHERE id = $1", &[&id]).await?;
+    Ok(row.map(|r| (id, r.get(0))))
 }
 
 /// The token a request carries: `Authorization: Bearer TOKEN`, else `?token=TOKEN` (browsers cannot set

@@ -2,7 +2,9 @@
 //! variable per knob), and what the server runs with (`Settings`). Every knob has a default that suits one
 //! server on a laptop; tests build `Settings::new(database_url)` and change the fields they need.
 
+use std::fmt;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 #[derive(Debug, Clone)]
@@ -20,6 +22,46 @@ pub struct Settings {
     /// allow: the API takes bearer tokens, never cookies, so another site's page cannot act as a user.
     pub cors_origins: Option<Vec<String>>,
     pub http: HttpSettings,
+    pub jwt: JwtSettings,
+}
+
+/// JWTs from the app's own sign-in, accepted beside boardcast's tokens (see [`crate::jwt`]). With no key
+/// (the default), none is accepted.
+#[derive(Clone, Default)]
+pub struct JwtSettings {
+    /// `BOARDCAST_JWT_SECRET`: the shared secret of HS256 tokens (at least 32 bytes).
+    pub secret: Option<String>,
+    /// `BOARDCAST_JWT_PUBLIC_KEY`: a PEM file holding the public key of RS256 (RSA) or ES256 (P-256) tokens.
+    pub public_key: Option<PathBuf>,
+    /// `BOARDCAST_JWT_JWKS`: a JWKS file (`{"keys": [...]}`) of RS256 and ES256 public keys, picked by `kid`.
+    pub jwks: Option<PathBuf>,
+    /// `BOARDCAST_JWT_ISSUER`: if set, a token's `iss` must be this.
+    pub issuer: Option<String>,
+    /// `BOARDCAST_JWT_AUDIENCE`: if set, a token's `aud` must name this; if not, `aud` is not checked.
+    pub audience: Option<String>,
+    /// `BOARDCAST_JWT_LEEWAY_SECS` (default 10): clock skew allowed between the issuer and this server, on
+    /// `exp` and `nbf`. A token is honoured until `exp` plus this.
+    pub leeway: Duration,
+}
+
+impl JwtSettings {
+    pub fn enabled(&self) -> bool {
+        self.secret.is_some() || self.public_key.is_some() || self.jwks.is_some()
+    }
+}
+
+/// The secret stays out of every debug print.
+impl fmt::Debug for JwtSettings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("JwtSettings")
+            .field("secret", &self.secret.as_ref().map(|_| "[redacted]"))
+            .field("public_key", &self.public_key)
+            .field("jwks", &self.jwks)
+            .field("issuer", &self.issuer)
+            .field("audience", &self.audience)
+            .field("leeway", &self.leeway)
+            .finish()
+    }
 }
 
 /// What one HTTP client may cost: time to send a body, failed authentications, tokens.
@@ -93,6 +135,9 @@ pub struct FeedSettings {
     /// and how long it waits for the answer (and twice that for a new connection). A connection cut by the
     /// network, with nothing to send, looks alive otherwise.
     pub listener_probe: Duration,
+    /// `BOARDCAST_ACCESS_RECHECK_SECS` (default 30; 0: never): how often every room asks the join rule
+    /// (`boardcast.may_join`) again about its subscribers, for rules that read what the feed does not announce.
+    pub access_recheck: Duration,
 }
 
 /// A rate limit: `per_sec` on average, and up to `burst` at once.
@@ -129,6 +174,7 @@ impl Default for FeedSettings {
             history_page: 1000,
             held_frames_budget: 64 * 1024 * 1024,
             listener_probe: Duration::from_secs(5),
+            access_recheck: Duration::from_secs(30),
         }
     }
 }
@@ -154,6 +200,7 @@ impl Settings {
             retention: Retention::default(),
             cors_origins: None,
             http: HttpSettings::default(),
+            jwt: JwtSettings { leeway: Duration::from_secs(10), ..JwtSettings::default() },
         }
     }
 }
@@ -310,6 +357,16 @@ pub struct SettingsArgs {
         default_value_t = 5
     )]
     pub listener_probe_secs: u64,
+    /// Seconds between checks, room by room, that the join rule (boardcast.may_join) still lets each subscriber in; 0:
+    /// only when boardcast.recheck() asks
+    #[arg(
+        long,
+        env = "BOARDCAST_ACCESS_RECHECK_SECS",
+        value_name = "BOARDCAST_ACCESS_RECHECK_SECS",
+        hide_env = true,
+        default_value_t = 30
+    )]
+    pub access_recheck_secs: u64,
     /// MiB for large frames (4 KiB and more) that subscribers have yet to take, all rooms together; past it, rooms wait
     /// for their subscribers, and a stalled subscriber reads from history
     #[arg(
@@ -405,6 +462,30 @@ pub struct SettingsArgs {
         default_value_t = 100
     )]
     pub max_tokens_per_user: u32,
+    /// The shared secret of HS256 JWTs to accept (at least 32 bytes); prefer the variable to the flag
+    #[arg(long, env = "BOARDCAST_JWT_SECRET", value_name = "BOARDCAST_JWT_SECRET", hide_env = true)]
+    pub jwt_secret: Option<String>,
+    /// A PEM file with the public key of RS256 or ES256 JWTs to accept
+    #[arg(long, env = "BOARDCAST_JWT_PUBLIC_KEY", value_name = "BOARDCAST_JWT_PUBLIC_KEY", hide_env = true)]
+    pub jwt_public_key: Option<PathBuf>,
+    /// A JWKS file ({"keys": [...]}) with the public keys of RS256 or ES256 JWTs to accept, picked by kid
+    #[arg(long, env = "BOARDCAST_JWT_JWKS", value_name = "BOARDCAST_JWT_JWKS", hide_env = true)]
+    pub jwt_jwks: Option<PathBuf>,
+    /// If set, a JWT's iss must be this
+    #[arg(long, env = "BOARDCAST_JWT_ISSUER", value_name = "BOARDCAST_JWT_ISSUER", hide_env = true)]
+    pub jwt_issuer: Option<String>,
+    /// If set, a JWT's aud must name this (if not, aud is not checked)
+    #[arg(long, env = "BOARDCAST_JWT_AUDIENCE", value_name = "BOARDCAST_JWT_AUDIENCE", hide_env = true)]
+    pub jwt_audience: Option<String>,
+    /// Seconds of clock skew allowed on a JWT's exp and nbf
+    #[arg(
+        long,
+        env = "BOARDCAST_JWT_LEEWAY_SECS",
+        value_name = "BOARDCAST_JWT_LEEWAY_SECS",
+        hide_env = true,
+        default_value_t = 10
+    )]
+    pub jwt_leeway_secs: u64,
 }
 
 /// `*` (any origin: `None`) or a list of origins.
@@ -423,6 +504,14 @@ impl From<SettingsArgs> for Settings {
         s.http.token_max_ttl = secs(a.token_max_ttl_secs);
         s.http.token_default_ttl = secs(a.token_default_ttl_secs).min(s.http.token_max_ttl);
         s.http.max_tokens_per_user = i64::from(a.max_tokens_per_user.max(1));
+        s.jwt = JwtSettings {
+            secret: a.jwt_secret,
+            public_key: a.jwt_public_key,
+            jwks: a.jwt_jwks,
+            issuer: a.jwt_issuer,
+            audience: a.jwt_audience,
+            leeway: Duration::from_secs(a.jwt_leeway_secs),
+        };
         s.feed.ping_interval = secs(a.ping_secs);
         s.feed.idle_timeout = secs(a.idle_timeout_secs);
         s.feed.send_timeout = secs(a.send_timeout_secs);
@@ -434,6 +523,7 @@ impl From<SettingsArgs> for Settings {
         s.feed.joins = Rate { per_sec: a.joins_per_sec.max(1), burst: a.join_burst.max(1) };
         s.feed.replay_bytes_per_sec = a.replay_bytes_per_sec.max(1024) as usize;
         s.feed.listener_probe = secs(a.listener_probe_secs);
+        s.feed.access_recheck = Duration::from_secs(a.access_recheck_secs);
         s.feed.held_frames_budget = (a.held_frames_mb as usize).saturating_mul(1024 * 1024);
         let n = a.retention_max_age_secs;
         s.retention.max_age = (n > 0).then(|| Duration::from_secs(n));
@@ -506,6 +596,15 @@ mod tests {
         let s = parse(&["--retention-max-age-secs", "0", "--cors-origins", "https://a.example, http://b:80/"]).unwrap();
         assert_eq!(s.retention.max_age, None);
         assert_eq!(s.cors_origins, Some(vec!["https://a.example".to_string(), "http://b:80".to_string()]));
+    }
+
+    #[test]
+    fn jwt_flags_set_the_jwt_settings_and_the_secret_is_never_printed() {
+        let s = parse(&["--jwt-secret", "s3cret-s3cret", "--jwt-jwks", "/k.json", "--jwt-leeway-secs", "0"]).unwrap();
+        assert_eq!(s.jwt.secret.as_deref(), Some("s3cret-s3cret"));
+        assert_eq!((s.jwt.jwks.clone(), s.jwt.leeway), (Some(PathBuf::from("/k.json")), Duration::ZERO));
+        assert!(!format!("{s:?}").contains("s3cret"), "{s:?}");
+        assert!(!parse(&[]).unwrap().jwt.enabled(), "no JWT is accepted unless configured");
     }
 
     #[test]

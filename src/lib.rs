@@ -10,6 +10,7 @@
 //! * `feed::connection` — one task per WebSocket client: joins, leaves, resumes, fills gaps from history.
 //! * `api` — the REST API. Its handlers only write to the database; they never emit.
 //! * `http` — what the API and the feed's `/ws` route share: the accept loop, tokens, errors, input.
+//! * `auth`, `jwt` — who a token names: boardcast's own `bc_` tokens, and JWTs from an app's sign-in.
 //! * [`app`] — wiring and graceful shutdown.
 //!
 //! Modules are public only where another crate uses them: the binary (`cli`), the tests and the benchmark.
@@ -25,6 +26,7 @@ mod error;
 pub mod feed;
 mod health;
 mod http;
+mod jwt;
 pub mod process;
 
 pub use app::{AppState, Application};

@@ -17,7 +17,7 @@ async fn recorded_titles(app: &TestApp, project: Uuid, after: i64) -> Vec<(i64, 
     app.sql
         .query(
             "SELECT seq, (frame::jsonb)->'row'->>'title' FROM feed_events
-              WHERE project_id = $1 AND seq > $2 ORDER BY seq",
+              WHERE room = $1::uuid::text AND seq > $2 ORDER BY seq",
             &[&project, &after],
         )
         .await
@@ -164,12 +164,12 @@ async fn restore_to(app: &TestApp, project: Uuid, keep: i64, then: &str) {
     sql.batch_execute("BEGIN; SET LOCAL session_replication_role = replica").await.unwrap();
     sql.execute(
         "DELETE FROM tasks WHERE project_id = $1 AND id IN (
-           SELECT (frame::jsonb->'row'->>'id')::uuid FROM feed_events WHERE project_id = $1 AND seq > $2)",
+           SELECT (frame::jsonb->'row'->>'id')::uuid FROM feed_events WHERE room = $1::uuid::text AND seq > $2)",
         &[&project, &keep],
     )
     .await
     .unwrap();
-    sql.execute("DELETE FROM feed_events WHERE project_id = $1 AND seq > $2", &[&project, &keep]).await.unwrap();
+    sql.execute("DELETE FROM feed_events WHERE room = $1::uuid::text AND seq > $2", &[&project, &keep]).await.unwrap();
     sql.batch_execute(
         "SET LOCAL session_replication_role = origin;
          SELECT pg_terminate_backend(pid) FROM pg_stat_activity
@@ -245,7 +245,7 @@ async fn a_feed_reset_while_the_listener_stays_connected_tells_clients_to_resync
         app.insert_task(project, t).await;
     }
     assert_gapless(&alice.events(3).await, project, s + 1, s + 3);
-    app.sql.execute("DELETE FROM feed_events WHERE project_id = $1 AND seq > $2", &[&project, &s]).await.unwrap();
+    app.sql.execute("DELETE FROM feed_events WHERE room = $1::uuid::text AND seq > $2", &[&project, &s]).await.unwrap();
     app.insert_task(project, "d").await; // seq s+1 again
     let f = alice.recv().await;
     assert_eq!((f["op"].as_str(), f["reason"].as_str()), (Some("resync"), Some("history_rewound")), "{f}");
@@ -463,8 +463,12 @@ async fn restarting_the_whole_postgres_server_mid_stream_loses_nothing() {
 
     writer.await.unwrap();
     app.sql = connect(&db_url).await; // the old one died with the server
-    let end: i64 =
-        app.sql.query_one("SELECT last_seq FROM feed_seq WHERE project_id = $1", &[&project]).await.unwrap().get(0);
+    let end: i64 = app
+        .sql
+        .query_one("SELECT last_seq FROM feed_seq WHERE room = $1::uuid::text", &[&project])
+        .await
+        .unwrap()
+        .get(0);
     let (mut alice, seen) = alice.until(end).await;
     let (_, bob_seen) = bob.until(end).await;
     alice.expect_silence(Duration::from_millis(300)).await;
@@ -638,7 +642,7 @@ async fn a_client_that_never_reads_does_not_hold_back_one_that_does() {
 
     // The stuck client is disconnected as too slow (send_timeout), and the server carries on.
     let deadline = tokio::time::Instant::now() + WAIT;
-    while app.feed.rooms.subscribers(project) != 1 {
+    while app.feed.rooms.subscribers(&project.into()) != 1 {
         assert!(tokio::time::Instant::now() < deadline, "the stuck client was never disconnected");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
@@ -1033,8 +1037,8 @@ async fn retention_forgets_a_deleted_project_once_its_last_event_is_older_than_t
     for p in [recent, alive] {
         app.sql
             .execute(
-                "UPDATE feed_events SET at = now() WHERE project_id = $1
-                    AND seq = (SELECT max(seq) FROM feed_events WHERE project_id = $1)",
+                "UPDATE feed_events SET at = now() WHERE room = $1::uuid::text
+                    AND seq = (SELECT max(seq) FROM feed_events WHERE room = $1::uuid::text)",
                 &[&p],
             )
             .await
@@ -1043,10 +1047,16 @@ async fn retention_forgets_a_deleted_project_once_its_last_event_is_older_than_t
     let count = |p: Uuid| {
         let sql = &app.sql;
         async move {
-            let events: i64 =
-                sql.query_one("SELECT count(*) FROM feed_events WHERE project_id = $1", &[&p]).await.unwrap().get(0);
-            let lock: i64 =
-                sql.query_one("SELECT count(*) FROM feed_locks WHERE project_id = $1", &[&p]).await.unwrap().get(0);
+            let events: i64 = sql
+                .query_one("SELECT count(*) FROM feed_events WHERE room = $1::uuid::text", &[&p])
+                .await
+                .unwrap()
+                .get(0);
+            let lock: i64 = sql
+                .query_one("SELECT count(*) FROM feed_locks WHERE room = $1::uuid::text", &[&p])
+                .await
+                .unwrap()
+                .get(0);
             (events, lock)
         }
     };
@@ -1076,7 +1086,7 @@ async fn retention_by_age_removes_only_a_prefix_so_a_resume_never_skips_a_hole()
     app.sql
         .execute(
             "UPDATE feed_events SET at = CASE WHEN seq = 5 THEN now() ELSE now() - interval '2 days' END
-              WHERE project_id = $1",
+              WHERE room = $1::uuid::text",
             &[&project],
         )
         .await

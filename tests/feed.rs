@@ -358,8 +358,13 @@ async fn malformed_input_gets_precise_errors_and_the_connection_carries_on() {
         ("[1,2]", "bad_frame"),
         (r#"{"project":"x"}"#, "bad_frame"),
         (r#"{"op":"subscribe"}"#, "unknown_op"),
-        (r#"{"op":"join","project":"not-a-uuid"}"#, "bad_project"),
-        (r#"{"op":"join","project":42}"#, "bad_project"),
+        (r#"{"op":"join","project":""}"#, "bad_project"),
+        (r#"{"op":"join","project":1.5}"#, "bad_project"),
+        (r#"{"op":"join","project":"a\nb"}"#, "bad_project"),
+        (r#"{"op":"join","project":"p","room":"r"}"#, "bad_project"),
+        // A key no room of this app has, and one the default rule cannot read: the same refusal as a stranger's.
+        (r#"{"op":"join","project":"not-a-uuid"}"#, "not_found"),
+        (r#"{"op":"join","room":42}"#, "not_found"),
         (r#"{"op":"join"}"#, "bad_project"),
         (r#"{"op":"leave","project":"00000000-0000-0000-0000-000000000000"}"#, "not_joined"),
     ];
@@ -665,8 +670,8 @@ async fn a_medium_statement_split_over_several_notifications_arrives_whole_and_i
     while let Ok(payload) = notes.try_recv() {
         let (header, frames) = payload.split_once('\n').expect("frames inline");
         let h: Vec<&str> = header.split(' ').collect();
-        assert_eq!(h[0], project.to_string());
-        let (first, last): (i64, i64) = (h[1].parse().unwrap(), h[2].parse().unwrap());
+        assert_eq!(h[2], project.to_string());
+        let (first, last): (i64, i64) = (h[0].parse().unwrap(), h[1].parse().unwrap());
         assert_eq!(frames.lines().count() as i64, last - first + 1, "{header}");
         chunks.push((first, last));
     }

@@ -73,7 +73,7 @@ async fn replay(app: &TestApp, token: &str, project: Uuid, since: i64) -> Vec<Va
 async fn recorded(app: &TestApp, project: Uuid, seq: i64) -> Value {
     let frame: String = app
         .sql
-        .query_one("SELECT frame FROM feed_events WHERE project_id = $1 AND seq = $2", &[&project, &seq])
+        .query_one("SELECT frame FROM feed_events WHERE room = $1::uuid::text AND seq = $2", &[&project, &seq])
         .await
         .unwrap()
         .get(0);

@@ -406,7 +406,7 @@ async fn a_non_members_joins_are_refused_before_any_room_is_made() {
     for _ in 0..40 {
         assert_eq!(eve.recv().await["code"], "not_found");
     }
-    assert_eq!(app.feed.rooms.subscribers(alices_project), 1);
+    assert_eq!(app.feed.rooms.subscribers(&alices_project.into()), 1);
     assert_within_margin("the member's events during a non-member's joins", before, during);
     app.stop().await;
 }

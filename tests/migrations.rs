@@ -27,7 +27,7 @@ const PRE_BASELINE: &[(&str, &str)] = &[
 ];
 
 /// The migrations after the baseline: a fresh database and an adopted one alike get them.
-const AFTER_BASELINE: &[&str] = &["0003_token_expiry", "0004_membership_floor"];
+const AFTER_BASELINE: &[&str] = &["0003_token_expiry", "0004_membership_floor", "0005_rooms"];
 
 /// Every migration, in order.
 fn all_migrations() -> Vec<&'static str> {
@@ -88,9 +88,16 @@ async fn write_history(sql: &mut Client) -> Uuid {
     project
 }
 
-/// Every recorded event: (project, seq, frame), in order.
-async fn events(sql: &Client) -> Vec<(Uuid, i64, String)> {
-    let rows = sql.query("SELECT project_id, seq, frame FROM feed_events ORDER BY project_id, seq", &[]).await.unwrap();
+/// Every recorded event: (room, seq, frame), in order. (Rooms were uuid project ids before 0005_rooms.)
+async fn events(sql: &Client) -> Vec<(String, i64, String)> {
+    let rows = sql
+        .query(
+            "SELECT coalesce(to_jsonb(e)->>'room', to_jsonb(e)->>'project_id') COLLATE \"C\" AS r, seq, frame
+               FROM feed_events e ORDER BY r, seq",
+            &[],
+        )
+        .await
+        .unwrap();
     rows.iter().map(|r| (r.get(0), r.get(1), r.get(2))).collect()
 }
 
@@ -114,11 +121,11 @@ async fn next_write_is(url: &str, sql: &Client, project: Uuid, seq: i64) {
     let (_listener, mut notes) = listen(url).await;
     sql.execute("INSERT INTO tasks (project_id, title) VALUES ($1, 'after the migration')", &[&project]).await.unwrap();
     let last: i64 =
-        sql.query_one("SELECT last_seq FROM feed_seq WHERE project_id = $1", &[&project]).await.unwrap().get(0);
+        sql.query_one("SELECT last_seq FROM feed_seq WHERE room = $1::uuid::text", &[&project]).await.unwrap().get(0);
     assert_eq!(last, seq, "the new write continues the project's seqs without a gap");
     let note = tokio::time::timeout(WAIT, notes.recv()).await.expect("a notification").unwrap();
     let (header, frame) = note.split_once('\n').expect("the frame inline");
-    assert_eq!(header, format!("{project} {seq} {seq}"));
+    assert_eq!(header, format!("{seq} {seq} {project}"));
     let frame: serde_json::Value = serde_json::from_str(frame).unwrap();
     assert_eq!((frame["seq"].as_i64(), frame["row"]["title"].as_str()), (Some(seq), Some("after the migration")));
 }
@@ -251,7 +258,10 @@ async fn existing_members_start_where_their_retained_history_says_and_nobody_hea
         sql.execute("INSERT INTO project_members (project_id, user_id) VALUES ($1, $2)", &[&project, &member])
             .await
             .unwrap();
-        sql.query_one("SELECT last_seq FROM feed_seq WHERE project_id = $1", &[&project]).await.unwrap().get(0)
+        // (Before 0005_rooms the view's key was `project_id`.)
+        let latest = "SELECT last_seq FROM feed_seq s
+                       WHERE coalesce(to_jsonb(s)->>'room', to_jsonb(s)->>'project_id') = $1::uuid::text";
+        sql.query_one(latest, &[&project]).await.unwrap().get(0)
     };
     add(&sql, bob).await;
     let carol_added = add(&sql, carol).await;
@@ -366,7 +376,7 @@ async fn the_function_files_are_applied_at_every_start() {
     let want = catalog(&sql).await;
     sql.batch_execute(
         "DROP FUNCTION boardcast_prune_events;
-         DROP TRIGGER tasks_feed_insert ON tasks;
+         DROP TRIGGER boardcast_feed_insert ON tasks;
          CREATE OR REPLACE FUNCTION boardcast_touch() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RETURN NEW; END $$;",
     )
     .await

@@ -692,7 +692,7 @@ impl Writer {
 /// The latest seq of each project, in the order given.
 pub async fn final_seqs(client: &Client, projects: &[Uuid]) -> Result<Vec<i64>, String> {
     let rows = client
-        .query("SELECT project_id, last_seq FROM feed_seq WHERE project_id = ANY($1)", &[&projects])
+        .query("SELECT room::uuid, last_seq FROM feed_seq WHERE room = ANY($1::uuid[]::text[])", &[&projects])
         .await
         .map_err(|e| e.to_string())?;
     let map: std::collections::HashMap<Uuid, i64> = rows.iter().map(|r| (r.get(0), r.get(1))).collect();

@@ -18,7 +18,7 @@ use crate::pg::pg_connect;
 pub async fn reset_database(url: &str) -> Result<(), String> {
     let mut client = pg_connect(url).await?;
     client
-        .batch_execute("DROP SCHEMA IF EXISTS public CASCADE; CREATE SCHEMA public;")
+        .batch_execute("DROP SCHEMA IF EXISTS boardcast CASCADE; DROP SCHEMA IF EXISTS public CASCADE; CREATE SCHEMA public;")
         .await
         .map_err(|e| format!("reset schema: {e}"))?;
     boardcast::db::migrate(&mut client).await.map_err(|e| format!("migrate: {e}"))?;

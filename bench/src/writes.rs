@@ -98,7 +98,7 @@ impl Setup {
         match mode {
             "no-feed" => ctx
                 .admin
-                .batch_execute("ALTER TABLE tasks DISABLE TRIGGER tasks_feed_insert")
+                .batch_execute("ALTER TABLE tasks DISABLE TRIGGER boardcast_feed_insert")
                 .await
                 .map_err(|e| e.to_string())?,
             "bare-listener" => setup.bare = Some(bare_listener(&ctx.url).await?),
@@ -122,7 +122,7 @@ impl Setup {
     async fn finish(self, ctx: &Ctx, plan: &Plan, acc: &mut [WriteRun], sync: &str) -> Result<(), String> {
         if self.mode == "no-feed" {
             ctx.admin
-                .batch_execute("ALTER TABLE tasks ENABLE TRIGGER tasks_feed_insert")
+                .batch_execute("ALTER TABLE tasks ENABLE TRIGGER boardcast_feed_insert")
                 .await
                 .map_err(|e| e.to_string())?;
         }

@@ -23,18 +23,18 @@ BEGIN
     END IF;
     PERFORM 1 FROM projects WHERE id = NEW.project_id FOR KEY SHARE;
     PERFORM 1 FROM users WHERE id = NEW.user_id FOR KEY SHARE;
-    SELECT l.first_xact INTO creator FROM feed_locks l WHERE l.project_id = NEW.project_id FOR UPDATE;
+    SELECT l.first_xact INTO creator FROM feed_locks l WHERE l.room = NEW.project_id::text FOR UPDATE;
     IF NOT FOUND THEN
         -- No event yet: the project is being created by this very statement (its own event is recorded after
         -- the rows). Its lock row is made here, as its first event would make it.
-        INSERT INTO feed_locks (project_id, first_xact) VALUES (NEW.project_id, pg_current_xact_id())
+        INSERT INTO feed_locks (room, first_xact) VALUES (NEW.project_id::text, pg_current_xact_id())
             ON CONFLICT DO NOTHING;
-        SELECT l.first_xact INTO creator FROM feed_locks l WHERE l.project_id = NEW.project_id FOR UPDATE;
+        SELECT l.first_xact INTO creator FROM feed_locks l WHERE l.room = NEW.project_id::text FOR UPDATE;
     END IF;
     -- A new statement, so (under READ COMMITTED) a snapshot that sees every writer committed before the lock.
     -- The transaction that recorded the project's first event (its creation) adds members who have seen it all.
     NEW.since_seq := CASE WHEN creator = pg_current_xact_id() THEN 0
-                          ELSE coalesce((SELECT max(seq) FROM feed_events WHERE project_id = NEW.project_id), 0) END;
+                          ELSE coalesce((SELECT max(seq) FROM feed_events WHERE room = NEW.project_id::text), 0) END;
     RETURN NEW;
 END $$;
 SELECT boardcast_ensure_trigger('CREATE TRIGGER project_members_since BEFORE INSERT OR UPDATE OF project_id, user_id ON project_members FOR EACH ROW EXECUTE FUNCTION boardcast_member_since()');

@@ -11,7 +11,7 @@ use uuid::Uuid;
 
 use super::records::{Comment, Task, from_json};
 use super::values::{ProjectStatus, Role};
-use crate::auth::Identity;
+use crate::auth::Caller;
 use crate::http::ApiError;
 
 fn no_project() -> ApiError {
@@ -28,7 +28,7 @@ pub async fn lock_project(db: &impl GenericClient, project: Uuid, lock: &str) ->
 }
 
 /// The caller's role in a project; a project they are not a member of does not exist for them (404).
-pub async fn role_in(db: &impl GenericClient, project: Uuid, who: &Identity) -> Result<Role, ApiError> {
+pub async fn role_in(db: &impl GenericClient, project: Uuid, who: &Caller) -> Result<Role, ApiError> {
     let sql = "SELECT role FROM project_members WHERE project_id = $1 AND user_id = $2";
     role(db.query_opt(sql, &[&project, &who.user_id]).await?.ok_or_else(no_project)?, 0)
 }
@@ -36,13 +36,13 @@ pub async fn role_in(db: &impl GenericClient, project: Uuid, who: &Identity) -> 
 /// [`role_in`] for a write, inside its transaction: the membership row is locked (FOR KEY SHARE) until the
 /// write commits, so a concurrent removal waits for it instead of racing it. Whoever was removed cannot write
 /// after the removal's event, and the feed's order tells the truth.
-pub async fn role_in_locked(db: &impl GenericClient, project: Uuid, who: &Identity) -> Result<Role, ApiError> {
+pub async fn role_in_locked(db: &impl GenericClient, project: Uuid, who: &Caller) -> Result<Role, ApiError> {
     let sql = "SELECT role FROM project_members WHERE project_id = $1 AND user_id = $2 FOR KEY SHARE";
     role(db.query_opt(sql, &[&project, &who.user_id]).await?.ok_or_else(no_project)?, 0)
 }
 
 /// Owner-only actions (always writes): 404 to non-members, 403 to members.
-pub async fn require_owner(db: &impl GenericClient, project: Uuid, who: &Identity) -> Result<(), ApiError> {
+pub async fn require_owner(db: &impl GenericClient, project: Uuid, who: &Caller) -> Result<(), ApiError> {
     match role_in_locked(db, project, who).await? {
         Role::Owner => Ok(()),
         Role::Member => Err(ApiError::Forbidden("only an owner of the project may do this".into())),
@@ -59,7 +59,7 @@ pub async fn require_owner(db: &impl GenericClient, project: Uuid, who: &Identit
 /// writes already let through and none slips in after it. Neither blocks membership changes (NO KEY UPDATE).
 /// Call it before locking any task or comment: a project delete locks the project and then, cascading, its
 /// tasks; taking the project first is what keeps the two from deadlocking.
-pub async fn member_of_active(db: &impl GenericClient, project: Uuid, who: &Identity) -> Result<Role, ApiError> {
+pub async fn member_of_active(db: &impl GenericClient, project: Uuid, who: &Caller) -> Result<Role, ApiError> {
     let row = db
         .query_opt(
             "SELECT m.role, p.status FROM projects p JOIN project_members m ON m.project_id = p.id AND m.user_id = $2
@@ -113,7 +113,7 @@ impl InProject for Comment {
 }
 
 /// A task or comment in a project the caller is a member of; 404 otherwise.
-pub async fn visible<T: InProject>(db: &impl GenericClient, id: Uuid, who: &Identity) -> Result<T, ApiError> {
+pub async fn visible<T: InProject>(db: &impl GenericClient, id: Uuid, who: &Caller) -> Result<T, ApiError> {
     let sql = format!(
         "SELECT {}(x) FROM {} x JOIN project_members m ON m.project_id = x.project_id AND m.user_id = $2
           WHERE x.id = $1",
@@ -126,7 +126,7 @@ pub async fn visible<T: InProject>(db: &impl GenericClient, id: Uuid, who: &Iden
 
 /// [`visible`], for a write: the project must be active ([`member_of_active`], which takes the project's and
 /// the membership's locks first), then the row is locked so the version checked is the version overwritten.
-pub async fn visible_for_write<T: InProject>(db: &impl GenericClient, id: Uuid, who: &Identity) -> Result<T, ApiError> {
+pub async fn visible_for_write<T: InProject>(db: &impl GenericClient, id: Uuid, who: &Caller) -> Result<T, ApiError> {
     let row = db.query_opt(&format!("SELECT project_id FROM {} WHERE id = $1", T::TABLE), &[&id]).await?;
     let project: Uuid = row.ok_or_else(not_found::<T>)?.get(0);
     member_of_active(db, project, who).await.map_err(|e| match e {

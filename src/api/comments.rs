@@ -20,7 +20,7 @@ use super::records::{Comment, Deleted, Task, from_json, to_value};
 use super::route::{Route, with_pool};
 use super::values::{CommentBody, Version};
 use super::write::{Change, write};
-use crate::auth::Identity;
+use crate::auth::Caller;
 use crate::http::ApiError;
 use crate::http::auth::authed;
 use crate::http::input::{self, Fields, Request};
@@ -64,12 +64,12 @@ fn create(pool: Pool) -> impl Filter<Extract = (Response,), Error = warp::Reject
         .and(authed(pool.clone()))
         .and(input::body(input::MAX_BODY))
         .and(with_pool(pool))
-        .then(|task: String, who: Identity, body: Bytes, pool: Pool| async move {
+        .then(|task: String, who: Caller, body: Bytes, pool: Pool| async move {
             respond(add_comment(task, who, body, pool).await)
         })
 }
 
-async fn add_comment(task: String, who: Identity, body: Bytes, pool: Pool) -> Result<Response, ApiError> {
+async fn add_comment(task: String, who: Caller, body: Bytes, pool: Pool) -> Result<Response, ApiError> {
     let task = input::id(&task, "task")?;
     let new: NewComment = input::parse(&body)?;
     write(&pool, StatusCode::CREATED, async |tx| {
@@ -95,14 +95,14 @@ fn list(pool: Pool) -> impl Filter<Extract = (Response,), Error = warp::Rejectio
         .and(authed(pool.clone()))
         .and(input::query())
         .and(with_pool(pool))
-        .then(|task: String, who: Identity, q: HashMap<String, String>, pool: Pool| async move {
+        .then(|task: String, who: Caller, q: HashMap<String, String>, pool: Pool| async move {
             respond(list_comments(task, who, q, pool).await)
         })
 }
 
 async fn list_comments(
     task: String,
-    who: Identity,
+    who: Caller,
     q: HashMap<String, String>,
     pool: Pool,
 ) -> Result<Response, ApiError> {
@@ -131,10 +131,10 @@ fn get(pool: Pool) -> impl Filter<Extract = (Response,), Error = warp::Rejection
         .and(warp::get())
         .and(authed(pool.clone()))
         .and(with_pool(pool))
-        .then(|id: String, who: Identity, pool: Pool| async move { respond(get_comment(id, who, pool).await) })
+        .then(|id: String, who: Caller, pool: Pool| async move { respond(get_comment(id, who, pool).await) })
 }
 
-async fn get_comment(id: String, who: Identity, pool: Pool) -> Result<Response, ApiError> {
+async fn get_comment(id: String, who: Caller, pool: Pool) -> Result<Response, ApiError> {
     let id = input::id(&id, "comment")?;
     let client = pool.get().await?;
     let comment: Comment = access::visible(&**client, id, &who).await?;
@@ -162,12 +162,12 @@ fn update(pool: Pool) -> impl Filter<Extract = (Response,), Error = warp::Reject
         .and(authed(pool.clone()))
         .and(input::body(input::MAX_BODY))
         .and(with_pool(pool))
-        .then(|id: String, who: Identity, body: Bytes, pool: Pool| async move {
+        .then(|id: String, who: Caller, body: Bytes, pool: Pool| async move {
             respond(edit_comment(id, who, body, pool).await)
         })
 }
 
-async fn edit_comment(id: String, who: Identity, body: Bytes, pool: Pool) -> Result<Response, ApiError> {
+async fn edit_comment(id: String, who: Caller, body: Bytes, pool: Pool) -> Result<Response, ApiError> {
     let id = input::id(&id, "comment")?;
     let change: CommentChange = input::parse(&body)?;
     write(&pool, StatusCode::OK, async |tx| {
@@ -198,10 +198,10 @@ fn delete(pool: Pool) -> impl Filter<Extract = (Response,), Error = warp::Reject
         .and(warp::delete())
         .and(authed(pool.clone()))
         .and(with_pool(pool))
-        .then(|id: String, who: Identity, pool: Pool| async move { respond(delete_comment(id, who, pool).await) })
+        .then(|id: String, who: Caller, pool: Pool| async move { respond(delete_comment(id, who, pool).await) })
 }
 
-async fn delete_comment(id: String, who: Identity, pool: Pool) -> Result<Response, ApiError> {
+async fn delete_comment(id: String, who: Caller, pool: Pool) -> Result<Response, ApiError> {
     let id = input::id(&id, "comment")?;
     write(&pool, StatusCode::OK, async |tx| {
         let old: Comment = access::visible_for_write(tx, id, &who).await?;
@@ -213,7 +213,7 @@ async fn delete_comment(id: String, who: Identity, pool: Pool) -> Result<Respons
     .await
 }
 
-fn require_author(comment: &Comment, who: &Identity) -> Result<(), ApiError> {
+fn require_author(comment: &Comment, who: &Caller) -> Result<(), ApiError> {
     if comment.author_id == Some(who.user_id) {
         Ok(())
     } else {

@@ -25,7 +25,7 @@ use super::page::Page;
 use super::records::{Token, User, from_json};
 use super::route::{Route, with_pool};
 use super::values::Label;
-use crate::auth::{self, Identity};
+use crate::auth::{self, Caller};
 use crate::http::ApiError;
 use crate::http::auth::authed;
 use crate::http::gate::{Door, door};
@@ -61,10 +61,10 @@ fn me(pool: Pool) -> impl Filter<Extract = (Response,), Error = warp::Rejection>
         .and(warp::get())
         .and(authed(pool.clone()))
         .and(with_pool(pool))
-        .then(|who: Identity, pool: Pool| async move { respond(whoami(who, pool).await) })
+        .then(|who: Caller, pool: Pool| async move { respond(whoami(who, pool).await) })
 }
 
-async fn whoami(who: Identity, pool: Pool) -> Result<Response, ApiError> {
+async fn whoami(who: Caller, pool: Pool) -> Result<Response, ApiError> {
     let client = pool.get().await?;
     let row = client
         .query_opt("SELECT to_jsonb(u) FROM users u WHERE id = $1", &[&who.user_id])
@@ -84,12 +84,12 @@ fn list_tokens(pool: Pool) -> impl Filter<Extract = (Response,), Error = warp::R
         .and(authed(pool.clone()))
         .and(input::query())
         .and(with_pool(pool))
-        .then(|who: Identity, q: HashMap<String, String>, pool: Pool| async move {
+        .then(|who: Caller, q: HashMap<String, String>, pool: Pool| async move {
             respond(list_tokens_of(who, q, pool).await)
         })
 }
 
-async fn list_tokens_of(who: Identity, q: HashMap<String, String>, pool: Pool) -> Result<Response, ApiError> {
+async fn list_tokens_of(who: Caller, q: HashMap<String, String>, pool: Pool) -> Result<Response, ApiError> {
     input::known_params(&q, &["limit", "cursor"])?;
     let page = Page::from_query(&q, 2)?;
     let (after_t, after_id) = page.after_time_id()?;
@@ -97,7 +97,7 @@ async fn list_tokens_of(who: Identity, q: HashMap<String, String>, pool: Pool) -
     let rows = client
         .query(
             &format!(
-                "SELECT {TOKEN_JSON} || jsonb_build_object('current', id = $2)
+                "SELECT {TOKEN_JSON} || jsonb_build_object('current', COALESCE(id = $2, false))
                    FROM api_tokens
                   WHERE user_id = $1 AND ($3::timestamptz IS NULL OR (created_at, id) > ($3::timestamptz, $4::uuid))
                   ORDER BY created_at, id LIMIT $5"
@@ -145,12 +145,12 @@ fn issue_token(pool: Pool) -> impl Filter<Extract = (Response,), Error = warp::R
         .and(input::body(input::MAX_BODY))
         .and(door())
         .and(with_pool(pool))
-        .then(|who: Identity, body: Bytes, door: Door, pool: Pool| async move {
+        .then(|who: Caller, body: Bytes, door: Door, pool: Pool| async move {
             respond(issue(who, body, door, pool).await)
         })
 }
 
-async fn issue(who: Identity, body: Bytes, door: Door, pool: Pool) -> Result<Response, ApiError> {
+async fn issue(who: Caller, body: Bytes, door: Door, pool: Pool) -> Result<Response, ApiError> {
     let new: NewToken = input::parse(&body)?;
     let settings = &door.gate.settings;
     let lifetime = match new.expires_in {
@@ -196,10 +196,10 @@ fn revoke_token(pool: Pool) -> impl Filter<Extract = (Response,), Error = warp::
         .and(warp::delete())
         .and(authed(pool.clone()))
         .and(with_pool(pool))
-        .then(|id: String, who: Identity, pool: Pool| async move { respond(revoke(id, who, pool).await) })
+        .then(|id: String, who: Caller, pool: Pool| async move { respond(revoke(id, who, pool).await) })
 }
 
-async fn revoke(id: String, who: Identity, pool: Pool) -> Result<Response, ApiError> {
+async fn revoke(id: String, who: Caller, pool: Pool) -> Result<Response, ApiError> {
     let id = input::id(&id, "token")?;
     let client = pool.get().await?;
     let row = client

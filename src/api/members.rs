@@ -25,7 +25,7 @@ use super::records::{Deleted, Member, from_json, to_value};
 use super::route::{Route, with_pool};
 use super::values::{Role, UserName};
 use super::write::{Change, write};
-use crate::auth::Identity;
+use crate::auth::Caller;
 use crate::http::ApiError;
 use crate::http::auth::authed;
 use crate::http::input::{self, Fields, Request};
@@ -54,14 +54,14 @@ fn list(pool: Pool) -> impl Filter<Extract = (Response,), Error = warp::Rejectio
         .and(authed(pool.clone()))
         .and(input::query())
         .and(with_pool(pool))
-        .then(|project: String, who: Identity, q: HashMap<String, String>, pool: Pool| async move {
+        .then(|project: String, who: Caller, q: HashMap<String, String>, pool: Pool| async move {
             respond(list_members(project, who, q, pool).await)
         })
 }
 
 async fn list_members(
     project: String,
-    who: Identity,
+    who: Caller,
     q: HashMap<String, String>,
     pool: Pool,
 ) -> Result<Response, ApiError> {
@@ -107,12 +107,12 @@ fn add(pool: Pool) -> impl Filter<Extract = (Response,), Error = warp::Rejection
         .and(authed(pool.clone()))
         .and(input::body(input::MAX_BODY))
         .and(with_pool(pool))
-        .then(|project: String, who: Identity, body: Bytes, pool: Pool| async move {
+        .then(|project: String, who: Caller, body: Bytes, pool: Pool| async move {
             respond(add_member(project, who, body, pool).await)
         })
 }
 
-async fn add_member(project: String, who: Identity, body: Bytes, pool: Pool) -> Result<Response, ApiError> {
+async fn add_member(project: String, who: Caller, body: Bytes, pool: Pool) -> Result<Response, ApiError> {
     let project = input::id(&project, "project")?;
     let new: NewMember = input::parse(&body)?;
     let name = new.user.as_str();
@@ -158,7 +158,7 @@ fn update(pool: Pool) -> impl Filter<Extract = (Response,), Error = warp::Reject
         .and(authed(pool.clone()))
         .and(input::body(input::MAX_BODY))
         .and(with_pool(pool))
-        .then(|project: String, user: String, who: Identity, body: Bytes, pool: Pool| async move {
+        .then(|project: String, user: String, who: Caller, body: Bytes, pool: Pool| async move {
             respond(update_member(project, user, who, body, pool).await)
         })
 }
@@ -166,7 +166,7 @@ fn update(pool: Pool) -> impl Filter<Extract = (Response,), Error = warp::Reject
 async fn update_member(
     project: String,
     user: String,
-    who: Identity,
+    who: Caller,
     body: Bytes,
     pool: Pool,
 ) -> Result<Response, ApiError> {
@@ -203,12 +203,12 @@ fn remove(pool: Pool) -> impl Filter<Extract = (Response,), Error = warp::Reject
         .and(warp::delete())
         .and(authed(pool.clone()))
         .and(with_pool(pool))
-        .then(|project: String, user: String, who: Identity, pool: Pool| async move {
+        .then(|project: String, user: String, who: Caller, pool: Pool| async move {
             respond(remove_member(project, user, who, pool).await)
         })
 }
 
-async fn remove_member(project: String, user: String, who: Identity, pool: Pool) -> Result<Response, ApiError> {
+async fn remove_member(project: String, user: String, who: Caller, pool: Pool) -> Result<Response, ApiError> {
     let project = input::id(&project, "project")?;
     write(&pool, StatusCode::OK, async |tx| {
         lock_project(tx, project, MEMBERSHIP_LOCK).await?;

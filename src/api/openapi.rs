@@ -54,12 +54,14 @@ fn build() -> Value {
         "paths": merge([front_paths(), project_paths(), board_paths()]),
         "components": {
             "securitySchemes": {"bearerAuth": {"type": "http", "scheme": "bearer",
-                "description": "an API token: `boardcast user add NAME`, `boardcast token issue NAME`, or POST /api/tokens"}},
+                "description": "an API token: `boardcast user add NAME`, `boardcast token issue NAME`, or POST /api/tokens; \
+                                or, where configured, a JWT whose `sub` is a boardcast user's id"}},
             "schemas": merge([records(), requests()]),
             "responses": {
                 "400": error_response("Malformed: not JSON, not an object, a bad query string"),
                 "401": error_response("No token, or an unknown, expired, revoked or malformed one"),
-                "403": error_response("A member, but not allowed to do this (owners only, authors only)"),
+                "403": error_response("A member, but not allowed to do this (owners only, authors only); or a JWT whose \
+                                       `sub` is not a boardcast user"),
                 "404": error_response("No such resource, or not one the caller may see"),
                 "409": error_response("Conflicts with the current state; `current` holds it when there is one"),
                 "408": error_response("The body did not arrive within the body timeout (20 s by default); the \
@@ -370,7 +372,8 @@ fn op(
     }
     responses.insert(status.into(), success);
     // 404 everywhere: also an unknown cursor, an unknown user name.
-    let mut errors = vec!["400", "401", "404", "422", "429", "503"];
+    // 403 everywhere too: a JWT whose subject is no boardcast user.
+    let mut errors = vec!["400", "401", "403", "404", "422", "429", "503"];
     if body.is_some() {
         errors.extend(["408", "413", "415"]);
     }

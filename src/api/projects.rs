@@ -19,7 +19,7 @@ use super::records::{Deleted, Project, ProjectOf, from_json};
 use super::route::{Route, with_pool};
 use super::values::{ProjectName, ProjectStatus, Role};
 use super::write::{Change, write};
-use crate::auth::Identity;
+use crate::auth::Caller;
 use crate::http::ApiError;
 use crate::http::auth::authed;
 use crate::http::input::{self, Fields, Request};
@@ -64,10 +64,10 @@ fn create(pool: Pool) -> impl Filter<Extract = (Response,), Error = warp::Reject
         .and(authed(pool.clone()))
         .and(input::body(input::MAX_BODY))
         .and(with_pool(pool))
-        .then(|who: Identity, body: Bytes, pool: Pool| async move { respond(create_project(who, body, pool).await) })
+        .then(|who: Caller, body: Bytes, pool: Pool| async move { respond(create_project(who, body, pool).await) })
 }
 
-async fn create_project(who: Identity, body: Bytes, pool: Pool) -> Result<Response, ApiError> {
+async fn create_project(who: Caller, body: Bytes, pool: Pool) -> Result<Response, ApiError> {
     let new: NewProject = input::parse(&body)?;
     write(&pool, StatusCode::CREATED, async |tx| {
         let row = tx
@@ -94,12 +94,12 @@ fn list(pool: Pool) -> impl Filter<Extract = (Response,), Error = warp::Rejectio
         .and(authed(pool.clone()))
         .and(input::query())
         .and(with_pool(pool))
-        .then(|who: Identity, q: HashMap<String, String>, pool: Pool| async move {
+        .then(|who: Caller, q: HashMap<String, String>, pool: Pool| async move {
             respond(list_projects(who, q, pool).await)
         })
 }
 
-async fn list_projects(who: Identity, q: HashMap<String, String>, pool: Pool) -> Result<Response, ApiError> {
+async fn list_projects(who: Caller, q: HashMap<String, String>, pool: Pool) -> Result<Response, ApiError> {
     input::known_params(&q, &["limit", "cursor"])?;
     let page = Page::from_query(&q, 2)?;
     let (after_t, after_id) = page.after_time_id()?;
@@ -126,10 +126,10 @@ fn get(pool: Pool) -> impl Filter<Extract = (Response,), Error = warp::Rejection
         .and(warp::get())
         .and(authed(pool.clone()))
         .and(with_pool(pool))
-        .then(|id: String, who: Identity, pool: Pool| async move { respond(get_project(id, who, pool).await) })
+        .then(|id: String, who: Caller, pool: Pool| async move { respond(get_project(id, who, pool).await) })
 }
 
-async fn get_project(id: String, who: Identity, pool: Pool) -> Result<Response, ApiError> {
+async fn get_project(id: String, who: Caller, pool: Pool) -> Result<Response, ApiError> {
     let id = input::id(&id, "project")?;
     let client = pool.get().await?;
     let role = role_in(&**client, id, &who).await?;
@@ -165,12 +165,12 @@ fn update(pool: Pool) -> impl Filter<Extract = (Response,), Error = warp::Reject
         .and(authed(pool.clone()))
         .and(input::body(input::MAX_BODY))
         .and(with_pool(pool))
-        .then(|id: String, who: Identity, body: Bytes, pool: Pool| async move {
+        .then(|id: String, who: Caller, body: Bytes, pool: Pool| async move {
             respond(update_project(id, who, body, pool).await)
         })
 }
 
-async fn update_project(id: String, who: Identity, body: Bytes, pool: Pool) -> Result<Response, ApiError> {
+async fn update_project(id: String, who: Caller, body: Bytes, pool: Pool) -> Result<Response, ApiError> {
     let id = input::id(&id, "project")?;
     let change: ProjectChange = input::parse(&body)?;
     write(&pool, StatusCode::OK, async |tx| {
@@ -205,10 +205,10 @@ fn delete(pool: Pool) -> impl Filter<Extract = (Response,), Error = warp::Reject
         .and(warp::delete())
         .and(authed(pool.clone()))
         .and(with_pool(pool))
-        .then(|id: String, who: Identity, pool: Pool| async move { respond(delete_project(id, who, pool).await) })
+        .then(|id: String, who: Caller, pool: Pool| async move { respond(delete_project(id, who, pool).await) })
 }
 
-async fn delete_project(id: String, who: Identity, pool: Pool) -> Result<Response, ApiError> {
+async fn delete_project(id: String, who: Caller, pool: Pool) -> Result<Response, ApiError> {
     let id = input::id(&id, "project")?;
     write(&pool, StatusCode::OK, async |tx| {
         // The project first, then the caller's membership (see `update_project`).

@@ -24,7 +24,7 @@ use super::records::{Deleted, Task, from_json, to_value};
 use super::route::{Route, with_pool};
 use super::values::{Description, Position, TaskStatus, Title, Version};
 use super::write::{Change, write};
-use crate::auth::Identity;
+use crate::auth::Caller;
 use crate::http::ApiError;
 use crate::http::auth::authed;
 use crate::http::input::{self, Fields, Request};
@@ -82,12 +82,12 @@ fn create(pool: Pool) -> impl Filter<Extract = (Response,), Error = warp::Reject
         .and(authed(pool.clone()))
         .and(input::body(MAX_TASK_BODY))
         .and(with_pool(pool))
-        .then(|project: String, who: Identity, body: Bytes, pool: Pool| async move {
+        .then(|project: String, who: Caller, body: Bytes, pool: Pool| async move {
             respond(create_task(project, who, body, pool).await)
         })
 }
 
-async fn create_task(project: String, who: Identity, body: Bytes, pool: Pool) -> Result<Response, ApiError> {
+async fn create_task(project: String, who: Caller, body: Bytes, pool: Pool) -> Result<Response, ApiError> {
     let project = input::id(&project, "project")?;
     let new: NewTask = input::parse(&body)?;
     write(&pool, StatusCode::CREATED, async |tx| {
@@ -116,14 +116,14 @@ fn list(pool: Pool) -> impl Filter<Extract = (Response,), Error = warp::Rejectio
         .and(authed(pool.clone()))
         .and(input::query())
         .and(with_pool(pool))
-        .then(|project: String, who: Identity, q: HashMap<String, String>, pool: Pool| async move {
+        .then(|project: String, who: Caller, q: HashMap<String, String>, pool: Pool| async move {
             respond(list_tasks(project, who, q, pool).await)
         })
 }
 
 async fn list_tasks(
     project: String,
-    who: Identity,
+    who: Caller,
     q: HashMap<String, String>,
     pool: Pool,
 ) -> Result<Response, ApiError> {
@@ -164,10 +164,10 @@ fn get(pool: Pool) -> impl Filter<Extract = (Response,), Error = warp::Rejection
         .and(warp::get())
         .and(authed(pool.clone()))
         .and(with_pool(pool))
-        .then(|id: String, who: Identity, pool: Pool| async move { respond(get_task(id, who, pool).await) })
+        .then(|id: String, who: Caller, pool: Pool| async move { respond(get_task(id, who, pool).await) })
 }
 
-async fn get_task(id: String, who: Identity, pool: Pool) -> Result<Response, ApiError> {
+async fn get_task(id: String, who: Caller, pool: Pool) -> Result<Response, ApiError> {
     let id = input::id(&id, "task")?;
     let client = pool.get().await?;
     let task: Task = access::visible(&**client, id, &who).await?;
@@ -213,12 +213,12 @@ fn update(pool: Pool) -> impl Filter<Extract = (Response,), Error = warp::Reject
         .and(authed(pool.clone()))
         .and(input::body(MAX_TASK_BODY))
         .and(with_pool(pool))
-        .then(|id: String, who: Identity, body: Bytes, pool: Pool| async move {
+        .then(|id: String, who: Caller, body: Bytes, pool: Pool| async move {
             respond(update_task(id, who, body, pool).await)
         })
 }
 
-async fn update_task(id: String, who: Identity, body: Bytes, pool: Pool) -> Result<Response, ApiError> {
+async fn update_task(id: String, who: Caller, body: Bytes, pool: Pool) -> Result<Response, ApiError> {
     let id = input::id(&id, "task")?;
     let change: TaskChange = input::parse(&body)?;
     write(&pool, StatusCode::OK, async |tx| {
@@ -257,12 +257,12 @@ fn delete(pool: Pool) -> impl Filter<Extract = (Response,), Error = warp::Reject
         .and(authed(pool.clone()))
         .and(input::query())
         .and(with_pool(pool))
-        .then(|id: String, who: Identity, q: HashMap<String, String>, pool: Pool| async move {
+        .then(|id: String, who: Caller, q: HashMap<String, String>, pool: Pool| async move {
             respond(delete_task(id, who, q, pool).await)
         })
 }
 
-async fn delete_task(id: String, who: Identity, q: HashMap<String, String>, pool: Pool) -> Result<Response, ApiError> {
+async fn delete_task(id: String, who: Caller, q: HashMap<String, String>, pool: Pool) -> Result<Response, ApiError> {
     let id = input::id(&id, "task")?;
     input::known_params(&q, &["version"])?;
     let version = q.get("version").map(|v| Version::from_query(v).map_err(|m| ApiError::invalid("version", m)));

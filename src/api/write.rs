@@ -70,7 +70,7 @@ where
 /// transaction: the write's trigger locked the project's feed row until commit, so no other writer can have
 /// added an event since, and `feed_seq` (which sees this transaction's own events) gives ours.
 async fn seq_of(tx: &impl GenericClient, project: Uuid) -> Result<i64, ApiError> {
-    let row = tx.query_opt("SELECT last_seq FROM feed_seq WHERE project_id = $1", &[&project]).await?;
+    let row = tx.query_opt("SELECT last_seq FROM feed_seq WHERE room = $1::uuid::text", &[&project]).await?;
     Ok(row.map_or(0, |r| r.get(0)))
 }
 

@@ -47,7 +47,7 @@ fn without_empty_variables(command: clap::Command) -> clap::Command {
 pub enum Command {
     /// Run the server (applies the schema first)
     #[command(after_help = ENVIRONMENT)]
-    Serve(SettingsArgs),
+    Serve(Box<SettingsArgs>),
     /// Apply the schema in sql/ (idempotent; serve does it too)
     Migrate(DatabaseArgs),
     /// Users: `user add NAME`
@@ -66,6 +66,30 @@ pub enum Command {
     Demo(DatabaseArgs),
     /// Join a project's room and print each event as it arrives (reconnects and resumes on its own)
     Watch(watch::WatchArgs),
+    /// Track a table of your app: its writes become events in the room `--room` gives each row
+    Track {
+        /// The table, optionally schema-qualified (public.cards)
+        table: String,
+        /// The row's room: a column (board_id), or an SQL expression of the row, which is named as the table
+        #[arg(long)]
+        room: String,
+        /// Columns left out of the events (secrets, large blobs), comma-separated
+        #[arg(long, value_delimiter = ',')]
+        exclude: Vec<String>,
+        /// Deleting a row ends its room (for a table whose rows are the rooms, such as boards)
+        #[arg(long)]
+        ends_room: bool,
+        #[command(flatten)]
+        db: DatabaseArgs,
+    },
+    /// Stop tracking a table (its rooms and their history stay)
+    Untrack {
+        table: String,
+        #[command(flatten)]
+        db: DatabaseArgs,
+    },
+    /// List the tracked tables, with their room expressions and left-out columns
+    Tracked(DatabaseArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -145,7 +169,7 @@ pub async fn run(cli: Cli) -> Result<()> {
             Cli::command().print_help()?;
             Ok(())
         }
-        Some(Command::Serve(args)) => serve(args.into()).await,
+        Some(Command::Serve(args)) => serve((*args).into()).await,
         Some(Command::Migrate(db)) => migrate(&db).await,
         Some(Command::User(UserCommand::Add { name, db })) => {
             let (_, token) = admin::add_user(&migrated(&db).await?, &name).await?;
@@ -172,7 +196,30 @@ pub async fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Some(Command::Watch(args)) => watch::run(args).await,
+        Some(Command::Track { table, room, exclude, ends_room, db }) => {
+            let t = admin::track(&migrated(&db).await?, &table, &room, &exclude, ends_room).await?;
+            println!("tracking {}: room => {}{}", t.table, t.room, excluded(&t.exclude));
+            Ok(())
+        }
+        Some(Command::Untrack { table, db }) => {
+            match admin::untrack(&migrated(&db).await?, &table).await? {
+                true => println!("{table} is no longer tracked"),
+                false => println!("{table} was not tracked"),
+            }
+            Ok(())
+        }
+        Some(Command::Tracked(db)) => {
+            for t in admin::tracked(&migrated(&db).await?).await? {
+                let ends = if t.ends_room { "  (rows end their room)" } else { "" };
+                println!("{}  room => {}{}{ends}", t.table, t.room, excluded(&t.exclude));
+            }
+            Ok(())
+        }
     }
+}
+
+fn excluded(columns: &[String]) -> String {
+    if columns.is_empty() { String::new() } else { format!("  without {}", columns.join(", ")) }
 }
 
 async fn migrate(db: &DatabaseArgs) -> Result<()> {

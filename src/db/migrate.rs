@@ -31,6 +31,7 @@ pub const MIGRATIONS: &[Migration] = &[
     Migration { name: "0002_feed", sql: include_str!("../../sql/migrations/0002_feed.sql") },
     Migration { name: "0003_token_expiry", sql: include_str!("../../sql/migrations/0003_token_expiry.sql") },
     Migration { name: "0004_membership_floor", sql: include_str!("../../sql/migrations/0004_membership_floor.sql") },
+    Migration { name: "0005_rooms", sql: include_str!("../../sql/migrations/0005_rooms.sql") },
 ];
 
 /// The function files, in the order they are applied at every start (`triggers` defines the helper the

@@ -1,15 +1,14 @@
-//! A notification on `boardcast_feed`, as the listener receives it: which seqs of a project were committed,
+//! A notification on `boardcast_feed`, as the listener receives it: which seqs of a room were committed,
 //! and, when they fit in the payload, their frames.
-
-use uuid::Uuid;
+use crate::feed::room_key::RoomKey;
 
 use super::event::Event;
 
-/// The header of a notification: `<project> <first seq> <last seq>`, followed, when they fit in the payload,
-/// by the frames of those seqs, one per line.
+/// The header of a notification: `<first seq> <last seq> <room>` (the room key last: it may hold spaces, never
+/// a line break), followed, when they fit in the payload, by the frames of those seqs, one per line.
 #[derive(Debug, PartialEq)]
 pub(crate) struct Announcement<'a> {
-    pub project: Uuid,
+    pub project: RoomKey,
     pub first: i64,
     pub last: i64,
     pub frames: Option<&'a str>,
@@ -21,10 +20,10 @@ impl Announcement<'_> {
             Some((h, f)) => (h, Some(f)),
             None => (payload, None),
         };
-        let mut parts = header.split(' ');
-        let project = parts.next()?.parse().ok()?;
+        let mut parts = header.splitn(3, ' ');
         let first = parts.next()?.parse().ok()?;
         let last = parts.next()?.parse().ok()?;
+        let project = RoomKey::parse(parts.next()?).ok()?;
         (first <= last).then_some(Announcement { project, first, last, frames })
     }
 
@@ -44,18 +43,15 @@ mod tests {
 
     #[test]
     fn an_announcement_without_frames_names_a_range() {
-        let p = Uuid::new_v4();
-        let payload = format!("{p} 3 9");
-        let a = Announcement::parse(&payload).unwrap();
-        assert_eq!(a, Announcement { project: p, first: 3, last: 9, frames: None });
+        let a = Announcement::parse("3 9 team a").unwrap();
+        assert_eq!(a, Announcement { project: RoomKey::parse("team a").unwrap(), first: 3, last: 9, frames: None });
         assert!(a.events().is_none());
     }
 
     #[test]
     fn inline_frames_are_numbered_from_the_first_seq() {
-        let p = Uuid::new_v4();
-        let payload = format!("{p} 4 5\n{{\"a\":1}}\n{{\"b\":2}}");
-        let events = Announcement::parse(&payload).unwrap().events().unwrap();
+        let payload = "4 5 42\n{\"a\":1}\n{\"b\":2}";
+        let events = Announcement::parse(payload).unwrap().events().unwrap();
         assert_eq!(events.iter().map(|e| e.seq).collect::<Vec<_>>(), vec![4, 5]);
         assert_eq!(events[1].frame.as_str(), "{\"b\":2}");
     }
@@ -63,6 +59,7 @@ mod tests {
     #[test]
     fn a_header_that_does_not_parse_is_rejected() {
         assert!(Announcement::parse("nope 1 2").is_none());
-        assert!(Announcement::parse(&format!("{} 5 2", Uuid::new_v4())).is_none());
+        assert!(Announcement::parse("5 2 42").is_none());
+        assert!(Announcement::parse("1 2").is_none());
     }
 }

@@ -9,11 +9,11 @@
 //! a little later) and writes always find a connection. Rooms have slots of their own, so the read that serves
 //! a whole room never waits behind individual clients catching up.
 
+use crate::feed::room_key::RoomKey;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use deadpool_postgres::{Object, Pool};
 use tokio::sync::{Semaphore, SemaphorePermit};
-use uuid::Uuid;
 
 use super::event::Event;
 use crate::error::Result;
@@ -81,7 +81,7 @@ impl History {
     pub(crate) async fn read(
         &self,
         reader: Reader,
-        project: Uuid,
+        project: &RoomKey,
         after: i64,
         upto: i64,
         limit: i64,
@@ -95,7 +95,7 @@ impl History {
             .prepare_cached(
                 "SELECT seq, frame FROM (
                  SELECT seq, frame, sum(octet_length(frame)) OVER (ORDER BY seq) - octet_length(frame) AS before
-                   FROM feed_events WHERE project_id = $1 AND seq > $2 AND seq <= $3 ORDER BY seq LIMIT $4
+                   FROM feed_events WHERE room = $1 AND seq > $2 AND seq <= $3 ORDER BY seq LIMIT $4
              ) page WHERE before < $5 ORDER BY seq",
             )
             .await?;
@@ -104,11 +104,11 @@ impl History {
     }
 
     /// The latest seq of each project (0 for a project without events).
-    pub(crate) async fn latest(&self, reader: Reader, projects: &[Uuid]) -> Result<Vec<(Uuid, i64)>> {
+    pub(crate) async fn latest(&self, reader: Reader, projects: &[RoomKey]) -> Result<Vec<(RoomKey, i64)>> {
         let (_slot, client) = self.connection(reader).await?;
         let stmt = client
             .prepare_cached(
-                "SELECT p, coalesce(s.last_seq, 0) FROM unnest($1::uuid[]) p LEFT JOIN feed_seq s ON s.project_id = p",
+                "SELECT r, coalesce(s.last_seq, 0) FROM unnest($1::text[]) r LEFT JOIN feed_seq s ON s.room = r",
             )
             .await?;
         let rows = client.query(&stmt, &[&projects]).await?;
@@ -116,33 +116,36 @@ impl History {
     }
 
     /// The project's latest event (`None` for a project without events), for a room that starts after it.
-    pub(crate) async fn latest_event(&self, reader: Reader, project: Uuid) -> Result<Option<Event>> {
+    pub(crate) async fn latest_event(&self, reader: Reader, project: &RoomKey) -> Result<Option<Event>> {
         let (_slot, client) = self.connection(reader).await?;
         let stmt = client
-            .prepare_cached("SELECT seq, frame FROM feed_events WHERE project_id = $1 ORDER BY seq DESC LIMIT 1")
+            .prepare_cached("SELECT seq, frame FROM feed_events WHERE room = $1 ORDER BY seq DESC LIMIT 1")
             .await?;
         let row = client.query_opt(&stmt, &[&project]).await?;
         Ok(row.map(|r| Event::new(r.get(0), r.get(1))))
     }
 
-    /// For a join: the project's latest seq, that event's `at`, and the lowest `since` the member may resume
-    /// from (where their membership began: `project_members.since_seq`), if `user` is a member; `None` if not
-    /// (or if there is no such project; the two are deliberately indistinguishable).
-    pub(crate) async fn latest_if_member(
+    /// For a join: the room's latest seq, that event's `at`, and the lowest `since` the client may resume
+    /// from (for a project's member, where their membership began: `project_members.since_seq`; 0 otherwise),
+    /// if the join rule still lets `subject` in; `None` if not. Read after the client subscribed, so a removal
+    /// committed in between is seen here or arrives as an event.
+    pub(crate) async fn latest_if_allowed(
         &self,
-        project: Uuid,
-        user: Uuid,
+        room: &RoomKey,
+        subject: &str,
     ) -> Result<Option<(i64, Option<String>, i64)>> {
         let (_slot, client) = self.connection(Reader::Client).await?;
         let stmt = client
             .prepare_cached(
-                "SELECT coalesce(e.seq, 0), to_json(e.at) #>> '{}', m.since_seq
-                   FROM project_members m
-                   LEFT JOIN LATERAL (SELECT seq, at FROM feed_events WHERE project_id = $1
-                                       ORDER BY seq DESC LIMIT 1) e ON true
-                  WHERE m.project_id = $1 AND m.user_id = $2",
+                "SELECT coalesce(e.seq, 0), to_json(e.at) #>> '{}',
+                        coalesce((SELECT m.since_seq FROM project_members m
+                                   WHERE m.project_id = boardcast.uuid_or_null($1)
+                                     AND m.user_id = boardcast.uuid_or_null($2)), 0)
+                   FROM (SELECT 1) one
+                   LEFT JOIN LATERAL (SELECT seq, at FROM feed_events WHERE room = $1 ORDER BY seq DESC LIMIT 1) e ON true
+                  WHERE boardcast.may_join($2, $1)",
             )
             .await?;
-        Ok(client.query_opt(&stmt, &[&project, &user]).await?.map(|r| (r.get(0), r.get(1), r.get(2))))
+        Ok(client.query_opt(&stmt, &[room, &subject]).await?.map(|r| (r.get(0), r.get(1), r.get(2))))
     }
 }

@@ -1,4 +1,5 @@
-//! The listener: one task, one dedicated connection, LISTENing on `boardcast_feed` and `boardcast_auth`.
+//! The listener: one task, one dedicated connection, LISTENing on `boardcast_feed`, `boardcast_auth` and
+//! `boardcast_recheck`.
 //!
 //! Pooled connections are no use here: a pool hands connections out and takes them back, and
 //! notifications that arrive while nobody polls the connection are dropped. This task owns its connection
@@ -23,6 +24,7 @@ use uuid::Uuid;
 use super::Feed;
 use super::announcement::Announcement;
 use super::history::Reader;
+use super::room_key::RoomKey;
 use crate::db::pg_config;
 use crate::error::chain;
 
@@ -67,13 +69,19 @@ async fn session(feed: &Arc<Feed>, database_url: &str, shutdown: &CancellationTo
     // Aborted when this function returns, however it returns.
     let (mut notes, mut driver) = drive(connection);
 
-    client.batch_execute("LISTEN boardcast_feed; LISTEN boardcast_auth").await.map_err(|e| lost(false, chain(&e)))?;
+    client
+        .batch_execute("LISTEN boardcast_feed; LISTEN boardcast_auth; LISTEN boardcast_recheck")
+        .await
+        .map_err(|e| lost(false, chain(&e)))?;
     catch_up(feed).await?;
     feed.listener_up.store(true, Ordering::SeqCst);
     tracing::info!("listener connected and listening");
 
     let mut probe_every = tokio::time::interval(probe);
     probe_every.tick().await;
+    // The join rule may read anything the app keeps: rooms ask it again now and then, whatever happens.
+    let mut recheck_every = tokio::time::interval(feed.settings.access_recheck.max(Duration::from_millis(100)));
+    recheck_every.tick().await;
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return Ok(()),
@@ -85,6 +93,7 @@ async fn session(feed: &Arc<Feed>, database_url: &str, shutdown: &CancellationTo
                     return Err(lost(true, reason));
                 }
             },
+            _ = recheck_every.tick(), if !feed.settings.access_recheck.is_zero() => feed.rooms.recheck(None),
             _ = probe_every.tick() => {
                 match tokio::time::timeout(probe, client.simple_query("")).await {
                     Ok(Ok(_)) => {}
@@ -138,9 +147,11 @@ async fn catch_up(feed: &Feed) -> Result<(), Lost> {
     if !projects.is_empty() {
         let latest = feed.history.latest(Reader::Room, &projects).await.map_err(|e| lost(true, e))?;
         for (project, seq) in latest {
-            feed.rooms.announce_latest(project, seq);
+            feed.rooms.announce_latest(&project, seq);
         }
     }
+    // So are `boardcast.recheck` calls: every room asks the join rule again.
+    feed.rooms.recheck(None);
     // Token revocations announced while we were away are lost too: every session re-checks its token. (With
     // no session listening, there is nobody to tell.)
     let _ = feed.revoked_tokens.send(Uuid::nil());
@@ -152,6 +163,11 @@ fn relay(feed: &Feed, channel: &str, payload: &str) {
         "boardcast_feed" => match Announcement::parse(payload) {
             Some(a) => feed.rooms.announce(&a),
             None => tracing::warn!("ignoring a malformed feed notification: {:.80}", payload),
+        },
+        "boardcast_recheck" if payload.is_empty() => feed.rooms.recheck(None),
+        "boardcast_recheck" => match RoomKey::parse(payload) {
+            Ok(room) => feed.rooms.recheck(Some(&room)),
+            Err(_) => tracing::warn!("ignoring a recheck of a malformed room key: {:.80}", payload),
         },
         "boardcast_auth" => {
             if let Ok(token) = payload.parse() {

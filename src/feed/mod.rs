@@ -11,6 +11,7 @@
 //!
 //! Public are only what the tests watch: [`Feed`]'s pool, rooms and history.
 
+mod access;
 mod announcement;
 pub(crate) mod connection;
 mod event;
@@ -18,6 +19,7 @@ pub mod history;
 pub(crate) mod listener;
 mod protocol;
 pub(crate) mod room;
+pub mod room_key;
 pub(crate) mod upgrade;
 
 use std::sync::Arc;

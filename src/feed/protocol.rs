@@ -2,13 +2,13 @@
 //! author's version of this file.
 //!
 //! Client frames are parsed by hand from a `serde_json::Value` rather than derived, so that every mistake gets
-//! its own precise error (a missing `op`, an unknown op, a project id that is not a UUID, ...). The server's
+//! its own precise error (a missing `op`, an unknown op, a room key that is too long, ...). The server's
 //! own frames ([`ServerFrame`]) are serialized with serde; event frames are not among them: PostgreSQL builds
 //! those (see [`super::event`]).
 
+use crate::feed::room_key::RoomKey;
 use serde::Serialize;
 use serde_json::{Map, Value};
-use uuid::Uuid;
 
 /// A request from a client. `reference` is the client's optional `"ref"`, echoed in the reply.
 #[derive(Debug, PartialEq)]
@@ -24,14 +24,28 @@ pub(crate) enum Op {
     /// event as the client saw it: after a restore from a backup, the seqs after the restore point belong to
     /// other events.
     Join {
-        project: Uuid,
+        project: RoomKey,
         since: Option<i64>,
         since_at: Option<At>,
     },
     Leave {
-        project: Uuid,
+        project: RoomKey,
     },
     Ping,
+    /// A fresh token for this connection (for the same subject), before its current one expires.
+    Auth {
+        token: Secret,
+    },
+}
+
+/// A token as a client sent it: never printed, not even in a debug print.
+#[derive(PartialEq)]
+pub(crate) struct Secret(pub String);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("[redacted]")
+    }
 }
 
 /// A client mistake, answered with an error frame; the connection stays usable.
@@ -59,7 +73,7 @@ pub(crate) fn parse(text: &str) -> Result<Request, ProtocolError> {
     let op = match obj.get("op") {
         Some(Value::String(op)) => op.as_str(),
         Some(_) => return Err(err(ErrorCode::BadFrame, "\"op\" must be a string".into())),
-        None => return Err(err(ErrorCode::BadFrame, "missing \"op\" (one of join, leave, ping)".into())),
+        None => return Err(err(ErrorCode::BadFrame, "missing \"op\" (one of join, leave, ping, auth)".into())),
     };
     let op = match op {
         "join" => Op::Join {
@@ -69,10 +83,14 @@ pub(crate) fn parse(text: &str) -> Result<Request, ProtocolError> {
         },
         "leave" => Op::Leave { project: project(&obj).map_err(|m| err(ErrorCode::BadProject, m))? },
         "ping" => Op::Ping,
+        "auth" => match obj.get("token") {
+            Some(Value::String(token)) if !token.is_empty() => Op::Auth { token: Secret(token.clone()) },
+            _ => return Err(err(ErrorCode::BadFrame, "\"auth\" needs \"token\": a token, as a string".into())),
+        },
         other => {
             return Err(err(
                 ErrorCode::UnknownOp,
-                format!("unknown op {:?}; expected join, leave or ping", truncate(other)),
+                format!("unknown op {:?}; expected join, leave, ping or auth", truncate(other)),
             ));
         }
     };
@@ -87,14 +105,22 @@ pub(crate) fn reference(text: &str) -> Option<Value> {
     }
 }
 
-fn project(obj: &Map<String, Value>) -> Result<Uuid, String> {
-    match obj.get("project") {
-        Some(Value::String(s)) => {
-            s.parse().map_err(|_| format!("{:?} is not a project id (a UUID was expected)", truncate(s)))
+/// The room a request names: `"project"` (or its synonym `"room"`), a string, or a whole number for an app
+/// whose rooms are numbered (`"room": 42` is room `"42"`).
+fn project(obj: &Map<String, Value>) -> Result<RoomKey, String> {
+    let value = match (obj.get("project"), obj.get("room")) {
+        (Some(_), Some(_)) => return Err("give \"project\" or \"room\", not both".into()),
+        (Some(v), None) | (None, Some(v)) => v,
+        (None, None) => {
+            return Err("missing \"project\" (the room to join: a project id, or your app's room key)".into());
         }
-        Some(_) => Err("\"project\" must be a string holding the project's UUID".into()),
-        None => Err("missing \"project\"".into()),
-    }
+    };
+    let text = match value {
+        Value::String(s) => s.clone(),
+        Value::Number(n) if n.is_i64() || n.is_u64() => n.to_string(),
+        _ => return Err("\"project\" must be a string (or a whole number): the room's key".into()),
+    };
+    RoomKey::parse(&text).map_err(|why| format!("{:?} is not a room key: {why}", truncate(&text)))
 }
 
 fn since(obj: &Map<String, Value>) -> Result<Option<i64>, String> {
@@ -146,21 +172,26 @@ pub(crate) enum ServerFrame<'a> {
     /// From now on the client receives every event with seq > `seq`, in order. `at` is the time of event
     /// `seq` (absent when there is none).
     Joined {
-        project: Uuid,
+        project: RoomKey,
         seq: i64,
         latest: i64,
         #[serde(skip_serializing_if = "Option::is_none")]
         at: Option<&'a str>,
     },
     Left {
-        project: Uuid,
+        project: RoomKey,
         reason: LeftReason,
     },
     Pong,
+    /// The connection now runs on the token sent with `auth`; it closes at `expires_at` (RFC 3339; `null`:
+    /// never) unless another comes first.
+    Authed {
+        expires_at: Option<&'a str>,
+    },
     /// The server cannot prove the client saw everything. The client is no longer in the room; it reloads
     /// over HTTP and joins again.
     Resync {
-        project: Uuid,
+        project: RoomKey,
         latest: i64,
         reason: ResyncReason,
     },
@@ -211,6 +242,8 @@ pub(crate) enum ErrorCode {
     Unavailable,
     /// Over the connection's rate of messages or joins: try again after `retry_after` ms.
     RateLimited,
+    /// `auth`: the token is bad (invalid, expired, revoked) or names another subject.
+    Unauthorized,
 }
 
 impl ServerFrame<'_> {
@@ -233,15 +266,19 @@ mod tests {
 
     use super::*;
 
+    fn key(s: &str) -> RoomKey {
+        RoomKey::parse(s).unwrap()
+    }
+
     #[test]
     fn a_join_with_since_and_ref_parses() {
-        let p = Uuid::new_v4();
+        let p = "6f1c1f5e-3d4a-4b7e-9f53-0c2b8d1e4a77";
         let r = parse(&format!(r#"{{"op":"join","project":"{p}","since":41,"ref":"a1"}}"#)).unwrap();
-        assert_eq!(r.op, Op::Join { project: p, since: Some(41), since_at: None });
+        assert_eq!(r.op, Op::Join { project: key(p), since: Some(41), since_at: None });
         assert_eq!(r.reference, Some(json!("a1")));
         let at = "2026-11-26T00:42:59.203842+00:00";
         let r = parse(&format!(r#"{{"op":"join","project":"{p}","since":41,"since_at":"{at}"}}"#)).unwrap();
-        assert_eq!(r.op, Op::Join { project: p, since: Some(41), since_at: At::parse(at) });
+        assert_eq!(r.op, Op::Join { project: key(p), since: Some(41), since_at: At::parse(at) });
         // Any form of the same instant, to the millisecond.
         assert_eq!(At::parse(at), At::parse("2026-11-26T01:42:59.203+01:00"));
         assert_ne!(At::parse(at), At::parse("2026-11-26T00:42:59.204Z"));
@@ -253,11 +290,18 @@ mod tests {
         assert_eq!(parse("[1]").unwrap_err().code, ErrorCode::BadFrame);
         assert_eq!(parse(r#"{"project":"x"}"#).unwrap_err().code, ErrorCode::BadFrame);
         assert_eq!(parse(r#"{"op":"dance"}"#).unwrap_err().code, ErrorCode::UnknownOp);
-        assert_eq!(parse(r#"{"op":"join","project":"12"}"#).unwrap_err().code, ErrorCode::BadProject);
+        assert_eq!(parse(r#"{"op":"join","project":""}"#).unwrap_err().code, ErrorCode::BadProject);
+        assert_eq!(parse(r#"{"op":"join","project":1.5}"#).unwrap_err().code, ErrorCode::BadProject);
+        assert_eq!(parse(r#"{"op":"join","project":"a","room":"b"}"#).unwrap_err().code, ErrorCode::BadProject);
         assert_eq!(parse(r#"{"op":"join"}"#).unwrap_err().code, ErrorCode::BadProject);
-        let e = parse(&format!(r#"{{"op":"join","project":"{}","since":-1,"ref":7}}"#, Uuid::nil())).unwrap_err();
+        assert_eq!(parse(r#"{"op":"auth"}"#).unwrap_err().code, ErrorCode::BadFrame);
+        assert_eq!(parse(r#"{"op":"auth","token":7}"#).unwrap_err().code, ErrorCode::BadFrame);
+        let auth = parse(r#"{"op":"auth","token":"bc_x","ref":1}"#).unwrap();
+        assert_eq!(auth.op, Op::Auth { token: Secret("bc_x".into()) });
+        assert!(!format!("{auth:?}").contains("bc_x"), "a token is never printed");
+        let e = parse(r#"{"op":"join","project":"12","since":-1,"ref":7}"#).unwrap_err();
         assert_eq!((e.code, e.reference), (ErrorCode::BadSince, Some(json!(7))));
-        let p = Uuid::nil();
+        let p = "12";
         for bad in [
             format!(r#"{{"op":"join","project":"{p}","since_at":"2026-11-26T00:42:59+00:00"}}"#),
             format!(r#"{{"op":"join","project":"{p}","since":3,"since_at":5}}"#),
@@ -268,42 +312,65 @@ mod tests {
     }
 
     #[test]
+    fn rooms_are_the_apps_keys() {
+        for (frame, room) in [
+            (r#"{"op":"join","project":"12"}"#, "12"),
+            (r#"{"op":"join","room":42}"#, "42"),
+            (r#"{"op":"leave","room":"team a"}"#, "team a"),
+        ] {
+            match parse(frame).unwrap().op {
+                Op::Join { project, .. } | Op::Leave { project } => assert_eq!(project, key(room)),
+                op => panic!("{op:?}"),
+            }
+        }
+    }
+
+    #[test]
     fn server_frames_serialize_as_documented() {
-        let p = Uuid::new_v4();
+        let p = key("6f1c1f5e-3d4a-4b7e-9f53-0c2b8d1e4a77");
         let at = "2026-11-25T16:38:42.123456+00:00";
         let cases = [
             (
-                ServerFrame::Joined { project: p, seq: 41, latest: 45, at: Some(at) }.to_text(Some(&json!("a1"))),
+                ServerFrame::Joined { project: p.clone(), seq: 41, latest: 45, at: Some(at) }
+                    .to_text(Some(&json!("a1"))),
                 json!({"op": "joined", "project": p, "seq": 41, "latest": 45, "at": at, "ref": "a1"}),
             ),
             (
-                ServerFrame::Joined { project: p, seq: 0, latest: 0, at: None }.to_text(None),
+                ServerFrame::Joined { project: p.clone(), seq: 0, latest: 0, at: None }.to_text(None),
                 json!({"op": "joined", "project": p, "seq": 0, "latest": 0}),
             ),
             (
-                ServerFrame::Left { project: p, reason: LeftReason::Requested }.to_text(Some(&json!(9))),
+                ServerFrame::Left { project: p.clone(), reason: LeftReason::Requested }.to_text(Some(&json!(9))),
                 json!({"op": "left", "project": p, "reason": "requested", "ref": 9}),
             ),
             (
-                ServerFrame::Left { project: p, reason: LeftReason::Removed }.to_text(None),
+                ServerFrame::Left { project: p.clone(), reason: LeftReason::Removed }.to_text(None),
                 json!({"op": "left", "project": p, "reason": "removed"}),
             ),
             (ServerFrame::Pong.to_text(Some(&json!(1))), json!({"op": "pong", "ref": 1})),
             (ServerFrame::Pong.to_text(Some(&Value::Null)), json!({"op": "pong", "ref": null})),
             (
-                ServerFrame::Resync { project: p, latest: 12, reason: ResyncReason::HistoryPruned }.to_text(None),
+                ServerFrame::Authed { expires_at: Some(at) }.to_text(Some(&json!(2))),
+                json!({"op": "authed", "expires_at": at, "ref": 2}),
+            ),
+            (ServerFrame::Authed { expires_at: None }.to_text(None), json!({"op": "authed", "expires_at": null})),
+            (
+                ServerFrame::Resync { project: p.clone(), latest: 12, reason: ResyncReason::HistoryPruned }
+                    .to_text(None),
                 json!({"op": "resync", "project": p, "latest": 12, "reason": "history_pruned"}),
             ),
             (
-                ServerFrame::Resync { project: p, latest: 3, reason: ResyncReason::SinceAhead }.to_text(None),
+                ServerFrame::Resync { project: p.clone(), latest: 3, reason: ResyncReason::SinceAhead }.to_text(None),
                 json!({"op": "resync", "project": p, "latest": 3, "reason": "since_ahead"}),
             ),
             (
-                ServerFrame::Resync { project: p, latest: 3, reason: ResyncReason::HistoryRewound }.to_text(None),
+                ServerFrame::Resync { project: p.clone(), latest: 3, reason: ResyncReason::HistoryRewound }
+                    .to_text(None),
                 json!({"op": "resync", "project": p, "latest": 3, "reason": "history_rewound"}),
             ),
             (
-                ServerFrame::Resync { project: p, latest: 9, reason: ResyncReason::BeforeMembership }.to_text(None),
+                ServerFrame::Resync { project: p.clone(), latest: 9, reason: ResyncReason::BeforeMembership }
+                    .to_text(None),
                 json!({"op": "resync", "project": p, "latest": 9, "reason": "before_membership"}),
             ),
             (
@@ -332,6 +399,7 @@ mod tests {
             (ErrorCode::NotJoined, "not_joined"),
             (ErrorCode::Unavailable, "unavailable"),
             (ErrorCode::RateLimited, "rate_limited"),
+            (ErrorCode::Unauthorized, "unauthorized"),
         ] {
             assert_eq!(serde_json::to_value(code).unwrap(), json!(text));
         }

@@ -8,8 +8,8 @@
 //! and the socket is built with our own [`socket_config`].
 //!
 //! Before anything costs a query or a socket, the handshake is checked against the allowed web origins
-//! (`BOARDCAST_CORS_ORIGINS`: 403) and the connection limits, of the server (503) and of the user (429, once
-//! the token says who it is); both refusals carry `Retry-After`. A connection's [`Slot`] is given back when
+//! (`BOARDCAST_CORS_ORIGINS`: 403) and the connection limits, of the server (503) and of the subject (429, once
+//! the token says who it is: a boardcast user, or a JWT's `sub`); both refusals carry `Retry-After`. A connection's [`Slot`] is given back when
 //! its task ends.
 
 use std::sync::Arc;
@@ -140,12 +140,13 @@ async fn upgrade(
     // Listen for revocations before checking the token, so one that lands in between is not missed.
     let revoked = feed.revoked_tokens.subscribe();
     let who = identify(&h.door, &feed.pool, &token).await?;
+    let door = h.door;
 
     let is_websocket = h.upgrade.as_deref().is_some_and(|u| u.eq_ignore_ascii_case("websocket"));
     let (Some(key), true) = (h.key, is_websocket) else {
         return Err(ApiError::BadRequest("this is a WebSocket endpoint: send an upgrade request".into()));
     };
-    let place = gate.slots.take(who.user_id).map_err(|full| match full {
+    let place = gate.slots.take(&who.subject).map_err(|full| match full {
         Full::Server(max) => server_full(max),
         Full::User(max) => ApiError::TooManyConnections {
             message: format!("a user may hold at most {max} feed connections at once; close one"),
@@ -163,8 +164,8 @@ async fn upgrade(
         parent: None,
         "ws",
         conn = NEXT_CONNECTION.fetch_add(1, Ordering::Relaxed),
-        user = %who.user_name,
-        user_id = %who.user_id,
+        user = %who.name,
+        subject = %who.subject,
     );
     let serving = async move {
         // Held for as long as this task runs: the connection's place, in all and for its user.
@@ -174,7 +175,7 @@ async fn upgrade(
             Err(e) => return tracing::debug!("websocket upgrade failed: {e}"),
         };
         let ws = WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(config)).await;
-        connection::serve(ws, who, feed, revoked, shutdown).await;
+        connection::serve(ws, who, door, feed, revoked, shutdown).await;
     };
     tracker.spawn(serving.instrument(span));
 

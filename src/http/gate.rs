@@ -10,6 +10,10 @@
 //! * the hashes of tokens recently found valid. This only spares them the budget: a valid token is always
 //!   checked with the database, so a revocation takes effect at once.
 //!
+//! JWTs ([`crate::jwt`]) are checked here too, against keys held by the gate, with no database: a JWT that fails
+//! costs its client a unit of the same budget (a client guessing tokens meets the same 429 whichever kind it
+//! tries), and is remembered like an unknown token; one that passes gives its unit back.
+//!
 //! With the request's client address and arrival time, the gate reaches every request through its extensions
 //! (see [`Door`]), put there by the accept loop.
 
@@ -24,6 +28,7 @@ use tokio::time::Instant;
 use warp::Filter;
 
 use crate::config::HttpSettings;
+use crate::jwt::Keys;
 
 /// How long the gate remembers a token hash (unknown or valid): between this and twice this.
 const REMEMBER: Duration = Duration::from_secs(60);
@@ -34,6 +39,8 @@ const CLIENTS: usize = 100_000;
 
 pub struct Gate {
     pub settings: HttpSettings,
+    /// The keys JWTs are checked with; `None`: JWTs are not accepted.
+    pub jwt: Option<Arc<Keys>>,
     budgets: Mutex<HashMap<ClientKey, Budget>>,
     unknown: Mutex<Recent>,
     valid: Mutex<Recent>,
@@ -174,11 +181,17 @@ impl Gate {
     pub fn new(settings: HttpSettings) -> Gate {
         Gate {
             settings,
+            jwt: None,
             budgets: Mutex::new(HashMap::new()),
             unknown: Mutex::new(Recent::new(REMEMBER)),
             valid: Mutex::new(Recent::new(REMEMBER)),
             released: Notify::new(),
         }
+    }
+
+    /// The gate, checking JWTs with `keys`.
+    pub fn with_jwt(self, keys: Option<Arc<Keys>>) -> Gate {
+        Gate { jwt: keys, ..self }
     }
 
     fn burst(&self) -> f64 {

@@ -164,7 +164,7 @@ impl TestApp {
 
     pub async fn latest_seq(&self, project: Uuid) -> i64 {
         self.sql
-            .query_opt("SELECT last_seq FROM feed_seq WHERE project_id = $1", &[&project])
+            .query_opt("SELECT last_seq FROM feed_seq WHERE room = $1::uuid::text", &[&project])
             .await
             .unwrap()
             .map(|r| r.get(0))

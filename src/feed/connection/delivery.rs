@@ -6,6 +6,7 @@
 //! meanwhile it still reads the socket, answers pings and notices shutdown. If history no longer has what it
 //! needs, the client gets `resync` instead of a silent hole.
 
+use crate::feed::room_key::RoomKey;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -28,7 +29,7 @@ pub(super) type Item = Result<Arc<RoomMessage>, BroadcastStreamRecvError>;
 impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     /// A message from a room's broadcast, then whatever else is ready, flushed once: a burst of events costs
     /// one write to the socket, not one per event.
-    pub async fn deliver(&mut self, project: Uuid, item: Item) -> Result<(), End> {
+    pub async fn deliver(&mut self, project: RoomKey, item: Item) -> Result<(), End> {
         self.take(project, item).await?;
         for _ in 0..256 {
             match self.streams.next().now_or_never() {
@@ -39,7 +40,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         self.flush().await
     }
 
-    async fn take(&mut self, project: Uuid, item: Item) -> Result<(), End> {
+    async fn take(&mut self, project: RoomKey, item: Item) -> Result<(), End> {
         let Some(room) = self.rooms.get_mut(&project) else { return Ok(()) };
         let behind_to = match item.as_deref() {
             // This session fell behind the room's buffer: catch up from history, unless what it skipped
@@ -51,12 +52,17 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             Ok(RoomMessage::Rewound) => {
                 return Box::pin(self.resync(project, ResyncReason::HistoryRewound)).await;
             }
+            Ok(RoomMessage::AccessLost { subjects }) if subjects.contains(&self.who.subject) => {
+                self.drop_room(&project);
+                return self.reply(ServerFrame::Left { project, reason: LeftReason::Removed }, None).await;
+            }
+            Ok(RoomMessage::AccessLost { .. }) => return Ok(()),
             Ok(RoomMessage::Watermark { seq } | RoomMessage::Event { seq, .. }) if *seq <= room.cursor => return Ok(()),
             Ok(RoomMessage::Watermark { seq }) => *seq,
             // While catching up, history has this event too (or will have it by the time we get there).
             Ok(RoomMessage::Event { seq, .. }) if room.catch_up_to.is_some() || *seq > room.cursor + 1 => *seq,
             Ok(RoomMessage::Event { seq, frame, removed_member }) => match frame.get() {
-                Some(frame) => return self.emit(project, *seq, frame, *removed_member).await.map(|_| ()),
+                Some(frame) => return self.emit(&project, *seq, frame, *removed_member).await.map(|_| ()),
                 // A large frame the room no longer holds for us: we are too far behind. History has it.
                 None => *seq,
             },
@@ -68,18 +74,20 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     /// A room that is catching up from history (and not waiting to retry), if any, and otherwise, if a replay
     /// waits for the connection's byte budget, when the budget will allow a page. A room that fell behind the
     /// broadcast goes first: it did not ask for its history, the replays did.
-    pub fn catching_up(&mut self) -> (Option<Uuid>, Option<Instant>) {
+    pub fn catching_up(&mut self) -> (Option<RoomKey>, Option<Instant>) {
         let behind = |r: &Joined| r.catch_up_to.is_some() && r.retry_at.is_none();
-        if let Some(project) = self.rooms.iter().find(|(_, r)| behind(r) && !r.replaying).map(|(p, _)| *p) {
+        if let Some(project) = self.rooms.iter().find(|(_, r)| behind(r) && !r.replaying).map(|(p, _)| p.clone()) {
             return (Some(project), None);
         }
-        let Some(project) = self.rooms.iter().find(|(_, r)| behind(r)).map(|(p, _)| *p) else { return (None, None) };
+        let Some(project) = self.rooms.iter().find(|(_, r)| behind(r)).map(|(p, _)| p.clone()) else {
+            return (None, None);
+        };
         let page = CLIENT_PAGE_BYTES as f64;
         if self.replay.available() >= page { (Some(project), None) } else { (None, Some(self.replay.when(page))) }
     }
 
     /// Sends one page of recorded events after the room's cursor.
-    pub async fn catch_up(&mut self, project: Uuid) -> Result<(), End> {
+    pub async fn catch_up(&mut self, project: RoomKey) -> Result<(), End> {
         let Some(room) = self.rooms.get(&project) else { return Ok(()) };
         if room.rewinds.rewound_since_start() {
             // History no longer continues what this client was sent; its warning may be behind us in the
@@ -89,7 +97,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         let (cursor, target, replaying) = (room.cursor, room.catch_up_to.unwrap_or(room.cursor), room.replaying);
         let page = self.feed.settings.history_page;
         let max_bytes = if replaying { self.replay_page() } else { CLIENT_PAGE_BYTES };
-        let events = match self.feed.history.read(Reader::Client, project, cursor, target, page, max_bytes).await {
+        let events = match self.feed.history.read(Reader::Client, &project, cursor, target, page, max_bytes).await {
             Ok(events) => events,
             Err(e) => {
                 tracing::warn!(%project, "history read failed, retrying in 1s: {e}");
@@ -113,7 +121,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         let short = (events.len() as i64) < page && (bytes as i64) < max_bytes && target == i64::MAX;
         let done = short || events.last().is_some_and(|e| e.seq >= target);
         for event in events {
-            if !self.emit(project, event.seq, event.frame, event.removed_member).await? {
+            if !self.emit(&project, event.seq, event.frame, event.removed_member).await? {
                 return self.flush().await;
             }
         }
@@ -132,9 +140,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     }
 
     /// Takes the client out of the room and tells it to start over.
-    pub async fn resync(&mut self, project: Uuid, reason: ResyncReason) -> Result<(), End> {
-        self.drop_room(project);
-        let latest = match self.feed.history.latest(Reader::Client, &[project]).await {
+    pub async fn resync(&mut self, project: RoomKey, reason: ResyncReason) -> Result<(), End> {
+        self.drop_room(&project);
+        let latest = match self.feed.history.latest(Reader::Client, std::slice::from_ref(&project)).await {
             Ok(v) => v.first().map(|x| x.1).unwrap_or(0),
             Err(_) => return Err(End::Internal),
         };
@@ -142,9 +150,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     }
 
     /// Leaves the room (the subscription, dropped, tells the room).
-    pub fn drop_room(&mut self, project: Uuid) {
-        self.streams.remove(&project);
-        self.rooms.remove(&project);
+    pub fn drop_room(&mut self, project: &RoomKey) {
+        self.streams.remove(project);
+        self.rooms.remove(project);
     }
 
     /// Queues event `seq` of `project` for the client and moves the room's cursor. Returns whether the client
@@ -152,17 +160,17 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     /// after it.
     pub async fn emit(
         &mut self,
-        project: Uuid,
+        project: &RoomKey,
         seq: i64,
         frame: Utf8Bytes,
         removed_member: Option<Uuid>,
     ) -> Result<bool, End> {
         self.feed_frame(Message::Text(frame)).await?;
-        let Some(room) = self.rooms.get_mut(&project) else { return Ok(false) };
+        let Some(room) = self.rooms.get_mut(project) else { return Ok(false) };
         room.cursor = seq;
-        if removed_member == Some(self.who.user_id) && seq > room.verified_at {
+        if removed_member.is_some() && removed_member == self.who.user_id && seq > room.verified_at {
             self.drop_room(project);
-            let left = ServerFrame::Left { project, reason: LeftReason::Removed };
+            let left = ServerFrame::Left { project: project.clone(), reason: LeftReason::Removed };
             self.feed_frame(Message::text(left.to_text(None))).await?;
             return Ok(false);
         }

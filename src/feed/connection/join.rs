@@ -1,4 +1,5 @@
-//! A client's requests: join (with or without a resume point), leave, ping.
+//! A client's requests: join (with or without a resume point), leave, ping; and `auth`, handed to
+//! [`super::revocation`].
 //!
 //! A join subscribes to the room before it reads the project's latest seq: every event committed after that
 //! read is then either in the broadcast or, if the room was catching up, filled from history. Nothing falls
@@ -10,16 +11,17 @@
 //! Joins are limited per connection ([`super::rate`]), and a replay reads only as much as the connection's
 //! replay budget allows at once; the rest follows at the budget's pace, a page per turn.
 
+use crate::feed::room_key::RoomKey;
 use serde_json::Value;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_tungstenite::tungstenite::Message;
-use uuid::Uuid;
 
 use super::delivery::contiguous;
 use super::end::End;
 use super::rate::{Limit, Verdict};
 use super::session::{Joined, Session};
 use crate::feed::Feed;
+use crate::feed::access;
 use crate::feed::event::Event;
 use crate::feed::history::Reader;
 use crate::feed::protocol::{self, At, ErrorCode, LeftReason, Op, Request, ResyncReason, ServerFrame};
@@ -50,20 +52,21 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 self.join(project, since, since_at, reference.as_ref()).await
             }
             Ok(Request { op: Op::Leave { project }, reference }) => self.leave(project, reference.as_ref()).await,
+            Ok(Request { op: Op::Auth { token }, reference }) => self.renew(token.0, reference.as_ref()).await,
         }
     }
 
-    async fn leave(&mut self, project: Uuid, reference: Option<&Value>) -> Result<(), End> {
+    async fn leave(&mut self, project: RoomKey, reference: Option<&Value>) -> Result<(), End> {
         if !self.rooms.contains_key(&project) {
             return self.error(ErrorCode::NotJoined, "you are not in this project's room", reference).await;
         }
-        self.drop_room(project);
+        self.drop_room(&project);
         self.reply(ServerFrame::Left { project, reason: LeftReason::Requested }, reference).await
     }
 
     async fn join(
         &mut self,
-        project: Uuid,
+        project: RoomKey,
         since: Option<i64>,
         since_at: Option<At>,
         reference: Option<&Value>,
@@ -82,12 +85,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             Verdict::Limited(wait) => return self.rate_limited(Limit::Joins, wait, reference).await,
             Verdict::Abusive => return Err(End::RateLimited(Limit::Joins)),
         }
-        if let Err(Refusal::Error(code, msg)) = member(&self.feed, self.who.user_id, project).await {
+        if let Err(Refusal::Error(code, msg)) = allowed(&self.feed, &self.who.subject, &project).await {
             return self.error(code, msg, reference).await;
         }
-        let subscription = self.feed.rooms.subscribe(project);
+        let subscription = self.feed.rooms.subscribe(project.clone(), &self.who.subject);
         let first_page = if since.is_some() { self.replay_page() } else { 0 };
-        match start(&self.feed, self.who.user_id, project, since, since_at, first_page).await {
+        match start(&self.feed, &self.who.subject, &project, since, since_at, first_page).await {
             Ok(start) => self.enter(project, subscription, start, reference).await,
             Err(refusal) => {
                 // Out of the room before the client hears so.
@@ -105,23 +108,23 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     /// Enters the room: `joined`, then the replay's first page; the rest of the replay follows a page per turn.
     async fn enter(
         &mut self,
-        project: Uuid,
+        project: RoomKey,
         subscription: Subscription,
         start: Start,
         reference: Option<&Value>,
     ) -> Result<(), End> {
         let Start { seq, latest, at, replay, replaying } = start;
         let rewinds = subscription.rewinds();
-        self.streams.insert(project, subscription);
+        self.streams.insert(project.clone(), subscription);
         let joined = Joined { cursor: seq, verified_at: latest, catch_up_to: None, retry_at: None, rewinds, replaying };
-        self.rooms.insert(project, joined);
+        self.rooms.insert(project.clone(), joined);
         if replaying {
             self.replay.spend(replay.iter().map(|e| e.frame.len() as f64).sum());
         }
-        let joined = ServerFrame::Joined { project, seq, latest, at: at.as_deref() };
+        let joined = ServerFrame::Joined { project: project.clone(), seq, latest, at: at.as_deref() };
         self.feed_frame(Message::text(joined.to_text(reference))).await?;
         for event in replay {
-            if !self.emit(project, event.seq, event.frame, event.removed_member).await? {
+            if !self.emit(&project, event.seq, event.frame, event.removed_member).await? {
                 break;
             }
         }
@@ -134,22 +137,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     }
 }
 
-/// One answer for "no such project" and "not a member", so ids cannot be probed.
+/// One answer for "no such room" and "not allowed in", so keys cannot be probed.
 const NOT_FOUND: Refusal = Refusal::Error(ErrorCode::NotFound, "no such project, or you are not a member of it");
 
-/// Whether `user` is a member of `project`: the one query a join costs before it touches a room.
-async fn member(feed: &Feed, user: Uuid, project: Uuid) -> Result<(), Refusal> {
-    let check = async {
-        let (_slot, client) = feed.history.connection(Reader::Client).await?;
-        let stmt =
-            client.prepare_cached("SELECT 1 FROM project_members WHERE project_id = $1 AND user_id = $2").await?;
-        Ok::<_, crate::error::Error>(client.query_opt(&stmt, &[&project, &user]).await?.is_some())
-    };
-    match check.await {
+/// Whether the join rule lets `subject` into `room`: the one query a join costs before it touches a room.
+async fn allowed(feed: &Feed, subject: &str, room: &RoomKey) -> Result<(), Refusal> {
+    match access::may_join(&feed.history, subject, room).await {
         Ok(true) => Ok(()),
         Ok(false) => Err(NOT_FOUND),
         Err(e) => {
-            tracing::error!(%project, "join failed: {e}");
+            tracing::error!(%room, "join failed: {e}");
             Err(Refusal::Error(ErrorCode::Unavailable, "the server could not check your membership; try again"))
         }
     }
@@ -159,13 +156,13 @@ async fn member(feed: &Feed, user: Uuid, project: Uuid) -> Result<(), Refusal> {
 /// `first_page` bytes of history.
 async fn start(
     feed: &Feed,
-    user: Uuid,
-    project: Uuid,
+    subject: &str,
+    project: &RoomKey,
     since: Option<i64>,
     since_at: Option<At>,
     first_page: i64,
 ) -> Result<Start, Refusal> {
-    let (latest, latest_at, since_seq) = match feed.history.latest_if_member(project, user).await {
+    let (latest, latest_at, since_seq) = match feed.history.latest_if_allowed(project, subject).await {
         Ok(Some(latest)) => latest,
         Ok(None) => return Err(NOT_FOUND),
         Err(e) => {
@@ -189,7 +186,7 @@ async fn start(
 /// frames (at least one event).
 async fn resume(
     feed: &Feed,
-    project: Uuid,
+    project: &RoomKey,
     since: i64,
     since_at: Option<At>,
     latest: i64,

@@ -7,8 +7,8 @@
 //!
 //! The session also enforces liveness (pings; a silent peer is dropped), slowness (a client that accepts no
 //! data for `send_timeout` is disconnected; until then it costs the room nothing, because the room's buffer is
-//! shared and bounded), membership (a removed member leaves the room at once) and token revocation
-//! ([`revocation`]).
+//! shared and bounded), membership (a removed member leaves the room at once) and token revocation, expiry
+//! and renewal ([`revocation`]).
 //!
 //! And it bounds what one client can ask of the server ([`rate`]): frames per second (a ping costs a pong),
 //! joins per second, bytes of history replayed per second. It reads nothing more from a client while what it
@@ -51,12 +51,15 @@ use super::Feed;
 use super::protocol::{self, ErrorCode, ServerFrame};
 use crate::auth::Identity;
 use crate::config::Rate;
+use crate::http::gate::Door;
 
 /// Serves one client until it leaves or must go. `revoked` was subscribed before the token was checked, so
-/// a revocation in between is not missed.
+/// a revocation in between is not missed. `door` is what the client came through: a token it sends on the
+/// socket (`auth`) is checked at the same gate as the one it opened it with.
 pub(crate) async fn serve<S>(
     ws: WebSocketStream<S>,
     who: Identity,
+    door: Door,
     feed: Arc<Feed>,
     revoked: broadcast::Receiver<Uuid>,
     shutdown: CancellationToken,
@@ -64,7 +67,7 @@ pub(crate) async fn serve<S>(
     S: AsyncRead + AsyncWrite + Unpin,
 {
     tracing::info!("connection opened");
-    let mut session = Session::new(ws, who, feed, shutdown);
+    let mut session = Session::new(ws, who, door, feed, shutdown);
     let end = session.run(revoked).await;
     session.close(&end).await;
     // Leaves every room (each subscription leaves its own when dropped).
@@ -259,13 +262,18 @@ mod tests {
             )
             .await;
             let who = crate::auth::Identity {
-                user_id: uuid::Uuid::nil(),
-                user_name: String::new(),
-                token_id: uuid::Uuid::nil(),
+                subject: String::new(),
+                user_id: Some(uuid::Uuid::nil()),
+                name: String::new(),
+                token_id: Some(uuid::Uuid::nil()),
                 expires_at: None,
             };
+            let door = crate::http::gate::Door {
+                gate: std::sync::Arc::new(crate::http::gate::Gate::new(Default::default())),
+                client: std::net::SocketAddr::from(([127, 0, 0, 1], 1)),
+            };
             let revoked = feed.revoked_tokens.subscribe();
-            let fut = super::serve(ws, who, feed, revoked, Default::default());
+            let fut = super::serve(ws, who, door, feed, revoked, Default::default());
             let size = size_of(&fut);
             eprintln!("session future: {size} bytes");
             assert!(size < 2048, "the session future is {size} bytes");

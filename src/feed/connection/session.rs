@@ -1,6 +1,7 @@
 //! A session's state (the rooms it is in, with a cursor each) and its writes to the client, each bounded by
 //! the send timeout and by shutdown.
 
+use crate::feed::room_key::RoomKey;
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -12,7 +13,6 @@ use tokio_stream::StreamMap;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::{self, Message};
 use tokio_util::sync::CancellationToken;
-use uuid::Uuid;
 
 use super::end::End;
 use super::rate::Bucket;
@@ -21,15 +21,19 @@ use crate::feed::Feed;
 use crate::feed::history::CLIENT_PAGE_BYTES;
 use crate::feed::protocol::{ErrorCode, ServerFrame};
 use crate::feed::room::{RewindWatch, Subscription};
+use crate::http::gate::Door;
 
 pub(super) struct Session<S> {
-    pub who: Identity,
+    /// Boxed: every idle connection's future holds the session (see `the_session_future_stays_small`).
+    pub who: Box<Identity>,
+    /// The gate and the address the client came through: a token sent with `auth` is checked there.
+    pub door: Door,
     pub feed: Arc<Feed>,
     pub ws: WebSocketStream<S>,
     /// The session's state in each room it is in...
-    pub rooms: HashMap<Uuid, Joined>,
+    pub rooms: HashMap<RoomKey, Joined>,
     /// ...and its subscriptions, as one stream of what the rooms broadcast. Dropping one leaves the room.
-    pub streams: StreamMap<Uuid, Subscription>,
+    pub streams: StreamMap<RoomKey, Subscription>,
     /// Also watched while a write to the client waits: a client that stopped reading must not hold up the
     /// server's shutdown until its send timeout.
     pub shutdown: CancellationToken,
@@ -73,7 +77,13 @@ impl Joined {
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
-    pub fn new(ws: WebSocketStream<S>, who: Identity, feed: Arc<Feed>, shutdown: CancellationToken) -> Session<S> {
+    pub fn new(
+        ws: WebSocketStream<S>,
+        who: Identity,
+        door: Door,
+        feed: Arc<Feed>,
+        shutdown: CancellationToken,
+    ) -> Session<S> {
         // The token's expiry is a token check planned from the start (see `revocation`).
         let recheck_at = who.expires_in().map(|d| Instant::now() + d);
         let settings = &feed.settings;
@@ -81,7 +91,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         // Up to a page at once, then the budget's rate.
         let replay = Bucket::with(settings.replay_bytes_per_sec as f64, CLIENT_PAGE_BYTES as f64);
         Session {
-            who,
+            who: Box::new(who),
+            door,
             feed,
             ws,
             rooms: HashMap::new(),

@@ -1,10 +1,9 @@
-//! How many WebSockets this process serves, in all and per user: a slot is taken at the handshake, before the
-//! upgrade, and given back when the connection's task ends, however it ends (the slot is dropped with it).
+//! How many WebSockets this process serves, in all and per user (a token's subject: a boardcast user's id, or a
+//! JWT's `sub`): a slot is taken at the handshake, before the upgrade, and given back when the connection's task
+//! ends, however it ends (the slot is dropped with it).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-
-use uuid::Uuid;
 
 use crate::config::FeedSettings;
 
@@ -22,7 +21,7 @@ pub(crate) struct Slots {
 #[derive(Default)]
 struct Held {
     total: usize,
-    by_user: HashMap<Uuid, usize>,
+    by_user: HashMap<Arc<str>, usize>,
 }
 
 /// Why a connection is refused.
@@ -35,7 +34,7 @@ pub(crate) enum Full {
 /// One open connection's place, given back when dropped.
 pub(crate) struct Slot {
     slots: Arc<Slots>,
-    user: Uuid,
+    user: Arc<str>,
 }
 
 impl Slots {
@@ -54,12 +53,17 @@ impl Slots {
     }
 
     /// A slot for a connection of `user`, unless the server or the user is at the limit.
-    pub fn take(self: &Arc<Self>, user: Uuid) -> Result<Slot, Full> {
+    pub fn take(self: &Arc<Self>, user: &str) -> Result<Slot, Full> {
         let mut held = self.held.lock().unwrap();
         if held.total >= self.max {
             return Err(Full::Server(self.max));
         }
-        let mine = held.by_user.entry(user).or_default();
+        // A subject's connections share one copy of it.
+        let user: Arc<str> = match held.by_user.get_key_value(user) {
+            Some((key, _)) => key.clone(),
+            None => Arc::from(user),
+        };
+        let mine = held.by_user.entry(user.clone()).or_default();
         if *mine >= self.max_per_user {
             return Err(Full::User(self.max_per_user));
         }
@@ -95,7 +99,7 @@ mod tests {
     fn slots_are_limited_per_user_and_in_all_and_given_back_when_dropped() {
         let settings = FeedSettings { max_connections: Some(3), max_connections_per_user: 2, ..Default::default() };
         let slots = Slots::new(&settings, 8);
-        let (alice, bob) = (Uuid::new_v4(), Uuid::new_v4());
+        let (alice, bob) = ("alice", "bob");
         let a1 = slots.take(alice).unwrap();
         let _a2 = slots.take(alice).unwrap();
         assert_eq!(slots.take(alice).err(), Some(Full::User(2)));

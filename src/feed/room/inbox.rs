@@ -4,12 +4,12 @@
 //! The listener never waits on a room: it records what was announced in the inbox and wakes the task, so one
 //! project's 100,000-row transaction does not hold up another project's events.
 
+use crate::feed::room_key::RoomKey;
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::{Notify, broadcast};
-use uuid::Uuid;
 
 use super::message::RoomMessage;
 use crate::feed::event::Event;
@@ -19,16 +19,19 @@ use crate::feed::event::Event;
 const MAX_PENDING: usize = 8192;
 
 /// The rooms of this process, by project.
-pub(super) type RoomMap = Mutex<HashMap<Uuid, Arc<Room>>>;
+pub(super) type RoomMap = Mutex<HashMap<RoomKey, Arc<Room>>>;
 
 pub(super) struct Room {
-    pub project: Uuid,
+    pub project: RoomKey,
     pub messages: broadcast::Sender<Arc<RoomMessage>>,
     /// How many times this room found the database's history rewound (see `RoomMessage::Rewound`).
     pub rewinds: Arc<AtomicU64>,
     inbox: Mutex<Inbox>,
     /// Notify keeps one permit, so a wake-up sent while the task is busy is not lost.
     pub wake: Notify,
+    /// Who the subscribers are, with how many subscriptions each (tabs, connections): whom the room asks the
+    /// join rule about when access may have changed.
+    pub subjects: Mutex<HashMap<String, usize>>,
 }
 
 #[derive(Default)]
@@ -41,6 +44,8 @@ struct Inbox {
     /// room checks that the database's history still continues what it broadcast (it does not after a
     /// restore from a backup).
     check: Option<i64>,
+    /// Access may have changed: ask the join rule about every subscriber again.
+    recheck: bool,
     closed: bool,
 }
 
@@ -49,14 +54,22 @@ pub(super) enum Step {
     Idle,
     Closed,
     Check { latest: i64 },
+    Recheck,
     Broadcast(Vec<Event>),
     Read { upto: i64 },
 }
 
 impl Room {
-    pub fn new(project: Uuid, buffer: usize) -> (Arc<Room>, broadcast::Receiver<Arc<RoomMessage>>) {
+    pub fn new(project: RoomKey, buffer: usize) -> (Arc<Room>, broadcast::Receiver<Arc<RoomMessage>>) {
         let (messages, rx) = broadcast::channel(buffer);
-        let room = Room { project, messages, rewinds: Arc::default(), inbox: Mutex::default(), wake: Notify::new() };
+        let room = Room {
+            project,
+            messages,
+            rewinds: Arc::default(),
+            inbox: Mutex::default(),
+            wake: Notify::new(),
+            subjects: Mutex::default(),
+        };
         (Arc::new(room), rx)
     }
 
@@ -104,6 +117,17 @@ impl Room {
         inbox.pending.clear();
     }
 
+    /// Access to the room may have changed: the task asks the join rule about its subscribers again.
+    pub fn recheck(&self) {
+        self.inbox.lock().unwrap().recheck = true;
+        self.wake.notify_one();
+    }
+
+    /// Who is subscribed now.
+    pub fn subjects(&self) -> Vec<String> {
+        self.subjects.lock().unwrap().keys().cloned().collect()
+    }
+
     /// A check that could not be done now: do it again.
     pub fn check_later(&self, latest: i64) {
         self.inbox.lock().unwrap().check.get_or_insert(latest);
@@ -129,6 +153,8 @@ impl Room {
             Step::Closed
         } else if let Some(latest) = inbox.check.take() {
             Step::Check { latest }
+        } else if std::mem::take(&mut inbox.recheck) {
+            Step::Recheck
         } else if inbox.announced <= delivered {
             Step::Idle
         } else if inbox.pending.front().is_some_and(|e| e.seq == delivered + 1) {

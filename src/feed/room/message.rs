@@ -16,6 +16,9 @@ pub(crate) enum RoomMessage {
     /// broadcast (it was restored from a backup, or its feed was reset). Every subscriber must start over
     /// (`resync`).
     Rewound,
+    /// The join rule no longer lets these subjects in (checked again after `boardcast.recheck`, or on the
+    /// schedule): their subscribers leave the room.
+    AccessLost { subjects: Vec<String> },
 }
 
 /// An event's frame, as it travels in the room's broadcast buffer.

@@ -16,11 +16,10 @@ mod rewind;
 mod subscription;
 mod task;
 
+use crate::feed::room_key::RoomKey;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-
-use uuid::Uuid;
 
 use self::held::Held;
 use self::inbox::{Room, RoomMap};
@@ -47,14 +46,14 @@ impl Rooms {
     /// Subscribes to a project's messages, creating its room if this is the first subscriber. Events are
     /// received from the moment of this call; the caller decides where its client starts and fills the rest
     /// from history.
-    pub(crate) fn subscribe(&self, project: Uuid) -> Subscription {
+    pub(crate) fn subscribe(&self, project: RoomKey, subject: &str) -> Subscription {
         let mut map = self.map.lock().unwrap();
         if let Some(room) = map.get(&project) {
-            return Subscription::new(room, self.map.clone(), room.messages.subscribe());
+            return Subscription::new(room, self.map.clone(), room.messages.subscribe(), subject);
         }
-        let (room, rx) = Room::new(project, self.settings.room_buffer);
+        let (room, rx) = Room::new(project.clone(), self.settings.room_buffer);
         map.insert(project, room.clone());
-        let subscription = Subscription::new(&room, self.map.clone(), rx);
+        let subscription = Subscription::new(&room, self.map.clone(), rx, subject);
         let held = Held::new(self.held_bytes.clone(), self.settings.held_frames_budget);
         tokio::spawn(task::run(room, self.history.clone(), self.settings.history_page, held));
         subscription
@@ -63,29 +62,38 @@ impl Rooms {
     /// Hands an announcement from the listener to its room. Projects without a room here are ignored, and
     /// their frames are not even parsed.
     pub(crate) fn announce(&self, a: &Announcement<'_>) {
-        if let Some(room) = self.room(a.project) {
+        if let Some(room) = self.room(&a.project) {
             room.announce(a.first, a.last, a.events().unwrap_or_default());
         }
     }
 
     /// Tells a room the latest committed seq, as read from the database (after the listener reconnects).
-    pub(crate) fn announce_latest(&self, project: Uuid, latest: i64) {
+    pub(crate) fn announce_latest(&self, project: &RoomKey, latest: i64) {
         if let Some(room) = self.room(project) {
             room.announce_latest(latest);
         }
     }
 
-    fn room(&self, project: Uuid) -> Option<Arc<Room>> {
-        self.map.lock().unwrap().get(&project).cloned()
+    /// Asks `room` (`None`: every room) to check its subscribers against the join rule again.
+    pub(crate) fn recheck(&self, room: Option<&RoomKey>) {
+        let rooms: Vec<Arc<Room>> = match room {
+            Some(key) => self.room(key).into_iter().collect(),
+            None => self.map.lock().unwrap().values().cloned().collect(),
+        };
+        rooms.iter().for_each(|r| r.recheck());
     }
 
-    pub(crate) fn projects(&self) -> Vec<Uuid> {
-        self.map.lock().unwrap().keys().copied().collect()
+    fn room(&self, project: &RoomKey) -> Option<Arc<Room>> {
+        self.map.lock().unwrap().get(project).cloned()
+    }
+
+    pub(crate) fn projects(&self) -> Vec<RoomKey> {
+        self.map.lock().unwrap().keys().cloned().collect()
     }
 
     /// Subscribers of a project's room in this process (0 if it has no room).
-    pub fn subscribers(&self, project: Uuid) -> usize {
-        self.map.lock().unwrap().get(&project).map(|r| r.messages.receiver_count()).unwrap_or(0)
+    pub fn subscribers(&self, project: &RoomKey) -> usize {
+        self.map.lock().unwrap().get(project).map(|r| r.messages.receiver_count()).unwrap_or(0)
     }
 
     pub(crate) fn len(&self) -> usize {

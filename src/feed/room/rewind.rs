@@ -3,10 +3,10 @@
 //!
 //! The room remembers the last event it sent ([`LastSent`]) and compares it with what history records now.
 
+use crate::feed::room_key::RoomKey;
 use std::hash::{DefaultHasher, Hash, Hasher};
 
 use tokio_tungstenite::tungstenite::Utf8Bytes;
-use uuid::Uuid;
 
 use super::held::LARGE_FRAME;
 use crate::feed::event::Event;
@@ -25,7 +25,7 @@ impl LastSent {
 
     /// Event `seq` as history records it now (`None` if it does not, for seq 0, or if it cannot be read: then
     /// there is simply less to compare with).
-    pub async fn recorded(history: &History, project: Uuid, seq: i64) -> Option<LastSent> {
+    pub async fn recorded(history: &History, project: &RoomKey, seq: i64) -> Option<LastSent> {
         let event = recorded_event(history, project, seq).await.ok()??;
         Some(LastSent::of(seq, &event.frame))
     }
@@ -62,7 +62,7 @@ fn hash(frame: &Utf8Bytes) -> u64 {
 /// proves nothing: retention by age may have removed it.) `None`: history could not be read.
 pub(super) async fn rewound(
     history: &History,
-    project: Uuid,
+    project: &RoomKey,
     delivered: i64,
     latest: i64,
     last_sent: Option<&LastSent>,
@@ -70,7 +70,7 @@ pub(super) async fn rewound(
     if latest < delivered {
         // `latest` was read when the listener reconnected; a room that started after that read may have
         // read a later one itself. Only a fresh read below what the room sent is a rewind.
-        match history.latest(Reader::Room, &[project]).await {
+        match history.latest(Reader::Room, std::slice::from_ref(project)).await {
             Ok(v) if v.first().map_or(0, |x| x.1) < delivered => return Some(true),
             Ok(_) => {}
             Err(e) => {
@@ -90,7 +90,7 @@ pub(super) async fn rewound(
 }
 
 /// Event `seq` of `project` as history records it now (`None` if it does not, or for seq 0).
-async fn recorded_event(history: &History, project: Uuid, seq: i64) -> crate::error::Result<Option<Event>> {
+async fn recorded_event(history: &History, project: &RoomKey, seq: i64) -> crate::error::Result<Option<Event>> {
     if seq <= 0 {
         return Ok(None);
     }

@@ -1,6 +1,7 @@
 //! A subscriber's place in a room: the room's broadcast, as a stream, and a guard that leaves the room when
 //! dropped (the last subscriber to leave closes it).
 
+use crate::feed::room_key::RoomKey;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -10,13 +11,13 @@ use futures::Stream;
 use tokio::sync::broadcast;
 use tokio_stream::wrappers::BroadcastStream;
 use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
-use uuid::Uuid;
 
 use super::inbox::{Room, RoomMap};
 use super::message::RoomMessage;
 
 pub(crate) struct Subscription {
-    project: Uuid,
+    project: RoomKey,
+    subject: String,
     /// `None` only while being dropped: the receiver must be gone before the room counts its subscribers.
     messages: Option<BroadcastStream<Arc<RoomMessage>>>,
     rooms: Arc<RoomMap>,
@@ -40,11 +41,18 @@ impl RewindWatch {
 
 impl Subscription {
     /// To be called with the registry locked, so that the room is not closed in between.
-    pub(super) fn new(room: &Room, rooms: Arc<RoomMap>, rx: broadcast::Receiver<Arc<RoomMessage>>) -> Subscription {
+    pub(super) fn new(
+        room: &Room,
+        rooms: Arc<RoomMap>,
+        rx: broadcast::Receiver<Arc<RoomMessage>>,
+        subject: &str,
+    ) -> Subscription {
+        *room.subjects.lock().unwrap().entry(subject.to_string()).or_default() += 1;
         let count = room.rewinds.clone();
         let at_start = count.load(Ordering::Acquire);
         Subscription {
-            project: room.project,
+            project: room.project.clone(),
+            subject: subject.to_string(),
             messages: Some(BroadcastStream::new(rx)),
             rooms,
             rewinds: RewindWatch { count, at_start },
@@ -71,9 +79,17 @@ impl Drop for Subscription {
     fn drop(&mut self) {
         drop(self.messages.take());
         let mut rooms = self.rooms.lock().unwrap();
-        if let Some(room) = rooms.get(&self.project)
-            && room.messages.receiver_count() == 0
+        let Some(room) = rooms.get(&self.project) else { return };
         {
+            let mut subjects = room.subjects.lock().unwrap();
+            if let Some(n) = subjects.get_mut(&self.subject) {
+                *n -= 1;
+                if *n == 0 {
+                    subjects.remove(&self.subject);
+                }
+            }
+        }
+        if room.messages.receiver_count() == 0 {
             rooms.remove(&self.project).unwrap().close();
         }
     }

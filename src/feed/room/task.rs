@@ -10,6 +10,7 @@ use super::held::Held;
 use super::inbox::{Room, Step};
 use super::message::RoomMessage;
 use super::rewind::{LastSent, rewound};
+use crate::feed::access;
 use crate::feed::event::Event;
 use crate::feed::history::{History, PAGE_BYTES, Reader};
 
@@ -33,6 +34,7 @@ pub(super) async fn run(room: Arc<Room>, history: Arc<History>, page: i64, held:
         match task.room.next_step(task.delivered) {
             Step::Closed => return,
             Step::Check { latest } => task.check(latest).await,
+            Step::Recheck => task.recheck().await,
             Step::Idle => task.idle().await,
             Step::Broadcast(batch) => batch.into_iter().for_each(|e| task.send_event(e)),
             Step::Read { upto } => {
@@ -47,7 +49,7 @@ impl Task {
     /// Reads where the broadcast starts: after the project's latest event. `None` if the room closed first.
     async fn start(room: Arc<Room>, history: Arc<History>, page: i64, held: Held) -> Option<Task> {
         loop {
-            match history.latest_event(Reader::Room, room.project).await {
+            match history.latest_event(Reader::Room, &room.project).await {
                 Ok(event) => {
                     let delivered = event.as_ref().map_or(0, |e| e.seq);
                     // Remember the event the room starts after, as if it had sent it: a restore noticed before
@@ -96,7 +98,7 @@ impl Task {
 
     /// Checks that history, whose latest seq is now `latest`, still continues what the room sent.
     async fn check(&mut self, latest: i64) {
-        let project = self.room.project;
+        let project = &self.room.project.clone();
         match rewound(&self.history, project, self.delivered, latest, self.last_sent.as_ref()).await {
             Some(false) => {}
             Some(true) => self.rewind(latest).await,
@@ -107,9 +109,26 @@ impl Task {
         }
     }
 
+    /// Asks the join rule about every subscriber, in one query, and sends out those it no longer lets in. A
+    /// failed query is tried again at the next recheck (the schedule's, at the latest).
+    async fn recheck(&mut self) {
+        let subjects = self.room.subjects();
+        if subjects.is_empty() {
+            return;
+        }
+        match access::lost_access(&self.history, &self.room.project, &subjects).await {
+            Ok(lost) if lost.is_empty() => {}
+            Ok(lost) => {
+                tracing::info!(project = %self.room.project, "{} subscriber(s) lost access to the room", lost.len());
+                self.send(RoomMessage::AccessLost { subjects: lost });
+            }
+            Err(e) => tracing::warn!(project = %self.room.project, "room cannot check who may stay in it: {e}"),
+        }
+    }
+
     /// History was rewound: every subscriber starts over, and so does the room, from `latest`.
     async fn rewind(&mut self, latest: i64) {
-        let project = self.room.project;
+        let project = &self.room.project.clone();
         tracing::warn!(
             %project,
             "the database's history no longer continues the feed this room sent (seq {}, now {latest}): was it \
@@ -125,7 +144,7 @@ impl Task {
         self.send(RoomMessage::Rewound);
         // Ask again how far the project has got: events committed since the listener's read were announced
         // into what was just cleared. Later ones arrive as usual.
-        match self.history.latest(Reader::Room, &[project]).await {
+        match self.history.latest(Reader::Room, std::slice::from_ref(project)).await {
             Ok(v) => self.room.push(v.first().map_or(latest, |x| x.1), Vec::new()),
             Err(e) => tracing::warn!(%project, "room cannot read its latest seq: {e}"),
         }
@@ -133,7 +152,7 @@ impl Task {
 
     /// One page of history up to `upto`, broadcast; on failure, a pause before the room's loop tries again.
     async fn read(&mut self, upto: i64) {
-        let project = self.room.project;
+        let project = &self.room.project.clone();
         match self.history.read(Reader::Room, project, self.delivered, upto, self.page, PAGE_BYTES).await {
             Ok(events) if !events.is_empty() => {
                 events.into_iter().for_each(|e| self.send_event(e));
