@@ -193,8 +193,8 @@ export class Client {
   on(name: "frame", filter: Record<string, unknown>, listener: (frame: Frame) => void): Unsubscribe;
   off(name: string, listener: (...args: any[]) => unknown): void;
 
-  /** Joins a project's room and stays in it across reconnects (the same Room if already joined). */
-  join(project: string, options?: JoinOptions): Room;
+  /** Joins a room (a project id, or your app's room key) and stays in it across reconnects (the same Room if already joined). */
+  join(project: string | number, options?: JoinOptions): Room;
   /** Sends a frame with a fresh `ref`; resolves with the reply, rejects with RequestError or ConnectionError. */
   request<Reply extends Frame = Frame>(frame: Frame, options?: { timeout?: number }): Promise<Reply>;
   /** Sends a frame as it is if connected; returns whether it was sent. */

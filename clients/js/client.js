@@ -142,12 +142,16 @@ export class Client extends Emitter {
   }
 
   /**
-   * Joins a project's room (now, or as soon as the socket is up) and stays in it across reconnects. Without
-   * `since`, the room starts at the project's latest seq; with it, events after `since` are replayed first.
+   * Joins a room (now, or as soon as the socket is up) and stays in it across reconnects: a project's id, or
+   * the room key of an app's own tracked table (a string, or a whole number, which names the room "42").
+   * Without `since`, the room starts at its latest seq; with it, events after `since` are replayed first.
    */
   join(project, options = {}) {
     if (this.state === "closed") throw new Error("this client is closed");
-    if (typeof project !== "string") throw new TypeError("join(project): a project id (a UUID string) is required");
+    if (Number.isSafeInteger(project)) project = String(project);
+    if (typeof project !== "string" || project === "") {
+      throw new TypeError("join(room): a room key is required (a project id, or your app's key: a string or an integer)");
+    }
     const existing = this.#rooms.get(project);
     if (existing) return existing;
     const room = new Room(this.#link, project, options, this.#opts);

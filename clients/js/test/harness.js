@@ -193,12 +193,12 @@ export async function insertTasks(db, project, n, prefix = "t") {
 
 /** The frames recorded for a project with seq > `after`: what a client must have received, in order. */
 export async function recorded(db, project, after = 0) {
-  const out = await psql(db, `SELECT frame FROM feed_events WHERE project_id = '${project}' AND seq > ${after} ORDER BY seq`);
+  const out = await psql(db, `SELECT frame FROM feed_events WHERE room = '${project}' AND seq > ${after} ORDER BY seq`);
   return out === "" ? [] : out.split("\n").map((l) => JSON.parse(l));
 }
 
 export async function latestSeq(db, project) {
-  return Number(await psql(db, `SELECT coalesce(max(seq), 0) FROM feed_events WHERE project_id = '${project}'`));
+  return Number(await psql(db, `SELECT coalesce(max(seq), 0) FROM feed_events WHERE room = '${project}'`));
 }
 
 /** Everything a room delivers, and its status changes. */

@@ -86,7 +86,7 @@ describe("frames", () => {
     const project = await newProject();
     await psql(s.db, `INSERT INTO tasks (project_id, title) VALUES ('${project}', 'a'), ('${project}', 'b')`);
     const latest = await latestSeq(s.db, project);
-    const at = await psql(s.db, `SELECT to_json(at) #>> '{}' FROM feed_events WHERE project_id = '${project}' AND seq = ${latest - 2}`);
+    const at = await psql(s.db, `SELECT to_json(at) #>> '{}' FROM feed_events WHERE room = '${project}' AND seq = ${latest - 2}`);
     const room = open().join(project, { since: latest - 2, sinceAt: at });
     const got = record(room);
     const info = await room.joined();
@@ -161,7 +161,8 @@ describe("frames", () => {
       return err.code;
     };
     assert.equal(await code({ op: "shout" }), "unknown_op");
-    assert.equal(await code({ op: "join", project: "12" }), "bad_project");
+    assert.equal(await code({ op: "join", project: "a\nb" }), "bad_project");
+    assert.equal(await code({ op: "join", project: "12" }), "not_found", "a room key no rule lets you into");
     assert.equal(await code({ op: "join" }), "bad_project");
     assert.equal(await code({ op: "join", project, since: -1 }), "bad_since");
     assert.equal(await code({ op: "join", project, since_at: "2026-01-01T00:00:00Z" }), "bad_since");
@@ -191,7 +192,7 @@ describe("frames", () => {
     const missing = c.join(randomUUID());
     await assert.rejects(missing.joined(), (e) => e.state === "left" && e.reason === "not_found");
     assert.equal(missing.state, "left");
-    const bad = c.join("12");
+    const bad = c.join("x".repeat(201));
     await assert.rejects(bad.joined(), (e) => e.reason === "bad_project");
     const ahead = c.join(await newProject(), { since: 1, sinceAt: "not a time" });
     await assert.rejects(ahead.joined(), (e) => e.reason === "bad_since");
