@@ -7,12 +7,15 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 BIN := ./target/release/boardcast
+# Where cargo puts the debug build the JavaScript client's tests run (CARGO_TARGET_DIR, if set).
+TARGET_DIR := $(abspath $(or $(CARGO_TARGET_DIR),target))
 
-.PHONY: run test build bench lint pg-stop help
+.PHONY: run test test-js build bench lint pg-stop help
 
 help:
 	@echo "make run      start boardcast on a local database (demo project + token printed)"
-	@echo "make test     run the test suite (starts PostgreSQL if none is running)"
+	@echo "make test     run the test suite (starts PostgreSQL if none is running), test-js included"
+	@echo "make test-js  only the JavaScript client's tests (Node, and headless Chromium)"
 	@echo "make bench    run the benchmark and update BENCHMARKS.md"
 	@echo "make lint     rustfmt check and clippy"
 	@echo "make pg-stop  stop the throwaway PostgreSQL cluster in ./.pgdata, if one was started"
@@ -39,7 +42,20 @@ test:
 	@set -e; eval "$$(scripts/pg.sh env)"; export BOARDCAST_TEST_DATABASE_URL="$$DATABASE_URL"; \
 	  scripts/drop-test-databases.sh "$$DATABASE_URL"; \
 	  $(CARGO) test --workspace --all-targets; \
+	  $(MAKE) --no-print-directory test-js; \
 	  scripts/drop-test-databases.sh "$$DATABASE_URL"   # kept only when a test failed, for a look
+
+# make test-js: the JavaScript client (clients/js) with Node's test runner, against `boardcast serve` (the debug
+# build, built here if needed) on databases of their own, and in headless Chromium (/usr/bin/chromium, or
+# CHROMIUM). Needs Node.js 20+ and npm; installs the dev dependencies (npm ci) when node_modules is missing.
+test-js:
+	@set -e; \
+	  if [ -z "$$BOARDCAST_TEST_DATABASE_URL" ]; then \
+	    eval "$$(scripts/pg.sh env)"; export BOARDCAST_TEST_DATABASE_URL="$$DATABASE_URL"; fi; \
+	  command -v node >/dev/null || { echo "make test-js: Node.js 20 or newer is needed"; exit 1; }; \
+	  $(CARGO) build --bin boardcast; \
+	  [ -d clients/js/node_modules ] || (cd clients/js && npm ci --no-audit --no-fund); \
+	  cd clients/js && BOARDCAST_BIN="$(TARGET_DIR)/debug/boardcast" node --test --test-concurrency=1 test/*.test.js
 
 # make bench: every scenario (a few minutes) against database boardcast_bench (its schema is recreated);
 # writes BENCHMARKS.md and docs/bench/latency.svg. One scenario, other sizes:

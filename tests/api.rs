@@ -62,8 +62,20 @@ impl Api {
         let status = r.status().as_u16();
         let seq_header = r.headers().get("x-boardcast-seq").map(|v| v.to_str().unwrap().parse().unwrap());
         let allow = r.headers().get("allow").map(|v| v.to_str().unwrap().to_string());
+        // Every answer is JSON but the JavaScript client and its types (GET /client.js, /client.d.ts).
+        let script = r
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.starts_with("text/javascript") || v.starts_with("application/typescript"));
         let bytes = r.bytes().await.expect("body");
-        let body = if bytes.is_empty() { Value::Null } else { serde_json::from_slice(&bytes).expect("a JSON body") };
+        let body = if bytes.is_empty() {
+            Value::Null
+        } else if script {
+            Value::String(String::from_utf8(bytes.to_vec()).expect("UTF-8"))
+        } else {
+            serde_json::from_slice(&bytes).expect("a JSON body")
+        };
         assert!(status < 500, "a 5xx for {path}: {status} {body}");
         Res { status, seq_header, allow, body }
     }

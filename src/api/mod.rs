@@ -5,7 +5,8 @@
 //!
 //! * [`projects`], [`members`], [`tasks`], [`comments`] — the board;
 //! * [`me`] — the caller and their API tokens;
-//! * [`openapi`] — the index and the OpenAPI document.
+//! * [`openapi`] — the index and the OpenAPI document;
+//! * [`client`] — the JavaScript feed client, served at `/client.js` beside the API.
 //!
 //! What they share, each a file below them that imports none of them:
 //!
@@ -16,6 +17,7 @@
 //! * [`values`] and [`records`] — what comes in (typed request values) and what goes out (typed rows).
 
 mod access;
+mod client;
 mod comments;
 mod me;
 mod members;
@@ -39,12 +41,14 @@ use route::Route;
 /// Every route of the API, as each resource declares it next to its filters. The fallback answers from this
 /// table; a test holds it and the OpenAPI document together.
 const ROUTES: &[&[Route]] =
-    &[openapi::ROUTES, me::ROUTES, projects::ROUTES, members::ROUTES, tasks::ROUTES, comments::ROUTES];
+    &[openapi::ROUTES, client::ROUTES, me::ROUTES, projects::ROUTES, members::ROUTES, tasks::ROUTES, comments::ROUTES];
 
-/// Every `/api` route. A request no route takes ends in [`route::unrouted`], which answers 405 (with `Allow`)
-/// for a declared path and 404 for anything else under /api.
+/// Every `/api` route, and `/client.js`. A request no route takes ends in [`route::unrouted`], which answers
+/// 405 (with `Allow`) for a declared path and 404 for anything else under /api.
 fn routes(pool: Pool) -> impl Filter<Extract = (impl Reply,), Error = Rejection> + Clone {
     openapi::routes()
+        .or(client::routes())
+        .unify()
         .or(me::routes(pool.clone()))
         .unify()
         .or(projects::routes(pool.clone()))
@@ -61,7 +65,8 @@ fn routes(pool: Pool) -> impl Filter<Extract = (impl Reply,), Error = Rejection>
 
 /// Every `/api` route, errors included, with the CORS headers a browser page on another origin needs (the
 /// preflight of a PATCH with a bearer token is answered here), so a web client can read every answer,
-/// `X-Boardcast-Seq` and error bodies too.
+/// `X-Boardcast-Seq` and error bodies too; and `/client.js`, which a page on another origin imports as a module
+/// (a CORS request).
 pub fn for_browsers(
     pool: Pool,
     origins: Option<Vec<String>>,
@@ -86,13 +91,19 @@ pub fn for_browsers(
         None => cors.allow_any_origin(),
         Some(list) => cors.allow_origins(list.iter().map(String::as_str)),
     };
-    // Only requests under /api: the other routes' rejections must not turn into this branch's 404.
-    let under_api = warp::path::peek()
-        .and_then(|p: warp::path::Peek| async move {
-            if p.segments().next() == Some("api") { Ok(()) } else { Err(warp::reject::not_found()) }
+    // Only requests under /api and the client's paths: the other routes' rejections must not turn into this
+    // branch's 404.
+    let ours = warp::path::full()
+        .and_then(|p: warp::path::FullPath| async move {
+            let path = p.as_str();
+            if path == "/api" || path.starts_with("/api/") || client::ROUTES.iter().any(|r| r.path == path) {
+                Ok(())
+            } else {
+                Err(warp::reject::not_found())
+            }
         })
         .untuple_one();
-    under_api.and(routes(pool).recover(error::recover)).with(cors)
+    ours.and(routes(pool).recover(error::recover)).with(cors)
 }
 
 #[cfg(test)]

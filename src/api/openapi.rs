@@ -220,6 +220,16 @@ fn front_paths() -> Value {
             "operationId": "openapi", "summary": "This document", "security": [],
             "responses": {"200": {"description": "the OpenAPI document", "content": json_schema(json!({"type": "object"}))}}
         }},
+        "/client.js": {"get": {
+            "operationId": "client", "summary": "The JavaScript feed client (an ES module; clients/js/README.md)",
+            "security": [],
+            "responses": {"200": {"description": "the module", "content": {"text/javascript": {"schema": {"type": "string"}}}}}
+        }},
+        "/client.d.ts": {"get": {
+            "operationId": "clientTypes", "summary": "The TypeScript types of /client.js", "security": [],
+            "responses": {"200": {"description": "the declarations",
+                                   "content": {"application/typescript": {"schema": {"type": "string"}}}}}
+        }},
         "/api/me": {"get": op("me", "Who the token belongs to", vec![], None, "200", "Me", &[])},
         "/api/tokens": {
             "get": op("listTokens", "The caller's API tokens, oldest first", vec![limit.clone(), cursor.clone()],

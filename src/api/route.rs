@@ -41,11 +41,12 @@ fn methods_of(routes: &[&[Route]], path: &str) -> Vec<&'static str> {
     ["GET", "POST", "PUT", "PATCH", "DELETE"].into_iter().filter(|m| route.methods.contains(m)).collect()
 }
 
-/// The fallback after every route filter. Rejects, never answers: a custom rejection combined after a route's
+/// The fallback after every route filter, for the paths the API serves (it is mounted under `/api` and the
+/// client's paths only). Rejects, never answers: a custom rejection combined after a route's
 /// own (say, a 401) loses to it, and wins over warp's generic 404/405. So a route's error always stands, and
 /// an unrouted request gets 405 with the methods of a known path, else 404.
 pub fn unrouted(routes: &'static [&'static [Route]]) -> impl Filter<Extract = (Response,), Error = Rejection> + Clone {
-    warp::path("api").and(warp::path::full()).and(warp::method()).and_then(move |path: FullPath, method: Method| {
+    warp::path::full().and(warp::method()).and_then(move |path: FullPath, method: Method| {
         async move {
             let methods = methods_of(routes, path.as_str());
             if methods.contains(&method.as_str()) {

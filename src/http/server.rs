@@ -122,8 +122,20 @@ fn log_request(span: &tracing::Span, health_check: bool, status: hyper::StatusCo
 /// replaced by `{id}`. Ids, and anything else a client put in the path, never reach a log; neither does the
 /// query string (which may carry `?token=`).
 pub fn route_of(path: &str) -> String {
-    const WORDS: &[&str] =
-        &["api", "projects", "members", "tasks", "comments", "me", "tokens", "openapi.json", "healthz", "ws"];
+    const WORDS: &[&str] = &[
+        "api",
+        "projects",
+        "members",
+        "tasks",
+        "comments",
+        "me",
+        "tokens",
+        "openapi.json",
+        "healthz",
+        "ws",
+        "client.js",
+        "client.d.ts",
+    ];
     let mut route = String::with_capacity(path.len().min(64));
     for segment in path.split('/').skip(1).take(8) {
         route.push('/');

@@ -1,0 +1,69 @@
+// What an app writes, type-checked against client.d.ts (`npm run typecheck`, run by the tests). The lines at the
+// end, each marked as an expected error, must stay errors: the types catch those mistakes.
+import { connect, ConnectionError, RequestError, type Client, type FeedEvent, type Room } from "../../client.js";
+
+interface Task {
+  id: string;
+  title: string;
+  status: "todo" | "doing" | "done";
+}
+
+const client: Client = connect("wss://board.example.com/ws", {
+  token: async () => "bc_…",
+  pingInterval: 20000,
+});
+client.on("status", ({ state, reason, delay }) => {
+  const s: "connecting" | "connected" | "disconnected" | "closed" = state;
+  console.log(s, reason ?? "", delay ?? 0);
+});
+
+const tasks = new Map<string, Task>();
+const room: Room = client.join("6f1c0e2a-0000-4000-8000-000000000000", { since: 41, sinceAt: "2026-11-25T16:38:42Z" });
+room.on<Task>("event", { table: "tasks" }, (e: FeedEvent<Task>) => {
+  if (e.action === "delete") tasks.delete(e.row.id);
+  else tasks.set(e.row.id, e.row);
+  const before: Task | undefined = e.old;
+  const seq: number = e.seq;
+  void before, seq;
+});
+room.on("event", { action: ["insert", "update"] }, (e) => console.log(e.table, e.row));
+room.on("resync", async ({ reason, latest }) => {
+  const r: string = reason;
+  void r;
+  tasks.clear();
+  void latest;
+});
+room.on("status", ({ state }) => {
+  if (state === "removed") console.log("access lost");
+});
+room.on("gap", ({ expected, got }) => console.log(expected, got));
+room.on("presence", (frame) => console.log(frame.op));
+
+async function main(): Promise<void> {
+  const info = await room.joined();
+  const seq: number = info.seq;
+  const last: number | null = room.lastSeq;
+  const rtt: number = await client.ping({ timeout: 2000 });
+  void seq, last, rtt;
+  try {
+    const pong = await client.request({ op: "ping" }, { timeout: 1000 });
+    console.log(pong.op);
+  } catch (e) {
+    if (e instanceof RequestError) console.log(e.code, e.retryAfter);
+    if (e instanceof ConnectionError) console.log(e.code === "timeout" || e.code === "disconnected");
+  }
+  const sent: boolean = client.send({ op: "ping" });
+  void sent;
+  await room.leave();
+  client.close();
+}
+void main;
+
+// @ts-expect-error: a token is required
+connect("wss://x/ws", {});
+// @ts-expect-error: tables are the feed's four
+room.on("event", { table: "users" }, () => {});
+// @ts-expect-error: since is a number
+client.join("p", { since: "41" });
+// @ts-expect-error: lastSeq is read-only
+room.lastSeq = 3;
