@@ -7,15 +7,15 @@ use futures::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-use uuid::Uuid;
 
 use crate::error::{Error, Result};
 
 /// The flags of `boardcast watch`.
 #[derive(Debug, clap::Args)]
 pub struct WatchArgs {
-    /// The project whose room to join (a UUID)
-    pub project_id: Uuid,
+    /// The room to join: a project's id, or the room key of one of your tracked tables (docs/tracking.md)
+    #[arg(value_name = "ROOM")]
+    pub project_id: String,
     /// An API token of a member of the project
     #[arg(long, env = "BOARDCAST_TOKEN", hide_env_values = true)]
     pub token: String,
@@ -39,7 +39,7 @@ pub async fn run(args: WatchArgs) -> Result<()> {
     let mut backoff = Duration::from_millis(200);
     let mut at = Position { since: args.since, since_at: None };
     loop {
-        match session(&url, &token, project, &mut at).await {
+        match session(&url, &token, &project, &mut at).await {
             Ended::Fatal(msg) => return Err(Error::Usage(msg)),
             Ended::Rejoin => continue,
             Ended::Lost { joined } => {
@@ -77,7 +77,7 @@ struct Position {
     since_at: Option<String>,
 }
 
-async fn session(url: &str, token: &str, project: Uuid, at: &mut Position) -> Ended {
+async fn session(url: &str, token: &str, project: &str, at: &mut Position) -> Ended {
     let mut ws = match connect(url, token).await {
         Ok(ws) => ws,
         Err(ended) => return ended,
@@ -124,7 +124,7 @@ async fn connect(url: &str, token: &str) -> Result<Socket, Ended> {
 }
 
 /// Handles one text frame from the server; `Some` ends the session.
-fn on_frame(text: &str, project: Uuid, at: &mut Position, joined: &mut bool) -> Option<Ended> {
+fn on_frame(text: &str, project: &str, at: &mut Position, joined: &mut bool) -> Option<Ended> {
     let frame: Value = serde_json::from_str(text).unwrap_or(Value::Null);
     match frame["op"].as_str() {
         Some("event") => {
