@@ -267,7 +267,10 @@ export class Client {
   send(frame: Frame | string): boolean;
   /** An application-level ping: resolves with the round trip in ms. */
   ping(options?: { timeout?: number }): Promise<number>;
-  /** A fresh token (the same user's) for this connection before its current one expires: resolves with `authed`. */
+  /**
+   * A fresh token (the same user's) for this connection before its current one expires: resolves with `authed`.
+   * With a token getter, the client then renews on its own a little before each `expires_at`.
+   */
   auth(token: string): Promise<AuthedFrame>;
   /** Connects now if waiting to reconnect. */
   reconnect(): void;

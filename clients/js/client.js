@@ -119,6 +119,7 @@ export class Client extends Emitter {
   #joinWindow = 10;
   #joinGate = 0;
   #joinTimer = null;
+  #renewTimer = null;
   #unwatch = () => {};
 
   constructor(url, options = {}) {
@@ -188,9 +189,33 @@ export class Client extends Emitter {
    */
   async auth(token) {
     if (typeof token !== "string" || token === "") throw new TypeError("auth(token): a token is required");
+    const ws = this.#ws;
     const reply = await this.request({ op: "auth", token });
-    this.#currentToken = token;
+    if (ws === this.#ws) {
+      this.#currentToken = token;
+      this.#renewBefore(reply.expires_at);
+    }
     return reply;
+  }
+
+  // With a token getter, the connection is handed a fresh token a little before the one the server named
+  // expires (in the last quarter of its life, at most 30 s before), so a long-lived socket is not closed (4001).
+  #renewBefore(expiresAt) {
+    clearTimeout(this.#renewTimer);
+    if (typeof this.#token !== "function" || typeof expiresAt !== "string") return;
+    const left = Date.parse(expiresAt) - Date.now();
+    if (!Number.isFinite(left)) return;
+    const ws = this.#ws;
+    this.#renewTimer = setTimeout(async () => {
+      let token;
+      try {
+        token = await this.#token();
+      } catch {
+        return; // no new token: the socket closes at expiry and the reconnect asks the getter again
+      }
+      if (ws !== this.#ws || typeof token !== "string" || token === "" || token === this.#currentToken) return;
+      this.auth(token).catch(() => {}); // refused: the same, the close at expiry handles it
+    }, Math.max(0, left - Math.min(30000, left / 4)));
   }
 
   /** An application-level ping; resolves with the round trip in milliseconds. */
@@ -422,6 +447,7 @@ export class Client extends Emitter {
     this.#opened = false;
     clearTimeout(this.#connectTimer);
     clearTimeout(this.#liveTimer);
+    clearTimeout(this.#renewTimer);
     if (ws) {
       ws.onopen = ws.onmessage = ws.onclose = null;
       ws.onerror = () => {};
