@@ -73,6 +73,54 @@ export interface JoinOptions {
    * already be reflected in what it loaded: apply them as upserts and deletes).
    */
   load?: (info: JoinInfo | ResyncInfo) => unknown;
+  /** Receive the room's presence (`room.presence`, `room.on("presence")`): `presence_state`, then diffs. */
+  presence?: boolean;
+  /** Receive this connection's own broadcasts too (by default it does not get back what it sent). */
+  broadcastSelf?: boolean;
+}
+
+/** One connection's entry in a room's presence. */
+export interface PresenceMeta<State = Record<string, unknown>> {
+  /** The connection's entry id (the `id` of its `tracked` reply and the `from.id` of its broadcasts). */
+  id: string;
+  state: State;
+}
+
+/** A room's presence as the server last told it. */
+export interface Presence<State = Record<string, unknown>> {
+  /** Each present user (by user id, or JWT `sub`) with one entry per connection that tracks itself; null past the server's limit. */
+  users: Record<string, { metas: PresenceMeta<State>[] }> | null;
+  /** The number of users present. */
+  count: number;
+}
+
+export interface PresenceFrame extends Frame {
+  op: "presence_state" | "presence_diff";
+  project: string;
+}
+
+export interface BroadcastFrame<Payload = unknown> {
+  op: "broadcast";
+  project: string;
+  event: string;
+  payload: Payload;
+  /** Stamped by the server: the sender's user and its connection's entry id. */
+  from: { user: string; id: string };
+}
+
+export interface TrackedFrame {
+  op: "tracked";
+  project: string;
+  /** This connection's entry id in presence frames and in the `from` of its broadcasts. */
+  id: string;
+  ref?: unknown;
+}
+
+export interface AuthedFrame {
+  op: "authed";
+  /** When the connection closes unless `auth` comes again; null for a token that does not expire. */
+  expires_at: string | null;
+  ref?: unknown;
 }
 
 export interface JoinInfo {
@@ -145,7 +193,7 @@ export class ConnectionError extends Error {
 export type Unsubscribe = () => void;
 
 /** The names a Room emits with their own payloads. */
-export type RoomEventName = "event" | "resync" | "joined" | "status" | "gap";
+export type RoomEventName = "event" | "resync" | "joined" | "status" | "gap" | "presence" | "broadcast";
 
 export class Room {
   readonly project: string;
@@ -154,6 +202,10 @@ export class Room {
   readonly lastSeq: number | null;
   /** The `at` of that event or frame, sent as `since_at` on a resume. */
   readonly lastAt: string | null;
+  /** The room's presence (joined with `presence: true`); null until the first `presence_state`. */
+  readonly presence: Presence | null;
+  /** This connection's entry id in presence, once tracked; null otherwise. */
+  readonly presenceId: string | null;
 
   /** Every event, in seq order, exactly once; with a filter, only those that match it. */
   on<Row = Record<string, unknown>>(name: "event", listener: (event: FeedEvent<Row>) => void): Unsubscribe;
@@ -168,6 +220,11 @@ export class Room {
   on(name: "status", listener: (status: RoomStatus) => void): Unsubscribe;
   /** An event arrived out of order (never expected from the server): the room rejoins from `lastSeq`. */
   on(name: "gap", listener: (info: GapInfo) => void): Unsubscribe;
+  /** Each `presence_state` and `presence_diff`, with the presence after applying it and the frame itself. */
+  on<State = Record<string, unknown>>(name: "presence", listener: (presence: Presence<State>, frame: PresenceFrame) => void): Unsubscribe;
+  /** A broadcast from someone else in the room (or your own, with `broadcastSelf`). */
+  on<Payload = unknown>(name: "broadcast", listener: (frame: BroadcastFrame<Payload>) => void): Unsubscribe;
+  on<Payload = unknown>(name: "broadcast", filter: { event?: string | string[] }, listener: (frame: BroadcastFrame<Payload>) => void): Unsubscribe;
   /** Any other frame of this room's project, by its `op` (for ops the server adds, e.g. presence). */
   on<N extends string>(name: N extends RoomEventName ? never : N, listener: (frame: Frame) => void): Unsubscribe;
   on<N extends string>(
@@ -181,6 +238,15 @@ export class Room {
   joined(): Promise<JoinInfo>;
   /** Leaves the room for good. */
   leave(): Promise<void>;
+  /**
+   * Be present with `state` (again to change it). Remembered and tracked again after every rejoin; resolves
+   * with `tracked` (at the next join, while not joined), rejects with RequestError if the state is refused.
+   */
+  track(state?: Record<string, unknown>): Promise<TrackedFrame>;
+  /** No longer present (the room stays joined); forgets the state. */
+  untrack(): Promise<Frame | null>;
+  /** Sends to the others in the room if joined and connected; returns whether it was sent. Never queued. */
+  broadcast(event: string, payload?: unknown): boolean;
 }
 
 export class Client {
@@ -201,6 +267,11 @@ export class Client {
   send(frame: Frame | string): boolean;
   /** An application-level ping: resolves with the round trip in ms. */
   ping(options?: { timeout?: number }): Promise<number>;
+  /**
+   * A fresh token (the same user's) for this connection before its current one expires: resolves with `authed`.
+   * With a token getter, the client then renews on its own a little before each `expires_at`.
+   */
+  auth(token: string): Promise<AuthedFrame>;
   /** Connects now if waiting to reconnect. */
   reconnect(): void;
   /** Leaves every room and closes the socket for good. */

@@ -62,12 +62,12 @@ class Emitter {
     else this.#listeners.delete(name);
   }
 
-  _emit(name, payload) {
+  _emit(name, payload, ...rest) {
     const results = [];
     for (const { filter, listener } of this.#listeners.get(name) ?? []) {
       if (filter && !matches(filter, payload)) continue;
       try {
-        results.push(listener(payload));
+        results.push(listener(payload, ...rest));
       } catch (e) {
         // One listener's bug must not stop delivery to the others, nor lose the client its place in the feed.
         setTimeout(() => {
@@ -119,6 +119,7 @@ export class Client extends Emitter {
   #joinWindow = 10;
   #joinGate = 0;
   #joinTimer = null;
+  #renewTimer = null;
   #unwatch = () => {};
 
   constructor(url, options = {}) {
@@ -181,6 +182,42 @@ export class Client extends Emitter {
     return true;
   }
 
+  /**
+   * Hands the connection a fresh token (the same user's) before its current one expires: resolves with the
+   * `authed` reply (`expires_at`: when the connection closes unless `auth` comes again). Not queued offline: a
+   * reconnect uses the token option anyway.
+   */
+  async auth(token) {
+    if (typeof token !== "string" || token === "") throw new TypeError("auth(token): a token is required");
+    const ws = this.#ws;
+    const reply = await this.request({ op: "auth", token });
+    if (ws === this.#ws) {
+      this.#currentToken = token;
+      this.#renewBefore(reply.expires_at);
+    }
+    return reply;
+  }
+
+  // With a token getter, the connection is handed a fresh token a little before the one the server named
+  // expires (in the last quarter of its life, at most 30 s before), so a long-lived socket is not closed (4001).
+  #renewBefore(expiresAt) {
+    clearTimeout(this.#renewTimer);
+    if (typeof this.#token !== "function" || typeof expiresAt !== "string") return;
+    const left = Date.parse(expiresAt) - Date.now();
+    if (!Number.isFinite(left)) return;
+    const ws = this.#ws;
+    this.#renewTimer = setTimeout(async () => {
+      let token;
+      try {
+        token = await this.#token();
+      } catch {
+        return; // no new token: the socket closes at expiry and the reconnect asks the getter again
+      }
+      if (ws !== this.#ws || typeof token !== "string" || token === "" || token === this.#currentToken) return;
+      this.auth(token).catch(() => {}); // refused: the same, the close at expiry handles it
+    }, Math.max(0, left - Math.min(30000, left / 4)));
+  }
+
   /** An application-level ping; resolves with the round trip in milliseconds. */
   async ping({ timeout = this.#opts.pingTimeout } = {}) {
     const started = Date.now();
@@ -207,6 +244,7 @@ export class Client extends Emitter {
       this.#pumpJoins();
     },
     isOpen: () => this.#isOpen(),
+    send: (frame) => this.send(frame),
     forget: (room) => {
       if (this.#rooms.get(room.project) === room) this.#rooms.delete(room.project);
     },
@@ -409,6 +447,7 @@ export class Client extends Emitter {
     this.#opened = false;
     clearTimeout(this.#connectTimer);
     clearTimeout(this.#liveTimer);
+    clearTimeout(this.#renewTimer);
     if (ws) {
       ws.onopen = ws.onmessage = ws.onclose = null;
       ws.onerror = () => {};
@@ -481,8 +520,19 @@ export class Room extends Emitter {
   lastSeq = null;
   /** The `at` of that event, sent as `since_at` on a resume. */
   lastAt = null;
+  /**
+   * The room's presence (joined with `presence: true`), as the server last told it: `{ users, count }`, `users`
+   * mapping each present user to `{ metas: [{ id, state }] }`, or null past the server's limit (then only
+   * `count`). null until the first `presence_state`.
+   */
+  presence = null;
+  /** This connection's entry id in presence (from `tracked`), or null while not tracked. */
+  presenceId = null;
   project;
   #link;
+  #joinOptions;
+  #tracked = null; // the state this room tracks (re-sent after every join), or null
+  #trackWaiters = [];
   #opts;
   #gen = 0;
   #held = null; // events waiting for the app's reload (see #hold)
@@ -497,6 +547,7 @@ export class Room extends Emitter {
     this.#link = link;
     this.#opts = opts;
     this.project = project;
+    this.#joinOptions = { presence: options.presence === true, broadcastSelf: options.broadcastSelf === true };
     if (options.since !== undefined && options.since !== null) {
       if (!Number.isSafeInteger(options.since) || options.since < 0) throw new TypeError("since: a whole number >= 0");
       this.lastSeq = options.since;
@@ -533,6 +584,83 @@ export class Room extends Emitter {
     });
   }
 
+  /**
+   * Be present in the room with `state` (an object); again to change it. Remembered: tracked again after every
+   * rejoin (a reconnect, a resync). Resolves with the `tracked` reply once the server has it (while the room is
+   * not joined, at its next join); rejects with RequestError if the server refuses the state.
+   */
+  track(state = {}) {
+    if (this.state === "left" || this.state === "removed") return Promise.reject(this.#ended);
+    if (state === null || typeof state !== "object" || Array.isArray(state)) {
+      return Promise.reject(new TypeError("track(state): state is an object"));
+    }
+    this.#tracked = state;
+    return new Promise((resolve, reject) => {
+      this.#trackWaiters.push({ resolve, reject });
+      if (this.state === "joined" && this.#link.isOpen()) this.#sendTrack();
+    });
+  }
+
+  /** No longer present (the room stays joined); forgets the tracked state. */
+  untrack() {
+    this.#tracked = null;
+    this.presenceId = null;
+    for (const w of this.#trackWaiters.splice(0)) w.reject(new Error("untracked"));
+    if (this.state !== "joined" || !this.#link.isOpen()) return Promise.resolve(null);
+    return new Promise((resolve, reject) => {
+      this.#link.call({ op: "untrack", project: this.project }, this.#opts.timeout, (reply, err) => {
+        if (err) reject(err);
+        else if (reply.op === "error") reject(new RequestError(reply));
+        else resolve(reply);
+      });
+    });
+  }
+
+  /**
+   * Sends `payload` to the others in the room as `event`, if the room is joined and the socket is up; returns
+   * whether it was sent. Never queued: a broadcast is of the moment.
+   */
+  broadcast(event, payload = null) {
+    if (typeof event !== "string" || event === "") throw new TypeError("broadcast(event, payload): an event name is required");
+    if (this.state !== "joined" || !this.#link.isOpen()) return false;
+    return this.#link.send({ op: "broadcast", project: this.project, event, payload });
+  }
+
+  #sendTrack() {
+    const state = this.#tracked;
+    const gen = this.#gen;
+    this.#link.call({ op: "track", project: this.project, state }, this.#opts.timeout, (reply, err) => {
+      if (state !== this.#tracked) return; // changed or untracked meanwhile: that request answers the waiters
+      if (err) {
+        // Lost with the socket: the next join tracks again. No answer on a live socket: ask again.
+        if (err.code === "timeout" && gen === this.#gen && this.state === "joined") this.#sendTrack();
+        return;
+      }
+      const waiters = this.#trackWaiters.splice(0);
+      if (reply.op === "error") {
+        this.#tracked = null; // refused (e.g. too large): sending it again would be refused again
+        for (const w of waiters) w.reject(new RequestError(reply));
+        return;
+      }
+      this.presenceId = reply.id ?? null;
+      for (const w of waiters) w.resolve(reply);
+    });
+  }
+
+  #presence(frame) {
+    if (frame.op === "presence_state") {
+      const users = frame.users && typeof frame.users === "object" ? { ...frame.users } : null;
+      this.presence = { users, count: users ? Object.keys(users).length : (frame.count ?? 0) };
+    } else {
+      if (!this.presence?.users) return; // a diff with no list to apply it to: the next state replaces it
+      const users = { ...this.presence.users };
+      for (const part of [frame.joins, frame.updates]) for (const [user, v] of Object.entries(part ?? {})) users[user] = v;
+      for (const user of frame.leaves ?? []) delete users[user];
+      this.presence = { users, count: Object.keys(users).length };
+    }
+    this._emit("presence", this.presence, frame);
+  }
+
   #setState(state, reason) {
     this.state = state;
     this._emit("status", reason === undefined ? { state } : { state, reason });
@@ -559,8 +687,11 @@ export class Room extends Emitter {
     this.#holding = null;
     this.#link.forget(this);
     this.#ended = Object.assign(new Error(`room ${this.project} ${state}: ${reason}`), { state, reason });
+    this.#tracked = null;
+    this.presenceId = null;
     this.#setState(state, reason);
     for (const w of this.#waiters.splice(0)) w.reject(this.#ended);
+    for (const w of this.#trackWaiters.splice(0)) w.reject(this.#ended);
   }
 
   _frame(frame) {
@@ -572,6 +703,10 @@ export class Room extends Emitter {
         return;
       case "resync":
         if (this.state === "joined" || this.state === "joining") this.#resync(frame);
+        return;
+      case "presence_state":
+      case "presence_diff":
+        if (this.state === "joined") this.#presence(frame);
         return;
       case "joined":
         return; // the late answer to a join given up on: the rejoin under way takes over
@@ -586,6 +721,8 @@ export class Room extends Emitter {
     const gen = ++this.#gen;
     clearTimeout(this.#retryTimer);
     const frame = { op: "join", project: this.project };
+    if (this.#joinOptions.presence) frame.presence = true;
+    if (this.#joinOptions.broadcastSelf) frame.broadcast = { self: true };
     if (this.lastSeq !== null) {
       frame.since = this.lastSeq;
       if (this.lastAt && this.lastSeq > 0) frame.since_at = this.lastAt;
@@ -615,6 +752,7 @@ export class Room extends Emitter {
     this.lastSeq = reply.seq;
     this.lastAt = reply.at ?? (same ? this.lastAt : null);
     this.#setState("joined");
+    if (this.#tracked !== null) this.#sendTrack(); // the server forgot our presence with the old connection
     const info = { project: this.project, seq: reply.seq, latest: reply.latest, at: reply.at ?? null, resumed };
     for (const w of this.#waiters.splice(0)) w.resolve(info);
     this.#hold(this._emit("joined", info));

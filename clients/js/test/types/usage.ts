@@ -37,7 +37,32 @@ room.on("status", ({ state }) => {
   if (state === "removed") console.log("access lost");
 });
 room.on("gap", ({ expected, got }) => console.log(expected, got));
-room.on("presence", (frame) => console.log(frame.op));
+room.on("left", (frame) => console.log(frame.op));
+
+interface Viewing {
+  viewing: string;
+}
+const live: Room = client.join("room-7", { presence: true, broadcastSelf: false });
+live.on<Viewing>("presence", (presence, frame) => {
+  const n: number = presence.count;
+  for (const [user, { metas }] of Object.entries(presence.users ?? {})) {
+    for (const m of metas) console.log(user, m.id === live.presenceId, m.state.viewing);
+  }
+  const op: "presence_state" | "presence_diff" = frame.op;
+  void n, op;
+});
+live.on<{ task: string }>("broadcast", { event: "typing" }, (b) => console.log(b.from.user, b.payload.task));
+const sentNow: boolean = live.broadcast("typing", { task: "t9" });
+void sentNow;
+async function presenceAndAuth(): Promise<void> {
+  const t = await live.track({ viewing: "task 9" });
+  const id: string = t.id;
+  await live.untrack();
+  const a = await client.auth("bc_…");
+  const exp: string | null = a.expires_at;
+  void id, exp;
+}
+void presenceAndAuth;
 
 async function main(): Promise<void> {
   const info = await room.joined();
@@ -67,3 +92,7 @@ room.on("event", { table: "users" }, () => {});
 client.join("p", { since: "41" });
 // @ts-expect-error: lastSeq is read-only
 room.lastSeq = 3;
+// @ts-expect-error: broadcast needs an event name
+live.broadcast();
+// @ts-expect-error: presence is read-only
+live.presence = null;
