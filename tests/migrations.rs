@@ -27,7 +27,7 @@ const PRE_BASELINE: &[(&str, &str)] = &[
 ];
 
 /// The migrations after the baseline: a fresh database and an adopted one alike get them.
-const AFTER_BASELINE: &[&str] = &["0003_token_expiry", "0004_membership_floor", "0005_rooms"];
+const AFTER_BASELINE: &[&str] = &["0003_token_expiry", "0004_membership_floor", "0005_rooms", "0006_event_tx"];
 
 /// Every migration, in order.
 fn all_migrations() -> Vec<&'static str> {

@@ -32,6 +32,7 @@ pub const MIGRATIONS: &[Migration] = &[
     Migration { name: "0003_token_expiry", sql: include_str!("../../sql/migrations/0003_token_expiry.sql") },
     Migration { name: "0004_membership_floor", sql: include_str!("../../sql/migrations/0004_membership_floor.sql") },
     Migration { name: "0005_rooms", sql: include_str!("../../sql/migrations/0005_rooms.sql") },
+    Migration { name: "0006_event_tx", sql: include_str!("../../sql/migrations/0006_event_tx.sql") },
 ];
 
 /// The function files, in the order they are applied at every start (`triggers` defines the helper the
