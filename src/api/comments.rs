@@ -72,7 +72,7 @@ fn create(pool: Pool) -> impl Filter<Extract = (Response,), Error = warp::Reject
 async fn add_comment(task: String, who: Caller, body: Bytes, pool: Pool) -> Result<Response, ApiError> {
     let task = input::id(&task, "task")?;
     let new: NewComment = input::parse(&body)?;
-    write(&pool, StatusCode::CREATED, async |tx| {
+    write(&pool, &who, StatusCode::CREATED, async |tx| {
         // The insert's foreign key check locks the task (key share): it cannot be deleted under the new comment.
         let project = access::visible::<Task>(tx, task, &who).await?.project_id;
         member_of_active(tx, project, &who).await?; // a concurrent removal waits for this comment
@@ -170,7 +170,7 @@ fn update(pool: Pool) -> impl Filter<Extract = (Response,), Error = warp::Reject
 async fn edit_comment(id: String, who: Caller, body: Bytes, pool: Pool) -> Result<Response, ApiError> {
     let id = input::id(&id, "comment")?;
     let change: CommentChange = input::parse(&body)?;
-    write(&pool, StatusCode::OK, async |tx| {
+    write(&pool, &who, StatusCode::OK, async |tx| {
         let old: Comment = access::visible_for_write(tx, id, &who).await?;
         require_author(&old, &who)?;
         if let Some(Version(v)) = change.version
@@ -203,7 +203,7 @@ fn delete(pool: Pool) -> impl Filter<Extract = (Response,), Error = warp::Reject
 
 async fn delete_comment(id: String, who: Caller, pool: Pool) -> Result<Response, ApiError> {
     let id = input::id(&id, "comment")?;
-    write(&pool, StatusCode::OK, async |tx| {
+    write(&pool, &who, StatusCode::OK, async |tx| {
         let old: Comment = access::visible_for_write(tx, id, &who).await?;
         require_author(&old, &who)?;
         tx.execute("DELETE FROM comments WHERE id = $1", &[&id]).await?;

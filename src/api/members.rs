@@ -116,7 +116,7 @@ async fn add_member(project: String, who: Caller, body: Bytes, pool: Pool) -> Re
     let project = input::id(&project, "project")?;
     let new: NewMember = input::parse(&body)?;
     let name = new.user.as_str();
-    write(&pool, StatusCode::CREATED, async |tx| {
+    write(&pool, &who, StatusCode::CREATED, async |tx| {
         lock_project(tx, project, MEMBERSHIP_LOCK).await?;
         require_owner(tx, project, &who).await?;
         let user: Uuid = tx
@@ -172,7 +172,7 @@ async fn update_member(
 ) -> Result<Response, ApiError> {
     let project = input::id(&project, "project")?;
     let MemberChange { role } = input::parse(&body)?;
-    write(&pool, StatusCode::OK, async |tx| {
+    write(&pool, &who, StatusCode::OK, async |tx| {
         lock_project(tx, project, MEMBERSHIP_LOCK).await?;
         require_owner(tx, project, &who).await?;
         let user = input::id(&user, "member")?;
@@ -210,7 +210,7 @@ fn remove(pool: Pool) -> impl Filter<Extract = (Response,), Error = warp::Reject
 
 async fn remove_member(project: String, user: String, who: Caller, pool: Pool) -> Result<Response, ApiError> {
     let project = input::id(&project, "project")?;
-    write(&pool, StatusCode::OK, async |tx| {
+    write(&pool, &who, StatusCode::OK, async |tx| {
         lock_project(tx, project, MEMBERSHIP_LOCK).await?;
         let my_role = role_in_locked(tx, project, &who).await?;
         let user = input::id(&user, "member")?;

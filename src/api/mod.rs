@@ -65,7 +65,7 @@ fn routes(pool: Pool) -> impl Filter<Extract = (impl Reply,), Error = Rejection>
 
 /// Every `/api` route, errors included, with the CORS headers a browser page on another origin needs (the
 /// preflight of a PATCH with a bearer token is answered here), so a web client can read every answer,
-/// `X-Boardcast-Seq` and error bodies too; and `/client.js`, which a page on another origin imports as a module
+/// `X-Boardcast-Seq`, `X-Boardcast-Tx` and error bodies too; and `/client.js`, which a page on another origin imports as a module
 /// (a CORS request).
 pub fn for_browsers(
     pool: Pool,
@@ -85,7 +85,7 @@ pub fn for_browsers(
             "baggage",
             "x-request-id",
         ])
-        .expose_headers(["x-boardcast-seq"])
+        .expose_headers(["x-boardcast-seq", "x-boardcast-tx"])
         .max_age(Duration::from_secs(600));
     let cors = match origins {
         None => cors.allow_any_origin(),

@@ -86,6 +86,9 @@ fn records() -> Value {
     let seq = json!({"type": "integer", "nullable": true, "minimum": 0,
         "description": "On write responses: the seq of the event this write produced in the project's feed (null \
                         if it changed nothing). Also in the X-Boardcast-Seq header."});
+    let tx = json!({"type": "string", "nullable": true, "pattern": "^[0-9]+$",
+        "description": "On write responses: the transaction that made this write, as its events' `tx` say it (a \
+                        64-bit id in decimal; null if it changed nothing). Also in the X-Boardcast-Tx header."});
 
     json!({
         "Error": {
@@ -109,14 +112,14 @@ fn records() -> Value {
                 "id": uuid, "name": {"type": "string"}, "status": {"type": "string", "enum": ProjectStatus::NAMES},
                 "created_at": time, "updated_at": time,
                 "role": {"type": "string", "enum": Role::NAMES, "description": "the caller's role"},
-                "seq": seq
+                "seq": seq, "tx": tx
             }
         },
         "Member": {
             "type": "object", "required": ["project_id", "user_id", "user_name", "role", "created_at"],
             "properties": {
                 "project_id": uuid, "user_id": uuid, "user_name": {"type": "string"},
-                "role": {"type": "string", "enum": Role::NAMES}, "created_at": time, "seq": seq
+                "role": {"type": "string", "enum": Role::NAMES}, "created_at": time, "seq": seq, "tx": tx
             }
         },
         "Task": {
@@ -129,7 +132,7 @@ fn records() -> Value {
                 "assignee_id": {"type": "string", "format": "uuid", "nullable": true},
                 "position": {"type": "number", "minimum": -1e15, "maximum": 1e15},
                 "version": {"type": "integer", "minimum": 1},
-                "created_at": time, "updated_at": time, "seq": seq
+                "created_at": time, "updated_at": time, "seq": seq, "tx": tx
             }
         },
         "Comment": {
@@ -139,13 +142,13 @@ fn records() -> Value {
                 "id": uuid, "task_id": uuid, "project_id": uuid,
                 "author_id": {"type": "string", "format": "uuid", "nullable": true},
                 "body": {"type": "string"}, "version": {"type": "integer", "minimum": 1},
-                "created_at": time, "updated_at": time, "seq": seq
+                "created_at": time, "updated_at": time, "seq": seq, "tx": tx
             }
         },
         "Deleted": {
             "type": "object", "required": ["deleted", "seq"],
             "properties": {"id": uuid, "project_id": uuid, "task_id": uuid, "user_id": uuid,
-                           "deleted": {"type": "boolean"}, "seq": seq}
+                           "deleted": {"type": "boolean"}, "seq": seq, "tx": tx}
         },
         "Me": {
             "type": "object", "required": ["id", "name", "created_at"],
@@ -367,8 +370,12 @@ fn op(
     let mut success =
         json!({"description": "OK", "content": json_schema(json!({"$ref": format!("#/components/schemas/{schema}")}))});
     if body.is_some() || status == "201" || matches!(schema, "Deleted") {
-        success["headers"] = json!({"X-Boardcast-Seq": {"description": "the seq of the write's event, when there is one",
-                                                         "schema": {"type": "integer"}}});
+        success["headers"] = json!({
+            "X-Boardcast-Seq": {"description": "the seq of the write's event, when there is one",
+                                "schema": {"type": "integer"}},
+            "X-Boardcast-Tx": {"description": "the transaction of the write's events (their `tx`), when there are some",
+                               "schema": {"type": "string"}}
+        });
     }
     responses.insert(status.into(), success);
     // 404 everywhere: also an unknown cursor, an unknown user name.

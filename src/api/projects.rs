@@ -69,7 +69,7 @@ fn create(pool: Pool) -> impl Filter<Extract = (Response,), Error = warp::Reject
 
 async fn create_project(who: Caller, body: Bytes, pool: Pool) -> Result<Response, ApiError> {
     let new: NewProject = input::parse(&body)?;
-    write(&pool, StatusCode::CREATED, async |tx| {
+    write(&pool, &who, StatusCode::CREATED, async |tx| {
         let row = tx
             .query_one(
                 "INSERT INTO projects (name, status) VALUES ($1, $2) RETURNING to_jsonb(projects.*)",
@@ -173,7 +173,7 @@ fn update(pool: Pool) -> impl Filter<Extract = (Response,), Error = warp::Reject
 async fn update_project(id: String, who: Caller, body: Bytes, pool: Pool) -> Result<Response, ApiError> {
     let id = input::id(&id, "project")?;
     let change: ProjectChange = input::parse(&body)?;
-    write(&pool, StatusCode::OK, async |tx| {
+    write(&pool, &who, StatusCode::OK, async |tx| {
         // Archiving waits for the board writes already let through (they hold FOR KEY SHARE on the project, see
         // `member_of_active`), and the ones after it see the new status. A rename need not wait for anyone. The
         // project is locked before the caller's membership, in the order membership changes take them: the
@@ -210,7 +210,7 @@ fn delete(pool: Pool) -> impl Filter<Extract = (Response,), Error = warp::Reject
 
 async fn delete_project(id: String, who: Caller, pool: Pool) -> Result<Response, ApiError> {
     let id = input::id(&id, "project")?;
-    write(&pool, StatusCode::OK, async |tx| {
+    write(&pool, &who, StatusCode::OK, async |tx| {
         // The project first, then the caller's membership (see `update_project`).
         lock_project(tx, id, "FOR UPDATE").await?;
         require_owner(tx, id, &who).await?;

@@ -90,7 +90,7 @@ fn create(pool: Pool) -> impl Filter<Extract = (Response,), Error = warp::Reject
 async fn create_task(project: String, who: Caller, body: Bytes, pool: Pool) -> Result<Response, ApiError> {
     let project = input::id(&project, "project")?;
     let new: NewTask = input::parse(&body)?;
-    write(&pool, StatusCode::CREATED, async |tx| {
+    write(&pool, &who, StatusCode::CREATED, async |tx| {
         member_of_active(tx, project, &who).await?;
         if let Some(a) = new.assignee_id {
             check_assignee(tx, project, a).await?;
@@ -221,7 +221,7 @@ fn update(pool: Pool) -> impl Filter<Extract = (Response,), Error = warp::Reject
 async fn update_task(id: String, who: Caller, body: Bytes, pool: Pool) -> Result<Response, ApiError> {
     let id = input::id(&id, "task")?;
     let change: TaskChange = input::parse(&body)?;
-    write(&pool, StatusCode::OK, async |tx| {
+    write(&pool, &who, StatusCode::OK, async |tx| {
         let old: Task = access::visible_for_write(tx, id, &who).await?;
         check_version(&old, change.version)?;
         if let Some(Some(a)) = change.assignee_id {
@@ -267,7 +267,7 @@ async fn delete_task(id: String, who: Caller, q: HashMap<String, String>, pool: 
     input::known_params(&q, &["version"])?;
     let version = q.get("version").map(|v| Version::from_query(v).map_err(|m| ApiError::invalid("version", m)));
     let version = version.transpose()?;
-    write(&pool, StatusCode::OK, async |tx| {
+    write(&pool, &who, StatusCode::OK, async |tx| {
         let old: Task = access::visible_for_write(tx, id, &who).await?;
         check_version(&old, version)?;
         tx.execute("DELETE FROM tasks WHERE id = $1", &[&id]).await?;

@@ -1,9 +1,11 @@
-//! The one path of every write: a connection from the pool, a transaction, the handler's checks, locks and
-//! writes, the seq of the event the write produced, commit, and the reply that carries that seq.
+//! The one path of every write: a connection from the pool, a transaction that names the signed-in user as
+//! its actor, the handler's checks, locks and writes, the seq and transaction of the event the write produced,
+//! commit, and the reply that carries them.
 //!
 //! The API never emits: the triggers record an event for each change in the project's feed, in the same
-//! transaction. What the API adds is the seq of that event, so a client can recognize its own change on the
-//! feed.
+//! transaction. What the API adds is who made it (`boardcast.act_as`, with the authenticated caller's id and
+//! nothing the request says, so a client cannot make a change appear to come from someone else) and, in the
+//! reply, the seq and transaction of that event, so a client can recognize its own change on the feed.
 
 use deadpool_postgres::Pool;
 use serde::Serialize;
@@ -13,6 +15,7 @@ use uuid::Uuid;
 use warp::http::StatusCode;
 use warp::reply::Response;
 
+use crate::auth::Caller;
 use crate::http::ApiError;
 use crate::http::reply::ok;
 
@@ -48,42 +51,56 @@ impl<T> Change<T> {
     }
 }
 
-/// Runs `write` in a transaction and answers `status` with its resource and seq ([`written`]). An error from
-/// `write` rolls the transaction back.
-pub async fn write<T, F>(pool: &Pool, status: StatusCode, write: F) -> Result<Response, ApiError>
+/// Runs `write` in a transaction made on behalf of `who`, and answers `status` with its resource, seq and
+/// transaction ([`written`]). An error from `write` rolls the transaction back.
+pub async fn write<T, F>(pool: &Pool, who: &Caller, status: StatusCode, write: F) -> Result<Response, ApiError>
 where
     T: Serialize,
     F: AsyncFnOnce(&Transaction<'_>) -> Result<Change<T>, ApiError>,
 {
     let mut client = pool.get().await?;
     let tx = client.transaction().await?;
+    // Transaction-local: the pooled connection forgets it at commit or rollback.
+    let act_as = tx.prepare_cached("SELECT boardcast.act_as($1::uuid::text)").await?;
+    tx.execute(&act_as, &[&who.user_id]).await?;
     let change = write(&*tx).await?;
-    let seq = match change.feed {
-        Some(project) => Some(seq_of(&*tx, project).await?),
+    let recorded = match change.feed {
+        Some(project) => Some(recorded(&*tx, project).await?),
         None => None,
     };
     tx.commit().await?;
-    Ok(written(status, &change.resource, seq))
+    Ok(written(status, &change.resource, recorded))
 }
 
-/// The seq of the event this transaction's last write produced. Called after the writes, in the same
+/// What the write recorded: the seq of the event this transaction's last write produced, and the
+/// transaction's id (as events give it: its xid8 in decimal). Called after the writes, in the same
 /// transaction: the write's trigger locked the project's feed row until commit, so no other writer can have
 /// added an event since, and `feed_seq` (which sees this transaction's own events) gives ours.
-async fn seq_of(tx: &impl GenericClient, project: Uuid) -> Result<i64, ApiError> {
-    let row = tx.query_opt("SELECT last_seq FROM feed_seq WHERE room = $1::uuid::text", &[&project]).await?;
-    Ok(row.map_or(0, |r| r.get(0)))
+async fn recorded(tx: &impl GenericClient, project: Uuid) -> Result<(i64, String), ApiError> {
+    let row = tx
+        .query_one(
+            "SELECT coalesce((SELECT last_seq FROM feed_seq WHERE room = $1::uuid::text), 0), pg_current_xact_id()::text",
+            &[&project],
+        )
+        .await?;
+    Ok((row.get(0), row.get(1)))
 }
 
 /// The reply to a write: the resource with `"seq"`, the seq of the event the write produced in its project's
-/// feed (null when the write changed nothing, so produced no event), also sent as `X-Boardcast-Seq`.
-fn written(status: StatusCode, resource: &impl Serialize, seq: Option<i64>) -> Response {
+/// feed, and `"tx"`, the transaction that wrote it (the `tx` of its events), both null when the write changed
+/// nothing, so produced no event; also sent as `X-Boardcast-Seq` and `X-Boardcast-Tx`.
+fn written(status: StatusCode, resource: &impl Serialize, recorded: Option<(i64, String)>) -> Response {
     let mut body = serde_json::to_value(resource).unwrap_or_default();
     if let Value::Object(m) = &mut body {
-        m.insert("seq".into(), seq.map_or(Value::Null, Value::from));
+        m.insert("seq".into(), recorded.as_ref().map_or(Value::Null, |r| Value::from(r.0)));
+        m.insert("tx".into(), recorded.as_ref().map_or(Value::Null, |r| Value::from(r.1.as_str())));
     }
     let mut res = ok(status, &body);
-    if let Some(seq) = seq {
+    if let Some((seq, tx)) = recorded {
         res.headers_mut().insert("x-boardcast-seq", seq.into());
+        if let Ok(tx) = tx.parse() {
+            res.headers_mut().insert("x-boardcast-tx", tx);
+        }
     }
     res
 }

@@ -71,6 +71,9 @@ pub(crate) struct JoinOptions {
     pub presence: bool,
     /// `"broadcast": {"self": true}`: its own broadcasts too.
     pub echo: bool,
+    /// `"group": "tx"`: the room's events as one `tx` frame per transaction (in parts if it is large), instead
+    /// of one `event` frame each.
+    pub group_tx: bool,
 }
 
 /// The largest `state` a client may track, as compact JSON.
@@ -154,7 +157,12 @@ fn join_options(obj: &Map<String, Value>) -> Result<JoinOptions, String> {
         },
         Some(_) => return Err("\"broadcast\" must be an object, e.g. {\"self\": true}".into()),
     };
-    Ok(JoinOptions { presence, echo })
+    let group_tx = match obj.get("group") {
+        None | Some(Value::Null) => false,
+        Some(Value::String(g)) if g == "tx" => true,
+        Some(_) => return Err("\"group\" must be \"tx\" (one frame per transaction) or absent".into()),
+    };
+    Ok(JoinOptions { presence, echo, group_tx })
 }
 
 /// A tracked state: a JSON object (`{}` if absent) of at most [`STATE_MAX_BYTES`] as compact JSON.
@@ -426,8 +434,13 @@ mod tests {
     fn presence_and_broadcast_requests_parse_with_their_limits() {
         let p = "6f1c1f5e-3d4a-4b7e-9f53-0c2b8d1e4a77";
         let r = parse(&format!(r#"{{"op":"join","project":"{p}","presence":true,"broadcast":{{"self":true}}}}"#));
-        let options = JoinOptions { presence: true, echo: true };
+        let options = JoinOptions { presence: true, echo: true, group_tx: false };
         assert_eq!(r.unwrap().op, Op::Join { project: key(p), since: None, since_at: None, options });
+        let r = parse(&format!(r#"{{"op":"join","project":"{p}","group":"tx"}}"#));
+        let options = JoinOptions { group_tx: true, ..JoinOptions::default() };
+        assert_eq!(r.unwrap().op, Op::Join { project: key(p), since: None, since_at: None, options });
+        let e = parse(&format!(r#"{{"op":"join","project":"{p}","group":"statement"}}"#)).unwrap_err();
+        assert_eq!(e.code, ErrorCode::BadFrame);
         let r = parse(&format!(r#"{{"op":"track","project":"{p}","state":{{"viewing": "task 9"}}}}"#)).unwrap();
         assert_eq!(r.op, Op::Track { project: key(p), state: r#"{"viewing":"task 9"}"#.into() });
         assert_eq!(

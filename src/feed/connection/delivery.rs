@@ -157,9 +157,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         self.signals.leave(project);
     }
 
-    /// Queues event `seq` of `project` for the client and moves the room's cursor. Returns whether the client
-    /// is still in the room: if the event removes this user from the project, the client leaves the room right
-    /// after it.
+    /// Queues event `seq` of `project` for the client (or, in grouped mode, hands it to the room's grouping,
+    /// which may queue a `tx` frame) and moves the room's cursor. Returns whether the client is still in the
+    /// room: if the event removes this user from the project, the client leaves the room right after it.
     pub async fn emit(
         &mut self,
         project: &RoomKey,
@@ -167,10 +167,28 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         frame: Utf8Bytes,
         removed_member: Option<Uuid>,
     ) -> Result<bool, End> {
-        self.feed_frame(Message::Text(frame)).await?;
         let Some(room) = self.rooms.get_mut(project) else { return Ok(false) };
         room.cursor = seq;
-        if removed_member.is_some() && removed_member == self.who.user_id && seq > room.verified_at {
+        let removed = removed_member.is_some() && removed_member == self.who.user_id && seq > room.verified_at;
+        let Some(group) = room.group.as_mut() else {
+            self.feed_frame(Message::Text(frame)).await?;
+            return self.unless_removed(project, removed).await;
+        };
+        let mut out = Vec::new();
+        group.push(project, seq, frame, &mut out);
+        if removed {
+            // What the client may see of the transaction goes out before it leaves.
+            group.flush_held(project, &mut out);
+        }
+        for frame in out {
+            self.feed_frame(Message::Text(frame)).await?;
+        }
+        self.unless_removed(project, removed).await
+    }
+
+    /// After an event that removed this user from the project: the client leaves the room.
+    async fn unless_removed(&mut self, project: &RoomKey, removed: bool) -> Result<bool, End> {
+        if removed {
             self.drop_room(project);
             let left = ServerFrame::Left { project: project.clone(), reason: LeftReason::Removed };
             self.feed_frame(Message::text(left.to_text(None))).await?;

@@ -18,23 +18,26 @@ use tokio_tungstenite::tungstenite::Message;
 
 use super::delivery::contiguous;
 use super::end::End;
+use super::grouping::TxGroup;
 use super::rate::{Limit, Verdict};
 use super::session::{Joined, Session};
 use crate::feed::Feed;
 use crate::feed::access;
-use crate::feed::event::Event;
+use crate::feed::event::{Event, tx_marks};
 use crate::feed::history::Reader;
 use crate::feed::protocol::{self, At, ErrorCode, JoinOptions, LeftReason, Op, Request, ResyncReason, ServerFrame};
 use crate::feed::room::Subscription;
 
 /// Where a joining client starts: after event `seq`, whose `at` is given (when known), with `replay`, the
-/// first page of events after it (`replaying`: the client asked for them, with `since`).
+/// first page of events after it (`replaying`: the client asked for them, with `since`). `ends_tx`: whether
+/// event `seq` was the last of its transaction in the room (false when a resume falls inside a transaction).
 struct Start {
     seq: i64,
     latest: i64,
     at: Option<String>,
     replay: Vec<Event>,
     replaying: bool,
+    ends_tx: bool,
 }
 
 /// Why a join is refused.
@@ -122,10 +125,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         options: JoinOptions,
         reference: Option<&Value>,
     ) -> Result<(), End> {
-        let Start { seq, latest, at, replay, replaying } = start;
+        let Start { seq, latest, at, replay, replaying, ends_tx } = start;
         let rewinds = subscription.rewinds();
         self.streams.insert(project.clone(), subscription);
-        let joined = Joined { cursor: seq, verified_at: latest, catch_up_to: None, retry_at: None, rewinds, replaying };
+        let group = options.group_tx.then(|| Box::new(TxGroup::new(ends_tx)));
+        let joined =
+            Joined { cursor: seq, verified_at: latest, catch_up_to: None, retry_at: None, rewinds, replaying, group };
         self.rooms.insert(project.clone(), joined);
         if replaying {
             self.replay.spend(replay.iter().map(|e| e.frame.len() as f64).sum());
@@ -185,7 +190,8 @@ async fn start(
         }
     };
     match since {
-        None => Ok(Start { seq: latest, latest, at: latest_at, replay: Vec::new(), replaying: false }),
+        // The latest event is committed, and so is its transaction: it ends it.
+        None => Ok(Start { seq: latest, latest, at: latest_at, replay: Vec::new(), replaying: false, ends_tx: true }),
         Some(since) if since > latest => Err(Refusal::Resync { latest, reason: ResyncReason::SinceAhead }),
         // A replay never reaches back before the membership: what the project said before is not theirs to read.
         Some(since) if since < since_seq => Err(Refusal::Resync { latest, reason: ResyncReason::BeforeMembership }),
@@ -205,7 +211,7 @@ async fn resume(
     latest: i64,
     max_bytes: i64,
 ) -> Result<Start, Refusal> {
-    let mut start = Start { seq: since, latest, at: None, replay: Vec::new(), replaying: true };
+    let mut start = Start { seq: since, latest, at: None, replay: Vec::new(), replaying: true, ends_tx: true };
     if latest == 0 {
         return Ok(start);
     }
@@ -221,7 +227,10 @@ async fn resume(
     // (If retention removed event `since`, or `since` is 0, there is nothing to compare: the rest is
     // checked as usual.)
     if since > 0 && start.replay.first().is_some_and(|e| e.seq == since) {
-        start.at = recorded_at(&start.replay.remove(0));
+        let resumed_after = start.replay.remove(0);
+        // A `since` inside a transaction: the client gets the rest of it, marked as such.
+        start.ends_tx = tx_marks(&resumed_after.frame).is_none_or(|m| m.last);
+        start.at = recorded_at(&resumed_after);
         if since_at.is_some_and(|expected| start.at.as_deref().and_then(At::parse) != Some(expected)) {
             return Err(Refusal::Resync { latest, reason: ResyncReason::HistoryRewound });
         }

@@ -17,6 +17,7 @@
 //!
 //! * [`session`] — the session's state and its writes to the client.
 //! * [`join`] — requests: join, resume, leave, ping.
+//! * [`grouping`] — one `tx` frame per transaction, for a client that joined with `"group":"tx"`.
 //! * [`rate`] — the rate limits of one connection.
 //! * [`signals`] — presence and broadcasts: track, untrack, broadcast, and what the rooms' other clients send.
 //! * [`slots`] — how many connections the server and each user may hold.
@@ -24,6 +25,7 @@
 
 mod delivery;
 mod end;
+mod grouping;
 mod join;
 mod rate;
 mod revocation;

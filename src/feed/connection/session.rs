@@ -15,6 +15,7 @@ use tokio_tungstenite::tungstenite::{self, Message};
 use tokio_util::sync::CancellationToken;
 
 use super::end::End;
+use super::grouping::TxGroup;
 use super::rate::Bucket;
 use crate::auth::Identity;
 use crate::feed::Feed;
@@ -91,6 +92,8 @@ pub(super) struct Joined {
     /// Whether the client asked for what it is catching up on (`join` with `since`): then it is paced by the
     /// connection's replay budget.
     pub replaying: bool,
+    /// Set when the client joined with `"group":"tx"`: its events wait here until their transaction ends.
+    pub group: Option<Box<TxGroup>>,
 }
 
 impl Joined {
