@@ -476,7 +476,9 @@ async fn boardcast_watch_prints_each_event_of_its_project_and_stops_on_a_wrong_u
     app.insert_task(project, "second").await;
     for (seq, title) in [(s + 1, "first"), (s + 2, "second")] {
         let line = tokio::time::timeout(WAIT, lines.next_line()).await.expect("a line in time").unwrap().unwrap();
-        assert!(line.starts_with(&format!("#{seq} tasks insert ")) && line.ends_with(title), "{line}");
+        // Written with SQL: the actor is the database role (and the test connection's application_name).
+        assert!(line.starts_with(&format!("#{seq} tasks insert ")), "{line}");
+        assert!(line.contains(&format!(" {title} [by postgres")) && line.ends_with(']'), "{line}");
     }
     watch.kill().await.unwrap();
 

@@ -170,15 +170,29 @@ fn on_frame(text: &str, project: &str, at: &mut Position, joined: &mut bool) -> 
     None
 }
 
-/// One line per event: `#SEQ TABLE ACTION ID WHAT`.
+/// One line per event: `#SEQ TABLE ACTION ID WHAT [by ACTOR]`.
 fn print_event(seq: i64, frame: &Value) {
     let row = &frame["row"];
     let what = row["title"].as_str().or(row["body"].as_str()).or(row["name"].as_str()).unwrap_or("");
     println!(
-        "#{seq} {} {} {} {}",
+        "#{seq} {} {} {} {} [by {}]",
         frame["table"].as_str().unwrap_or("?"),
         frame["action"].as_str().unwrap_or("?"),
         row["id"].as_str().or(row["user_id"].as_str()).unwrap_or(""),
-        what
+        what,
+        actor(&frame["actor"])
     );
+}
+
+/// Who made an event, in a few words: a user's name (or id), or a SQL writer's role and application
+/// (`postgres/psql`). Events recorded before events had actors: `?`.
+fn actor(actor: &Value) -> String {
+    match actor["kind"].as_str() {
+        Some("user") => actor["name"].as_str().or(actor["id"].as_str()).unwrap_or("?").to_string(),
+        Some("sql") => match actor["application"].as_str() {
+            Some(app) if !app.is_empty() => format!("{}/{app}", actor["role"].as_str().unwrap_or("?")),
+            _ => actor["role"].as_str().unwrap_or("?").to_string(),
+        },
+        _ => "?".to_string(),
+    }
 }
