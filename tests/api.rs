@@ -919,8 +919,10 @@ async fn an_api_write_reaches_the_feed_like_a_psql_write_with_the_seq_its_respon
     let via_api = alice.task(project, json!({"title": "from the API"})).await;
     let e_api = ws.event().await;
     assert_eq!(e_api["seq"], via_api["seq"], "the response's seq is its event's");
+    assert_eq!(e_api["tx"], via_api["tx"], "and so is its transaction");
     let mut row = via_api.clone();
     row.as_object_mut().unwrap().remove("seq");
+    row.as_object_mut().unwrap().remove("tx");
     assert_eq!(e_api["row"], row, "the response carries the row the feed carries");
 
     app.insert_task(project, "from psql").await;
