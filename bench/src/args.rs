@@ -31,6 +31,9 @@ pub enum Scenario {
     /// 1,000 clients in 100 rooms each sending 2 broadcasts/s: delivery on one server and across two, and the
     /// write ceiling with that traffic and without (issue #16; not part of `all`)
     Broadcast,
+    /// Fan-out of transactions of 10 events (2,000 clients in 10 rooms), with `event` frames and then with
+    /// `"group":"tx"`: deliveries/s and server CPU per delivered event (issue #15; not part of `all`)
+    TxGroups,
 }
 
 /// The abusive clients of `--scenario abuse` (issue #13), one phase each.
@@ -169,7 +172,7 @@ impl Args {
 
     /// Whether this scenario runs (with `--scenario all`, all of them but `abuse`).
     pub fn runs(&self, scenario: Scenario) -> bool {
-        (self.scenario == Scenario::All && !matches!(scenario, Scenario::Abuse | Scenario::Broadcast))
+        (self.scenario == Scenario::All && !matches!(scenario, Scenario::Abuse | Scenario::Broadcast | Scenario::TxGroups))
             || self.scenario == scenario
     }
 

@@ -65,6 +65,7 @@ impl Ctx {
             sources: self.sources(conns),
             connect_concurrency: 256,
             buf_size: 4096,
+            group_tx: false,
         }
     }
 }

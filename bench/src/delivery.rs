@@ -19,6 +19,10 @@ pub struct Shape {
     /// Offered transactions/s; `None`: as fast as possible.
     pub rate: Option<f64>,
     pub duration: f64,
+    /// Rows (so events) per transaction, unless `--rows` says otherwise.
+    pub rows: usize,
+    /// Whether the clients join with `"group":"tx"` (one `tx` frame per transaction).
+    pub group_tx: bool,
 }
 
 /// The shape with the flags applied, and the rest of what a run needs to know.
@@ -84,24 +88,27 @@ fn plan(ctx: &Ctx, defaults: Shape) -> Plan {
         writers: a.writers.unwrap_or(defaults.writers).max(1),
         rate,
         duration: defaults.duration,
+        rows: defaults.rows,
+        group_tx: defaults.group_tx,
     };
     Plan {
         duration: a.secs(defaults.duration),
         warmup: Duration::from_secs_f64(a.warmup.unwrap_or(3.0)),
-        rows: a.rows.unwrap_or(1).max(1),
+        rows: a.rows.unwrap_or(defaults.rows).max(1),
         shape,
     }
 }
 
 /// Starts the server, joins the clients, writes, and waits until the clients have everything.
 async fn measure(ctx: &Ctx, name: &str, plan: &Plan, shared: &Arc<Shared>) -> Result<Measured, String> {
-    let Shape { clients, rooms, writers, rate, .. } = plan.shape;
+    let Shape { clients, rooms, writers, rate, group_tx, .. } = plan.shape;
     let server = ctx.spawn_server(name)?;
     tokio::time::sleep(Duration::from_millis(500)).await;
     let rss_idle = server.rss();
     let mut fleet = Fleet::new(shared.clone(), rooms);
     let t = Instant::now();
-    fleet.grow(&ctx.fleet_spec(&server, rooms, clients), clients, Duration::from_secs(120)).await?;
+    let spec = load::FleetSpec { group_tx, ..ctx.fleet_spec(&server, rooms, clients) };
+    fleet.grow(&spec, clients, Duration::from_secs(120)).await?;
     let connect_secs = t.elapsed().as_secs_f64();
     ctx.say(format!("{name}: {clients} clients joined in {connect_secs:.1}s"));
     tokio::time::sleep(Duration::from_secs(1)).await;

@@ -164,6 +164,8 @@ pub struct FleetSpec {
     /// Connections being opened at once.
     pub connect_concurrency: usize,
     pub buf_size: usize,
+    /// Join with `"group":"tx"`: events arrive in `tx` frames.
+    pub group_tx: bool,
 }
 
 impl Fleet {
@@ -212,6 +214,7 @@ impl Fleet {
                 check: self.check.clone(),
                 errors: self.connect_errors.clone(),
                 buf_size: spec.buf_size,
+                group_tx: spec.group_tx,
             };
             let permit = gate.clone().acquire_owned().await.unwrap();
             self.handles.push(tokio::spawn(client(ctx, permit)));
@@ -282,6 +285,7 @@ struct ClientCtx {
     check: CancellationToken,
     errors: Arc<Mutex<Vec<String>>>,
     buf_size: usize,
+    group_tx: bool,
 }
 
 impl ClientCtx {
@@ -376,7 +380,8 @@ async fn connect_and_join(ctx: &ClientCtx) -> Result<Conn, String> {
         Ok(Err(e)) => return Err(format!("connect: {e}")),
         Err(_) => return Err("connect: timed out".into()),
     };
-    let join = format!(r#"{{"op":"join","project":"{}"}}"#, ctx.project_id);
+    let group = if ctx.group_tx { r#","group":"tx""# } else { "" };
+    let join = format!(r#"{{"op":"join","project":"{}"{group}}}"#, ctx.project_id);
     conn.send(OP_TEXT, join.as_bytes()).await.map_err(|e| format!("send join: {e}"))?;
     Ok(conn)
 }
@@ -394,23 +399,16 @@ fn read_frames(
     let mut got = 0u64;
     while let Some((op, payload)) = conn.next_frame() {
         match op {
-            OP_TEXT if payload.starts_with(b"{\"op\":\"event\"") => {
-                let Some(seq) = ws::int_after(payload, b"\"seq\":") else {
-                    out.other_frames += 1;
-                    continue;
-                };
-                if seq <= out.last_seq {
-                    out.duplicates += 1;
-                    continue;
-                }
-                if seq > out.last_seq + 1 {
-                    out.gaps += (seq - out.last_seq - 1) as u64;
-                }
-                out.last_seq = seq;
-                out.received += 1;
-                got += 1;
-                if let Some(id) = ws::int_after(payload, MARKER) {
-                    ctx.shared.received(id as u64, now);
+            OP_TEXT if payload.starts_with(b"{\"op\":\"event\"") => take_event(ctx, out, payload, now, &mut got),
+            // A transaction's events, in one frame: each is taken as if it had come alone.
+            OP_TEXT if payload.starts_with(b"{\"op\":\"tx\"") => {
+                const EVENT: &[u8] = b"{\"op\":\"event\"";
+                let mut rest = payload;
+                while let Some(at) = ws::find(rest, EVENT) {
+                    let event = &rest[at..];
+                    let end = ws::find(&event[EVENT.len()..], EVENT).map_or(event.len(), |n| n + EVENT.len());
+                    take_event(ctx, out, &event[..end], now, &mut got);
+                    rest = &event[end..];
                 }
             }
             OP_TEXT if !*joined && ws::find(payload, b"\"op\":\"joined\"").is_some() => {
@@ -441,6 +439,27 @@ fn read_frames(
         ctx.shared.last_recv.fetch_max(now, Ordering::Relaxed);
     }
     frames
+}
+
+/// Takes one event frame: checks its seq, records its latency.
+fn take_event(ctx: &ClientCtx, out: &mut ClientOutcome, event: &[u8], now: u64, got: &mut u64) {
+    let Some(seq) = ws::int_after(event, b"\"seq\":") else {
+        out.other_frames += 1;
+        return;
+    };
+    if seq <= out.last_seq {
+        out.duplicates += 1;
+        return;
+    }
+    if seq > out.last_seq + 1 {
+        out.gaps += (seq - out.last_seq - 1) as u64;
+    }
+    out.last_seq = seq;
+    out.received += 1;
+    *got += 1;
+    if let Some(id) = ws::int_after(event, MARKER) {
+        ctx.shared.received(id as u64, now);
+    }
 }
 
 /// Checks every client's view: lost = seqs it never got (gaps inside its stream plus the tail it did not

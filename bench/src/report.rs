@@ -30,6 +30,24 @@ pub fn load_line(r: &LoadRun) -> String {
     )
 }
 
+/// Server CPU per event, for `tx-groups`: per event written (recorded once, sent to every client of its room)
+/// and per event delivered (to one client). CPU% is over the writing window, deliveries/s over the span from
+/// the first to the last receipt: the same stretch of time, give or take the drain.
+pub fn per_event_line(r: &LoadRun) -> String {
+    let cpu = r.server_cpu_pct / 100.0;
+    let written = r.achieved_tps * r.rows_per_tx as f64;
+    let per = |rate: f64| if rate > 0.0 { cpu / rate * 1e6 } else { 0.0 };
+    format!(
+        "{}: {:.0} events/s written, {:.0} deliveries/s; server CPU {:.0}% = {:.1} µs per event written, {:.2} µs per delivery",
+        r.name,
+        written,
+        r.deliveries_per_s,
+        r.server_cpu_pct,
+        per(written),
+        per(r.deliveries_per_s)
+    )
+}
+
 fn opt_ms(x: f64) -> String {
     format!("{x:.2}")
 }

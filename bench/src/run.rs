@@ -16,6 +16,9 @@
 //! * `broadcast` — 1,000 clients in 100 rooms sending 2 broadcasts/s each: delivery on one server and across
 //!   two, and the write ceiling with that traffic against without (issue #16); not part of `all`. Its figures
 //!   are printed and kept in results.json.
+//! * `tx-groups` — a fan-out of transactions of 10 events (2,000 clients in 10 rooms), once with `event` frames
+//!   and once with `"group":"tx"`: deliveries/s and server CPU per event written and per delivery (issue #15);
+//!   not part of `all`. Printed and kept in results.json.
 //!
 //! See `boardcast-bench --help` for the flags, and BENCHMARKS.md for results.
 
@@ -28,8 +31,13 @@ use crate::delivery::Shape;
 use crate::results::Results;
 use crate::{abuse, broadcast, delivery, machine, memory, pg, report, server, writes};
 
-const LATENCY: Shape = Shape { clients: 1000, rooms: 100, writers: 8, rate: Some(1000.0), duration: 20.0 };
-const FANOUT: Shape = Shape { clients: 10_000, rooms: 10, writers: 4, rate: Some(300.0), duration: 15.0 };
+const LATENCY: Shape =
+    Shape { clients: 1000, rooms: 100, writers: 8, rate: Some(1000.0), duration: 20.0, rows: 1, group_tx: false };
+const FANOUT: Shape =
+    Shape { clients: 10_000, rooms: 10, writers: 4, rate: Some(300.0), duration: 15.0, rows: 1, group_tx: false };
+/// `tx-groups`: a fan-out of transactions of 10 events, run once with `event` frames and once grouped.
+const TX_GROUPS: Shape =
+    Shape { clients: 2000, rooms: 10, writers: 4, rate: Some(50.0), duration: 10.0, rows: 10, group_tx: false };
 
 /// Runs the scenarios the flags ask for (or, with `--render`, only writes the report again).
 pub async fn main(args: Args) -> Result<Results, String> {
@@ -78,6 +86,13 @@ async fn scenarios(ctx: &Ctx, results: &mut Results) -> Result<(), String> {
     }
     if args.runs(Scenario::Broadcast) {
         results.broadcast = Some(broadcast::run(ctx).await?);
+    }
+    if args.runs(Scenario::TxGroups) {
+        for (name, group_tx) in [("fanout-10/tx", false), ("fanout-10/tx grouped", true)] {
+            let run = delivery::run(ctx, name, Shape { group_tx, ..TX_GROUPS }).await?;
+            ctx.say(report::per_event_line(&run));
+            results.load.push(run);
+        }
     }
     let abuse = results.abuse.as_ref();
     results.lost = results.load.iter().map(|r| r.lost).sum::<u64>()
