@@ -77,6 +77,11 @@ export interface JoinOptions {
   presence?: boolean;
   /** Receive this connection's own broadcasts too (by default it does not get back what it sent). */
   broadcastSelf?: boolean;
+  /**
+   * `"tx"`: receive the room's events as one `tx` per transaction (`room.on("tx")`), a large one in parts,
+   * instead of one `event` each (`room.on("event")` then hears nothing).
+   */
+  group?: "tx";
 }
 
 /** One connection's entry in a room's presence. */
@@ -147,6 +152,36 @@ export interface FeedEvent<Row = Record<string, unknown>> {
   /** The row before the change: on update only. */
   old?: Row;
   at: string;
+  /** The transaction that made the change: a 64-bit id in decimal (REST write responses carry it too). */
+  tx: string;
+  /** Who made the change. */
+  actor: Actor;
+  /** Present (true) on the last event of its transaction in this room: the transaction is all here. */
+  last?: true;
+}
+
+/**
+ * Who made a change: a user (a REST API write, or a SQL writer that called `boardcast.act_as`), or any other
+ * SQL writer, by its database role and `application_name`.
+ */
+export type Actor =
+  | { kind: "user"; id: string; name: string | null }
+  | { kind: "sql"; role: string; application: string };
+
+/** A transaction's events in one room (joined with `group: "tx"`), or a part of a large one. */
+export interface TxFrame<Row = Record<string, unknown>> {
+  op: "tx";
+  project: string;
+  tx: string;
+  actor: Actor;
+  first_seq: number;
+  last_seq: number;
+  /** In seq order, each the `event` an ungrouped client gets. */
+  events: FeedEvent<Row>[];
+  /** Whether this frame ends the transaction (a large one comes in parts: only the final one is complete). */
+  complete: boolean;
+  /** Present (true) when the frame does not begin at the transaction's first event (a later part, or a resume inside it). */
+  continued?: true;
 }
 
 export type ResyncReason = "history_pruned" | "since_ahead" | "before_membership" | "history_rewound";
@@ -193,7 +228,7 @@ export class ConnectionError extends Error {
 export type Unsubscribe = () => void;
 
 /** The names a Room emits with their own payloads. */
-export type RoomEventName = "event" | "resync" | "joined" | "status" | "gap" | "presence" | "broadcast";
+export type RoomEventName = "event" | "tx" | "resync" | "joined" | "status" | "gap" | "presence" | "broadcast";
 
 export class Room {
   readonly project: string;
@@ -214,6 +249,8 @@ export class Room {
    * The server cannot prove the room has everything: reload the project over HTTP. Return a promise to hold
    * the events that follow (seq > `latest`) until it settles.
    */
+  /** A transaction's events (or a part of a large one), when joined with `group: "tx"`. */
+  on<Row = Record<string, unknown>>(name: "tx", listener: (tx: TxFrame<Row>) => void): Unsubscribe;
   on(name: "resync", listener: (info: ResyncInfo) => void | Promise<unknown>): Unsubscribe;
   /** Joined (or rejoined). Return a promise to hold the events that follow until it settles. */
   on(name: "joined", listener: (info: JoinInfo) => void | Promise<unknown>): Unsubscribe;

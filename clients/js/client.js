@@ -547,7 +547,14 @@ export class Room extends Emitter {
     this.#link = link;
     this.#opts = opts;
     this.project = project;
-    this.#joinOptions = { presence: options.presence === true, broadcastSelf: options.broadcastSelf === true };
+    if (options.group !== undefined && options.group !== null && options.group !== "tx") {
+      throw new TypeError('group: "tx" (one frame per transaction) or absent');
+    }
+    this.#joinOptions = {
+      presence: options.presence === true,
+      broadcastSelf: options.broadcastSelf === true,
+      groupTx: options.group === "tx",
+    };
     if (options.since !== undefined && options.since !== null) {
       if (!Number.isSafeInteger(options.since) || options.since < 0) throw new TypeError("since: a whole number >= 0");
       this.lastSeq = options.since;
@@ -698,6 +705,8 @@ export class Room extends Emitter {
     switch (frame.op) {
       case "event":
         return this.#event(frame);
+      case "tx":
+        return this.#tx(frame);
       case "left":
         if (frame.reason === "removed") this._end("removed", "removed");
         return;
@@ -723,6 +732,7 @@ export class Room extends Emitter {
     const frame = { op: "join", project: this.project };
     if (this.#joinOptions.presence) frame.presence = true;
     if (this.#joinOptions.broadcastSelf) frame.broadcast = { self: true };
+    if (this.#joinOptions.groupTx) frame.group = "tx";
     if (this.lastSeq !== null) {
       frame.since = this.lastSeq;
       if (this.lastAt && this.lastSeq > 0) frame.since_at = this.lastAt;
@@ -772,7 +782,7 @@ export class Room extends Emitter {
       if (this.#held !== held || this.#holding !== all) return; // ended, or another reload began meanwhile
       this.#held = null;
       this.#holding = null;
-      for (const e of held) this._emit("event", e);
+      for (const [name, e] of held) this._emit(name, e);
     });
   }
 
@@ -829,8 +839,29 @@ export class Room extends Emitter {
     }
     this.lastSeq = seq;
     this.lastAt = frame.at ?? null;
-    if (this.#held) this.#held.push(frame);
+    if (this.#held) this.#held.push(["event", frame]);
     else this._emit("event", frame);
+  }
+
+  // A transaction's events in one frame (joined with group: "tx"): checked like events one by one; what was
+  // delivered already (a replay's overlap) is left out, and the rest is emitted as one `tx`.
+  #tx(frame) {
+    if (this.state !== "joined" || !Array.isArray(frame.events)) return;
+    const events = frame.events.filter((e) => Number.isSafeInteger(e?.seq) && e.seq > this.lastSeq);
+    if (!events.length) return; // a duplicate, already delivered
+    for (let i = 0; i < events.length; i++) {
+      if (events[i].seq !== this.lastSeq + 1 + i) {
+        this._emit("gap", { project: this.project, expected: this.lastSeq + 1 + i, got: events[i].seq });
+        this.#rejoin();
+        return;
+      }
+    }
+    const last = events[events.length - 1];
+    this.lastSeq = last.seq;
+    this.lastAt = last.at ?? null;
+    const tx = events.length === frame.events.length ? frame : { ...frame, events, first_seq: events[0].seq };
+    if (this.#held) this.#held.push(["tx", tx]);
+    else this._emit("tx", tx);
   }
 
   // The server cannot prove this room has everything: the app reloads (its handlers may return a promise; the

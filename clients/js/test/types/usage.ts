@@ -96,3 +96,17 @@ room.lastSeq = 3;
 live.broadcast();
 // @ts-expect-error: presence is read-only
 live.presence = null;
+
+// Actor and transaction (issue #15).
+const grouped: Room = client.join("room-8", { group: "tx" });
+grouped.on("tx", (tx) => {
+  const who: string = tx.actor.kind === "user" ? (tx.actor.name ?? tx.actor.id) : `${tx.actor.role}/${tx.actor.application}`;
+  const done: boolean = tx.complete && !tx.continued;
+  for (const e of tx.events) console.log(who, done, e.seq, e.tx, e.last === true);
+});
+room.on("event", (e) => {
+  const id: string = e.tx;
+  if (e.actor.kind === "sql") console.log(id, e.actor.role, e.actor.application);
+});
+// @ts-expect-error: group is "tx" or absent
+client.join("p", { group: "statement" });
