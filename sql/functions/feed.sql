@@ -207,9 +207,10 @@ END $$;
 CREATE OR REPLACE FUNCTION boardcast_announce() RETURNS trigger LANGUAGE plpgsql
 SET plan_cache_mode = force_generic_plan AS $$
 DECLARE
+    tx_first bigint;
     tx_last bigint;
 BEGIN
-    -- Two statements, this one and the notification's. The room's latest event is this transaction's last.
+    -- The room's latest event is this transaction's last.
     UPDATE feed_events e SET frame = left(e.frame, -1) || ',"last":true}'
      WHERE e.room = NEW.room AND e.tx = NEW.xact
        AND e.seq = (SELECT max(m.seq) FROM feed_events m WHERE m.room = NEW.room)
@@ -217,8 +218,14 @@ BEGIN
     IF tx_last IS NULL THEN
         RETURN NULL;
     END IF;
-    -- The transaction's last 512 events at most (it has more if all 512 are its): inline if they fit, else
-    -- the range, whose first seq is then found by reading backwards to the previous transaction's event.
+    -- Its first: after the latest event of another transaction. Read backwards along the primary key, which
+    -- stops there: a transaction of k events reads k + 1 index entries.
+    SELECT coalesce(max(e.seq), 0) + 1 INTO tx_first FROM feed_events e
+     WHERE e.room = NEW.room AND e.seq < tx_last AND e.tx IS DISTINCT FROM NEW.xact;
+    IF tx_last - tx_first >= 512 THEN
+        PERFORM pg_notify('boardcast_feed', tx_first || ' ' || tx_last || ' ' || NEW.room);
+        RETURN NULL;
+    END IF;
     -- pg_notify is volatile, so it runs after the sort: the notifications go out in seq order.
     PERFORM count(*) FROM (
         SELECT pg_notify('boardcast_feed', a.first_seq || ' ' || a.last_seq || ' ' || NEW.room
@@ -227,25 +234,17 @@ BEGIN
             WITH sized AS (
                 SELECT e.seq, e.frame, octet_length(e.frame) + 1 AS len,
                        sum(octet_length(e.frame) + 1) OVER (ORDER BY e.seq) - octet_length(e.frame) - 1 AS before
-                  FROM feed_events e
-                 WHERE e.room = NEW.room AND e.seq > tx_last - 512 AND e.seq <= tx_last AND e.tx = NEW.xact
+                  FROM feed_events e WHERE e.room = NEW.room AND e.seq BETWEEN tx_first AND tx_last
             ), total AS (
-                SELECT sum(len) AS bytes, max(len) AS biggest, count(*) AS n, min(seq) AS first_seq FROM sized
-            ), inline AS (
-                SELECT n < 512 AND (bytes <= 7600 OR (bytes <= 65536 AND biggest <= 3800)) AS fits, * FROM total
+                SELECT sum(len) <= 7600 AS one, sum(len) <= 7600 OR (sum(len) <= 65536 AND max(len) <= 3800) AS fits
+                  FROM sized
             )
             SELECT min(s.seq) AS first_seq, max(s.seq) AS last_seq, string_agg(s.frame, E'\n' ORDER BY s.seq) AS frames
-              FROM sized s, inline t
+              FROM sized s, total t
              WHERE t.fits
-             GROUP BY CASE WHEN t.bytes <= 7600 THEN 0 ELSE s.before / 3800 END
+             GROUP BY CASE WHEN t.one THEN 0 ELSE s.before / 3800 END
             UNION ALL
-            SELECT CASE WHEN t.n < 512 THEN t.first_seq
-                        ELSE (SELECT coalesce(max(e.seq), 0) + 1 FROM feed_events e
-                               WHERE e.room = NEW.room AND e.seq < t.first_seq AND e.tx IS DISTINCT FROM NEW.xact)
-                   END,
-                   tx_last, NULL
-              FROM inline t
-             WHERE NOT t.fits
+            SELECT tx_first, tx_last, NULL FROM total t WHERE NOT t.fits
           ) a
          ORDER BY a.first_seq
     ) sent;
