@@ -28,7 +28,10 @@ fn sql_actor() -> Value {
 /// Every recorded event of `project` after `after`: (seq, frame).
 async fn recorded(app: &TestApp, project: Uuid, after: i64) -> Vec<Value> {
     app.sql
-        .query("SELECT frame FROM feed_events WHERE room = $1::uuid::text AND seq > $2 ORDER BY seq", &[&project, &after])
+        .query(
+            "SELECT frame FROM feed_events WHERE room = $1::uuid::text AND seq > $2 ORDER BY seq",
+            &[&project, &after],
+        )
         .await
         .unwrap()
         .iter()

@@ -172,7 +172,8 @@ impl Args {
 
     /// Whether this scenario runs (with `--scenario all`, all of them but `abuse`).
     pub fn runs(&self, scenario: Scenario) -> bool {
-        (self.scenario == Scenario::All && !matches!(scenario, Scenario::Abuse | Scenario::Broadcast | Scenario::TxGroups))
+        (self.scenario == Scenario::All
+            && !matches!(scenario, Scenario::Abuse | Scenario::Broadcast | Scenario::TxGroups))
             || self.scenario == scenario
     }
 
