@@ -88,7 +88,7 @@ async fn scenarios(ctx: &Ctx, results: &mut Results) -> Result<(), String> {
         results.broadcast = Some(broadcast::run(ctx).await?);
     }
     if args.runs(Scenario::TxGroups) {
-        for (name, group_tx) in [("fanout-10/tx", false), ("fanout-10/tx grouped", true)] {
+        for (name, group_tx) in [("fanout-10-per-tx", false), ("fanout-10-per-tx-grouped", true)] {
             let run = delivery::run(ctx, name, Shape { group_tx, ..TX_GROUPS }).await?;
             ctx.say(report::per_event_line(&run));
             results.load.push(run);
