@@ -209,12 +209,13 @@ SET plan_cache_mode = force_generic_plan AS $$
 DECLARE
     tx_first bigint;
     tx_last bigint;
+    last_frame text;
 BEGIN
     -- The room's latest event is this transaction's last.
     UPDATE feed_events e SET frame = left(e.frame, -1) || ',"last":true}'
      WHERE e.room = NEW.room AND e.tx = NEW.xact
        AND e.seq = (SELECT max(m.seq) FROM feed_events m WHERE m.room = NEW.room)
-    RETURNING e.seq INTO tx_last;
+    RETURNING e.seq, e.frame INTO tx_last, last_frame;
     IF tx_last IS NULL THEN
         RETURN NULL;
     END IF;
@@ -222,6 +223,13 @@ BEGIN
     -- stops there: a transaction of k events reads k + 1 index entries.
     SELECT coalesce(max(e.seq), 0) + 1 INTO tx_first FROM feed_events e
      WHERE e.room = NEW.room AND e.seq < tx_last AND e.tx IS DISTINCT FROM NEW.xact;
+    -- A transaction of one event (most are: a REST write, a psql UPDATE of one row) needs no query more.
+    IF tx_first = tx_last THEN
+        PERFORM pg_notify('boardcast_feed', tx_last || ' ' || tx_last || ' ' || NEW.room
+                                            || CASE WHEN octet_length(last_frame) <= 7600 THEN E'\n' || last_frame
+                                                    ELSE '' END);
+        RETURN NULL;
+    END IF;
     IF tx_last - tx_first >= 512 THEN
         PERFORM pg_notify('boardcast_feed', tx_first || ' ' || tx_last || ' ' || NEW.room);
         RETURN NULL;
