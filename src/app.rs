@@ -19,7 +19,7 @@ use crate::feed::{Feed, listener, presence, upgrade};
 use crate::http::gate::Gate;
 use crate::http::server;
 use crate::jwt::Keys;
-use crate::{admin, api, health};
+use crate::{admin, api, health, scrape};
 
 /// What the parts of a running server share, built once by [`Application::build`]. Each part is handed the
 /// pieces it uses (the REST API only the pool; the feed its own state, which holds the pool it reads history
@@ -37,6 +37,8 @@ pub struct AppState {
 pub struct Application {
     listener: TcpListener,
     addr: SocketAddr,
+    /// The second address that serves `/metrics` only (`BOARDCAST_METRICS_ADDR`), if set.
+    metrics_listener: Option<(TcpListener, SocketAddr)>,
     state: AppState,
 }
 
@@ -55,8 +57,18 @@ impl Application {
             Error::Config(format!("cannot listen on {}: {e} (set BOARDCAST_ADDR to another address)", settings.addr))
         })?;
         let addr = listener.local_addr()?;
+        let metrics_listener = match settings.metrics.addr {
+            Some(at) => {
+                let l = TcpListener::bind(at).await.map_err(|e| {
+                    Error::Config(format!("cannot listen on {at}: {e} (set BOARDCAST_METRICS_ADDR to another address)"))
+                })?;
+                let at = l.local_addr()?;
+                Some((l, at))
+            }
+            None => None,
+        };
         let feed = Feed::new(pool.clone(), settings.feed.clone());
-        Ok(Application { listener, addr, state: AppState { settings: Arc::new(settings), pool, feed, jwt } })
+        Ok(Application { listener, addr, metrics_listener, state: AppState { settings: Arc::new(settings), pool, feed, jwt } })
     }
 
     pub fn port(&self) -> u16 {
@@ -65,6 +77,11 @@ impl Application {
 
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// Where `/metrics` is served on its own, if `BOARDCAST_METRICS_ADDR` is set.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_listener.as_ref().map(|(_, at)| *at)
     }
 
     pub fn state(&self) -> AppState {
@@ -85,10 +102,18 @@ impl Application {
         let pruning = tokio::spawn(admin::retention_loop(pool.clone(), settings.retention.clone(), stop.clone()));
 
         let routes = health::route(pool.clone(), feed.clone())
+            .or(scrape::route(settings.metrics.clone(), pool.clone(), feed.clone()))
             .or(upgrade::route(feed.clone(), settings.cors_origins.clone(), stop.clone(), tracker.clone()))
             .or(api::for_browsers(pool.clone(), settings.cors_origins.clone()))
-            .recover(crate::http::error::recover);
+            .recover(crate::http::error::recover)
+            .with(warp::log::custom(scrape::record_request));
         let gate = Arc::new(Gate::new(settings.http.clone()).with_jwt(jwt));
+        let metrics_serving = self.metrics_listener.map(|(l, at)| {
+            tracing::info!("metrics on http://{at}/metrics");
+            let routes = scrape::route_on_own_address(settings.metrics.clone(), pool.clone(), feed.clone())
+                .recover(crate::http::error::recover);
+            tokio::spawn(server::serve(l, warp::service(routes), gate.clone(), stop.clone(), tracker.clone()))
+        });
         let service = warp::service(routes);
         let serving = tokio::spawn(server::serve(self.listener, service, gate, stop.clone(), tracker.clone()));
         tracing::info!("boardcast listening on http://{} (feed: ws://{}/ws)", self.addr, self.addr);
@@ -97,6 +122,9 @@ impl Application {
         tracing::info!("shutting down");
         stop.cancel();
         let _ = serving.await;
+        if let Some(metrics_serving) = metrics_serving {
+            let _ = metrics_serving.await;
+        }
         tracker.close();
         if tokio::time::timeout(Duration::from_secs(10), tracker.wait()).await.is_err() {
             tracing::warn!("some connections did not finish within 10s");

@@ -23,6 +23,27 @@ pub struct Settings {
     pub cors_origins: Option<Vec<String>>,
     pub http: HttpSettings,
     pub jwt: JwtSettings,
+    pub metrics: MetricsSettings,
+}
+
+/// Who may read `GET /metrics` (docs/operating.md). With neither set, nobody: it is not served.
+#[derive(Clone, Default)]
+pub struct MetricsSettings {
+    /// `BOARDCAST_METRICS_ADDR`: a second listen address that serves `/metrics` only (say 127.0.0.1:9100, or
+    /// an address only the monitoring network reaches).
+    pub addr: Option<SocketAddr>,
+    /// `BOARDCAST_METRICS_TOKEN`: `/metrics` is also served on the main address, to requests with
+    /// `Authorization: Bearer <this>` (and on `addr` too, the token is then required).
+    pub token: Option<String>,
+}
+
+impl fmt::Debug for MetricsSettings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MetricsSettings")
+            .field("addr", &self.addr)
+            .field("token", &self.token.as_ref().map(|_| "[redacted]"))
+            .finish()
+    }
 }
 
 /// JWTs from the app's own sign-in, accepted beside boardcast's tokens (see [`crate::jwt`]). With no key
@@ -222,6 +243,7 @@ impl Settings {
             cors_origins: None,
             http: HttpSettings::default(),
             jwt: JwtSettings { leeway: Duration::from_secs(10), ..JwtSettings::default() },
+            metrics: MetricsSettings::default(),
         }
     }
 }
@@ -571,6 +593,12 @@ pub struct SettingsArgs {
         default_value_t = 10
     )]
     pub jwt_leeway_secs: u64,
+    /// A second listen address, HOST:PORT, that serves GET /metrics (Prometheus) and nothing else
+    #[arg(long, env = "BOARDCAST_METRICS_ADDR", value_name = "BOARDCAST_METRICS_ADDR", hide_env = true, value_parser = parse_addr)]
+    pub metrics_addr: Option<SocketAddr>,
+    /// Serve GET /metrics on the main address too, to requests with Authorization: Bearer <this>; prefer the variable to the flag
+    #[arg(long, env = "BOARDCAST_METRICS_TOKEN", value_name = "BOARDCAST_METRICS_TOKEN", hide_env = true)]
+    pub metrics_token: Option<String>,
 }
 
 /// `*` (any origin: `None`) or a list of origins.
@@ -597,6 +625,7 @@ impl From<SettingsArgs> for Settings {
             audience: a.jwt_audience,
             leeway: Duration::from_secs(a.jwt_leeway_secs),
         };
+        s.metrics = MetricsSettings { addr: a.metrics_addr, token: a.metrics_token.filter(|t| !t.is_empty()) };
         s.feed.ping_interval = secs(a.ping_secs);
         s.feed.idle_timeout = secs(a.idle_timeout_secs);
         s.feed.send_timeout = secs(a.send_timeout_secs);

@@ -11,6 +11,7 @@
 //! * `api` — the REST API. Its handlers only write to the database; they never emit.
 //! * `http` — what the API and the feed's `/ws` route share: the accept loop, tokens, errors, input.
 //! * `auth`, `jwt` — who a token names: boardcast's own `bc_` tokens, and JWTs from an app's sign-in.
+//! * `metrics`, `scrape` — the Prometheus metrics, and `GET /metrics` (docs/operating.md).
 //! * [`app`] — wiring and graceful shutdown.
 //!
 //! Modules are public only where another crate uses them: the binary (`cli`), the tests and the benchmark.
@@ -27,7 +28,9 @@ pub mod feed;
 mod health;
 mod http;
 mod jwt;
+mod metrics;
 pub mod process;
+mod scrape;
 
 pub use app::{AppState, Application};
 pub use config::Settings;

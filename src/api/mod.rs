@@ -43,6 +43,11 @@ use route::Route;
 const ROUTES: &[&[Route]] =
     &[openapi::ROUTES, client::ROUTES, me::ROUTES, projects::ROUTES, members::ROUTES, tasks::ROUTES, comments::ROUTES];
 
+/// The template of the API route `path` is an instance of (`/api/tasks/{task_id}`), if any.
+pub(crate) fn route_template(path: &str) -> Option<&'static str> {
+    route::template_of(ROUTES, path)
+}
+
 /// Every `/api` route, and `/client.js`. A request no route takes ends in [`route::unrouted`], which answers
 /// 405 (with `Allow`) for a declared path and 404 for anything else under /api.
 fn routes(pool: Pool) -> impl Filter<Extract = (impl Reply,), Error = Rejection> + Clone {

@@ -30,6 +30,11 @@ impl Route {
     }
 }
 
+/// The template of the route a request path is an instance of, if any: a label for metrics that names no id.
+pub fn template_of(routes: &[&[Route]], path: &str) -> Option<&'static str> {
+    routes.iter().flat_map(|r| r.iter()).find(|r| r.matches(path)).map(|r| r.path)
+}
+
 /// The connection pool, for a handler.
 pub fn with_pool(pool: Pool) -> impl Filter<Extract = (Pool,), Error = Infallible> + Clone {
     warp::any().map(move || pool.clone())

@@ -31,8 +31,10 @@ impl Announcement<'_> {
     /// expected; the room then reads the seqs from history instead).
     pub fn events(&self) -> Option<Vec<Event>> {
         let frames = self.frames?;
-        let events: Vec<Event> =
-            frames.split('\n').zip(self.first..=self.last).map(|(f, seq)| Event::new(seq, f.to_owned())).collect();
+        let heard = Some(std::time::Instant::now());
+        let events: Vec<Event> = (frames.split('\n').zip(self.first..=self.last))
+            .map(|(f, seq)| Event { heard, ..Event::new(seq, f.to_owned()) })
+            .collect();
         (events.len() as i64 == self.last - self.first + 1).then_some(events)
     }
 }

@@ -5,6 +5,8 @@
 //! order (op, project, seq, table, action, tx, actor, row, [old], at, [last]), so what the server needs to know
 //! about an event is read from the frame's text at known places, without parsing it.
 
+use std::time::Instant;
+
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 use uuid::Uuid;
 
@@ -14,12 +16,14 @@ pub(crate) struct Event {
     pub frame: Utf8Bytes,
     /// Set when this event removes a member from the project: that user's connections leave the room.
     pub removed_member: Option<Uuid>,
+    /// When the listener received it (`None`: read from history), for the listener → socket latency.
+    pub heard: Option<Instant>,
 }
 
 impl Event {
     pub fn new(seq: i64, frame: String) -> Event {
         let removed_member = removed_member(&frame);
-        Event { seq, frame: frame.into(), removed_member }
+        Event { seq, frame: frame.into(), removed_member, heard: None }
     }
 }
 

@@ -87,6 +87,7 @@ impl History {
         limit: i64,
         max_bytes: i64,
     ) -> Result<Vec<Event>> {
+        let _timed = crate::metrics::history_read(reader == Reader::Room);
         let (_slot, client) = self.connection(reader).await?;
         if reader == Reader::Client {
             self.client_pages.fetch_add(1, Ordering::Relaxed);

@@ -27,6 +27,7 @@ use super::history::Reader;
 use super::room_key::RoomKey;
 use crate::db::pg_config;
 use crate::error::chain;
+use crate::metrics;
 
 pub(crate) async fn run(feed: Arc<Feed>, database_url: String, shutdown: CancellationToken) {
     let mut backoff = Duration::from_millis(100);
@@ -44,6 +45,7 @@ pub(crate) async fn run(feed: Arc<Feed>, database_url: String, shutdown: Cancell
                     backoff = Duration::from_millis(100);
                 }
                 tracing::warn!("listener connection lost ({reason}); reconnecting in {backoff:?}");
+                metrics::listener_reconnecting();
             }
         }
         tokio::select! {
@@ -164,6 +166,7 @@ async fn catch_up(feed: &Feed) -> Result<(), Lost> {
 }
 
 fn relay(feed: &Feed, channel: &str, payload: &str) {
+    metrics::notification(channel, payload);
     match channel {
         "boardcast_feed" => match Announcement::parse(payload) {
             Some(a) => feed.rooms.announce(&a),

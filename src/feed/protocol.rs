@@ -54,6 +54,21 @@ pub(crate) enum Op {
     },
 }
 
+impl Op {
+    /// The op's name, as the client wrote it (a metric's label).
+    pub fn name(&self) -> &'static str {
+        match self {
+            Op::Join { .. } => "join",
+            Op::Leave { .. } => "leave",
+            Op::Ping => "ping",
+            Op::Track { .. } => "track",
+            Op::Untrack { .. } => "untrack",
+            Op::Broadcast { .. } => "broadcast",
+            Op::Auth { .. } => "auth",
+        }
+    }
+}
+
 /// A token as a client sent it: never printed, not even in a debug print.
 #[derive(PartialEq)]
 pub(crate) struct Secret(pub String);

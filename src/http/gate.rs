@@ -213,6 +213,7 @@ impl Gate {
                 return Err(Refusal::Pending);
             }
             let retry_after = Duration::from_secs_f64((1.0 - budget.tokens) / self.per_sec());
+            crate::metrics::rate_limited("http_auth_failures");
             return Err(Refusal::OverBudget { retry_after });
         }
         budget.tokens -= 1.0;

@@ -23,6 +23,7 @@ use crate::feed::event::Event;
 use crate::feed::history::{CLIENT_PAGE_BYTES, Reader};
 use crate::feed::protocol::{LeftReason, ResyncReason, ServerFrame};
 use crate::feed::room::RoomMessage;
+use crate::metrics;
 
 pub(super) type Item = Result<Arc<RoomMessage>, BroadcastStreamRecvError>;
 
@@ -30,14 +31,21 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     /// A message from a room's broadcast, then whatever else is ready, flushed once: a burst of events costs
     /// one write to the socket, not one per event.
     pub async fn deliver(&mut self, project: RoomKey, item: Item) -> Result<(), End> {
+        // When the listener received the oldest event of the burst: how long it took to reach this socket.
+        let mut heard = heard(&item);
         self.take(project, item).await?;
         for _ in 0..256 {
             match self.streams.next().now_or_never() {
-                Some(Some((project, item))) => self.take(project, item).await?,
+                Some(Some((project, item))) => {
+                    heard = heard.or_else(|| self::heard(&item));
+                    self.take(project, item).await?
+                }
                 _ => break,
             }
         }
-        self.flush().await
+        self.flush().await?;
+        metrics::delivered(heard);
+        Ok(())
     }
 
     async fn take(&mut self, project: RoomKey, item: Item) -> Result<(), End> {
@@ -61,7 +69,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             Ok(RoomMessage::Watermark { seq }) => *seq,
             // While catching up, history has this event too (or will have it by the time we get there).
             Ok(RoomMessage::Event { seq, .. }) if room.catch_up_to.is_some() || *seq > room.cursor + 1 => *seq,
-            Ok(RoomMessage::Event { seq, frame, removed_member }) => match frame.get() {
+            Ok(RoomMessage::Event { seq, frame, removed_member, .. }) => match frame.get() {
                 Some(frame) => return self.emit(&project, *seq, frame, *removed_member).await.map(|_| ()),
                 // A large frame the room no longer holds for us: we are too far behind. History has it.
                 None => *seq,
@@ -195,6 +203,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             return Ok(false);
         }
         Ok(true)
+    }
+}
+
+/// When the listener received the event in `item`, if it is one that came with its notification.
+fn heard(item: &Item) -> Option<std::time::Instant> {
+    match item.as_deref() {
+        Ok(RoomMessage::Event { heard, .. }) => *heard,
+        _ => None,
     }
 }
 

@@ -50,6 +50,26 @@ impl End {
     }
 }
 
+impl End {
+    /// Why, as a metric's label (`boardcast_ws_disconnects_total{reason}`).
+    pub fn label(&self) -> &'static str {
+        match self {
+            End::Closed => "closed",
+            End::Gone => "gone",
+            End::Shutdown => "shutdown",
+            End::Revoked => "revoked",
+            End::Expired => "expired",
+            End::TooBig => "too_big",
+            End::Protocol(_) => "protocol",
+            End::NotUtf8 => "not_utf8",
+            End::Silent => "silent",
+            End::TooSlow => "slow",
+            End::RateLimited(_) => "rate_limited",
+            End::Internal => "internal",
+        }
+    }
+}
+
 /// For the log line that says why a connection ended.
 impl fmt::Display for End {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

@@ -27,6 +27,7 @@ use crate::feed::event::{Event, tx_marks};
 use crate::feed::history::Reader;
 use crate::feed::protocol::{self, At, ErrorCode, JoinOptions, LeftReason, Op, Request, ResyncReason, ServerFrame};
 use crate::feed::room::Subscription;
+use crate::metrics;
 
 /// Where a joining client starts: after event `seq`, whose `at` is given (when known), with `replay`, the
 /// first page of events after it (`replaying`: the client asked for them, with `since`). `ends_tx`: whether
@@ -48,7 +49,9 @@ enum Refusal {
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     pub async fn request(&mut self, text: &str) -> Result<(), End> {
-        match protocol::parse(text) {
+        let request = protocol::parse(text);
+        metrics::client_frame(request.as_ref().map_or("invalid", |r| r.op.name()));
+        match request {
             Err(e) => self.error(e.code, &e.message, e.reference.as_ref()).await,
             Ok(Request { op: Op::Ping, reference }) => self.reply(ServerFrame::Pong, reference.as_ref()).await,
             Ok(Request { op: Op::Join { project, since, since_at, options }, reference }) => {
@@ -133,6 +136,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             Joined { cursor: seq, verified_at: latest, catch_up_to: None, retry_at: None, rewinds, replaying, group };
         self.rooms.insert(project.clone(), joined);
         if replaying {
+            metrics::resumed();
             self.replay.spend(replay.iter().map(|e| e.frame.len() as f64).sum());
         }
         let joined = ServerFrame::Joined { project: project.clone(), seq, latest, at: at.as_deref() };

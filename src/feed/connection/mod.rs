@@ -56,6 +56,7 @@ use super::protocol::{self, ErrorCode, ServerFrame};
 use crate::auth::Identity;
 use crate::config::Rate;
 use crate::http::gate::Door;
+use crate::metrics;
 
 /// Serves one client until it leaves or must go. `revoked` was subscribed before the token was checked, so
 /// a revocation in between is not missed. `door` is what the client came through: a token it sends on the
@@ -71,12 +72,14 @@ pub(crate) async fn serve<S>(
     S: AsyncRead + AsyncWrite + Unpin,
 {
     tracing::info!("connection opened");
+    let _open = metrics::connection_opened();
     let mut session = Session::new(ws, who, door, feed, shutdown);
     let end = session.run(revoked).await;
     session.close(&end).await;
     // Leaves every room (each subscription leaves its own when dropped).
     drop(session);
     tracing::info!("connection closed: {end}");
+    metrics::disconnected(end.label());
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
@@ -155,6 +158,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         wait: Duration,
         reference: Option<&Value>,
     ) -> Result<(), End> {
+        metrics::rate_limited(limit.label());
         let Rate { per_sec, burst } = limit.rate(&self.feed.settings);
         let what = limit.name();
         let message =

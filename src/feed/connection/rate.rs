@@ -30,6 +30,16 @@ impl Limit {
         }
     }
 
+    /// As a metric's label (`boardcast_rate_limited_total{limit}`).
+    pub fn label(self) -> &'static str {
+        match self {
+            Limit::Messages => "messages",
+            Limit::Joins => "joins",
+            Limit::Broadcasts => "broadcasts",
+            Limit::PresenceUpdates => "presence_updates",
+        }
+    }
+
     pub fn rate(self, settings: &FeedSettings) -> Rate {
         match self {
             Limit::Messages => settings.messages,

@@ -24,6 +24,7 @@ use crate::feed::presence::SignalStream;
 use crate::feed::protocol::{ErrorCode, ServerFrame};
 use crate::feed::room::{RewindWatch, Subscription};
 use crate::http::gate::Door;
+use crate::metrics;
 
 pub(super) struct Session<S> {
     /// Boxed: every idle connection's future holds the session (see `the_session_future_stays_small`).
@@ -156,6 +157,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     /// Queues a frame; it is written at the next flush (or when the write buffer fills).
     pub async fn feed_frame(&mut self, msg: Message) -> Result<(), End> {
         let timeout = self.feed.settings.send_timeout;
+        if let Message::Text(text) = &msg {
+            metrics::frame_sent(text);
+        }
         tokio::select! {
             biased;
             r = tokio::time::timeout(timeout, self.ws.feed(msg)) => sent(r),

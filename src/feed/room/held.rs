@@ -72,13 +72,13 @@ impl Held {
 
     /// Broadcasts an event; a large frame is held here and the buffer gets a weak reference to it.
     pub fn send_event(&mut self, messages: &Sender, event: Event) {
-        let Event { seq, frame, removed_member } = event;
+        let Event { seq, frame, removed_member, heard } = event;
         let large = (frame.len() >= LARGE_FRAME).then(|| Arc::new(frame.clone()));
         let frame = match &large {
             Some(held) => Frame::Held(Arc::downgrade(held)),
             None => Frame::Inline(frame),
         };
-        if !self.send(messages, RoomMessage::Event { seq, frame, removed_member }) {
+        if !self.send(messages, RoomMessage::Event { seq, frame, removed_member, heard }) {
             return;
         }
         if let Some(held) = large {

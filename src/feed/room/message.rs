@@ -1,6 +1,7 @@
 //! What a room broadcasts to its subscribers, in this order.
 
 use std::sync::Weak;
+use std::time::Instant;
 
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 use uuid::Uuid;
@@ -8,7 +9,8 @@ use uuid::Uuid;
 #[derive(Debug)]
 pub(crate) enum RoomMessage {
     /// The project's next event.
-    Event { seq: i64, frame: Frame, removed_member: Option<Uuid> },
+    /// `heard`: when the listener received it, if it did (see `Event`).
+    Event { seq: i64, frame: Frame, removed_member: Option<Uuid>, heard: Option<Instant> },
     /// The room's promise: "I will broadcast only events after `seq`". A subscriber whose cursor is below it
     /// reads the difference from history. (Sent when a room starts, or skips seqs that history no longer has.)
     Watermark { seq: i64 },

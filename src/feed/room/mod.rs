@@ -47,6 +47,7 @@ impl Rooms {
     /// received from the moment of this call; the caller decides where its client starts and fills the rest
     /// from history.
     pub(crate) fn subscribe(&self, project: RoomKey, subject: &str) -> Subscription {
+        crate::metrics::room_joined();
         let mut map = self.map.lock().unwrap();
         if let Some(room) = map.get(&project) {
             return Subscription::new(room, self.map.clone(), room.messages.subscribe(), subject);

@@ -77,6 +77,7 @@ impl Stream for Subscription {
 
 impl Drop for Subscription {
     fn drop(&mut self) {
+        crate::metrics::room_left();
         drop(self.messages.take());
         let mut rooms = self.rooms.lock().unwrap();
         let Some(room) = rooms.get(&self.project) else { return };
