@@ -11,16 +11,16 @@ use tracing_subscriber::prelude::*;
 async fn main() -> ExitCode {
     let cli = boardcast::cli::Cli::from_env_and_args();
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| "boardcast=info,warn".into());
-    tracing_subscriber::registry()
-        .with(filter)
-        .with(secret_keeping())
-        .with(
-            tracing_subscriber::fmt::layer()
-                .with_writer(std::io::stderr)
-                // Colours only on a terminal: not as escape codes in a log file.
-                .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())),
-        )
-        .init();
+    let format = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    // BOARDCAST_LOG_FORMAT=json: one JSON object a line (timestamp, level, target, the event's fields, and the
+    // request's span: method and route), for a log pipeline. Otherwise the human format.
+    let format = if std::env::var("BOARDCAST_LOG_FORMAT").is_ok_and(|f| f.eq_ignore_ascii_case("json")) {
+        format.json().flatten_event(true).with_current_span(true).with_span_list(false).boxed()
+    } else {
+        // Colours only on a terminal: not as escape codes in a log file.
+        format.with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())).boxed()
+    };
+    tracing_subscriber::registry().with(filter).with(secret_keeping()).with(format).init();
     match boardcast::cli::run(cli).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

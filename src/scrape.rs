@@ -5,7 +5,8 @@
 //! address (bind it to localhost or a monitoring network); with `BOARDCAST_METRICS_TOKEN`, requests on the
 //! main address (and on the second one) that bear it. With neither, `/metrics` is not served.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
 use deadpool_postgres::Pool;
@@ -88,12 +89,19 @@ async fn state(pool: &Pool, feed: &Feed) -> metrics::State {
     }
 }
 
+/// The API's route templates as labels: `/api/tasks/:task_id`. Braces would be valid in a label value, but a
+/// PromQL regex over them needs escaping, and some exposition parsers trip on them.
+static ROUTE_LABELS: LazyLock<HashMap<&'static str, &'static str>> = LazyLock::new(|| {
+    let label = |t: &str| -> &'static str { t.replace('{', ":").replace('}', "").leak() };
+    api::route_templates().map(|t| (t, label(t))).collect()
+});
+
 /// Records an answered HTTP request (a `warp::log::custom` callback) under its route's template: an API
-/// route's (`/api/tasks/{task_id}`), one of the server's own paths, or `other` — never the path itself, which
+/// route's (`/api/tasks/:task_id`), one of the server's own paths, or `other` — never the path itself, which
 /// may hold ids, or anything a client typed.
 pub fn record_request(info: warp::log::Info<'_>) {
     let path = info.path();
-    let route = api::route_template(path).unwrap_or(match path {
+    let route = api::route_template(path).and_then(|t| ROUTE_LABELS.get(t).copied()).unwrap_or(match path {
         "/ws" => "/ws",
         "/healthz" => "/healthz",
         "/metrics" => "/metrics",

@@ -5,12 +5,12 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
 use std::net::IpAddr;
-use std::process::{Command, Stdio};
-use std::sync::{Arc, Mutex};
+use std::process::Command;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use common::logged::Logged;
 use common::*;
 use futures::future::join_all;
 use futures::{SinkExt, StreamExt};
@@ -491,55 +491,12 @@ async fn the_cli_issues_a_token_with_a_lifetime() {
     assert_eq!(out.status.code(), Some(2), "a lifetime of 0 is a usage error");
 }
 
-/// The server binary at `RUST_LOG=trace`: what it writes to stderr, and its address once it listens.
-struct Logged {
-    child: std::process::Child,
-    stderr: Arc<Mutex<String>>,
-}
-
-impl Drop for Logged {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Logged {
-    fn start(db_url: &str) -> (Logged, String) {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_boardcast"))
-            .arg("serve")
-            .env("DATABASE_URL", db_url)
-            .env("BOARDCAST_ADDR", "127.0.0.1:0")
-            .env("RUST_LOG", "trace")
-            .stderr(Stdio::piped())
-            .stdout(Stdio::null())
-            .spawn()
-            .unwrap();
-        let stderr = Arc::new(Mutex::new(String::new()));
-        let (addr_tx, addr_rx) = std::sync::mpsc::channel();
-        let lines = BufReader::new(child.stderr.take().unwrap());
-        let keep = stderr.clone();
-        std::thread::spawn(move || {
-            for line in lines.lines().map_while(Result::ok) {
-                if let Some(rest) = line.split("listening on http://").nth(1) {
-                    let _ = addr_tx.send(rest.split_whitespace().next().unwrap().to_string());
-                }
-                let mut all = keep.lock().unwrap();
-                all.push_str(&line);
-                all.push('\n');
-            }
-        });
-        let addr = addr_rx.recv_timeout(WAIT).expect("the server did not say where it listens");
-        (Logged { child, stderr }, addr)
-    }
-}
-
 #[tokio::test]
 async fn no_token_or_hash_reaches_the_log_even_at_trace() {
     let db_url = fresh_database(&admin_url()).await;
     let sql = connect(&db_url).await;
     let (_, token) = boardcast::admin::add_user(&sql, "alice").await.unwrap();
-    let (server, addr) = Logged::start(&db_url);
+    let (server, addr) = Logged::start(&db_url, &[]);
     let http = reqwest::Client::new();
     let get = |path: String, token: String| {
         let http = http.clone();

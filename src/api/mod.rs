@@ -48,6 +48,11 @@ pub(crate) fn route_template(path: &str) -> Option<&'static str> {
     route::template_of(ROUTES, path)
 }
 
+/// Every API route's template.
+pub(crate) fn route_templates() -> impl Iterator<Item = &'static str> {
+    ROUTES.iter().flat_map(|r| r.iter()).map(|r| r.path)
+}
+
 /// Every `/api` route, and `/client.js`. A request no route takes ends in [`route::unrouted`], which answers
 /// 405 (with `Allow`) for a declared path and 404 for anything else under /api.
 fn routes(pool: Pool) -> impl Filter<Extract = (impl Reply,), Error = Rejection> + Clone {

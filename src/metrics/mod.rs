@@ -359,7 +359,7 @@ impl Drop for HistoryRead {
     }
 }
 
-/// An HTTP request was answered. `route` is its template (`/api/tasks/{task_id}`), never the path itself.
+/// An HTTP request was answered. `route` is its template (`/api/tasks/:task_id`), never the path itself.
 pub fn http_request(route: &'static str, method: &http::Method, status: u16, took: Duration) {
     let method = match *method {
         http::Method::GET => "GET",

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod cluster;
+pub mod logged;
 pub mod proxy;
 pub mod reader;
 
@@ -65,6 +66,8 @@ pub async fn fresh_database(server_url: &str) -> String {
 
 pub struct TestApp {
     pub addr: std::net::SocketAddr,
+    /// Where `/metrics` is served on its own (`settings.metrics.addr`), if it is.
+    pub metrics_addr: Option<std::net::SocketAddr>,
     pub db_url: String,
     /// A plain connection for writing the way psql would.
     pub sql: Client,
@@ -90,6 +93,7 @@ pub async fn spawn_app_on(settings: Settings) -> TestApp {
     let db_url = settings.database_url.clone();
     let app = Application::build(settings).await.expect("build app");
     let addr = app.addr();
+    let metrics_addr = app.metrics_addr();
     let feed = app.state().feed;
     let (stop, stopped) = tokio::sync::oneshot::channel();
     let done = tokio::spawn(async move {
@@ -100,7 +104,7 @@ pub async fn spawn_app_on(settings: Settings) -> TestApp {
         .expect("server run");
     });
     let sql = connect(&db_url).await;
-    let app = TestApp { addr, db_url, sql, feed, stop: Some(stop), done: Some(done) };
+    let app = TestApp { addr, metrics_addr, db_url, sql, feed, stop: Some(stop), done: Some(done) };
     app.wait_until_healthy().await;
     app
 }
