@@ -68,7 +68,12 @@ impl Application {
             None => None,
         };
         let feed = Feed::new(pool.clone(), settings.feed.clone());
-        Ok(Application { listener, addr, metrics_listener, state: AppState { settings: Arc::new(settings), pool, feed, jwt } })
+        Ok(Application {
+            listener,
+            addr,
+            metrics_listener,
+            state: AppState { settings: Arc::new(settings), pool, feed, jwt },
+        })
     }
 
     pub fn port(&self) -> u16 {

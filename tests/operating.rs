@@ -256,9 +256,10 @@ async fn metrics_move_as_a_scripted_workload_runs() {
     let names = dashboard_metrics(&dashboard);
     assert!(names.len() >= 20, "{names:?}");
     for name in names {
-        let exposed = after.text.lines().any(|l| {
-            l.strip_prefix(name.as_str()).is_some_and(|rest| rest.starts_with('{') || rest.starts_with(' '))
-        });
+        let exposed = after
+            .text
+            .lines()
+            .any(|l| l.strip_prefix(name.as_str()).is_some_and(|rest| rest.starts_with('{') || rest.starts_with(' ')));
         assert!(exposed, "the dashboard queries {name}, which the server does not expose");
     }
 }

@@ -185,7 +185,11 @@ impl Metrics {
         r.register("room_joins", "Subscriptions to a room", self.joins.clone());
         r.register("room_leaves", "Subscriptions to a room ended", self.leaves.clone());
         r.register("resumes", "Joins with since (a resume) that were accepted", self.resumes.clone());
-        r.register("listener_up", "Whether the listener is connected and LISTENing (1) or not (0)", self.listener_up.clone());
+        r.register(
+            "listener_up",
+            "Whether the listener is connected and LISTENing (1) or not (0)",
+            self.listener_up.clone(),
+        );
         r.register("listener_reconnects", "Times the listener's connection was lost", self.listener_reconnects.clone());
         r.register("listener_notifications", "Feed notifications received by the listener", self.notifications.clone());
         r.register(
