@@ -23,9 +23,12 @@ use uuid::Uuid;
 
 const SCRAPE_TOKEN: &str = "scrape-secret-for-tests";
 
+/// A sample's labels and value.
+type Sample = (HashMap<String, String>, f64);
+
 /// One scrape, parsed by prometheus-parse: samples by name and labels, and the raw text.
 struct Scrape {
-    samples: HashMap<String, Vec<(HashMap<String, String>, f64)>>,
+    samples: HashMap<String, Vec<Sample>>,
     text: String,
 }
 
