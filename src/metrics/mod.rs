@@ -205,8 +205,8 @@ impl Metrics {
         );
         r.register(
             "feed_listener_to_socket_seconds",
-            "From the listener's receipt of an event to its write to a subscriber's socket (per flush, the oldest \
-             event in it)",
+            "From the listener's receipt of an event to a subscriber's session taking it to write to its socket \
+             (once per burst of events, for the first)",
             self.listener_to_socket.clone(),
         );
         r.register("history_reads", "Reads of recorded events, by reader (room or client)", self.history_reads.clone());
@@ -335,8 +335,8 @@ fn at_of(frame: &str) -> Option<chrono::DateTime<chrono::Utc>> {
     chrono::DateTime::parse_from_rfc3339(at).ok().map(|t| t.to_utc())
 }
 
-/// Events were written to a subscriber's socket; the oldest of them was received by the listener at `heard`
-/// (`None`: they came from history, not from a notification).
+/// A subscriber's session takes a burst of events to write to its socket; the first was received by the
+/// listener at `heard` (`None`: not an event that came with a notification).
 pub fn delivered(heard: Option<Instant>) {
     if let Some(heard) = heard {
         METRICS.listener_to_socket.observe(heard.elapsed());

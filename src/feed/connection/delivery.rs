@@ -31,21 +31,17 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     /// A message from a room's broadcast, then whatever else is ready, flushed once: a burst of events costs
     /// one write to the socket, not one per event.
     pub async fn deliver(&mut self, project: RoomKey, item: Item) -> Result<(), End> {
-        // When the listener received the oldest event of the burst: how long it took to reach this socket.
-        let mut heard = heard(&item);
+        // How long the burst's first event took from the listener to this session, which writes it now. (Not
+        // kept until the flush: every idle connection's future would carry it.)
+        metrics::delivered(heard(&item));
         self.take(project, item).await?;
         for _ in 0..256 {
             match self.streams.next().now_or_never() {
-                Some(Some((project, item))) => {
-                    heard = heard.or_else(|| self::heard(&item));
-                    self.take(project, item).await?
-                }
+                Some(Some((project, item))) => self.take(project, item).await?,
                 _ => break,
             }
         }
-        self.flush().await?;
-        metrics::delivered(heard);
-        Ok(())
+        self.flush().await
     }
 
     async fn take(&mut self, project: RoomKey, item: Item) -> Result<(), End> {

@@ -157,9 +157,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     /// Queues a frame; it is written at the next flush (or when the write buffer fills).
     pub async fn feed_frame(&mut self, msg: Message) -> Result<(), End> {
         let timeout = self.feed.settings.send_timeout;
-        if let Message::Text(text) = &msg {
-            metrics::frame_sent(text);
-        }
+        let msg = counted(msg);
         tokio::select! {
             biased;
             r = tokio::time::timeout(timeout, self.ws.feed(msg)) => sent(r),
@@ -175,6 +173,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             _ = self.shutdown.cancelled() => Err(End::Shutdown),
         }
     }
+}
+
+/// Counts a frame sent (taken and given back, so that the write's future does not keep a copy of it).
+fn counted(msg: Message) -> Message {
+    if let Message::Text(text) = &msg {
+        metrics::frame_sent(text);
+    }
+    msg
 }
 
 /// The outcome of a write to the client: done, the client is gone, or it accepted nothing for the send timeout.
