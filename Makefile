@@ -1,5 +1,5 @@
 # boardcast — two commands do everything on a fresh machine:
-#   make run    start the server on a local database, with a demo project and a token printed
+#   make run    start the server on a local database, with a demo project and a board link per demo user
 #   make test   run the whole test suite against a real PostgreSQL
 # Both find PostgreSQL with scripts/pg.sh: DATABASE_URL, else a server on 127.0.0.1:5432, else a throwaway
 # cluster in ./.pgdata started with initdb/pg_ctl.
@@ -13,7 +13,7 @@ TARGET_DIR := $(abspath $(or $(CARGO_TARGET_DIR),target))
 .PHONY: run test test-js build bench lint pg-stop help
 
 help:
-	@echo "make run      start boardcast on a local database (demo project + token printed)"
+	@echo "make run      start boardcast on a local database (demo project + a board link per user)"
 	@echo "make test     run the test suite (starts PostgreSQL if none is running), test-js included"
 	@echo "make test-js  only the JavaScript client's tests (Node, and headless Chromium)"
 	@echo "make bench    run the benchmark and update BENCHMARKS.md"
@@ -30,7 +30,8 @@ run: build
 	  echo; \
 	  echo "  boardcast is starting on http://$$addr  (database: $$DATABASE_URL)"; \
 	  echo "  demo project: $$DEMO_PROJECT"; \
-	  echo "  demo token:   $$DEMO_TOKEN"; \
+	  echo "  the board, signed in as each demo user (open both, side by side):"; \
+	  for u in $$DEMO_USERS; do tok="DEMO_TOKEN_$$u"; echo "    $$u: http://$$addr/#token=$${!tok}"; done; \
 	  echo; \
 	  echo "  watch the feed:   $(BIN) watch $$DEMO_PROJECT --token $$DEMO_TOKEN --url ws://$$addr/ws"; \
 	  echo "  or any client:    ws://$$addr/ws?token=$$DEMO_TOKEN  then send {\"op\":\"join\",\"project\":\"$$DEMO_PROJECT\"}"; \

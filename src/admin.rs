@@ -12,7 +12,8 @@ use crate::auth;
 use crate::config::Retention;
 use crate::error::{Error, Result};
 
-pub const DEMO_USER: &str = "demo";
+/// The demo project's people: the first owns it, the second is a member.
+pub const DEMO_USERS: &[&str] = &["alice", "bob"];
 pub const DEMO_PROJECT: &str = "Demo board";
 
 /// Creates a user and returns `(user id, token)`.
@@ -177,24 +178,33 @@ pub async fn add_project(db: &mut tokio_postgres::Client, name: &str, owner: &st
     Ok(id)
 }
 
-/// For `make run`: the demo user and project, created if absent, and a fresh token for the demo user.
-/// Returns `(project id, token)`.
-pub async fn demo(db: &mut tokio_postgres::Client) -> Result<(Uuid, String)> {
-    db.execute("INSERT INTO users (name) VALUES ($1) ON CONFLICT (name) DO NOTHING", &[&DEMO_USER]).await?;
+/// For `make run`: the demo users and project, created if absent, and a fresh token for each user. The first
+/// user owns the project, the second is a member: two people, so the board shows one's change on the other's
+/// screen. Returns the project's id and `(user name, token)` for each.
+pub async fn demo(db: &mut tokio_postgres::Client) -> Result<(Uuid, Vec<(&'static str, String)>)> {
+    for name in DEMO_USERS {
+        db.execute("INSERT INTO users (name) VALUES ($1) ON CONFLICT (name) DO NOTHING", &[name]).await?;
+    }
+    let owner = DEMO_USERS[0];
     let existing = db
         .query_opt(
             "SELECT p.id FROM projects p JOIN project_members m ON m.project_id = p.id
                JOIN users u ON u.id = m.user_id
               WHERE u.name = $1 AND p.name = $2 ORDER BY p.created_at LIMIT 1",
-            &[&DEMO_USER, &DEMO_PROJECT],
+            &[&owner, &DEMO_PROJECT],
         )
         .await?;
     let project = match existing {
         Some(r) => r.get(0),
-        None => add_project(db, DEMO_PROJECT, DEMO_USER).await?,
+        None => add_project(db, DEMO_PROJECT, owner).await?,
     };
-    let (_, token) = issue_token(&*db, DEMO_USER, "demo", None).await?;
-    Ok((project, token))
+    let mut tokens = Vec::new();
+    for name in DEMO_USERS {
+        add_member(db, project, name, None).await?;
+        let (_, token) = issue_token(&*db, name, "demo", None).await?;
+        tokens.push((*name, token));
+    }
+    Ok((project, tokens))
 }
 
 /// A tracked table, as `boardcast.tracked` lists it.

@@ -19,7 +19,7 @@ use crate::feed::{Feed, listener, presence, upgrade};
 use crate::http::gate::Gate;
 use crate::http::server;
 use crate::jwt::Keys;
-use crate::{admin, api, health, scrape};
+use crate::{admin, api, board, health, scrape};
 
 /// What the parts of a running server share, built once by [`Application::build`]. Each part is handed the
 /// pieces it uses (the REST API only the pool; the feed its own state, which holds the pool it reads history
@@ -110,6 +110,7 @@ impl Application {
             .or(scrape::route(settings.metrics.clone(), pool.clone(), feed.clone()))
             .or(upgrade::route(feed.clone(), settings.cors_origins.clone(), stop.clone(), tracker.clone()))
             .or(api::for_browsers(pool.clone(), settings.cors_origins.clone()))
+            .or(board::routes())
             .recover(crate::http::error::recover)
             .with(warp::log::custom(scrape::record_request));
         let gate = Arc::new(Gate::new(settings.http.clone()).with_jwt(jwt));

@@ -12,6 +12,7 @@
 //! * `http` — what the API and the feed's `/ws` route share: the accept loop, tokens, errors, input.
 //! * `auth`, `jwt` — who a token names: boardcast's own `bc_` tokens, and JWTs from an app's sign-in.
 //! * `metrics`, `scrape` — the Prometheus metrics, and `GET /metrics` (docs/operating.md).
+//! * `board` — the web app (web/board), served at `/`.
 //! * [`app`] — wiring and graceful shutdown.
 //!
 //! Modules are public only where another crate uses them: the binary (`cli`), the tests and the benchmark.
@@ -20,6 +21,7 @@ pub mod admin;
 mod api;
 pub mod app;
 mod auth;
+mod board;
 pub mod cli;
 pub mod config;
 pub mod db;

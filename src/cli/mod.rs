@@ -62,7 +62,7 @@ pub enum Command {
     /// Project membership: `member add PROJECT_ID USER [ROLE]`
     #[command(subcommand)]
     Member(MemberCommand),
-    /// Create the demo user and project if absent; print DEMO_PROJECT=… and DEMO_TOKEN=… (for eval)
+    /// Create the demo users (alice, bob) and project if absent; print DEMO_PROJECT=…, DEMO_TOKEN=… (for eval)
     Demo(DatabaseArgs),
     /// Join a project's room and print each event as it arrives (reconnects and resumes on its own)
     Watch(watch::WatchArgs),
@@ -189,10 +189,15 @@ pub async fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Some(Command::Demo(db)) => {
-            // `make run` reads these two lines with eval: keep them `NAME=value`.
-            let (project, token) = admin::demo(&mut migrated(&db).await?).await?;
+            // `make run` reads these lines with eval: keep them `NAME=value` (tokens are URL- and shell-safe).
+            // DEMO_TOKEN is the first user's; DEMO_USERS names them all, DEMO_TOKEN_<name> has each one's.
+            let (project, tokens) = admin::demo(&mut migrated(&db).await?).await?;
             println!("DEMO_PROJECT={project}");
-            println!("DEMO_TOKEN={token}");
+            println!("DEMO_TOKEN={}", tokens[0].1);
+            println!("DEMO_USERS=\"{}\"", tokens.iter().map(|(name, _)| *name).collect::<Vec<_>>().join(" "));
+            for (name, token) in &tokens {
+                println!("DEMO_TOKEN_{name}={token}");
+            }
             Ok(())
         }
         Some(Command::Watch(args)) => watch::run(args).await,
