@@ -445,6 +445,14 @@ function wireDialog() {
     if (!editing) return;
     const changes = edits(editing.base);
     if (Object.keys(changes).length === 0) return closeDialog();
+    // The feed already says the task moved on since the form was filled: show it now rather than send a write
+    // the server would refuse (the 409 path below is for changes the feed had not delivered yet).
+    const now = state.board.tasks.get(editing.id);
+    if (now && Number(now.version) > Number(editing.base.version)) {
+      editing.conflict = { mine: changes, current: now };
+      render.renderConflict(now);
+      return;
+    }
     save(changes, editing.base.version);
   });
   $("task-close").addEventListener("click", closeDialog);
