@@ -20,8 +20,11 @@ struct Asset {
     content_type: &'static str,
 }
 
-const INDEX: Asset =
-    Asset { name: "index.html", body: include_str!("../web/board/index.html"), content_type: "text/html; charset=utf-8" };
+const INDEX: Asset = Asset {
+    name: "index.html",
+    body: include_str!("../web/board/index.html"),
+    content_type: "text/html; charset=utf-8",
+};
 
 const ASSETS: &[Asset] = &[
     Asset { name: "app.js", body: include_str!("../web/board/app.js"), content_type: JS },

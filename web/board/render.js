@@ -166,17 +166,20 @@ export function renderMembers() {
   sel.value = current;
 }
 
-function hue(id) {
-  let h = 0;
-  for (const c of id) h = (h * 31 + c.charCodeAt(0)) % 360;
-  return h;
-}
-
 const HUES = ["h0", "h1", "h2", "h3", "h4", "h5", "h6", "h7"];
+
+/** A colour per person: by their place among the members (distinct for the first eight), else by their id. */
+function hue(id) {
+  const i = [...state.board.members.keys()].indexOf(id);
+  if (i >= 0) return HUES[i % HUES.length];
+  let h = 0;
+  for (const c of id) h = (h * 31 + c.charCodeAt(0)) >>> 0;
+  return HUES[h % HUES.length];
+}
 
 function avatar(id, name) {
   return el("span", {
-    class: `avatar ${HUES[hue(id) % HUES.length]}`,
+    class: `avatar ${hue(id)}`,
     text: (name ?? "?").slice(0, 1).toUpperCase(),
     "aria-hidden": "true",
   });

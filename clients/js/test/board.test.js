@@ -223,22 +223,71 @@ describe("the board in Chromium", () => {
   });
 
   test("the two boards side by side, on a desktop and on a phone (screenshots)", { skip: !shots }, async () => {
-    const a = users.alice.page;
-    const b = users.bob.page;
-    await sql(`UPDATE tasks SET assignee_id = '${users.bob.id}' WHERE title = 'Plan v3'`);
-    for (const page of [a, b]) await page.setViewportSize({ width: 960, height: 720 });
-    await sleep(500);
+    // A board worth looking at: its own project, cards written through the API by each user, one moved by bob,
+    // one inserted with psql.
+    const launch = await cli(db, "project", "add", "Website launch", "alice");
+    await cli(db, "member", "add", launch, "bob");
+    const as = (name) => async (method, url, body) => {
+      const res = await fetch(`${server.http}${url}`, {
+        method,
+        headers: { authorization: `Bearer ${users[name].token}`, "content-type": "application/json" },
+        body: JSON.stringify(body),
+      });
+      assert.ok(res.ok, `${method} ${url}: ${res.status}`);
+      return res.json();
+    };
+    const alice = as("alice");
+    const bob = as("bob");
+    const cards = [
+      [alice, "Draft the announcement post", "todo", "alice"],
+      [bob, "Pick the launch date", "todo", null],
+      [alice, "Set up the status page", "todo", "bob"],
+      [bob, "Record the demo video", "in_progress", "bob"],
+      [alice, "Review the pricing page copy", "in_progress", "alice"],
+      [alice, "Write the FAQ", "done", null],
+      [bob, "Fix sign-up on Safari", "done", "bob"],
+    ];
+    for (const [who, title, status, assignee] of cards) {
+      await who("POST", `/api/projects/${launch}/tasks`, { title, status, assignee_id: assignee ? users[assignee].id : null });
+    }
+    const pages = {};
+    for (const name of ["alice", "bob"]) {
+      const u = users[name];
+      const page = await openPage(u);
+      await page.evaluate((id) => sessionStorage.setItem("boardcast.project", id), launch);
+      await page.setViewportSize({ width: 800, height: 600 });
+      await page.reload();
+      await live(page);
+      await card(page, "Fix sign-up on Safari").waitFor();
+      pages[name] = page;
+    }
+    await card(pages.bob, "Pick the launch date").focus();
+    await pages.bob.keyboard.press("Alt+ArrowRight");
+    await column(pages.alice, "in_progress").locator(".card", { hasText: "Pick the launch date" }).waitFor();
+    await sql(`INSERT INTO tasks (project_id, title) VALUES ('${launch}', 'Renew the TLS certificate')`);
+    for (const page of Object.values(pages)) await card(page, "Renew the TLS certificate").waitFor();
+    await pages.bob.locator("body").click({ position: { x: 5, y: 300 } });
+    await sleep(300);
     const docs = path.join(root, "docs");
-    await a.screenshot({ path: path.join(docs, "board-alice.png") });
-    await b.screenshot({ path: path.join(docs, "board-bob.png") });
-    const phone = await users.bob.context.newPage();
-    phone.on("console", (m) => m.type() === "error" && users.bob.errors.push(`console: ${m.text()}`));
-    await phone.setViewportSize({ width: 360, height: 740 });
-    await phone.goto(`http://127.0.0.1:${users.bob.proxy.port}/#token=${users.bob.token}`);
-    await live(phone);
-    await phone.screenshot({ path: path.join(docs, "board-phone.png"), fullPage: false });
-    await phone.close();
-    for (const page of [a, b]) await page.setViewportSize({ width: 1280, height: 800 });
+    const shot = async (page) => (await page.screenshot()).toString("base64");
+    const [left, right] = [await shot(pages.alice), await shot(pages.bob)];
+    const frame = await browser.newPage({ viewport: { width: 1624, height: 600 } });
+    await frame.setContent(
+      `<body style="margin:0;background:#9aa3b5;display:flex;gap:24px">` +
+        `<img src="data:image/png;base64,${left}"><img src="data:image/png;base64,${right}"></body>`,
+    );
+    await frame.screenshot({ path: path.join(docs, "board.png") });
+    await frame.close();
+    // Bob on a phone, with a task open.
+    await pages.bob.setViewportSize({ width: 360, height: 740 });
+    await sleep(300);
+    await pages.bob.screenshot({ path: path.join(docs, "board-phone.png") });
+    await card(pages.bob, "Record the demo video").click();
+    await pages.bob.fill("#comment-body", "Recording tomorrow morning");
+    await pages.bob.click('#comment-form button[type="submit"]');
+    await pages.bob.locator("#comments .body", { hasText: "Recording" }).waitFor();
+    await pages.bob.screenshot({ path: path.join(docs, "board-phone-task.png") });
+    for (const page of Object.values(pages)) await page.close();
   });
 
   test("B is removed from the project: B's page says so and stops updating", async () => {
