@@ -14,6 +14,7 @@ const PROJECT_KEY = "boardcast.project";
 let api = null;
 let client = null;
 let room = null;
+let current = null; // the open project's id
 let everLive = false;
 let resyncing = false;
 
@@ -58,7 +59,15 @@ async function signIn(token) {
   $("sign-out").hidden = false;
   $("me").textContent = state.me.name;
   client = connect("/ws", { token: () => sessionStorage.getItem(TOKEN_KEY) ?? token });
-  client.on("status", conn);
+  client.on("status", ({ state: s, reason }) => {
+    conn();
+    if (s === "closed" && ["unauthorized", "token_revoked", "token_expired"].includes(reason)) {
+      sessionStorage.removeItem(TOKEN_KEY);
+      notice("Your sign-in is no longer valid (the token was revoked or has expired). Open the board with a fresh link.", [], {
+        sticky: true,
+      });
+    }
+  });
   const projects = await api.projects();
   state.projects = new Map(projects.map((p) => [p.id, p]));
   const saved = sessionStorage.getItem(PROJECT_KEY);
@@ -80,7 +89,10 @@ function open(projectId) {
   closeDialog();
   hideNotice();
   state.board = emptyBoard();
+  current = projectId;
   everLive = false;
+  $("board").classList.remove("ended");
+  for (const f of ["new-task", "add-member"]) $(f).inert = false;
   sessionStorage.setItem(PROJECT_KEY, projectId);
   $("empty").hidden = true;
   $("app").hidden = false;
@@ -110,7 +122,7 @@ function open(projectId) {
 async function load(id) {
   try {
     const [project, members, tasks] = await Promise.all([api.project(id), api.members(id), api.tasks(id)]);
-    if (state.board.project?.id !== id) return;
+    if (current !== id) return;
     loadBoard(project, members, tasks);
     render.renderBoard();
     render.renderPresence(room?.presence);
@@ -136,8 +148,8 @@ function removed() {
 /** The badge: live, reconnecting, resyncing (or connecting, no access). */
 function conn() {
   let c;
-  if (state.board.removed) c = "removed";
-  else if (!client || client.state === "closed") c = "closed";
+  if (!client || client.state === "closed") c = "closed";
+  else if (state.board.removed) c = "removed";
   else if (resyncing) c = "resyncing";
   else if (client.state === "connected" && room?.state === "joined") c = "live";
   else c = everLive ? "reconnecting" : "connecting";
@@ -149,6 +161,10 @@ function conn() {
 
 const dirty = { tasks: new Set(), members: false, project: false, comments: new Set(), activity: false };
 let scheduled = false;
+let lastFlush = 0;
+// At most one redraw per FLUSH_MS: a single change shows at the next frame, and a stream of them (100 a second)
+// is drawn in batches, one layout per batch rather than one per change.
+const FLUSH_MS = 100;
 
 function changed(what) {
   if (what.task) dirty.tasks.add(what.task);
@@ -157,20 +173,26 @@ function changed(what) {
   if (what.comments) dirty.comments.add(what.comments);
   if (what.removed) removed();
   dirty.activity = true;
-  if (!scheduled) {
-    scheduled = true;
-    // requestAnimationFrame does not run in a hidden tab; the timer does (slowly), so a background board
-    // still catches up.
-    const run = () => {
-      if (scheduled) flush();
-    };
+  if (scheduled) return;
+  scheduled = true;
+  const run = () => {
+    if (scheduled) flush();
+  };
+  const wait = lastFlush + FLUSH_MS - performance.now();
+  if (wait <= 0) {
+    // requestAnimationFrame does not run in a hidden tab; the timer does (slowly), so a background board still
+    // catches up.
     requestAnimationFrame(run);
-    setTimeout(run, 100);
+    setTimeout(run, FLUSH_MS);
+  } else {
+    setTimeout(() => requestAnimationFrame(run), wait);
+    setTimeout(run, wait + FLUSH_MS);
   }
 }
 
 function flush() {
   scheduled = false;
+  lastFlush = performance.now();
   if (dirty.members) {
     // The feed's member rows carry ids only: fetch the names.
     refreshMembers();

@@ -47,6 +47,7 @@ export function renderBoard() {
   renderCounts();
   renderProject();
   renderMembers();
+  $("activity").replaceChildren();
   renderActivity();
 }
 
@@ -75,6 +76,7 @@ function fillCard(card, t) {
   card.querySelector(".assignee").textContent = who ? `@${who}` : "";
   const a = state.board.actors.get(t.id);
   card.querySelector(".actor").textContent = a?.who ? `${verb(a.action)} by ${a.who}` : "";
+  card.querySelector(".card-meta").hidden = !who && !a?.who;
   card.setAttribute("aria-label", `${t.title}, ${statusName(t.status)}${who ? `, assigned to ${who}` : ""}`);
 }
 
@@ -228,10 +230,22 @@ export function renderConn(conn) {
   badge.textContent = CONN_TEXT[conn] ?? conn;
 }
 
+const SHOWN_ACTIVITY = 12;
+
+/** The activity list: the entries not drawn yet go on top, the oldest drop off (no redraw of the others). */
 export function renderActivity() {
-  $("activity").replaceChildren(
-    ...state.board.activity.slice(0, 12).map((a) => el("li", { text: a.text })),
-  );
+  const ol = $("activity");
+  const drawn = ol.firstElementChild?.activity;
+  const fresh = [];
+  for (const a of state.board.activity) {
+    if (a === drawn || fresh.length === SHOWN_ACTIVITY) break;
+    const li = el("li", { text: a.text });
+    li.activity = a;
+    fresh.push(li);
+  }
+  if (drawn === undefined) ol.replaceChildren(...fresh);
+  else ol.prepend(...fresh);
+  while (ol.children.length > SHOWN_ACTIVITY) ol.lastElementChild.remove();
 }
 
 // ---- the task dialog ----

@@ -5,13 +5,17 @@
 
 import assert from "node:assert/strict";
 import fs from "node:fs";
+import { execFile } from "node:child_process";
+import os from "node:os";
 import path from "node:path";
+import { promisify } from "node:util";
 import { after, afterEach, before, describe, test } from "node:test";
 
 import { chromium } from "playwright-core";
 
 import { Server, TcpProxy, cli, dropDatabase, freshDatabase, insertTasks, psql, root, sleep } from "./harness.js";
 
+const run = promisify(execFile);
 const executablePath = process.env.CHROMIUM ?? "/usr/bin/chromium";
 const shots = process.env.BOARD_SCREENSHOTS === "1";
 
@@ -61,8 +65,9 @@ describe("the board in Chromium", () => {
     }
   });
 
-  async function openPage(u, { url } = {}) {
+  async function openPage(u, { url, setup } = {}) {
     const page = await u.context.newPage();
+    await setup?.(page);
     page.on("console", (m) => m.type() === "error" && u.errors.push(`console: ${m.text()}`));
     page.on("pageerror", (e) => u.errors.push(`page error: ${e.message}`));
     await page.goto(url ?? `http://127.0.0.1:${u.proxy.port}/#token=${u.token}`);
@@ -186,6 +191,50 @@ describe("the board in Chromium", () => {
     assert.equal(await sql(`SELECT title FROM tasks WHERE title LIKE 'Plan%'`), "Plan v3");
   });
 
+  test("the API's 409: a write the feed had not told A about yet is refused, A sees the current value and keeps theirs", async () => {
+    const alice = users.alice;
+    // A page whose feed the test can hold back (playwright's WebSocket routing), so that A's save races a change
+    // A has not seen: the server's 409 is then the only way A learns of it.
+    let held = null;
+    let socket = null;
+    const page = await openPage(alice, {
+      setup: (p) =>
+        p.routeWebSocket(/\/ws/, (ws) => {
+          socket = ws;
+          const upstream = ws.connectToServer();
+          upstream.onMessage((m) => (held ? held.push(m) : ws.send(m)));
+        }),
+    });
+    await card(page, "Plan v3").click();
+    await page.fill("#task-description", "mine");
+    held = [];
+    await sql(`UPDATE tasks SET description = 'theirs', status = 'done' WHERE title = 'Plan v3'`);
+    await column(users.bob.page, "done").locator(".card", { hasText: "Plan v3" }).waitFor();
+    assert.equal(await column(page, "done").locator(".card", { hasText: "Plan v3" }).count(), 0, "A's feed is held");
+    await page.click("#task-save");
+    await page.locator("#conflict").waitFor();
+    assert.match(await page.locator("#conflict-current").textContent(), /theirs/);
+    assert.match(await page.locator("#conflict-current").textContent(), /Done/);
+    await page.click("#conflict-mine");
+    await page.locator("#task-dialog").waitFor({ state: "hidden" });
+    assert.equal(await sql(`SELECT description || ' ' || status FROM tasks WHERE title = 'Plan v3'`), "mine done");
+    // The held events arrive late: older than what the page has, they change nothing back.
+    const late = held;
+    held = null;
+    assert.ok(late.length > 0);
+    for (const m of late) socket.send(m);
+    await sleep(500);
+    await card(page, "Plan v3").click();
+    assert.equal(await page.inputValue("#task-description"), "mine");
+    assert.equal(await page.inputValue("#task-status"), "done");
+    await page.click("#task-close");
+    await page.close();
+    // The browser reports the refused request itself; that line, and only it, is expected.
+    const logged = alice.errors.filter((e) => /status of 409/.test(e));
+    assert.equal(logged.length, 1, alice.errors.join("\n"));
+    alice.errors.splice(0, alice.errors.length, ...alice.errors.filter((e) => !/status of 409/.test(e)));
+  });
+
   test("presence (one avatar per user, however many tabs), typing under a task's comments, comments live", async () => {
     const alice = users.alice;
     const b = users.bob.page;
@@ -302,6 +351,14 @@ describe("the board in Chromium", () => {
     assert.equal(await card(b, "after bob left").count(), 0);
   });
 
+  test("a revoked token: the page says so in plain words and stops", async () => {
+    const b = users.bob.page;
+    await cli(db, "token", "revoke", users.bob.token);
+    await b.locator("#notice", { hasText: "Your sign-in is no longer valid" }).waitFor({ timeout: 10000 });
+    await b.locator('#conn[data-state="closed"]').waitFor();
+    assert.equal(await b.evaluate(() => sessionStorage.getItem("boardcast.token")), null);
+  });
+
   test("500 cards and 100 changes a second: no main-thread task over 50 ms", async () => {
     const big = await cli(db, "project", "add", "Big", "alice");
     await insertTasks(db, big, 500, "card ");
@@ -313,14 +370,15 @@ describe("the board in Chromium", () => {
     await sleep(500);
     await a.evaluate(() => {
       window.longTasks = [];
-      new PerformanceObserver((list) => window.longTasks.push(...list.getEntries().map((e) => e.duration))).observe({
+      new PerformanceObserver((list) => window.longTasks.push(...list.getEntries().map((e) => Math.round(e.duration)))).observe({
         type: "longtask",
       });
     });
     // 500 changes, each its own transaction, paced at 100 a second: titles, and moves between columns.
     const ids = (await psql(db, `SELECT id FROM tasks WHERE project_id = '${big}' ORDER BY position`)).split("\n");
     const statuses = ["todo", "in_progress", "done"];
-    const lines = [];
+    // Paced by the clock (pg_sleep_until), so a slow statement is caught up on rather than slowing the rate.
+    const lines = ["SELECT clock_timestamp() AS t0 \\gset"];
     for (let i = 0; i < 500; i++) {
       const id = ids[(i * 37) % ids.length];
       lines.push(
@@ -328,31 +386,56 @@ describe("the board in Chromium", () => {
           ? `UPDATE tasks SET title = 'changed ${i}' WHERE id = '${id}';`
           : `UPDATE tasks SET status = '${statuses[i % 3]}' WHERE id = '${id}';`,
       );
-      if (i % 10 === 9) lines.push("SELECT pg_sleep(0.1);");
+      if (i % 10 === 9) lines.push(`SELECT pg_sleep_until(:'t0'::timestamptz + interval '100 ms' * ${(i + 1) / 10});`);
     }
-    const file = path.join(fs.mkdtempSync(path.join(root, "target-")), "changes.sql");
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), "bc-board-"));
+    const file = path.join(dir, "changes.sql");
     fs.writeFileSync(file, lines.join("\n"));
+    if (process.env.BOARD_TRACE) await browser.startTracing(a, { path: process.env.BOARD_TRACE, screenshots: false });
     const t0 = Date.now();
     try {
-      await psql(db, `\\i ${file}`).catch(async () => {
-        // psql -c does not take backslash commands on every version: run the file directly.
-        const { execFileSync } = await import("node:child_process");
-        execFileSync("psql", ["-X", "-q", "-v", "ON_ERROR_STOP=1", db, "-f", file], { stdio: "ignore" });
-      });
+      await run("psql", ["-X", "-q", "-o", "/dev/null", "-v", "ON_ERROR_STOP=1", db, "-f", file]);
     } finally {
-      fs.rmSync(path.dirname(file), { recursive: true, force: true });
+      fs.rmSync(dir, { recursive: true, force: true });
     }
     const seconds = (Date.now() - t0) / 1000;
-    await a.waitForFunction(() => document.querySelectorAll(".card-title").length === 500 &&
-      [...document.querySelectorAll(".card-title")].some((t) => t.textContent === "changed 498"), null, { timeout: 30000 });
+    // The last change on the board (a cheap check, polled slowly: the test's own probing must not be what it
+    // measures); then the long tasks of the run, before the heavier checks below.
+    const last = ids[(498 * 37) % ids.length];
+    await a.waitForFunction((id) => document.getElementById(`card-${id}`)?.textContent.includes("changed 498"), last, {
+      timeout: 30000,
+      polling: 200,
+    });
     await sleep(300);
+    const long = await a.evaluate(() => window.longTasks.slice());
+    if (process.env.BOARD_TRACE) await browser.stopTracing();
     // The board matches the database, card for card and column for column.
     for (const s of statuses) {
       const want = (await psql(db, `SELECT title FROM tasks WHERE project_id = '${big}' AND status = '${s}' ORDER BY position, created_at, id`)).split("\n");
       assert.deepEqual(await column(a, s).locator(".card-title").allTextContents(), want, s);
     }
-    const long = await a.evaluate(() => window.longTasks);
     assert.deepEqual(long, [], `main-thread tasks over 50 ms during ${(500 / seconds).toFixed(0)} changes/s`);
-    assert.ok(500 / seconds > 60, `the changes came at ${(500 / seconds).toFixed(0)}/s`);
+    assert.ok(500 / seconds > 80, `the changes came at ${(500 / seconds).toFixed(0)}/s`);
+  });
+
+  test("make run's demo: two users in the demo project, a board link for each", async () => {
+    const out = await cli(db, "demo");
+    const vars = Object.fromEntries(out.split("\n").map((l) => l.split(/=(.*)/s).slice(0, 2)));
+    assert.equal(vars.DEMO_USERS, '"alice bob"');
+    for (const name of ["alice", "bob"]) {
+      const token = vars[`DEMO_TOKEN_${name}`];
+      assert.match(token, /^bc_[0-9a-f]+$/, "URL- and shell-safe");
+      const me = await (await fetch(`${server.http}/api/me`, { headers: { authorization: `Bearer ${token}` } })).json();
+      assert.equal(me.name, name);
+    }
+    assert.equal(vars.DEMO_TOKEN, vars.DEMO_TOKEN_alice);
+    const members = await sql(
+      `SELECT string_agg(u.name || ':' || m.role, ' ' ORDER BY u.name) FROM project_members m JOIN users u ON u.id = m.user_id
+        WHERE m.project_id = '${vars.DEMO_PROJECT}'`,
+    );
+    assert.equal(members, "alice:owner bob:member");
+    // Again: the same project, fresh tokens.
+    const again = await cli(db, "demo");
+    assert.match(again, new RegExp(`DEMO_PROJECT=${vars.DEMO_PROJECT}`));
   });
 });
