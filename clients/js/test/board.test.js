@@ -129,6 +129,23 @@ describe("the board in Chromium", () => {
     assert.equal(await column(a, "in_progress").locator(".card").count(), 0);
   });
 
+  test("by keyboard only: B opens a task with Enter and deletes it; A sees it go", async () => {
+    const a = users.alice.page;
+    const b = users.bob.page;
+    await addTask(a, "Short-lived");
+    await card(b, "Short-lived").focus();
+    await b.keyboard.press("Enter");
+    await b.locator("#task-dialog[open]").waitFor();
+    assert.equal(await b.evaluate(() => document.activeElement?.id), "task-title");
+    await b.focus("#task-delete");
+    await b.keyboard.press("Enter");
+    assert.equal(await b.locator("#task-delete").textContent(), "Really delete?");
+    await b.keyboard.press("Enter");
+    await card(a, "Short-lived").waitFor({ state: "detached", timeout: 2000 });
+    assert.equal(await sql(`SELECT count(*) FROM tasks WHERE title = 'Short-lived'`), "0");
+    assert.equal(await b.locator("#task-dialog[open]").count(), 0);
+  });
+
   test("each change shows who made it: the signed-in user, and a psql INSERT attributed to the SQL writer", async () => {
     // Needs the actor on events (issue #15): `event.actor`.
     const a = users.alice.page;
