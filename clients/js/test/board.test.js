@@ -178,6 +178,32 @@ describe("the board in Chromium", () => {
     for (let i = 0; i < 20; i++) assert.ok(shown.includes(`offline ${i}`), `offline ${i}`);
   });
 
+  test("history pruned while A was offline: A's board says resyncing, reloads, and shows every card once", async () => {
+    const alice = users.alice;
+    const a = alice.page;
+    const b = users.bob.page;
+    await a.evaluate(() => {
+      window.badges = [];
+      const badge = document.getElementById("conn");
+      new MutationObserver(() => window.badges.push(badge.dataset.state)).observe(badge, { attributes: true });
+    });
+    await alice.context.setOffline(true);
+    alice.proxy.sever();
+    await a.locator('#conn[data-state="reconnecting"]').waitFor({ timeout: 30000 });
+    for (let i = 0; i < 5; i++) await addTask(b, `pruned ${i}`);
+    // Retention removes the events A would resume from: only a reload can bring A's board up to date.
+    await sql("SELECT boardcast_prune_events(NULL, 1)");
+    await alice.context.setOffline(false);
+    await live(a);
+    const stored = (await sql(`SELECT title FROM tasks WHERE project_id = '${project}' ORDER BY title`)).split("\n");
+    await a.waitForFunction((n) => document.querySelectorAll(".card").length === n, stored.length, { timeout: 30000 });
+    const shown = await titles(a);
+    assert.deepEqual([...shown].sort(), [...stored].sort());
+    const badges = await a.evaluate(() => window.badges);
+    assert.ok(badges.includes("resyncing"), badges.join());
+    assert.equal(badges.at(-1), "live");
+  });
+
   test("a stale edit: A is shown the current value and keeps theirs or takes it; nothing is lost silently", async () => {
     const a = users.alice.page;
     const b = users.bob.page;
