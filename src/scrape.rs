@@ -106,6 +106,8 @@ pub fn record_request(info: warp::log::Info<'_>) {
         "/healthz" => "/healthz",
         "/metrics" => "/metrics",
         "/" => "/",
+        // The board's files: one label for all of them, never the file name a client asked for.
+        p if p.starts_with("/board/") => "/board/:file",
         _ => "other",
     });
     metrics::http_request(route, info.method(), info.status().as_u16(), info.elapsed());

@@ -328,7 +328,8 @@ pub fn notification(channel: &str, payload: &str) {
     }
 }
 
-/// The `at` of an event frame: its last key, `"at":"2026-11-30T23:59:59.123456+00:00"`.
+/// The `at` of an event frame: its last `at` key (a row's columns come before it, `last` after it),
+/// `"at":"2026-11-30T23:59:59.123456+00:00"`.
 fn at_of(frame: &str) -> Option<chrono::DateTime<chrono::Utc>> {
     let i = frame.rfind("\"at\":\"")?;
     let (at, _) = frame[i + 6..].split_once('"')?;
