@@ -184,10 +184,19 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             // What the client may see of the transaction goes out before it leaves.
             group.flush_held(project, &mut out);
         }
-        for frame in out {
-            self.feed_frame(Message::Text(frame)).await?;
+        if !out.is_empty() {
+            // Boxed: most events of a transaction queue nothing, and every connection's future would carry
+            // the frames' iterator otherwise.
+            Box::pin(self.feed_frames(out)).await?;
         }
         self.unless_removed(project, removed).await
+    }
+
+    async fn feed_frames(&mut self, frames: Vec<Utf8Bytes>) -> Result<(), End> {
+        for frame in frames {
+            self.feed_frame(Message::Text(frame)).await?;
+        }
+        Ok(())
     }
 
     /// After an event that removed this user from the project: the client leaves the room.

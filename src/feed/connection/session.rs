@@ -4,6 +4,7 @@
 use crate::feed::room_key::RoomKey;
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::task::Poll;
 
 use futures::SinkExt;
 use serde_json::Value;
@@ -155,9 +156,22 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     }
 
     /// Queues a frame; it is written at the next flush (or when the write buffer fills).
+    ///
+    /// A client that keeps up has room in its write buffer: the frame is queued at once, without a timer (a
+    /// fan-out queues one frame per subscriber, and a timer each would be most of its cost). Only a write that
+    /// has to wait is bounded by the send timeout and by shutdown, in a boxed future: it is rare, and inline
+    /// its timer would grow every connection's future.
     pub async fn feed_frame(&mut self, msg: Message) -> Result<(), End> {
-        let timeout = self.feed.settings.send_timeout;
         let msg = counted(msg);
+        match std::future::poll_fn(|cx| Poll::Ready(self.ws.poll_ready_unpin(cx))).await {
+            Poll::Ready(Ok(())) => self.ws.start_send_unpin(msg).map_err(|_| End::Gone),
+            Poll::Ready(Err(_)) => Err(End::Gone),
+            Poll::Pending => Box::pin(self.feed_waiting(msg)).await,
+        }
+    }
+
+    async fn feed_waiting(&mut self, msg: Message) -> Result<(), End> {
+        let timeout = self.feed.settings.send_timeout;
         tokio::select! {
             biased;
             r = tokio::time::timeout(timeout, self.ws.feed(msg)) => sent(r),
@@ -165,7 +179,17 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         }
     }
 
+    /// Writes what is queued to the socket: at once when the socket takes it all (see [`Self::feed_frame`]),
+    /// otherwise bounded by the send timeout and by shutdown.
     pub async fn flush(&mut self) -> Result<(), End> {
+        match std::future::poll_fn(|cx| Poll::Ready(self.ws.poll_flush_unpin(cx))).await {
+            Poll::Ready(Ok(())) => Ok(()),
+            Poll::Ready(Err(_)) => Err(End::Gone),
+            Poll::Pending => Box::pin(self.flush_waiting()).await,
+        }
+    }
+
+    async fn flush_waiting(&mut self) -> Result<(), End> {
         let timeout = self.feed.settings.send_timeout;
         tokio::select! {
             biased;
