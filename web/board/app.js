@@ -204,7 +204,12 @@ function flush() {
     if (editing?.id === id) taskChangedWhileOpen();
   }
   if (dirty.tasks.size) render.renderCounts();
-  for (const id of dirty.comments) if (editing?.id === id) render.renderComments(id);
+  for (const id of dirty.comments) {
+    if (editing?.id !== id) continue;
+    render.renderComments(id);
+    // A comment ends its author's "typing…" at once, not when the typing signal runs out.
+    render.renderTyping(id);
+  }
   if (dirty.activity) render.renderActivity();
   dirty.tasks.clear();
   dirty.comments.clear();
