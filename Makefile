@@ -6,9 +6,10 @@
 
 SHELL := /bin/bash
 CARGO ?= cargo
-BIN := ./target/release/boardcast
-# Where cargo puts the debug build the JavaScript client's tests run (CARGO_TARGET_DIR, if set).
+# Where cargo puts its builds (CARGO_TARGET_DIR, if set): the release binary make run and make bench start,
+# and the debug build the JavaScript client's tests run.
 TARGET_DIR := $(abspath $(or $(CARGO_TARGET_DIR),target))
+BIN := $(if $(CARGO_TARGET_DIR),$(TARGET_DIR),./target)/release/boardcast
 
 .PHONY: run test test-js build bench lint pg-stop help
 
@@ -25,7 +26,7 @@ build:
 
 run: build
 	@set -e; eval "$$(scripts/pg.sh env boardcast)"; export DATABASE_URL; \
-	  eval "$$($(BIN) demo)"; \
+	  demo="$$($(BIN) demo)"; eval "$$demo"; \
 	  addr="$${BOARDCAST_ADDR:-127.0.0.1:8080}"; \
 	  echo; \
 	  echo "  boardcast is starting on http://$$addr  (database: $$DATABASE_URL)"; \
@@ -63,7 +64,7 @@ test-js:
 #   make bench BENCH_ARGS='--scenario latency --clients 2000 --rate 2000'   (see boardcast-bench --help)
 bench: build
 	@set -e; eval "$$(scripts/pg.sh env boardcast_bench)"; export DATABASE_URL; \
-	  ./target/release/boardcast-bench $(BENCH_ARGS)
+	  $(BIN)-bench --server-bin $(BIN) $(BENCH_ARGS)
 
 lint:
 	$(CARGO) fmt --check

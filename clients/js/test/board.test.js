@@ -105,6 +105,28 @@ describe("the board in Chromium", () => {
     assert.equal(await page.locator("#project-name").textContent(), "Launch");
   });
 
+  test("the page fits the screen from a 360 px phone to a wide desktop: nothing sticks out or needs sideways scrolling", async () => {
+    const page = await openPage(users.alice);
+    try {
+      for (const width of [360, 760, 1100, 1280, 1600]) {
+        await page.setViewportSize({ width, height: 800 });
+        const out = await page.evaluate(() => {
+          const w = document.documentElement.clientWidth;
+          const visible = [...document.querySelectorAll("button, input, select, .card, .side section")]
+            .filter((e) => e.getClientRects().length > 0 && !e.closest("dialog"));
+          return {
+            scroll: document.documentElement.scrollWidth - w,
+            outside: visible.filter((e) => e.getBoundingClientRect().right > w + 0.5).map((e) => e.id || e.className || e.textContent),
+          };
+        });
+        assert.equal(out.scroll, 0, `${width} px: the page scrolls sideways`);
+        assert.deepEqual(out.outside, [], `${width} px: past the right edge`);
+      }
+    } finally {
+      await page.close();
+    }
+  });
+
   test("A creates a task: B's board shows it within a second; B moves it (keys, then drag): A sees it move", async () => {
     const a = users.alice.page;
     const b = users.bob.page;
