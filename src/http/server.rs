@@ -135,6 +135,8 @@ pub fn route_of(path: &str) -> String {
         "ws",
         "client.js",
         "client.d.ts",
+        "metrics",
+        "board",
     ];
     let mut route = String::with_capacity(path.len().min(64));
     for segment in path.split('/').skip(1).take(8) {
@@ -152,6 +154,8 @@ mod tests {
     fn a_route_names_no_id_and_no_query() {
         assert_eq!(route_of("/api/projects/6f1c0e2a-0000-4000-8000-000000000000/tasks"), "/api/projects/{id}/tasks");
         assert_eq!(route_of("/ws"), "/ws");
+        assert_eq!(route_of("/metrics"), "/metrics");
+        assert_eq!(route_of("/board/app.js"), "/board/{id}");
         assert_eq!(route_of("/"), "/");
         assert_eq!(route_of("/bc_secret-token/x"), "/{id}/{id}");
     }
