@@ -125,11 +125,17 @@ async fn act_as_lasts_one_transaction_on_a_pooled_connection_and_a_rolled_back_s
                INSERT INTO tasks (project_id, title) VALUES ('{project}', 'savepoint gone');
              COMMIT;"
         ),
+        // The id as a uuid, as a query of the users table gives it.
+        format!(
+            "BEGIN; SELECT boardcast.act_as(id) FROM users WHERE name = 'alice';
+               INSERT INTO tasks (project_id, title) VALUES ('{project}', 'by alice, by uuid');
+             COMMIT;"
+        ),
     ] {
         pooled.batch_execute(&transaction).await.unwrap();
     }
-    let events = c.events(5).await;
-    assert_gapless(&events, project, s + 1, s + 5);
+    let events = c.events(6).await;
+    assert_gapless(&events, project, s + 1, s + 6);
     let got: Vec<(&str, &Value)> = events.iter().map(|e| (e["row"]["title"].as_str().unwrap(), &e["actor"])).collect();
     let alice_actor = json!({"kind": "user", "id": alice.to_string(), "name": "alice"});
     let grace = json!({"kind": "user", "id": "ext-42", "name": "Grace"});
@@ -141,6 +147,7 @@ async fn act_as_lasts_one_transaction_on_a_pooled_connection_and_a_rolled_back_s
             ("after a rollback", &sql_actor()),
             ("by grace again", &grace),
             ("savepoint gone", &sql_actor()),
+            ("by alice, by uuid", &alice_actor),
         ]
     );
     assert!(events.iter().all(|e| e["last"] == true), "one event per transaction, each its last: {events:#?}");

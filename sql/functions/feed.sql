@@ -104,6 +104,11 @@ BEGIN
     RETURN actor;
 END $$;
 
+-- The same, for an id that is a uuid (`SELECT boardcast.act_as(id) FROM users WHERE name = 'bob'`).
+CREATE OR REPLACE FUNCTION boardcast.act_as(user_id uuid, name text DEFAULT NULL) RETURNS text LANGUAGE sql AS $$
+    SELECT boardcast.act_as(user_id::text, name)
+$$;
+
 -- Refuses a room key the feed cannot carry, naming the table whose row has it.
 CREATE OR REPLACE FUNCTION boardcast_invalid_room(tbl text, room text) RETURNS text LANGUAGE plpgsql AS $$
 BEGIN
