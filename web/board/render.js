@@ -264,7 +264,7 @@ export function fillTaskForm(t) {
 
 export function renderTaskActor(id) {
   const a = state.board.actors.get(id);
-  $("task-actor").textContent = a?.who ? `Last ${verb(a.action)} by ${a.who}` : "";
+  $("task-actor").textContent = !a?.who ? "" : a.action === "insert" ? `Created by ${a.who}` : `Last changed by ${a.who}`;
 }
 
 /** A 409's current row, shown beside the choice to keep one's own edit or take it. */
