@@ -346,7 +346,9 @@ pub fn markdown(r: &Results) -> String {
         s.push_str(&abuse);
         s.push_str("\n\n");
     }
-    for section in scale_report::written(r).into_iter().map(|x| x.1).chain(r.kept_scale.iter().cloned()) {
+    for section in
+        scale_report::written(r, &run_lines_of(r)).into_iter().map(|x| x.1).chain(r.kept_scale.iter().cloned())
+    {
         s.push_str(&section);
         s.push_str("\n\n");
     }
@@ -395,7 +397,7 @@ pub fn write_files(r: &Results) -> std::io::Result<()> {
     let mut r = r.clone();
     let existing = std::fs::read_to_string("BENCHMARKS.md").ok();
     let only_sections = r.load.is_empty() && r.memory.is_none() && r.writes.is_empty();
-    let scale = scale_report::written(&r);
+    let scale = scale_report::written(&r, &run_lines_of(&r));
     if let (Some(old), true) = (&existing, only_sections)
         && (r.abuse.is_some() || !scale.is_empty())
     {
@@ -557,7 +559,7 @@ impl Plot {
 }
 
 /// Command, date, machine and server environment of a run, as a list.
-pub fn run_lines(s: &mut String, r: &Results) {
+fn run_lines(s: &mut String, r: &Results) {
     let _ = writeln!(s, "- command: `{}`", r.command);
     let _ = writeln!(s, "- date: {}", r.date);
     if let Some(m) = &r.machine {
@@ -571,6 +573,12 @@ pub fn run_lines(s: &mut String, r: &Results) {
         let env: Vec<String> = r.server_env.iter().map(|(k, v)| format!("{k}={v}")).collect();
         let _ = writeln!(s, "- server environment: `{}`", env.join(" "));
     }
+}
+
+fn run_lines_of(r: &Results) -> String {
+    let mut s = String::new();
+    run_lines(&mut s, r);
+    s
 }
 
 /// What each abuser does, for the report.

@@ -1,10 +1,10 @@
 //! The `scale-out` and `reconnect-storm` sections of BENCHMARKS.md (issue #20), and their lines on stdout.
 //! Each is written by its own run (`--scenario scale-out --report`, `--scenario reconnect-storm --report`)
-//! between markers, and kept as it is by every other run, as the abuse section is.
+//! between markers, and kept as it is by every other run, as the abuse section is. The report passes in the
+//! run's lines (command, date, machine), which it writes for every section alike.
 
 use std::fmt::Write as _;
 
-use crate::report::run_lines;
 use crate::results::{Results, ScaleRun};
 
 const MIB: f64 = 1024.0 * 1024.0;
@@ -127,10 +127,10 @@ fn table(s: &mut String, r: &ScaleRun) {
 }
 
 /// The scale-out section (empty if the run had none).
-pub fn scale_section(r: &Results) -> String {
+pub fn scale_section(r: &Results, run_lines: &str) -> String {
     let Some(x) = &r.scale_out else { return String::new() };
     let mut s = format!("{}\n## Past one process: {} connections behind nginx (issue #20)\n\n", SCALE.0, x.clients);
-    run_lines(&mut s, r);
+    s.push_str(run_lines);
     setup(&mut s, x);
     s.push('\n');
     table(&mut s, x);
@@ -145,12 +145,12 @@ pub fn scale_section(r: &Results) -> String {
 }
 
 /// The reconnect-storm section (empty if the run had none).
-pub fn storm_section(r: &Results) -> String {
+pub fn storm_section(r: &Results, run_lines: &str) -> String {
     let Some(x) = &r.storm else { return String::new() };
     let Some(st) = &x.storm else { return String::new() };
     let mut s =
         format!("{}\n## Reconnect storm: a server restarted under {} clients (issue #20)\n\n", STORM.0, x.clients);
-    run_lines(&mut s, r);
+    s.push_str(run_lines);
     setup(&mut s, x);
     s.push_str("- **The storm**: 3 s into the measured writes the first server gets SIGTERM: it tells its clients to reconnect (close 1012) and exits; the bench starts it again on the same address once it has exited. Its clients reconnect through nginx with the JavaScript client's backoff (200 ms doubling to 5 s, plus up to half of it) and join with `since` (their last seq) and `since_at`; nginx sends them to the servers that are up (the restarting one is skipped for 2 s after a refused connection: `max_fails=1 fail_timeout=2s`). The writes go on throughout.\n");
     s.push_str("- **all resumed / caught up**: from the SIGTERM until the last of those clients had its `joined` answer, and had received every event up to that answer's `latest`. **outage**: per client, from its disconnection until it had caught up. **DB connections**: `pg_stat_activity` of the bench database every 100 ms (the servers' are those with `application_name` boardcast…; the rest are the bench's writers and samplers), at most in the 2 s before the SIGTERM and at most during the storm; **active**: running a statement. **events/s**: committed events (Σ `feed_seq.last_seq`, every 100 ms), over the 5 s before the SIGTERM, over the storm, and the lowest over 500 ms of it.\n\n");
@@ -213,13 +213,13 @@ pub fn with_section(existing: &str, markers: (&str, &str), section: &str) -> Str
 }
 
 /// The sections this run wrote, with their markers.
-pub fn written(r: &Results) -> Vec<((&'static str, &'static str), String)> {
+pub fn written(r: &Results, run_lines: &str) -> Vec<((&'static str, &'static str), String)> {
     let mut out = Vec::new();
     if r.scale_out.is_some() {
-        out.push((SCALE, scale_section(r)));
+        out.push((SCALE, scale_section(r, run_lines)));
     }
     if r.storm.is_some() {
-        out.push((STORM, storm_section(r)));
+        out.push((STORM, storm_section(r, run_lines)));
     }
     out
 }
@@ -250,11 +250,11 @@ mod tests {
             ..Default::default()
         };
         let base = "# Benchmarks\n\nfigures\n\n## Reference\n\nold stack\n";
-        let a = with_section(base, SCALE, &scale_section(&run(50_000, false)));
-        let b = with_section(&a, STORM, &storm_section(&run(20_000, true)));
+        let a = with_section(base, SCALE, &scale_section(&run(50_000, false), ""));
+        let b = with_section(&a, STORM, &storm_section(&run(20_000, true), ""));
         assert!(b.contains("50000 connections behind nginx") && b.contains("under 20000 clients"), "{b}");
         assert!(b.find("## Past one process").unwrap() < b.find("## Reference").unwrap());
-        let c = with_section(&b, SCALE, &scale_section(&run(40_000, false)));
+        let c = with_section(&b, SCALE, &scale_section(&run(40_000, false), ""));
         assert!(c.contains("40000 connections") && !c.contains("50000 connections") && c.contains("under 20000"));
         assert_eq!(carried(&c, &run(1, true)).len(), 1);
         assert_eq!(carried(&c, &Results::default()).len(), 2);
