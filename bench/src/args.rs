@@ -136,6 +136,10 @@ pub struct Args {
     /// Scale-out and reconnect-storm: the nginx binary (Debian: apt-get install nginx-light)
     #[arg(long, value_name = "PATH", default_value = "nginx")]
     pub nginx: PathBuf,
+    /// Scale-out and reconnect-storm: clients per load-generator process (each process may open at most the
+    /// open-file hard limit of descriptors)
+    #[arg(long, value_name = "N", default_value_t = 12_500)]
+    pub clients_per_process: usize,
     /// Run as a load-generator child of a scale-out run (internal: the parent speaks JSON on stdin)
     #[arg(long, hide = true)]
     pub child: bool,

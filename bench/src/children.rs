@@ -22,9 +22,6 @@ use uuid::Uuid;
 use crate::hist::{Histogram, Snapshot};
 use crate::load::{self, Fleet, FleetSpec, Shared, wall_us};
 
-/// Clients per child: below the open-file limit with room to spare.
-pub const PER_CHILD: usize = 12_500;
-
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ChildSpec {
     pub addr: SocketAddr,
@@ -169,17 +166,18 @@ pub struct Children {
 }
 
 impl Children {
-    /// Starts one child per [`PER_CHILD`] clients (at most), each from a loopback address of its own
+    /// Starts one child per `per_child` clients (at most), each from a loopback address of its own
     /// (127.0.0.2, .3, ...: a source address has some 28,000 ephemeral ports), all connecting to `addr`.
     pub async fn spawn(
         addr: SocketAddr,
         token: &str,
         projects: &[Uuid],
         clients: usize,
+        per_child: usize,
         reconnect: bool,
     ) -> Result<Children, String> {
         let exe = std::env::current_exe().map_err(|e| e.to_string())?;
-        let n = clients.div_ceil(PER_CHILD).max(1);
+        let n = clients.div_ceil(per_child.max(1)).max(1);
         let mut procs = Vec::new();
         let mut pids = Vec::new();
         for k in 0..n {

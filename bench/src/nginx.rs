@@ -74,7 +74,6 @@ http {{
             proxy_set_header Upgrade $http_upgrade;
             proxy_set_header Connection $connection_upgrade;
             proxy_set_header Host $host;
-            proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
             # Longer than the server's ping interval (BOARDCAST_PING_SECS, 20 s): its pings keep an idle
             # WebSocket open through nginx.
             proxy_read_timeout 75s;

@@ -95,7 +95,9 @@ async fn run(ctx: &Ctx, plan: Plan) -> Result<ScaleRun, String> {
     r.nginx_conf = lb.conf.clone();
 
     let t = Instant::now();
-    let mut children = Children::spawn(lb.addr, &ctx.token, &ctx.projects[..r.rooms], r.clients, plan.restart).await?;
+    let mut children =
+        Children::spawn(lb.addr, &ctx.token, &ctx.projects[..r.rooms], r.clients, a.clients_per_process, plan.restart)
+            .await?;
     r.load_processes = children.len();
     r.joined = children.grown().await?;
     r.connect_secs = t.elapsed().as_secs_f64();

@@ -80,7 +80,7 @@ fn setup(s: &mut String, r: &ScaleRun) {
         r.offered_tps,
         r.synchronous_commit,
     );
-    s.push_str("- **Why several processes, and nginx**: this machine's open-file hard limit is 20,000 per process and cannot be raised here. A server holds one descriptor per client, a proxy two (the client's and the upstream's), and so does the load generator one. nginx spreads its connections over worker processes, each with a limit of its own (`reuseport` gives each worker its own listening socket, so the kernel deals the connections out evenly and no worker fills up first); HAProxy serves every connection from one process, which caps it below 10,000 WebSockets here.\n");
+    s.push_str("- **Why several processes, and nginx**: this machine's open-file hard limit is 20,000 per process and cannot be raised here. A server holds one descriptor per client, a proxy two (the client's and the upstream's), and the load generator one as well. nginx spreads its connections over worker processes, each with a limit of its own (`reuseport` gives each worker its own listening socket, so the kernel deals the connections out evenly and no worker fills up first); HAProxy serves every connection from one process, which caps it below 10,000 WebSockets here.\n");
 }
 
 fn table(s: &mut String, r: &ScaleRun) {
