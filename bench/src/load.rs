@@ -137,6 +137,8 @@ impl Shared {
 #[derive(Debug, Default, Clone)]
 pub struct ClientOutcome {
     pub project: usize,
+    /// It joined (a client whose connection or join failed has nothing to check).
+    pub joined: bool,
     pub joined_seq: i64,
     pub last_seq: i64,
     pub received: u64,
@@ -542,6 +544,7 @@ fn read_frames(
                     }
                     continue;
                 }
+                out.joined = true;
                 out.joined_seq = seq;
                 out.last_seq = seq;
                 if ctx.reconnect
@@ -614,7 +617,10 @@ fn take_at(ctx: &ClientCtx, out: &mut ClientOutcome, event: &[u8]) {
             r.caught_up_us = wall_us();
         }
     }
+    // A resume's replay (up to the `latest` of its `joined`) is the outage, measured as such; not latency.
+    let replayed = out.resume.disconnects > 0 && out.last_seq <= out.resume.latest;
     if ctx.wall_clock
+        && !replayed
         && let Ok(t) = chrono::DateTime::parse_from_rfc3339(std::str::from_utf8(at).unwrap_or(""))
     {
         let us = (wall_us() as i64 - t.timestamp_micros()).max(0);

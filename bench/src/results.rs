@@ -236,10 +236,18 @@ pub struct ScaleRun {
     pub servers: usize,
     pub clients: usize,
     pub joined: usize,
+    /// Why not all of them joined (the first failure).
+    #[serde(default)]
+    pub join_error: Option<String>,
     pub rooms: usize,
     pub writers: usize,
     pub offered_tps: f64,
     pub achieved_tps: f64,
+    /// The writers' commit acknowledgements after the intended send, ms.
+    #[serde(default)]
+    pub write_ack_p50_ms: f64,
+    #[serde(default)]
+    pub write_ack_p99_ms: f64,
     pub synchronous_commit: String,
     /// Load-generator processes (children of the bench).
     pub load_processes: usize,

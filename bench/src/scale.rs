@@ -99,7 +99,13 @@ async fn run(ctx: &Ctx, plan: Plan) -> Result<ScaleRun, String> {
         Children::spawn(lb.addr, &ctx.token, &ctx.projects[..r.rooms], r.clients, a.clients_per_process, plan.restart)
             .await?;
     r.load_processes = children.len();
-    r.joined = children.grown().await?;
+    let (joined, error) = children.grown().await?;
+    r.joined = joined;
+    if let Some(e) = error {
+        // Measured with the clients that did join; the report says how many of those asked for.
+        ctx.say(format!("{name}: only {joined} of {} clients joined: {e}", r.clients));
+        r.join_error = Some(e);
+    }
     r.connect_secs = t.elapsed().as_secs_f64();
     ctx.say(format!(
         "{name}: {} clients joined in {:.1} s from {} processes",
@@ -182,6 +188,7 @@ async fn run(ctx: &Ctx, plan: Plan) -> Result<ScaleRun, String> {
     cpu_figures(&mut r, &cpu0, &cpu1, &write, restart.as_ref());
     r.nginx.cpu_pct = cpu1.nginx.saturating_sub(cpu0.nginx).as_secs_f64() / cpu1.wall(&cpu0) * 100.0;
     r.achieved_tps = write.window_transactions as f64 / write.window_secs;
+    (r.write_ack_p50_ms, r.write_ack_p99_ms) = (write.ack_p50_us as f64 / 1000.0, write.ack_p99_us as f64 / 1000.0);
     if write.errors > 0 {
         ctx.say(format!("{name}: {} writes failed; first: {:?}", write.errors, write.first_error));
     }

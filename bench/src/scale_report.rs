@@ -117,13 +117,16 @@ fn table(s: &mut String, r: &ScaleRun) {
     );
     let _ = writeln!(
         s,
-        "- {} deliveries of {} expected; clients joined in {:.1} s.{}",
+        "- {} deliveries of {} expected; clients joined in {:.1} s{}; the writers' commits acknowledged p50 {:.2} ms, p99 {:.2} ms after the intended send.{}",
         r.deliveries,
         r.expected_deliveries,
         r.connect_secs,
+        r.join_error.as_ref().map(|e| format!(" (the others failed; first: {e})")).unwrap_or_default(),
+        r.write_ack_p50_ms,
+        r.write_ack_p99_ms,
         r.first_error.as_ref().map(|e| format!(" First client error: {e}.")).unwrap_or_default()
     );
-    s.push_str("- **connections** of a server: its open descriptors with the clients joined minus idle. **RSS per connection**: the servers' RSS with the clients minus idle, summed, over the clients. **nginx RSS**: master and workers summed (`VmRSS`; pages they share count once per process). **CPU** over the write phase, from /proc. **statement-to-client**: the client's wall clock at receipt minus the event's `at` (the database's clock at the INSERT statement): the load generator runs in other processes than the writers, so the commit-to-client latency of the latency run (one process, one monotonic clock) is not available; this one includes the INSERT and its commit.\n");
+    s.push_str("- **connections** of a server: its open descriptors with the clients joined minus idle. **RSS per connection**: the servers' RSS with the clients minus idle, summed, over the clients. **nginx RSS**: master and workers summed (`VmRSS`; pages they share count once per process). **CPU** over the write phase, from /proc. **statement-to-client**: the client's wall clock at receipt minus the event's `at` (the database's clock at the INSERT statement): the load generator runs in other processes than the writers, so the commit-to-client latency of the latency run (one process, one monotonic clock) is not available; this one includes the INSERT and its commit. Events replayed to a client resuming after a restart are not counted in it (that wait is the outage, below).\n");
 }
 
 /// The scale-out section (empty if the run had none).
