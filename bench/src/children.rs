@@ -96,7 +96,9 @@ pub async fn child_main() -> Result<(), String> {
         tokens: Arc::new(vec![spec.token.clone()]),
         projects: Arc::new(spec.projects.clone()),
         sources: spec.sources.clone(),
-        connect_concurrency: 256,
+        // Several children open connections at once through one nginx to the servers: fewer at a time each,
+        // so that no server's accept queue overflows (nginx would count the timeout as the server failing).
+        connect_concurrency: 64,
         buf_size: 4096,
         group_tx: false,
         first: spec.first,

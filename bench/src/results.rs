@@ -234,6 +234,9 @@ pub struct BroadcastWrites {
 #[derive(Debug, Clone, Serialize, Deserialize, Default)]
 pub struct ScaleRun {
     pub servers: usize,
+    /// Each server's BOARDCAST_POOL_SIZE.
+    #[serde(default)]
+    pub pool_size: String,
     pub clients: usize,
     pub joined: usize,
     /// Why not all of them joined (the first failure).

@@ -8,8 +8,8 @@
 //! * `reconnect-storm` (20,000 clients by default): the same cluster; three seconds into the measured writes
 //!   the first server gets SIGTERM (its clients are told 1012) and is started again on its address once it
 //!   has exited. Its clients reconnect through nginx with the JavaScript client's backoff and join with
-//!   `since` and `since_at`; nginx sends them to the servers that are up (least_conn; the restarting one is
-//!   skipped for 2 s after a refused connection). Measured: until every one of them has resumed and caught up
+//!   `since` and `since_at`; nginx sends them to the servers that are up (least_conn; a refused connection
+//!   goes to the next server). Measured: until every one of them has resumed and caught up
 //!   (reached the `latest` of its `joined`), the database connections meanwhile, the writes' throughput, and
 //!   nothing lost across the reconnection.
 
@@ -41,6 +41,8 @@ const SCALE_OUT: Plan = Plan { name: "scale-out", clients: 50_000, duration: 15.
 const STORM: Plan = Plan { name: "reconnect-storm", clients: 20_000, duration: 20.0, restart: true };
 /// When the server is restarted: this long into the measured writes.
 const RESTART_AFTER: Duration = Duration::from_secs(3);
+/// Each server's pool, unless `--server-env BOARDCAST_POOL_SIZE=..` says otherwise.
+const POOL_SIZE: &str = "4";
 
 pub async fn scale_out(ctx: &Ctx) -> Result<ScaleRun, String> {
     run(ctx, SCALE_OUT).await
@@ -80,9 +82,17 @@ async fn run(ctx: &Ctx, plan: Plan) -> Result<ScaleRun, String> {
         r.servers, r.clients, r.rooms, r.writers, r.offered_tps, r.load_average
     ));
 
+    // PostgreSQL's max_connections (100 here) is shared by every server's pool and listener, and by the other
+    // users of the machine: a smaller pool than the default 16, unless --server-env says otherwise.
+    let given = a.server_env.iter().find(|(k, _)| k == "BOARDCAST_POOL_SIZE").map(|x| x.1.clone());
+    let pool = match &given {
+        Some(_) => vec![],
+        None => vec![("BOARDCAST_POOL_SIZE".to_string(), POOL_SIZE.to_string())],
+    };
+    r.pool_size = given.unwrap_or_else(|| POOL_SIZE.to_string());
     let mut servers = Vec::new();
     for k in 0..r.servers {
-        servers.push(ctx.spawn_server(&format!("{name}-{k}"))?);
+        servers.push(ctx.spawn_server_with(&format!("{name}-{k}"), &pool)?);
     }
     tokio::time::sleep(Duration::from_secs(1)).await;
     let idle: Vec<(u64, u64)> = servers.iter().map(|s| (s.rss(), fds_of(s.pid))).collect();
@@ -165,7 +175,8 @@ async fn run(ctx: &Ctx, plan: Plan) -> Result<ScaleRun, String> {
         let addr = stopped.addr;
         tokio::task::block_in_place(|| stopped.stop());
         let exited_us = wall_us();
-        let env = [("BOARDCAST_ADDR".to_string(), addr.to_string())];
+        let mut env = pool.clone();
+        env.push(("BOARDCAST_ADDR".to_string(), addr.to_string()));
         let again = tokio::task::block_in_place(|| ctx.spawn_server_with(&format!("{name}-0-restarted"), &env))?;
         let listening_us = wall_us();
         ctx.say(format!(

@@ -70,8 +70,9 @@ fn setup(s: &mut String, r: &ScaleRun) {
     let _ = writeln!(s, "- load average when the run began: {}", r.load_average);
     let _ = writeln!(
         s,
-        "- **Setup**: {} `boardcast serve` processes on one database behind nginx ({} worker processes, `least_conn`; the configuration below), all started by the bench. {} clients from {} load-generator processes (children of the bench, each from a loopback address of its own) connect through nginx; client *i* joins room *i mod {}*. {} SQL writers insert single-row tasks at {:.0} tx/s over all the rooms (open loop, `synchronous_commit={}`), and every client checks that its seqs are gapless up to its room's final seq, as in the latency run.",
+        "- **Setup**: {} `boardcast serve` processes (`BOARDCAST_POOL_SIZE={}`: PostgreSQL's `max_connections`, 100 here, is shared with the other sessions on this machine) on one database behind nginx ({} worker processes, `least_conn`; the configuration below), all started by the bench. {} clients from {} load-generator processes (children of the bench, each from a loopback address of its own) connect through nginx; client *i* joins room *i mod {}*. {} SQL writers insert single-row tasks at {:.0} tx/s over all the rooms (open loop, `synchronous_commit={}`), and every client checks that its seqs are gapless up to its room's final seq, as in the latency run.",
         r.servers,
+        r.pool_size,
         r.nginx.workers,
         r.clients,
         r.load_processes,
@@ -155,7 +156,7 @@ pub fn storm_section(r: &Results, run_lines: &str) -> String {
         format!("{}\n## Reconnect storm: a server restarted under {} clients (issue #20)\n\n", STORM.0, x.clients);
     s.push_str(run_lines);
     setup(&mut s, x);
-    s.push_str("- **The storm**: 3 s into the measured writes the first server gets SIGTERM: it tells its clients to reconnect (close 1012) and exits; the bench starts it again on the same address once it has exited. Its clients reconnect through nginx with the JavaScript client's backoff (200 ms doubling to 5 s, plus up to half of it) and join with `since` (their last seq) and `since_at`; nginx sends them to the servers that are up (the restarting one is skipped for 2 s after a refused connection: `max_fails=1 fail_timeout=2s`). The writes go on throughout.\n");
+    s.push_str("- **The storm**: 3 s into the measured writes the first server gets SIGTERM: it tells its clients to reconnect (close 1012) and exits; the bench starts it again on the same address once it has exited. Its clients reconnect through nginx with the JavaScript client's backoff (200 ms doubling to 5 s, plus up to half of it) and join with `since` (their last seq) and `since_at`; nginx sends them to the servers that are up (a refused connection goes to the next server at once; three refusals within 5 s leave the server out for 5 s: `max_fails=3 fail_timeout=5s`). The writes go on throughout.\n");
     s.push_str("- **all resumed / caught up**: from the SIGTERM until the last of those clients had its `joined` answer, and had received every event up to that answer's `latest`. **outage**: per client, from its disconnection until it had caught up. **DB connections**: `pg_stat_activity` of the bench database every 100 ms (the servers' are those with `application_name` boardcast…; the rest are the bench's writers and samplers), at most in the 2 s before the SIGTERM and at most during the storm; **active**: running a statement. **events/s**: committed events (Σ `feed_seq.last_seq`, every 100 ms), over the 5 s before the SIGTERM, over the storm, and the lowest over 500 ms of it.\n\n");
     let after: Vec<String> = st.connections_after.iter().map(|c| c.to_string()).collect();
     let _ = writeln!(
