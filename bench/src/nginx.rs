@@ -57,6 +57,16 @@ http {{
         ''      close;
     }}
 
+    # Connections to the servers leave from three loopback addresses, dealt out by client: on one machine the
+    # servers share one address, and one source address reached only some 14,000 connections per server here
+    # before connect() failed with EADDRNOTAVAIL (nginx binds with IP_BIND_ADDRESS_NO_PORT, so the port is
+    # picked per source and destination).
+    split_clients \"$remote_addr$remote_port\" $source {{
+        33.3%   127.0.1.1;
+        33.3%   127.0.1.2;
+        *       127.0.1.3;
+    }}
+
     upstream boardcast {{
         # WebSockets last: balance what is open, not what was opened. No sticky sessions: a client resumes
         # on any server (join with since). The zone shares the counts (and which server is down) among
@@ -70,6 +80,7 @@ http {{
 
         location / {{
             proxy_pass http://boardcast;
+            proxy_bind $source;
             proxy_http_version 1.1;
             proxy_set_header Upgrade $http_upgrade;
             proxy_set_header Connection $connection_upgrade;
