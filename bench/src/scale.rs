@@ -34,11 +34,13 @@ struct Plan {
     name: &'static str,
     clients: usize,
     duration: f64,
+    /// Offered tx/s: both scenarios offer 20,000 deliveries/s (tx/s × clients per room).
+    rate: f64,
     restart: bool,
 }
 
-const SCALE_OUT: Plan = Plan { name: "scale-out", clients: 50_000, duration: 15.0, restart: false };
-const STORM: Plan = Plan { name: "reconnect-storm", clients: 20_000, duration: 20.0, restart: true };
+const SCALE_OUT: Plan = Plan { name: "scale-out", clients: 50_000, duration: 15.0, rate: 40.0, restart: false };
+const STORM: Plan = Plan { name: "reconnect-storm", clients: 20_000, duration: 20.0, rate: 100.0, restart: true };
 /// When the server is restarted: this long into the measured writes.
 const RESTART_AFTER: Duration = Duration::from_secs(3);
 /// Each server's pool, unless `--server-env BOARDCAST_POOL_SIZE=..` says otherwise.
@@ -69,7 +71,7 @@ async fn run(ctx: &Ctx, plan: Plan) -> Result<ScaleRun, String> {
         clients: a.clients.unwrap_or(plan.clients),
         rooms: a.rooms.unwrap_or(100).min(ctx.projects.len()).max(1),
         writers: a.writers.unwrap_or(4).max(1),
-        offered_tps: a.rate.filter(|r| *r > 0.0).unwrap_or(100.0),
+        offered_tps: a.rate.filter(|r| *r > 0.0).unwrap_or(plan.rate),
         synchronous_commit: ctx.load_sync_commit(),
         load_average: std::fs::read_to_string("/proc/loadavg")
             .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
