@@ -80,6 +80,11 @@ pub struct ResumeSummary {
     pub outage: Snapshot,
     /// Per client: from its first disconnect until its last resume's `joined`, µs.
     pub to_resume: Snapshot,
+    /// Clients by the 100 ms (wall clock, ms / 100) of their first disconnect, and of their last `joined`.
+    #[serde(default)]
+    pub disconnected_at: Vec<(u64, u64)>,
+    #[serde(default)]
+    pub resumed_at: Vec<(u64, u64)>,
 }
 
 /// `boardcast-bench --child`: one slice of the clients, run as the parent says on stdin.
@@ -134,7 +139,12 @@ pub async fn child_main() -> Result<(), String> {
 fn resumes(outcomes: &[load::ClientOutcome]) -> ResumeSummary {
     let (outage, to_resume) = (Histogram::new(), Histogram::new());
     let mut s = ResumeSummary::default();
+    let (mut down, mut up) = (std::collections::BTreeMap::new(), std::collections::BTreeMap::new());
     for r in outcomes.iter().map(|o| &o.resume).filter(|r| r.disconnects > 0) {
+        *down.entry(r.first_disconnect_us / 100_000).or_insert(0) += 1;
+        if r.resumed_us > 0 {
+            *up.entry(r.resumed_us / 100_000).or_insert(0) += 1;
+        }
         s.clients += 1;
         s.disconnects += r.disconnects as u64;
         s.attempts += r.attempts as u64;
@@ -154,6 +164,8 @@ fn resumes(outcomes: &[load::ClientOutcome]) -> ResumeSummary {
             outage.record(r.caught_up_us.saturating_sub(r.first_disconnect_us));
         }
     }
+    s.disconnected_at = down.into_iter().collect();
+    s.resumed_at = up.into_iter().collect();
     s.outage = outage.snapshot();
     s.to_resume = to_resume.snapshot();
     s

@@ -334,4 +334,14 @@ pub struct StormRun {
     /// sent the clients that resumed.
     #[serde(default)]
     pub connections_after: Vec<u64>,
+    /// Per client, first disconnect → its `joined` again, ms.
+    #[serde(default)]
+    pub to_resume_p50_ms: f64,
+    #[serde(default)]
+    pub to_resume_p99_ms: f64,
+    /// Clients disconnected, and resumed (`joined`), in each 500 ms after the SIGTERM.
+    #[serde(default)]
+    pub disconnected_per_500ms: Vec<u64>,
+    #[serde(default)]
+    pub resumed_per_500ms: Vec<u64>,
 }

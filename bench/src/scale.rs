@@ -304,6 +304,15 @@ fn storm(x: &Restart, outcomes: &[ChildOutcome], samples: &[Sample]) -> StormRun
         ..Default::default()
     };
     let (mut last_resumed, mut last_caught_up) = (0u64, 0u64);
+    // 100 ms slots of the wall clock, counted into 500 ms slots from the SIGTERM's.
+    let slot = |at: u64| (at * 100_000).saturating_sub(x.sigterm_us) as usize / 500_000;
+    let add = |v: &mut Vec<u64>, at: u64, n: u64| {
+        let i = slot(at);
+        if v.len() <= i {
+            v.resize(i + 1, 0);
+        }
+        v[i] += n;
+    };
     for o in outcomes.iter().map(|o| &o.resume) {
         s.clients_resumed += o.clients;
         s.disconnects += o.disconnects;
@@ -313,6 +322,12 @@ fn storm(x: &Restart, outcomes: &[ChildOutcome], samples: &[Sample]) -> StormRun
         last_caught_up = last_caught_up.max(o.last_caught_up_us);
         outage.merge(&o.outage);
         to_resume.merge(&o.to_resume);
+        for &(at, n) in &o.disconnected_at {
+            add(&mut s.disconnected_per_500ms, at, n);
+        }
+        for &(at, n) in &o.resumed_at {
+            add(&mut s.resumed_per_500ms, at, n);
+        }
     }
     let since = |t: u64| t.saturating_sub(x.sigterm_us) as f64 / 1000.0;
     s.all_resumed_ms = since(last_resumed);
@@ -320,6 +335,7 @@ fn storm(x: &Restart, outcomes: &[ChildOutcome], samples: &[Sample]) -> StormRun
     let ms = |us: u64| us as f64 / 1000.0;
     (s.outage_p50_ms, s.outage_p99_ms, s.outage_max_ms) =
         (ms(outage.quantile(0.5)), ms(outage.quantile(0.99)), ms(outage.max()));
+    (s.to_resume_p50_ms, s.to_resume_p99_ms) = (ms(to_resume.quantile(0.5)), ms(to_resume.quantile(0.99)));
     let end = last_caught_up.max(x.listening_us) + 200_000;
     let before = |p: &Sample| p.at_us + 2_000_000 >= x.sigterm_us && p.at_us < x.sigterm_us;
     let during = |p: &Sample| p.at_us >= x.sigterm_us && p.at_us <= end;

@@ -190,6 +190,15 @@ pub fn storm_section(r: &Results, run_lines: &str) -> String {
         x.lost,
         x.duplicates,
     );
+    let list = |v: &[u64]| v.iter().map(|n| n.to_string()).collect::<Vec<_>>().join(", ");
+    let _ = writeln!(
+        s,
+        "- **Timeline**, clients per 500 ms from the SIGTERM: disconnected {}; resumed (their `joined`) {}. From disconnection to `joined` again, per client: p50 {:.0} ms, p99 {:.0} ms.\n",
+        list(&st.disconnected_per_500ms),
+        list(&st.resumed_per_500ms),
+        st.to_resume_p50_ms,
+        st.to_resume_p99_ms,
+    );
     s.push_str("The whole run (all clients, all of the writes):\n\n");
     table(&mut s, x);
     s.push_str("\nNot part of `make bench`: `make bench BENCH_ARGS='--scenario reconnect-storm --report'` (about a minute; needs `nginx`) rewrites only this section.\n");
