@@ -22,6 +22,9 @@ use uuid::Uuid;
 use crate::hist::{Histogram, Snapshot};
 use crate::load::{self, Fleet, FleetSpec, Shared, wall_us};
 
+/// Loopback source addresses of each child's clients.
+const SOURCES_PER_CHILD: usize = 4;
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ChildSpec {
     pub addr: SocketAddr,
@@ -182,8 +185,10 @@ pub struct Children {
 }
 
 impl Children {
-    /// Starts one child per `per_child` clients (at most), each from a loopback address of its own
-    /// (127.0.0.2, .3, ...: a source address has some 28,000 ephemeral ports), all connecting to `addr`.
+    /// Starts one child per `per_child` clients (at most), each from four loopback addresses of its own
+    /// (127.0.0.2 to .5 for the first, .6 to .9 for the next, ...), all connecting to `addr`: past some 10,000
+    /// connections from one source address to one destination, connect() failed here with EADDRNOTAVAIL
+    /// (half of the 28,000 ephemeral ports, with the connections of earlier runs still in TIME_WAIT).
     pub async fn spawn(
         addr: SocketAddr,
         token: &str,
@@ -216,7 +221,9 @@ impl Children {
                 projects: projects.to_vec(),
                 first,
                 count,
-                sources: vec![IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2 + k as u8))],
+                sources: (0..SOURCES_PER_CHILD)
+                    .map(|i| IpAddr::V4(Ipv4Addr::new(127, 0, 0, (2 + SOURCES_PER_CHILD * k + i) as u8)))
+                    .collect(),
                 reconnect,
             };
             let line = serde_json::to_string(&spec).unwrap() + "\n";
