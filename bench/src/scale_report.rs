@@ -70,7 +70,7 @@ fn setup(s: &mut String, r: &ScaleRun) {
     let _ = writeln!(s, "- load average when the run began: {}", r.load_average);
     let _ = writeln!(
         s,
-        "- **Setup**: {} `boardcast serve` processes (`BOARDCAST_POOL_SIZE={}`: PostgreSQL's `max_connections`, 100 here, is shared with the other sessions on this machine) on one database behind nginx ({} worker processes, `least_conn`; the configuration below), all started by the bench. {} clients from {} load-generator processes (children of the bench, each from four loopback addresses of its own) connect through nginx; client *i* joins room *i mod {}*. {} SQL writers insert single-row tasks at {:.0} tx/s over all the rooms (open loop, `synchronous_commit={}`), and every client checks that its seqs are gapless up to its room's final seq, as in the latency run.",
+        "- **Setup**: {} `boardcast serve` processes (`BOARDCAST_POOL_SIZE={}`: PostgreSQL's `max_connections`, 100 here, is shared with the other sessions on this machine) on one database behind nginx ({} worker processes, `least_conn`; the generated configuration is in the scale-out section, and README.md's \"Several servers\" has it for production), all started by the bench. {} clients from {} load-generator processes (children of the bench, each from four loopback addresses of its own) connect through nginx; client *i* joins room *i mod {}*. {} SQL writers insert single-row tasks at {:.0} tx/s over all the rooms (open loop, `synchronous_commit={}`), and every client checks that its seqs are gapless up to its room's final seq, as in the latency run.",
         r.servers,
         r.pool_size,
         r.nginx.workers,
