@@ -34,6 +34,12 @@ pub enum Scenario {
     /// Fan-out of transactions of 10 events (2,000 clients in 10 rooms), with `event` frames and then with
     /// `"group":"tx"`: deliveries/s and server CPU per delivered event (issue #15; not part of `all`)
     TxGroups,
+    /// 50,000 clients held across three servers on one database behind nginx (started by the bench), from
+    /// several load-generator processes, all rooms fed by SQL writes (issue #20; not part of `all`)
+    ScaleOut,
+    /// 20,000 clients across three servers behind nginx, one server restarted (SIGTERM, then started again)
+    /// while the writes go on: time until every client resumed and caught up (issue #20; not part of `all`)
+    ReconnectStorm,
 }
 
 /// The abusive clients of `--scenario abuse` (issue #13), one phase each.
@@ -124,6 +130,19 @@ pub struct Args {
     /// Worker threads of the load generator's client runtime
     #[arg(long, value_name = "T", default_value_t = 2)]
     pub threads: usize,
+    /// Scale-out and reconnect-storm: `boardcast serve` processes behind nginx
+    #[arg(long, value_name = "N", default_value_t = 3)]
+    pub servers: usize,
+    /// Scale-out and reconnect-storm: the nginx binary (Debian: apt-get install nginx-light)
+    #[arg(long, value_name = "PATH", default_value = "nginx")]
+    pub nginx: PathBuf,
+    /// Scale-out and reconnect-storm: clients per load-generator process (each process may open at most the
+    /// open-file hard limit of descriptors)
+    #[arg(long, value_name = "N", default_value_t = 12_500)]
+    pub clients_per_process: usize,
+    /// Run as a load-generator child of a scale-out run (internal: the parent speaks JSON on stdin)
+    #[arg(long, hide = true)]
+    pub child: bool,
     /// The boardcast binary
     #[arg(long, value_name = "PATH", default_value = "./target/release/boardcast")]
     pub server_bin: PathBuf,
@@ -173,7 +192,14 @@ impl Args {
     /// Whether this scenario runs (with `--scenario all`, all of them but `abuse`).
     pub fn runs(&self, scenario: Scenario) -> bool {
         (self.scenario == Scenario::All
-            && !matches!(scenario, Scenario::Abuse | Scenario::Broadcast | Scenario::TxGroups))
+            && !matches!(
+                scenario,
+                Scenario::Abuse
+                    | Scenario::Broadcast
+                    | Scenario::TxGroups
+                    | Scenario::ScaleOut
+                    | Scenario::ReconnectStorm
+            ))
             || self.scenario == scenario
     }
 
@@ -217,6 +243,9 @@ mod tests {
         assert!(a.runs(Scenario::Abuse) && !a.runs(Scenario::Latency) && !a.report());
         let a = Args::try_parse_from(["b"]).unwrap();
         assert!(a.runs(Scenario::Latency) && !a.runs(Scenario::Abuse) && a.abuse.is_empty());
+        assert!(!a.runs(Scenario::ScaleOut) && !a.runs(Scenario::ReconnectStorm));
+        let a = Args::try_parse_from(["b", "--scenario", "scale-out", "--clients", "50000", "--report"]).unwrap();
+        assert!(a.runs(Scenario::ScaleOut) && a.report() && a.servers == 3);
         assert_eq!(Abuse::ALL.map(Abuse::name)[7], "unknown-tokens");
         assert!(Args::try_parse_from(["b", "--scenario", "nonsense"]).is_err());
     }

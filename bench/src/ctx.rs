@@ -28,6 +28,11 @@ impl Ctx {
     }
 
     pub fn spawn_server(&self, tag: &str) -> Result<Server, String> {
+        self.spawn_server_with(tag, &[])
+    }
+
+    /// A server with more environment (after the bench's and `--server-env`), e.g. a fixed `BOARDCAST_ADDR`.
+    pub fn spawn_server_with(&self, tag: &str, extra: &[(String, String)]) -> Result<Server, String> {
         let log = self.args.out.join(format!("server-{tag}.log"));
         let mut env = vec![
             // The bench's clients never go quiet long enough for the defaults to matter; retention would
@@ -40,6 +45,7 @@ impl Ctx {
             env.push(("BOARDCAST_MAX_CONNECTIONS_PER_USER".to_string(), "1000000".to_string()));
         }
         env.extend(self.args.server_env.iter().cloned());
+        env.extend(extra.iter().cloned());
         let s = Server::spawn(&self.args.server_bin, &self.url, &env, &log)?;
         self.say(format!("server pid {} on {} (log {})", s.pid, s.addr, log.display()));
         Ok(s)
@@ -66,6 +72,9 @@ impl Ctx {
             connect_concurrency: 256,
             buf_size: 4096,
             group_tx: false,
+            first: 0,
+            reconnect: false,
+            wall_clock: false,
         }
     }
 }

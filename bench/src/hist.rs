@@ -4,6 +4,8 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use serde::{Deserialize, Serialize};
+
 const LINEAR: u64 = 1024;
 const SUB: u64 = 512;
 const MAX_EXP: u64 = 40;
@@ -14,6 +16,14 @@ pub struct Histogram {
     max: AtomicU64,
     total: AtomicU64,
     sum: AtomicU64,
+}
+
+/// A histogram's counts, to carry between processes.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Snapshot {
+    pub buckets: Vec<(u64, u64)>,
+    pub max: u64,
+    pub sum: u64,
 }
 
 impl Default for Histogram {
@@ -93,6 +103,25 @@ impl Histogram {
         self.max()
     }
 
+    /// The non-empty buckets as `(a value of the bucket, count)`, with the maximum and the sum: what another
+    /// process (a load-generator child) sends for [`Histogram::merge`].
+    pub fn snapshot(&self) -> Snapshot {
+        let buckets = (self.counts.iter().enumerate())
+            .filter_map(|(i, c)| Some((upper(i), c.load(Ordering::Relaxed))).filter(|x| x.1 > 0))
+            .collect();
+        Snapshot { buckets, max: self.max(), sum: self.sum.load(Ordering::Relaxed) }
+    }
+
+    /// Adds the samples of a snapshot (each bucket's value falls in the same bucket here).
+    pub fn merge(&self, s: &Snapshot) {
+        for &(v, n) in &s.buckets {
+            self.counts[index(v)].fetch_add(n, Ordering::Relaxed);
+            self.total.fetch_add(n, Ordering::Relaxed);
+        }
+        self.sum.fetch_add(s.sum, Ordering::Relaxed);
+        self.max.fetch_max(s.max, Ordering::Relaxed);
+    }
+
     /// `(value µs, fraction of samples <= value)` for each non-empty bucket: the CDF.
     pub fn cdf(&self) -> Vec<(u64, f64)> {
         let n = self.count();
@@ -138,5 +167,9 @@ mod tests {
         assert_eq!(h.quantile(0.99), 990);
         assert_eq!(h.quantile(1.0), 1000);
         assert_eq!(h.max(), 1000);
+        let merged = Histogram::new();
+        merged.merge(&h.snapshot());
+        merged.merge(&h.snapshot());
+        assert_eq!((merged.count(), merged.quantile(0.5), merged.max()), (2000, 500, 1000));
     }
 }

@@ -45,6 +45,10 @@ pub struct Shared {
     pub deliveries: AtomicU64,
     pub first_recv: AtomicU64,
     pub last_recv: AtomicU64,
+    /// Receipt (this machine's wall clock) minus the event's `at` (the database's clock at the statement): the
+    /// latency load-generator children can measure without the writers' commit instants, which live in
+    /// another process. Recorded only by fleets with `FleetSpec::wall_clock`.
+    pub statement_to_client: Histogram,
 }
 
 impl Shared {
@@ -65,6 +69,7 @@ impl Shared {
             deliveries: AtomicU64::new(0),
             first_recv: AtomicU64::new(u64::MAX),
             last_recv: AtomicU64::new(0),
+            statement_to_client: Histogram::new(),
         })
     }
 
@@ -132,6 +137,8 @@ impl Shared {
 #[derive(Debug, Default, Clone)]
 pub struct ClientOutcome {
     pub project: usize,
+    /// It joined (a client whose connection or join failed has nothing to check).
+    pub joined: bool,
     pub joined_seq: i64,
     pub last_seq: i64,
     pub received: u64,
@@ -139,6 +146,31 @@ pub struct ClientOutcome {
     pub gaps: u64,
     pub other_frames: u64,
     pub error: Option<String>,
+    /// Reconnections (fleets with `FleetSpec::reconnect`): see [`Resume`].
+    pub resume: Resume,
+}
+
+/// A client's reconnections: it was disconnected, reconnected with backoff and joined with `since` = the
+/// last seq it had. Times are wall-clock µs since the Unix epoch (children and parent share that clock).
+#[derive(Debug, Default, Clone)]
+pub struct Resume {
+    pub disconnects: u32,
+    /// Connection attempts after a disconnect, the successful ones included.
+    pub attempts: u32,
+    pub first_disconnect_us: u64,
+    /// The last `joined` of a resume.
+    pub resumed_us: u64,
+    /// `latest` of that `joined` frame: the seq the replay goes up to.
+    pub latest: i64,
+    /// When the client reached `latest` after its last resume (0: never).
+    pub caught_up_us: u64,
+    /// The `at` of the last event, sent as `since_at` on a resume.
+    last_at: String,
+}
+
+/// Microseconds since the Unix epoch: the clock the processes of a run share.
+pub fn wall_us() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_micros() as u64)
 }
 
 pub struct Fleet {
@@ -166,6 +198,14 @@ pub struct FleetSpec {
     pub buf_size: usize,
     /// Join with `"group":"tx"`: events arrive in `tx` frames.
     pub group_tx: bool,
+    /// The index of this fleet's first client among all of a run's (fleets split over processes): client
+    /// `first + i` joins project `(first + i) % projects`.
+    pub first: usize,
+    /// A client whose connection is lost reconnects (backoff as the JavaScript client's: 200 ms doubling to
+    /// 5 s, plus up to half of it) and resumes with `since`, instead of counting as disconnected.
+    pub reconnect: bool,
+    /// Record `Shared::statement_to_client`.
+    pub wall_clock: bool,
 }
 
 impl Fleet {
@@ -197,9 +237,13 @@ impl Fleet {
         let gate = Arc::new(Semaphore::new(spec.connect_concurrency.max(1)));
         let start = self.handles.len();
         for i in start..total {
-            let project = i % spec.projects.len();
+            let index = spec.first + i;
+            let project = index % spec.projects.len();
             let source = (!spec.sources.is_empty()).then(|| spec.sources[i % spec.sources.len()]);
             let ctx = ClientCtx {
+                index,
+                reconnect: spec.reconnect,
+                wall_clock: spec.wall_clock,
                 addr: spec.addr,
                 source,
                 token: spec.tokens[i % spec.tokens.len()].clone(),
@@ -271,6 +315,9 @@ impl Fleet {
 }
 
 struct ClientCtx {
+    index: usize,
+    reconnect: bool,
+    wall_clock: bool,
     addr: SocketAddr,
     source: Option<IpAddr>,
     token: String,
@@ -316,64 +363,131 @@ struct Frames {
     refused: bool,
 }
 
+/// How one connection of a client ended.
+enum Ended {
+    /// The run is over.
+    Stopped,
+    /// The join was refused: the client is done.
+    Refused,
+    /// The connection was lost (closed, or a read failed).
+    Lost(String),
+}
+
+/// What a client keeps across its connections.
+struct ClientState {
+    /// Joined on the current connection.
+    joined: bool,
+    /// Counted in `Fleet::caught_up`.
+    done: bool,
+    checked: bool,
+    permit: Option<tokio::sync::OwnedSemaphorePermit>,
+}
+
 async fn client(ctx: ClientCtx, permit: tokio::sync::OwnedSemaphorePermit) -> ClientOutcome {
     let mut out = ClientOutcome { project: ctx.project, ..Default::default() };
-    let mut conn = match connect_and_join(&ctx).await {
+    let mut conn = match connect_and_join(&ctx, None).await {
         Ok(c) => c,
         Err(e) => {
             ctx.fail(&mut out, e);
             return out;
         }
     };
-    let mut joined = false;
-    let mut done = false;
-    let mut permit = Some(permit);
-    let mut checked = false;
+    let mut st = ClientState { joined: false, done: false, checked: false, permit: Some(permit) };
     loop {
-        let read = tokio::select! {
-            _ = ctx.stop.cancelled() => break,
-            _ = ctx.check.cancelled(), if !checked => {
-                checked = true;
-                ctx.check_caught_up(&out, joined, &mut done);
-                continue;
+        match session(&ctx, &mut conn, &mut out, &mut st).await {
+            Ended::Stopped => break,
+            Ended::Refused => return out,
+            Ended::Lost(e) if !(ctx.reconnect && st.joined) => {
+                if st.joined || out.resume.disconnects > 0 {
+                    out.error = Some(e);
+                } else {
+                    ctx.fail(&mut out, e);
+                }
+                break;
             }
-            r = conn.read_more() => r,
-        };
-        let lost = match read {
-            Ok(true) => None,
-            Ok(false) if joined => Some("server closed the connection".to_string()),
-            Ok(false) => Some("closed before joined".to_string()),
-            Err(e) => Some(format!("read: {e}")),
-        };
-        if let Some(e) = lost {
-            if joined {
-                out.error = Some(e);
-            } else {
-                ctx.fail(&mut out, e);
+            Ended::Lost(_) => {
+                st.joined = false;
+                let r = &mut out.resume;
+                r.disconnects += 1;
+                if r.first_disconnect_us == 0 {
+                    r.first_disconnect_us = wall_us();
+                }
+                match reconnect(&ctx, &mut out).await {
+                    Some(c) => conn = c,
+                    None => break,
+                }
             }
-            break;
         }
-        let frames = read_frames(&ctx, &mut conn, &mut out, &mut joined, &mut permit);
-        if frames.refused {
-            return out;
-        }
-        if frames.closed {
-            out.error = Some("server sent close".into());
-            break;
-        }
-        if frames.pong && conn.send(10, b"").await.is_err() {
-            break;
-        }
-        ctx.check_caught_up(&out, joined, &mut done);
     }
-    if !done {
+    if !st.done {
         // Count it as caught up so `finish` does not wait for a client that is gone.
         ctx.caught_up.fetch_add(1, Ordering::SeqCst);
     }
     out
 }
 
-async fn connect_and_join(ctx: &ClientCtx) -> Result<Conn, String> {
+/// Reads one connection until the run stops or the connection ends.
+async fn session(ctx: &ClientCtx, conn: &mut Conn, out: &mut ClientOutcome, st: &mut ClientState) -> Ended {
+    loop {
+        let read = tokio::select! {
+            _ = ctx.stop.cancelled() => return Ended::Stopped,
+            _ = ctx.check.cancelled(), if !st.checked => {
+                st.checked = true;
+                ctx.check_caught_up(out, st.joined, &mut st.done);
+                continue;
+            }
+            r = conn.read_more() => r,
+        };
+        match read {
+            Ok(true) => {}
+            Ok(false) if st.joined => return Ended::Lost("server closed the connection".into()),
+            Ok(false) => return Ended::Lost("closed before joined".into()),
+            Err(e) => return Ended::Lost(format!("read: {e}")),
+        }
+        let frames = read_frames(ctx, conn, out, &mut st.joined, &mut st.permit);
+        if frames.refused {
+            return Ended::Refused;
+        }
+        if frames.closed {
+            return Ended::Lost("server sent close".into());
+        }
+        if frames.pong && conn.send(10, b"").await.is_err() {
+            return Ended::Lost("send pong".into());
+        }
+        ctx.check_caught_up(out, st.joined, &mut st.done);
+    }
+}
+
+/// Connects again after a lost connection, with the JavaScript client's backoff, and joins with `since`.
+/// `None` when the run stopped first.
+async fn reconnect(ctx: &ClientCtx, out: &mut ClientOutcome) -> Option<Conn> {
+    let mut base = Duration::from_millis(200);
+    loop {
+        let jitter =
+            splitmix(ctx.index as u64 ^ ((out.resume.attempts as u64) << 40)) % (base.as_millis() as u64 / 2 + 1);
+        tokio::select! {
+            _ = ctx.stop.cancelled() => return None,
+            _ = tokio::time::sleep(base + Duration::from_millis(jitter)) => {}
+        }
+        out.resume.attempts += 1;
+        let since = (out.last_seq, out.resume.last_at.as_str());
+        match connect_and_join(ctx, Some(since)).await {
+            Ok(c) => return Some(c),
+            Err(_) => base = (base * 2).min(Duration::from_secs(5)),
+        }
+    }
+}
+
+/// A well-mixed 64-bit hash (SplitMix64), for the backoff's jitter without a random number generator.
+fn splitmix(x: u64) -> u64 {
+    let mut z = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+/// Connects and joins; with `since` (the last seq and its `at`), resumes.
+async fn connect_and_join(ctx: &ClientCtx, since: Option<(i64, &str)>) -> Result<Conn, String> {
     let connect = Conn::connect(ctx.addr, ctx.source, &ctx.token, ctx.buf_size);
     let mut conn = match tokio::time::timeout(Duration::from_secs(30), connect).await {
         Ok(Ok(c)) => c,
@@ -381,7 +495,12 @@ async fn connect_and_join(ctx: &ClientCtx) -> Result<Conn, String> {
         Err(_) => return Err("connect: timed out".into()),
     };
     let group = if ctx.group_tx { r#","group":"tx""# } else { "" };
-    let join = format!(r#"{{"op":"join","project":"{}"{group}}}"#, ctx.project_id);
+    let since = match since {
+        Some((seq, at)) if !at.is_empty() => format!(r#","since":{seq},"since_at":"{at}""#),
+        Some((seq, _)) => format!(r#","since":{seq}"#),
+        None => String::new(),
+    };
+    let join = format!(r#"{{"op":"join","project":"{}"{group}{since}}}"#, ctx.project_id);
     conn.send(OP_TEXT, join.as_bytes()).await.map_err(|e| format!("send join: {e}"))?;
     Ok(conn)
 }
@@ -413,9 +532,26 @@ fn read_frames(
             }
             OP_TEXT if !*joined && ws::find(payload, b"\"op\":\"joined\"").is_some() => {
                 let seq = ws::int_after(payload, b"\"seq\":").unwrap_or(0);
+                *joined = true;
+                if out.resume.disconnects > 0 {
+                    // A resume: `seq` is the `since` sent, and the replay goes up to `latest`.
+                    let r = &mut out.resume;
+                    r.resumed_us = wall_us();
+                    r.latest = ws::int_after(payload, b"\"latest\":").unwrap_or(seq);
+                    r.caught_up_us = if out.last_seq >= r.latest { r.resumed_us } else { 0 };
+                    if seq != out.last_seq {
+                        out.error = Some(format!("resumed since {} but joined at {seq}", out.last_seq));
+                    }
+                    continue;
+                }
+                out.joined = true;
                 out.joined_seq = seq;
                 out.last_seq = seq;
-                *joined = true;
+                if ctx.reconnect
+                    && let Some(at) = at_of(payload)
+                {
+                    out.resume.last_at = String::from_utf8_lossy(at).into_owned();
+                }
                 ctx.joined.fetch_add(1, Ordering::Relaxed);
                 permit.take();
             }
@@ -423,6 +559,11 @@ fn read_frames(
                 out.other_frames += 1;
                 if !*joined {
                     let text = String::from_utf8_lossy(&payload[..payload.len().min(200)]);
+                    if out.resume.disconnects > 0 {
+                        out.error = Some(format!("resume refused: {text}"));
+                        frames.refused = true;
+                        return frames;
+                    }
                     ctx.fail(out, format!("join refused: {text}"));
                     frames.refused = true;
                     return frames;
@@ -460,6 +601,40 @@ fn take_event(ctx: &ClientCtx, out: &mut ClientOutcome, event: &[u8], now: u64, 
     if let Some(id) = ws::int_after(event, MARKER) {
         ctx.shared.received(id as u64, now);
     }
+    if ctx.reconnect || ctx.wall_clock {
+        take_at(ctx, out, event);
+    }
+}
+
+/// The event's `at`: kept for a resume's `since_at`, and the statement-to-client latency on the wall clock.
+fn take_at(ctx: &ClientCtx, out: &mut ClientOutcome, event: &[u8]) {
+    let Some(at) = at_of(event) else { return };
+    if ctx.reconnect {
+        let r = &mut out.resume;
+        r.last_at.clear();
+        r.last_at.push_str(std::str::from_utf8(at).unwrap_or(""));
+        if r.caught_up_us == 0 && r.latest > 0 && out.last_seq >= r.latest {
+            r.caught_up_us = wall_us();
+        }
+    }
+    // A resume's replay (up to the `latest` of its `joined`) is the outage, measured as such; not latency.
+    let replayed = out.resume.disconnects > 0 && out.last_seq <= out.resume.latest;
+    if ctx.wall_clock
+        && !replayed
+        && let Ok(t) = chrono::DateTime::parse_from_rfc3339(std::str::from_utf8(at).unwrap_or(""))
+    {
+        let us = (wall_us() as i64 - t.timestamp_micros()).max(0);
+        ctx.shared.statement_to_client.record(us as u64);
+    }
+}
+
+/// The value of a frame's top-level `"at"` (an event's or a `joined` frame's): its last occurrence, as it comes
+/// after the row.
+fn at_of(frame: &[u8]) -> Option<&[u8]> {
+    const KEY: &[u8] = b"\"at\":\"";
+    let i = frame.windows(KEY.len()).rposition(|w| w == KEY)? + KEY.len();
+    let len = frame[i..].iter().position(|&c| c == b'"')?;
+    Some(&frame[i..i + len])
 }
 
 /// Checks every client's view: lost = seqs it never got (gaps inside its stream plus the tail it did not

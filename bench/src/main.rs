@@ -8,12 +8,15 @@
 //! * [`server`] — the server under test, as a child process, and its database; [`machine`] — /proc readings;
 //! * [`load`] — WebSocket clients and SQL writers; [`pg`] — the bench's own PostgreSQL connections;
 //! * [`ws`] — a minimal WebSocket client built for many connections; [`http`] — a minimal HTTP/1.1 client;
-//! * [`hist`] — latency histograms; [`report`] — BENCHMARKS.md and the latency chart.
+//! * [`hist`] — latency histograms; [`report`] — BENCHMARKS.md and the latency chart;
+//! * [`scale`] — the `scale-out` and `reconnect-storm` scenarios, behind [`nginx`], with clients in [`children`]
+//!   processes; [`scale_report`] — their sections of BENCHMARKS.md.
 
 mod abuse;
 mod abusers;
 mod args;
 mod broadcast;
+mod children;
 mod ctx;
 mod delivery;
 mod hist;
@@ -21,10 +24,13 @@ mod http;
 mod load;
 mod machine;
 mod memory;
+mod nginx;
 mod pg;
 mod report;
 mod results;
 mod run;
+mod scale;
+mod scale_report;
 mod server;
 mod writes;
 mod ws;
@@ -38,6 +44,15 @@ fn main() -> ExitCode {
         .enable_all()
         .build()
         .expect("tokio runtime");
+    if args.child {
+        return match rt.block_on(children::child_main()) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("boardcast-bench --child: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     match rt.block_on(run::main(args)) {
         Ok(r) => {
             println!("BENCH_RESULT {}", summary(&r));

@@ -3,6 +3,7 @@
 use std::fmt::Write as _;
 
 use crate::results::{AbusePhase, AbuseRun, AbuserReport, LoadRun, MemoryRun, Results, WriteRun};
+use crate::scale_report;
 
 const MIB: f64 = 1024.0 * 1024.0;
 
@@ -345,6 +346,12 @@ pub fn markdown(r: &Results) -> String {
         s.push_str(&abuse);
         s.push_str("\n\n");
     }
+    for section in
+        scale_report::written(r, &run_lines_of(r)).into_iter().map(|x| x.1).chain(r.kept_scale.iter().cloned())
+    {
+        s.push_str(&section);
+        s.push_str("\n\n");
+    }
     s.push_str("## Reference\n\n");
     s.push_str("The seed's stack (Express + Socket.io + pg LISTEN) on this machine, 2,000 clients / 100 rooms / 5,000 single-row writes from 8 writers: 24,800 deliveries/s, p99 51 ms, ~20 KiB per connection.\n\n");
     s.push_str("## Reproduce\n\n```\nmake bench                                   # all scenarios, writes this file and docs/bench/latency.svg\nmake bench BENCH_ARGS='--scenario latency --clients 2000 --rate 2000'\nmake bench BENCH_ARGS='--scenario abuse --report'   # issue #13's abusive clients (~2 min): rewrites only its section\n./target/release/boardcast-bench --help\n```\n\n");
@@ -389,15 +396,25 @@ pub fn with_abuse(existing: &str, section: &str) -> String {
 pub fn write_files(r: &Results) -> std::io::Result<()> {
     let mut r = r.clone();
     let existing = std::fs::read_to_string("BENCHMARKS.md").ok();
-    let only_abuse = r.load.is_empty() && r.memory.is_none() && r.writes.is_empty();
-    if let (Some(old), true, Some(_)) = (&existing, only_abuse, &r.abuse) {
-        return std::fs::write("BENCHMARKS.md", with_abuse(old, &abuse_section(&r)));
+    let only_sections = r.load.is_empty() && r.memory.is_none() && r.writes.is_empty();
+    let scale = scale_report::written(&r, &run_lines_of(&r));
+    if let (Some(old), true) = (&existing, only_sections)
+        && (r.abuse.is_some() || !scale.is_empty())
+    {
+        let mut new = if r.abuse.is_some() { with_abuse(old, &abuse_section(&r)) } else { old.clone() };
+        for (markers, section) in scale {
+            new = scale_report::with_section(&new, markers, &section);
+        }
+        return std::fs::write("BENCHMARKS.md", new);
     }
     if r.notes.is_none() {
         r.notes = existing.as_deref().and_then(kept_notes);
     }
     if r.kept_abuse.is_none() {
         r.kept_abuse = existing.as_deref().and_then(kept_abuse);
+    }
+    if r.kept_scale.is_empty() {
+        r.kept_scale = existing.as_deref().map(|e| scale_report::carried(e, &r)).unwrap_or_default();
     }
     std::fs::write("BENCHMARKS.md", markdown(&r))?;
     if r.load.iter().any(|l| !l.cdf.is_empty()) {
@@ -556,6 +573,12 @@ fn run_lines(s: &mut String, r: &Results) {
         let env: Vec<String> = r.server_env.iter().map(|(k, v)| format!("{k}={v}")).collect();
         let _ = writeln!(s, "- server environment: `{}`", env.join(" "));
     }
+}
+
+fn run_lines_of(r: &Results) -> String {
+    let mut s = String::new();
+    run_lines(&mut s, r);
+    s
 }
 
 /// What each abuser does, for the report.

@@ -99,6 +99,10 @@ pub struct Results {
     pub abuse: Option<AbuseRun>,
     #[serde(default)]
     pub broadcast: Option<BroadcastRun>,
+    #[serde(default)]
+    pub scale_out: Option<ScaleRun>,
+    #[serde(default)]
+    pub storm: Option<ScaleRun>,
     pub lost: u64,
     pub duplicates: u64,
     pub errors: Vec<String>,
@@ -108,6 +112,9 @@ pub struct Results {
     /// The abuse section of BENCHMARKS.md, carried over from the file being replaced when `abuse` did not run.
     #[serde(skip, default)]
     pub kept_abuse: Option<String>,
+    /// The scale-out and reconnect-storm sections, likewise.
+    #[serde(skip, default)]
+    pub kept_scale: Vec<String>,
 }
 
 /// The abuse scenario: well-behaved clients and an API writer through a baseline phase and one phase per
@@ -220,4 +227,121 @@ pub struct BroadcastWrites {
     pub ratio: f64,
     pub with_rounds: Vec<f64>,
     pub without_rounds: Vec<f64>,
+}
+
+/// `scale-out` (issue #20): servers on one database behind nginx, clients held across them from several
+/// load-generator processes, all rooms fed by SQL writes; with `reconnect-storm`, one server restarted.
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+pub struct ScaleRun {
+    pub servers: usize,
+    /// Each server's BOARDCAST_POOL_SIZE.
+    #[serde(default)]
+    pub pool_size: String,
+    pub clients: usize,
+    pub joined: usize,
+    /// Why not all of them joined (the first failure).
+    #[serde(default)]
+    pub join_error: Option<String>,
+    pub rooms: usize,
+    pub writers: usize,
+    pub offered_tps: f64,
+    pub achieved_tps: f64,
+    /// The writers' commit acknowledgements after the intended send, ms.
+    #[serde(default)]
+    pub write_ack_p50_ms: f64,
+    #[serde(default)]
+    pub write_ack_p99_ms: f64,
+    pub synchronous_commit: String,
+    /// Load-generator processes (children of the bench).
+    pub load_processes: usize,
+    pub connect_secs: f64,
+    pub per_server: Vec<ServerShare>,
+    /// (Σ servers' RSS with the clients − Σ idle) / clients.
+    pub rss_per_conn_bytes: f64,
+    pub nginx: NginxCost,
+    /// % of one core over the write phase.
+    pub server_cpu_pct: f64,
+    pub postgres_cpu_pct: f64,
+    pub load_generator_cpu_pct: f64,
+    pub machine_busy_pct: f64,
+    /// `uptime`'s load averages when the run began.
+    pub load_average: String,
+    pub deliveries: u64,
+    pub expected_deliveries: u64,
+    pub deliveries_per_s: f64,
+    pub lost: u64,
+    pub duplicates: u64,
+    pub disconnected: usize,
+    pub first_error: Option<String>,
+    /// Receipt minus the event's `at` (the statement's time), wall clock, ms.
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+    pub max_ms: f64,
+    pub nginx_conf: String,
+    pub storm: Option<StormRun>,
+}
+
+/// One server's share: its connections (descriptors opened since idle) and RSS.
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+pub struct ServerShare {
+    pub connections: u64,
+    pub rss_idle: u64,
+    pub rss_connected: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+pub struct NginxCost {
+    pub workers: usize,
+    /// Master and workers, summed.
+    pub rss_idle: u64,
+    pub rss_connected: u64,
+    /// % of one core over the write phase, and per event delivered.
+    pub cpu_pct: f64,
+    pub cpu_us_per_delivery: f64,
+}
+
+/// A server restarted under the clients: SIGTERM (its clients get 1012), then started again on its address.
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+pub struct StormRun {
+    /// SIGTERM → the process exited; exit → listening again.
+    pub stop_ms: f64,
+    pub start_ms: f64,
+    /// Clients that were disconnected and resumed, their disconnections and connection attempts.
+    pub clients_resumed: usize,
+    pub disconnects: u64,
+    pub attempts: u64,
+    pub not_caught_up: usize,
+    /// SIGTERM → the last of them had resumed (its `joined`), and had caught up (reached the `latest` of it).
+    pub all_resumed_ms: f64,
+    pub all_caught_up_ms: f64,
+    /// Per client, first disconnect → caught up.
+    pub outage_p50_ms: f64,
+    pub outage_p99_ms: f64,
+    pub outage_max_ms: f64,
+    /// Connections to the bench database (pg_stat_activity, every 100 ms), and the servers' among them:
+    /// at most in the 2 s before the SIGTERM, and at most from it until every client caught up.
+    pub db_connections_before: i64,
+    pub db_connections_storm: i64,
+    pub db_server_connections_before: i64,
+    pub db_server_connections_storm: i64,
+    pub db_active_storm: i64,
+    /// Events committed per second (from `feed_seq`, sampled every 100 ms): before the SIGTERM, during the storm
+    /// (SIGTERM → all caught up), and the lowest over 500 ms in it.
+    pub tps_before: f64,
+    pub tps_storm: f64,
+    pub tps_storm_min_500ms: f64,
+    /// Each server's connections (descriptors opened since it was idle) when the writes ended: where nginx
+    /// sent the clients that resumed.
+    #[serde(default)]
+    pub connections_after: Vec<u64>,
+    /// Per client, first disconnect → its `joined` again, ms.
+    #[serde(default)]
+    pub to_resume_p50_ms: f64,
+    #[serde(default)]
+    pub to_resume_p99_ms: f64,
+    /// Clients disconnected, and resumed (`joined`), in each 500 ms after the SIGTERM.
+    #[serde(default)]
+    pub disconnected_per_500ms: Vec<u64>,
+    #[serde(default)]
+    pub resumed_per_500ms: Vec<u64>,
 }

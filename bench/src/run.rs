@@ -20,6 +20,10 @@
 //!   and once with `"group":"tx"`: deliveries/s and server CPU per event written and per delivery (issue #15);
 //!   not part of `all`. Printed and kept in results.json.
 //!
+//! * `scale-out` — 50,000 clients across three servers behind nginx (issue #20); not part of `all`.
+//! * `reconnect-storm` — 20,000 clients across three servers behind nginx, one restarted (issue #20); not part
+//!   of `all`. Both write their own sections of BENCHMARKS.md with `--report` and the other runs keep them.
+//!
 //! See `boardcast-bench --help` for the flags, and BENCHMARKS.md for results.
 
 use std::path::Path;
@@ -29,7 +33,7 @@ use crate::args::{Args, Scenario};
 use crate::ctx::Ctx;
 use crate::delivery::Shape;
 use crate::results::Results;
-use crate::{abuse, broadcast, delivery, machine, memory, pg, report, server, writes};
+use crate::{abuse, broadcast, delivery, machine, memory, pg, report, scale, server, writes};
 
 const LATENCY: Shape =
     Shape { clients: 1000, rooms: 100, writers: 8, rate: Some(1000.0), duration: 20.0, rows: 1, group_tx: false };
@@ -94,13 +98,22 @@ async fn scenarios(ctx: &Ctx, results: &mut Results) -> Result<(), String> {
             results.load.push(run);
         }
     }
+    if args.runs(Scenario::ScaleOut) {
+        results.scale_out = Some(scale::scale_out(ctx).await?);
+    }
+    if args.runs(Scenario::ReconnectStorm) {
+        results.storm = Some(scale::reconnect_storm(ctx).await?);
+    }
     let abuse = results.abuse.as_ref();
+    let scale = [&results.scale_out, &results.storm];
     results.lost = results.load.iter().map(|r| r.lost).sum::<u64>()
         + results.writes.iter().filter_map(|w| w.lost).sum::<u64>()
-        + abuse.map_or(0, |a| a.lost);
+        + abuse.map_or(0, |a| a.lost)
+        + scale.iter().filter_map(|s| s.as_ref()).map(|s| s.lost).sum::<u64>();
     results.duplicates = results.load.iter().map(|r| r.duplicates).sum::<u64>()
         + results.writes.iter().filter_map(|w| w.duplicates).sum::<u64>()
-        + abuse.map_or(0, |a| a.duplicates);
+        + abuse.map_or(0, |a| a.duplicates)
+        + scale.iter().filter_map(|s| s.as_ref()).map(|s| s.duplicates).sum::<u64>();
     Ok(())
 }
 

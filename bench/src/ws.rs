@@ -34,6 +34,7 @@ impl Conn {
     pub async fn connect(addr: SocketAddr, source: Option<IpAddr>, token: &str, buf_size: usize) -> io::Result<Conn> {
         let socket = if addr.is_ipv4() { TcpSocket::new_v4()? } else { TcpSocket::new_v6()? };
         if let Some(ip) = source {
+            no_port_at_bind(&socket);
             socket.bind(SocketAddr::new(ip, 0))?;
         }
         let mut stream = socket.connect(addr).await?;
@@ -135,6 +136,25 @@ impl Conn {
         let s = self.start + at;
         self.start = s + len;
         Some((opcode, &self.buf[s..s + len]))
+    }
+}
+
+/// Asks the kernel to pick the source port at `connect`, not at `bind` (IP_BIND_ADDRESS_NO_PORT). A port taken
+/// by `bind` is reserved on every address for every destination, so tens of thousands of bound clients would
+/// leave too few ports for anyone else's outgoing connections (nginx's to the servers, on the same machine);
+/// chosen at `connect`, a port is only unique per (source, destination) pair. Best effort.
+fn no_port_at_bind(socket: &TcpSocket) {
+    use std::os::fd::AsRawFd;
+    let one: libc::c_int = 1;
+    // SAFETY: setsockopt reads one c_int from `one` for the socket's own descriptor.
+    unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::IPPROTO_IP,
+            libc::IP_BIND_ADDRESS_NO_PORT,
+            (&one as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        );
     }
 }
 

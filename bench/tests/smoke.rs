@@ -159,3 +159,38 @@ async fn the_abuse_scenario_runs_and_the_clients_lose_nothing() {
     let full_phases = full["abuse"]["phases"].as_array().unwrap();
     assert!(full_phases[1..].iter().all(|p| !p["abuser"]["got"].as_object().unwrap().is_empty()), "{full}");
 }
+
+/// Three servers behind nginx, one restarted: its clients resume through nginx and nothing is lost. Skipped
+/// without nginx (Debian: apt-get install nginx-light).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_reconnect_storm_loses_nothing_across_the_restart() {
+    if Command::new("nginx").arg("-v").output().is_err() {
+        eprintln!("skipped: no nginx on PATH");
+        return;
+    }
+    let (summary, full) = bench(&[
+        "--scenario",
+        "reconnect-storm",
+        "--clients",
+        "90",
+        "--rooms",
+        "6",
+        "--writers",
+        "2",
+        "--rate",
+        "100",
+        "--duration",
+        "4",
+        "--warmup",
+        "0.5",
+    ])
+    .await;
+    assert_eq!(summary["lost"], 0, "{summary}");
+    assert_eq!(summary["duplicates"], 0, "{summary}");
+    let run = &full["storm"];
+    assert_eq!((run["joined"].as_u64(), run["disconnected"].as_u64()), (Some(90), Some(0)), "{run}");
+    assert_eq!(run["deliveries"], run["expected_deliveries"], "{run}");
+    let storm = &run["storm"];
+    assert!(storm["clients_resumed"].as_u64().unwrap() > 0, "{storm}");
+    assert_eq!(storm["not_caught_up"], 0, "{storm}");
+}
