@@ -34,6 +34,10 @@ pub enum Scenario {
     /// Fan-out of transactions of 10 events (2,000 clients in 10 rooms), with `event` frames and then with
     /// `"group":"tx"`: deliveries/s and server CPU per delivered event (issue #15; not part of `all`)
     TxGroups,
+    /// The fan-out ceiling: the same fan-out against boardcast and against a bare broadcaster (one LISTEN
+    /// connection, the same frames and WebSocket library, no guarantees) at each of --deliveries, in
+    /// interleaved rounds; boardcast's server CPU per delivery and p99 as ratios (issue #20; not part of `all`)
+    Ceiling,
 }
 
 /// The abusive clients of `--scenario abuse` (issue #13), one phase each.
@@ -127,10 +131,16 @@ pub struct Args {
     /// The boardcast binary
     #[arg(long, value_name = "PATH", default_value = "./target/release/boardcast")]
     pub server_bin: PathBuf,
+    /// Ceiling: the bare broadcaster binary (default: bare-broadcaster beside --server-bin)
+    #[arg(long, value_name = "PATH")]
+    pub bare_bin: Option<PathBuf>,
+    /// Ceiling: the rates of deliveries/s to compare at (clients/rooms per event, so writes/s = this / that)
+    #[arg(long, value_name = "A,B,..", value_delimiter = ',', default_value = "10000,100000,250000")]
+    pub deliveries: Vec<u64>,
     /// Extra environment for the server (repeatable), e.g. BOARDCAST_POOL_SIZE=32
     #[arg(long, value_name = "K=V", value_parser = key_value)]
     pub server_env: Vec<(String, String)>,
-    /// Writes: rounds over all modes, interleaved to spread out noise; the median is reported
+    /// Writes and ceiling: rounds over all modes, interleaved to spread out noise; the median is reported
     #[arg(long, value_name = "N", default_value_t = 3)]
     pub rounds: usize,
     /// The writers' session setting (default: off for latency and fanout, so that the WAL flush, serialized by
@@ -173,7 +183,7 @@ impl Args {
     /// Whether this scenario runs (with `--scenario all`, all of them but `abuse`).
     pub fn runs(&self, scenario: Scenario) -> bool {
         (self.scenario == Scenario::All
-            && !matches!(scenario, Scenario::Abuse | Scenario::Broadcast | Scenario::TxGroups))
+            && !matches!(scenario, Scenario::Abuse | Scenario::Broadcast | Scenario::TxGroups | Scenario::Ceiling))
             || self.scenario == scenario
     }
 

@@ -2,6 +2,7 @@
 //! under test started as a child process, and CPU accounting over a run's write phase.
 
 use std::net::{IpAddr, Ipv4Addr};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -28,6 +29,11 @@ impl Ctx {
     }
 
     pub fn spawn_server(&self, tag: &str) -> Result<Server, String> {
+        self.spawn_server_bin(tag, &self.args.server_bin)
+    }
+
+    /// The same with another server binary (the bare broadcaster), given the same environment.
+    pub fn spawn_server_bin(&self, tag: &str, bin: &Path) -> Result<Server, String> {
         let log = self.args.out.join(format!("server-{tag}.log"));
         let mut env = vec![
             // The bench's clients never go quiet long enough for the defaults to matter; retention would
@@ -40,7 +46,7 @@ impl Ctx {
             env.push(("BOARDCAST_MAX_CONNECTIONS_PER_USER".to_string(), "1000000".to_string()));
         }
         env.extend(self.args.server_env.iter().cloned());
-        let s = Server::spawn(&self.args.server_bin, &self.url, &env, &log)?;
+        let s = Server::spawn(bin, &self.url, &env, &log)?;
         self.say(format!("server pid {} on {} (log {})", s.pid, s.addr, log.display()));
         Ok(s)
     }
