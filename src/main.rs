@@ -4,13 +4,15 @@ use std::process::ExitCode;
 
 use tracing::Level;
 use tracing_subscriber::filter::{EnvFilter, Targets};
+use tracing_subscriber::Layer;
 use tracing_subscriber::prelude::*;
+use tracing_subscriber::registry::Registry;
 
 /// Exits with 2 on a usage error (clap's), 1 when the command fails, 0 otherwise.
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = boardcast::cli::Cli::from_env_and_args();
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| "boardcast=info,warn".into());
+    let filter = log_filter();
     let format = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
     // BOARDCAST_LOG_FORMAT=json: one JSON object a line (timestamp, level, target, the event's fields, and the
     // request's span: method and route), for a log pipeline. Otherwise the human format.
@@ -28,6 +30,23 @@ async fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// What is logged: `RUST_LOG`, else `boardcast=info,warn`. Targets and levels alone (the usual filter) need no
+/// more than a `Targets` filter. An `EnvFilter` is built only for span and field directives (`[...]`): it
+/// takes a process-wide lock whenever a span is entered or left, and every connection's session runs in its
+/// span, entered at each turn of its loop: in a fan-out, twice per event delivered, on every core.
+fn log_filter() -> Box<dyn Layer<Registry> + Send + Sync> {
+    const DEFAULT: &str = "boardcast=info,warn";
+    let directives = std::env::var("RUST_LOG").ok().filter(|d| !d.trim().is_empty());
+    let directives = directives.as_deref().unwrap_or(DEFAULT);
+    let plain: Vec<&str> = directives.split(',').map(str::trim).filter(|d| !d.is_empty()).collect();
+    if !directives.contains('[')
+        && let Ok(targets) = plain.join(",").parse::<Targets>()
+    {
+        return targets.boxed();
+    }
+    EnvFilter::try_new(directives).unwrap_or_else(|_| EnvFilter::new(DEFAULT)).boxed()
 }
 
 /// Caps on the libraries that log what a request carries, whatever `RUST_LOG` says (even `trace`): no token,

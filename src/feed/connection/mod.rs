@@ -22,9 +22,11 @@
 //! * [`signals`] — presence and broadcasts: track, untrack, broadcast, and what the rooms' other clients send.
 //! * [`slots`] — how many connections the server and each user may hold.
 //! * [`end`] — why a session ends.
+//! * [`gated`] — shutdown and revocations, watched without a server-wide lock per turn of the loop.
 
 mod delivery;
 mod end;
+mod gated;
 mod grouping;
 mod join;
 mod rate;
@@ -43,12 +45,14 @@ use serde_json::Value;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::broadcast;
 use tokio::time::Instant;
+use tokio_stream::wrappers::BroadcastStream;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::{self, Message, Utf8Bytes};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use self::end::End;
+use self::gated::Gated;
 use self::rate::{Limit, Verdict, millis};
 use self::session::Session;
 use super::Feed;
@@ -84,7 +88,7 @@ pub(crate) async fn serve<S>(
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     /// The session's loop: one thing at a time, whichever is ready first.
-    async fn run(&mut self, mut revoked: broadcast::Receiver<Uuid>) -> End {
+    async fn run(&mut self, revoked: broadcast::Receiver<Uuid>) -> End {
         let (ping_every, idle_timeout) = (self.feed.settings.ping_interval, self.feed.settings.idle_timeout);
         let mut ping = tokio::time::interval(ping_every);
         ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -93,14 +97,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         // Requests, catch-up pages and token checks may wait for a history slot or a pooled connection, behind
         // thousands of other sessions after a restart: shutdown must not wait for them.
         let shutdown = self.shutdown.clone();
+        let mut revoked = Gated::new(BroadcastStream::new(revoked));
+        let mut shutting_down = Gated::new(futures::stream::once(shutdown.clone().cancelled_owned()));
         loop {
             // A replay waits for its connection's byte budget (`retry` wakes the loop when it is there).
             let (backlog, paced) = self.catching_up();
             let retry = self.rooms.values().filter_map(|r| r.retry_at).chain(self.recheck_at).chain(paced).min();
             let step = tokio::select! {
                 biased;
-                _ = self.shutdown.cancelled() => Err(End::Shutdown),
-                token = revoked.recv() => self.revoked(token),
+                Some(()) = shutting_down.next() => Err(End::Shutdown),
+                Some(token) = revoked.next() => self.revoked(token),
                 msg = next_when_drained(&mut self.ws) => {
                     heard = std::time::Instant::now();
                     match received(msg) {
