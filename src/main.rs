@@ -3,8 +3,8 @@
 use std::process::ExitCode;
 
 use tracing::Level;
-use tracing_subscriber::filter::{EnvFilter, Targets};
 use tracing_subscriber::Layer;
+use tracing_subscriber::filter::{EnvFilter, Targets};
 use tracing_subscriber::prelude::*;
 use tracing_subscriber::registry::Registry;
 

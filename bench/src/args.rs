@@ -229,5 +229,9 @@ mod tests {
         assert!(a.runs(Scenario::Latency) && !a.runs(Scenario::Abuse) && a.abuse.is_empty());
         assert_eq!(Abuse::ALL.map(Abuse::name)[7], "unknown-tokens");
         assert!(Args::try_parse_from(["b", "--scenario", "nonsense"]).is_err());
+        let a = Args::try_parse_from(["b", "--scenario", "ceiling", "--deliveries", "10000,50000"]).unwrap();
+        assert!(a.runs(Scenario::Ceiling) && !a.runs(Scenario::Fanout) && !a.report());
+        assert_eq!(a.deliveries, [10_000, 50_000]);
+        assert!(!Args::try_parse_from(["b"]).unwrap().runs(Scenario::Ceiling));
     }
 }

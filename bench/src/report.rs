@@ -867,4 +867,37 @@ mod tests {
         let rerun = markdown(&Results { kept_abuse: kept.clone(), ..Default::default() });
         assert_eq!(kept_abuse(&rerun), kept);
     }
+
+    #[test]
+    fn the_ceiling_section_is_replaced_alone_and_kept_by_other_runs() {
+        let sample = |cpu: f64, p99: f64| CeilingSample { cpu_us_per_delivery: cpu, p99_ms: p99, ..Default::default() };
+        let ceiling = |cpu: f64| {
+            let mut rate = CeilingRate {
+                deliveries_per_s: 100_000,
+                boardcast: vec![sample(cpu, 10.0), sample(cpu, 30.0)],
+                bare: vec![sample(2.0, 10.0), sample(2.0, 10.0)],
+                ..Default::default()
+            };
+            rate.summarize();
+            Results {
+                command: "boardcast-bench --scenario ceiling".into(),
+                ceiling: Some(crate::results::CeilingRun { rates: vec![rate], ..Default::default() }),
+                ..Default::default()
+            }
+        };
+        let with = ceiling(3.0);
+        let rate = &with.ceiling.as_ref().unwrap().rates[0];
+        assert_eq!((rate.cpu_ratio, rate.p99_ratio), (1.5, 2.0), "medians of the rounds' ratios");
+        let full = markdown(&Results { command: "boardcast-bench".into(), ..Default::default() });
+        let first = with_section(&full, &ceiling_section(&with), CEILING_START, CEILING_END);
+        assert!(
+            first.contains("(**1.50×**)")
+                && first.find("## Fan-out ceiling").unwrap() < first.find("## Reference").unwrap()
+        );
+        let second = with_section(&first, &ceiling_section(&ceiling(2.2)), CEILING_START, CEILING_END);
+        assert!(second.contains("(**1.10×**)") && !second.contains("(**1.50×**)"), "{second}");
+        assert_eq!(second.matches(CEILING_START).count(), 1);
+        let rerun = markdown(&Results { kept_ceiling: kept_ceiling(&second), ..Default::default() });
+        assert_eq!(kept_ceiling(&rerun), kept_ceiling(&second));
+    }
 }

@@ -123,9 +123,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                         self.send(Message::Ping(Default::default())).await
                     }
                 }
-                _ = tokio::time::sleep_until(retry.unwrap_or_else(Instant::now)), if retry.is_some() => {
-                    self.retry(&shutdown).await
-                }
+                // The timer is made only when a retry is due: a branch's future is made at every turn, polled or not.
+                _ = sleep_until(retry) => self.retry(&shutdown).await,
                 // One page of history per turn, for a room that is catching up.
                 Some(project) = std::future::ready(backlog) => {
                     Box::pin(unless_shutdown(&shutdown, self.catch_up(project))).await
@@ -245,6 +244,14 @@ fn received(msg: Option<Result<Message, tungstenite::Error>>) -> Result<Received
         Some(Err(tungstenite::Error::Protocol(e))) => Err(End::Protocol(e.to_string())),
         Some(Err(tungstenite::Error::Utf8(_))) => Err(End::NotUtf8),
         Some(Err(_)) => Err(End::Gone),
+    }
+}
+
+/// Sleeps until `at`, or forever.
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
     }
 }
 

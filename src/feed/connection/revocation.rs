@@ -12,8 +12,8 @@ use std::time::{Duration, SystemTime};
 
 use serde_json::Value;
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
 use tokio::time::Instant;
+use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
 use uuid::Uuid;
 
 use super::end::End;
