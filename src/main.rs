@@ -2,9 +2,8 @@
 
 use std::process::ExitCode;
 
-use tracing::Level;
 use tracing_subscriber::Layer;
-use tracing_subscriber::filter::{EnvFilter, Targets};
+use tracing_subscriber::filter::{EnvFilter, LevelFilter, Targets};
 use tracing_subscriber::prelude::*;
 use tracing_subscriber::registry::Registry;
 
@@ -13,6 +12,7 @@ use tracing_subscriber::registry::Registry;
 async fn main() -> ExitCode {
     let cli = boardcast::cli::Cli::from_env_and_args();
     let filter = log_filter();
+    let most = filter.max_level_hint().unwrap_or(LevelFilter::TRACE);
     let format = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
     // BOARDCAST_LOG_FORMAT=json: one JSON object a line (timestamp, level, target, the event's fields, and the
     // request's span: method and route), for a log pipeline. Otherwise the human format.
@@ -22,7 +22,7 @@ async fn main() -> ExitCode {
         // Colours only on a terminal: not as escape codes in a log file.
         format.with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())).boxed()
     };
-    tracing_subscriber::registry().with(filter).with(secret_keeping()).with(format).init();
+    tracing_subscriber::registry().with(filter).with(secret_keeping(most)).with(format).init();
     match boardcast::cli::run(cli).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -54,9 +54,13 @@ fn log_filter() -> Box<dyn Layer<Registry> + Send + Sync> {
 /// (token hashes among them); warp logs query strings it cannot decode (`?token=` among them) and path
 /// segments; tungstenite logs frames with their payloads at trace; hyper, built with its tracing, logs
 /// headers. At info and above, none of them logs any of that.
-fn secret_keeping() -> Targets {
-    Targets::new().with_default(Level::TRACE).with_targets(
+///
+/// It lets through everything else up to `most`, the most the filter logs: a filter's levels are also what the
+/// `log` crate is told to pass on (tungstenite logs with it, at trace, for every frame), and `TRACE` here would
+/// send every one of those records through the filters, to be refused there, at a cost per frame sent.
+fn secret_keeping(most: LevelFilter) -> Targets {
+    Targets::new().with_default(most).with_targets(
         ["tokio_postgres", "postgres_protocol", "warp", "hyper", "hyper_util", "tungstenite", "tokio_tungstenite"]
-            .map(|target| (target, Level::INFO)),
+            .map(|target| (target, most.min(LevelFilter::INFO))),
     )
 }

@@ -125,6 +125,10 @@ pub struct Args {
     /// Loopback source addresses 127.0.0.1..N for clients (default: enough for the connection count)
     #[arg(long, value_name = "N")]
     pub source_ips: Option<usize>,
+    /// The first loopback source address, 127.0.0.F (another benchmark on the machine may hold the ports of
+    /// the first ones)
+    #[arg(long, value_name = "F", default_value_t = 1)]
+    pub source_first: u8,
     /// Worker threads of the load generator's client runtime
     #[arg(long, value_name = "T", default_value_t = 2)]
     pub threads: usize,

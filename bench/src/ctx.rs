@@ -60,7 +60,8 @@ impl Ctx {
 
     fn sources(&self, conns: usize) -> Vec<IpAddr> {
         let n = self.args.source_ips.unwrap_or(conns.div_ceil(25_000)).max(1);
-        (0..n).map(|i| IpAddr::V4(Ipv4Addr::new(127, 0, 0, 1 + i as u8))).collect()
+        let first = self.args.source_first.max(1);
+        (0..n).map(|i| IpAddr::V4(Ipv4Addr::new(127, 0, 0, first.saturating_add(i as u8)))).collect()
     }
 
     pub fn fleet_spec(&self, server: &Server, rooms: usize, conns: usize) -> FleetSpec {
