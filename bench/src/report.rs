@@ -356,7 +356,7 @@ pub fn markdown(r: &Results) -> String {
     }
     s.push_str("## Reference\n\n");
     s.push_str("The seed's stack (Express + Socket.io + pg LISTEN) on this machine, 2,000 clients / 100 rooms / 5,000 single-row writes from 8 writers: 24,800 deliveries/s, p99 51 ms, ~20 KiB per connection.\n\n");
-    s.push_str("## Reproduce\n\n```\nmake bench                                   # all scenarios, writes this file and docs/bench/latency.svg\nmake bench BENCH_ARGS='--scenario latency --clients 2000 --rate 2000'\nmake bench BENCH_ARGS='--scenario abuse --report'   # issue #13's abusive clients (~2 min): rewrites only its section\n./target/release/boardcast-bench --help\n```\n\n");
+    s.push_str("## Reproduce\n\n```\nmake bench                                   # all scenarios, writes this file and docs/bench/latency.svg\nmake bench BENCH_ARGS='--scenario latency --clients 2000 --rate 2000'\nmake bench BENCH_ARGS='--scenario abuse --report'   # issue #13's abusive clients (~2 min): rewrites only its section\nmake bench BENCH_ARGS='--scenario ceiling --report' # boardcast against a bare broadcaster (~7 min): rewrites only its section\n./target/release/boardcast-bench --help\n```\n\n");
     s.push_str("Raw results of the last run: `.bench-out/results.json`; server logs: `.bench-out/server-*.log`.\n");
     s
 }
@@ -797,10 +797,12 @@ pub fn ceiling_section(r: &Results) -> String {
     let Some(c) = &r.ceiling else { return String::new() };
     let mut s = format!("{CEILING_START}\n## Fan-out ceiling: boardcast against a bare broadcaster (issue #20)\n\n");
     run_lines(&mut s, r);
+    let load = |l: &str| l.split_whitespace().take(3).collect::<Vec<_>>().join(", ");
     let _ = writeln!(
         s,
-        "- load average (1, 5, 15 min) before the first run: {}; after the last: {}",
-        c.load_before, c.load_after
+        "- load average (1, 5, 15 min) before the first run: {}; after the last: {} (the two cores are shared with other sessions' work: **CPU postgres / bench, machine busy** below say how busy the machine was in each run)",
+        load(&c.load_before),
+        load(&c.load_after)
     );
     let per_room = (c.clients / c.rooms.max(1)).max(1);
     let _ = writeln!(
