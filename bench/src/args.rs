@@ -40,6 +40,10 @@ pub enum Scenario {
     /// 20,000 clients across three servers behind nginx, one server restarted (SIGTERM, then started again)
     /// while the writes go on: time until every client resumed and caught up (issue #20; not part of `all`)
     ReconnectStorm,
+    /// The fan-out ceiling: the same fan-out against boardcast and against a bare broadcaster (one LISTEN
+    /// connection, the same frames and WebSocket library, no guarantees) at each of --deliveries, in
+    /// interleaved rounds; boardcast's server CPU per delivery and p99 as ratios (issue #20; not part of `all`)
+    Ceiling,
 }
 
 /// The abusive clients of `--scenario abuse` (issue #13), one phase each.
@@ -127,6 +131,10 @@ pub struct Args {
     /// Loopback source addresses 127.0.0.1..N for clients (default: enough for the connection count)
     #[arg(long, value_name = "N")]
     pub source_ips: Option<usize>,
+    /// The first loopback source address, 127.0.0.F (another benchmark on the machine may hold the ports of
+    /// the first ones)
+    #[arg(long, value_name = "F", default_value_t = 1)]
+    pub source_first: u8,
     /// Worker threads of the load generator's client runtime
     #[arg(long, value_name = "T", default_value_t = 2)]
     pub threads: usize,
@@ -146,10 +154,16 @@ pub struct Args {
     /// The boardcast binary
     #[arg(long, value_name = "PATH", default_value = "./target/release/boardcast")]
     pub server_bin: PathBuf,
+    /// Ceiling: the bare broadcaster binary (default: bare-broadcaster beside --server-bin)
+    #[arg(long, value_name = "PATH")]
+    pub bare_bin: Option<PathBuf>,
+    /// Ceiling: the rates of deliveries/s to compare at (clients/rooms per event, so writes/s = this / that)
+    #[arg(long, value_name = "A,B,..", value_delimiter = ',', default_value = "10000,100000,250000")]
+    pub deliveries: Vec<u64>,
     /// Extra environment for the server (repeatable), e.g. BOARDCAST_POOL_SIZE=32
     #[arg(long, value_name = "K=V", value_parser = key_value)]
     pub server_env: Vec<(String, String)>,
-    /// Writes: rounds over all modes, interleaved to spread out noise; the median is reported
+    /// Writes and ceiling: rounds over all modes, interleaved to spread out noise; the median is reported
     #[arg(long, value_name = "N", default_value_t = 3)]
     pub rounds: usize,
     /// The writers' session setting (default: off for latency and fanout, so that the WAL flush, serialized by
@@ -199,6 +213,7 @@ impl Args {
                     | Scenario::TxGroups
                     | Scenario::ScaleOut
                     | Scenario::ReconnectStorm
+                    | Scenario::Ceiling
             ))
             || self.scenario == scenario
     }
@@ -248,5 +263,9 @@ mod tests {
         assert!(a.runs(Scenario::ScaleOut) && a.report() && a.servers == 3);
         assert_eq!(Abuse::ALL.map(Abuse::name)[7], "unknown-tokens");
         assert!(Args::try_parse_from(["b", "--scenario", "nonsense"]).is_err());
+        let a = Args::try_parse_from(["b", "--scenario", "ceiling", "--deliveries", "10000,50000"]).unwrap();
+        assert!(a.runs(Scenario::Ceiling) && !a.runs(Scenario::Fanout) && !a.report());
+        assert_eq!(a.deliveries, [10_000, 50_000]);
+        assert!(!Args::try_parse_from(["b"]).unwrap().runs(Scenario::Ceiling));
     }
 }

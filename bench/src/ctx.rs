@@ -2,6 +2,7 @@
 //! under test started as a child process, and CPU accounting over a run's write phase.
 
 use std::net::{IpAddr, Ipv4Addr};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -28,11 +29,12 @@ impl Ctx {
     }
 
     pub fn spawn_server(&self, tag: &str) -> Result<Server, String> {
-        self.spawn_server_with(tag, &[])
+        self.spawn_server_with(tag, &self.args.server_bin, &[])
     }
 
-    /// A server with more environment (after the bench's and `--server-env`), e.g. a fixed `BOARDCAST_ADDR`.
-    pub fn spawn_server_with(&self, tag: &str, extra: &[(String, String)]) -> Result<Server, String> {
+    /// A server from another binary (the bare broadcaster, given the same environment), or with more
+    /// environment (after the bench's and `--server-env`), e.g. a fixed `BOARDCAST_ADDR`.
+    pub fn spawn_server_with(&self, tag: &str, bin: &Path, extra: &[(String, String)]) -> Result<Server, String> {
         let log = self.args.out.join(format!("server-{tag}.log"));
         let mut env = vec![
             // The bench's clients never go quiet long enough for the defaults to matter; retention would
@@ -46,7 +48,7 @@ impl Ctx {
         }
         env.extend(self.args.server_env.iter().cloned());
         env.extend(extra.iter().cloned());
-        let s = Server::spawn(&self.args.server_bin, &self.url, &env, &log)?;
+        let s = Server::spawn(bin, &self.url, &env, &log)?;
         self.say(format!("server pid {} on {} (log {})", s.pid, s.addr, log.display()));
         Ok(s)
     }
@@ -60,7 +62,8 @@ impl Ctx {
 
     fn sources(&self, conns: usize) -> Vec<IpAddr> {
         let n = self.args.source_ips.unwrap_or(conns.div_ceil(25_000)).max(1);
-        (0..n).map(|i| IpAddr::V4(Ipv4Addr::new(127, 0, 0, 1 + i as u8))).collect()
+        let first = self.args.source_first.max(1);
+        (0..n).map(|i| IpAddr::V4(Ipv4Addr::new(127, 0, 0, first.saturating_add(i as u8)))).collect()
     }
 
     pub fn fleet_spec(&self, server: &Server, rooms: usize, conns: usize) -> FleetSpec {

@@ -1,6 +1,7 @@
 //! The `latency` and `fanout` scenarios: C clients joined to R rooms, W writers at an offered rate; what
 //! reaches the clients, how fast, and whether anything was lost or duplicated.
 
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -12,6 +13,7 @@ use crate::results::LoadRun;
 use crate::server;
 
 /// A scenario's shape: its defaults, which the flags override.
+#[derive(Clone, Copy)]
 pub struct Shape {
     pub clients: usize,
     pub rooms: usize,
@@ -50,6 +52,12 @@ struct Measured {
 
 /// Latency and fan-out: C clients over R rooms, W writers at an offered rate.
 pub async fn run(ctx: &Ctx, name: &str, defaults: Shape) -> Result<LoadRun, String> {
+    run_on(ctx, name, defaults, &ctx.args.server_bin).await
+}
+
+/// The same against the server binary `bin` (the `ceiling` scenario's bare broadcaster). The flags override
+/// the shape's duration, warm-up and rows, not its clients, rooms, writers and rate.
+pub async fn run_on(ctx: &Ctx, name: &str, defaults: Shape, bin: &Path) -> Result<LoadRun, String> {
     let plan = plan(ctx, defaults);
     let Shape { clients, rooms, writers, rate, .. } = plan.shape;
     ctx.say(format!(
@@ -64,7 +72,7 @@ pub async fn run(ctx: &Ctx, name: &str, defaults: Shape) -> Result<LoadRun, Stri
         None => 4_000_000,
     };
     let shared = Shared::new(capacity);
-    let m = measure(ctx, name, &plan, &shared).await?;
+    let m = measure(ctx, name, &plan, &shared, bin).await?;
     let v = load::verdict(&m.outcomes, &m.finals);
     let run = load_run(ctx, name, &plan, &shared, &m, &v);
     ctx.say(report::load_line(&run));
@@ -100,9 +108,9 @@ fn plan(ctx: &Ctx, defaults: Shape) -> Plan {
 }
 
 /// Starts the server, joins the clients, writes, and waits until the clients have everything.
-async fn measure(ctx: &Ctx, name: &str, plan: &Plan, shared: &Arc<Shared>) -> Result<Measured, String> {
+async fn measure(ctx: &Ctx, name: &str, plan: &Plan, shared: &Arc<Shared>, bin: &Path) -> Result<Measured, String> {
     let Shape { clients, rooms, writers, rate, group_tx, .. } = plan.shape;
-    let server = ctx.spawn_server(name)?;
+    let server = ctx.spawn_server_with(name, bin, &[])?;
     tokio::time::sleep(Duration::from_millis(500)).await;
     let rss_idle = server.rss();
     let mut fleet = Fleet::new(shared.clone(), rooms);

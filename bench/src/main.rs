@@ -2,7 +2,8 @@
 //! the server. Run with `--help` for the scenarios and flags; BENCHMARKS.md holds the results.
 //!
 //! * [`args`] — the flags; [`run`] — runs the scenarios asked for, saves and reports the results;
-//! * [`delivery`], [`memory`], [`writes`], [`abuse`], [`broadcast`] — the scenarios, on the [`ctx`] they share;
+//! * [`delivery`], [`memory`], [`writes`], [`abuse`], [`broadcast`], [`ceiling`] — the scenarios, on the [`ctx`]
+//!   they share;
 //! * [`abusers`] — the abusive clients of the `abuse` scenario;
 //! * [`results`] — what they measured (results.json);
 //! * [`server`] — the server under test, as a child process, and its database; [`machine`] — /proc readings;
@@ -16,6 +17,7 @@ mod abuse;
 mod abusers;
 mod args;
 mod broadcast;
+mod ceiling;
 mod children;
 mod ctx;
 mod delivery;
@@ -77,6 +79,11 @@ fn summary(r: &results::Results) -> serde_json::Value {
             "disconnected": l.disconnected,
         })).collect::<Vec<_>>(),
         "broadcast": r.broadcast.as_ref(),
+        "ceiling": r.ceiling.as_ref().map(|c| c.rates.iter().map(|x| serde_json::json!({
+            "deliveries_per_s": x.deliveries_per_s, "cpu_ratio": x.cpu_ratio, "p99_ratio": x.p99_ratio,
+            "boardcast_cpu_us": x.boardcast_median.cpu_us_per_delivery, "bare_cpu_us": x.bare_median.cpu_us_per_delivery,
+            "boardcast_p99_ms": x.boardcast_median.p99_ms, "bare_p99_ms": x.bare_median.p99_ms,
+        })).collect::<Vec<_>>()),
         "abuse": r.abuse.as_ref().map(|a| serde_json::json!({
             "deliveries": a.deliveries, "expected": a.expected_deliveries, "lost": a.lost,
             "duplicates": a.duplicates, "disconnected": a.disconnected,

@@ -2,7 +2,9 @@
 
 use std::fmt::Write as _;
 
-use crate::results::{AbusePhase, AbuseRun, AbuserReport, LoadRun, MemoryRun, Results, WriteRun};
+use crate::results::{
+    AbusePhase, AbuseRun, AbuserReport, CeilingRate, CeilingSample, LoadRun, MemoryRun, Results, WriteRun,
+};
 use crate::scale_report;
 
 const MIB: f64 = 1024.0 * 1024.0;
@@ -308,6 +310,9 @@ fn mark(ok: Option<bool>) -> &'static str {
 
 pub fn text(r: &Results) -> String {
     let mut s = tables(r);
+    if let Some(c) = &r.ceiling {
+        ceiling_tables(&mut s, c);
+    }
     let t = targets(r);
     if t.lines().count() > 2 {
         s.push_str(&t);
@@ -346,6 +351,10 @@ pub fn markdown(r: &Results) -> String {
         s.push_str(&abuse);
         s.push_str("\n\n");
     }
+    if let Some(ceiling) = r.ceiling.as_ref().map(|_| ceiling_section(r)).or_else(|| r.kept_ceiling.clone()) {
+        s.push_str(&ceiling);
+        s.push_str("\n\n");
+    }
     for section in
         scale_report::written(r, &run_lines_of(r)).into_iter().map(|x| x.1).chain(r.kept_scale.iter().cloned())
     {
@@ -354,7 +363,7 @@ pub fn markdown(r: &Results) -> String {
     }
     s.push_str("## Reference\n\n");
     s.push_str("The seed's stack (Express + Socket.io + pg LISTEN) on this machine, 2,000 clients / 100 rooms / 5,000 single-row writes from 8 writers: 24,800 deliveries/s, p99 51 ms, ~20 KiB per connection.\n\n");
-    s.push_str("## Reproduce\n\n```\nmake bench                                   # all scenarios, writes this file and docs/bench/latency.svg\nmake bench BENCH_ARGS='--scenario latency --clients 2000 --rate 2000'\nmake bench BENCH_ARGS='--scenario abuse --report'   # issue #13's abusive clients (~2 min): rewrites only its section\n./target/release/boardcast-bench --help\n```\n\n");
+    s.push_str("## Reproduce\n\n```\nmake bench                                   # all scenarios, writes this file and docs/bench/latency.svg\nmake bench BENCH_ARGS='--scenario latency --clients 2000 --rate 2000'\nmake bench BENCH_ARGS='--scenario abuse --report'   # issue #13's abusive clients (~2 min): rewrites only its section\nmake bench BENCH_ARGS='--scenario ceiling --report' # boardcast against a bare broadcaster (~7 min): rewrites only its section\n./target/release/boardcast-bench --help\n```\n\n");
     s.push_str("Raw results of the last run: `.bench-out/results.json`; server logs: `.bench-out/server-*.log`.\n");
     s
 }
@@ -376,15 +385,36 @@ const ABUSE_END: &str = "<!-- end of abuse -->";
 
 /// The abuse section of an existing BENCHMARKS.md, markers included.
 pub fn kept_abuse(existing: &str) -> Option<String> {
-    let start = existing.find(ABUSE_START)?;
-    let end = existing[start..].find(ABUSE_END)? + start + ABUSE_END.len();
-    Some(existing[start..end].to_string())
+    kept_section(existing, ABUSE_START, ABUSE_END)
 }
 
 /// `existing` with its abuse section replaced by `section` (or, if it has none, with `section` added before
 /// the reference figures).
 pub fn with_abuse(existing: &str, section: &str) -> String {
-    if let Some(old) = kept_abuse(existing) {
+    with_section(existing, section, ABUSE_START, ABUSE_END)
+}
+
+/// Marks the ceiling section: `--scenario ceiling --report` writes it (and only it), the other runs keep it.
+const CEILING_START: &str =
+    "<!-- ceiling: written by boardcast-bench --scenario ceiling --report; other runs keep it -->";
+const CEILING_END: &str = "<!-- end of ceiling -->";
+
+/// The ceiling section of an existing BENCHMARKS.md, markers included.
+pub fn kept_ceiling(existing: &str) -> Option<String> {
+    kept_section(existing, CEILING_START, CEILING_END)
+}
+
+/// A section between its markers, markers included.
+fn kept_section(existing: &str, start_marker: &str, end_marker: &str) -> Option<String> {
+    let start = existing.find(start_marker)?;
+    let end = existing[start..].find(end_marker)? + start + end_marker.len();
+    Some(existing[start..end].to_string())
+}
+
+/// `existing` with the section between these markers replaced by `section` (or, if it has none, with `section`
+/// added before the reference figures).
+fn with_section(existing: &str, section: &str, start_marker: &str, end_marker: &str) -> String {
+    if let Some(old) = kept_section(existing, start_marker, end_marker) {
         return existing.replacen(&old, section, 1);
     }
     match existing.find("## Reference") {
@@ -399,9 +429,12 @@ pub fn write_files(r: &Results) -> std::io::Result<()> {
     let only_sections = r.load.is_empty() && r.memory.is_none() && r.writes.is_empty();
     let scale = scale_report::written(&r, &run_lines_of(&r));
     if let (Some(old), true) = (&existing, only_sections)
-        && (r.abuse.is_some() || !scale.is_empty())
+        && (r.abuse.is_some() || r.ceiling.is_some() || !scale.is_empty())
     {
         let mut new = if r.abuse.is_some() { with_abuse(old, &abuse_section(&r)) } else { old.clone() };
+        if r.ceiling.is_some() {
+            new = with_section(&new, &ceiling_section(&r), CEILING_START, CEILING_END);
+        }
         for (markers, section) in scale {
             new = scale_report::with_section(&new, markers, &section);
         }
@@ -412,6 +445,9 @@ pub fn write_files(r: &Results) -> std::io::Result<()> {
     }
     if r.kept_abuse.is_none() {
         r.kept_abuse = existing.as_deref().and_then(kept_abuse);
+    }
+    if r.kept_ceiling.is_none() {
+        r.kept_ceiling = existing.as_deref().and_then(kept_ceiling);
     }
     if r.kept_scale.is_empty() {
         r.kept_scale = existing.as_deref().map(|e| scale_report::carried(e, &r)).unwrap_or_default();
@@ -715,6 +751,96 @@ pub fn abuse_section(r: &Results) -> String {
     s
 }
 
+/// One rate of the ceiling scenario, in a line: the medians and the ratios.
+pub fn ceiling_line(r: &CeilingRate) -> String {
+    let (x, b) = (&r.boardcast_median, &r.bare_median);
+    format!(
+        "ceiling {} deliveries/s: boardcast {:.2} µs/delivery, p99 {:.2} ms; bare {:.2} µs/delivery, p99 {:.2} ms; ratios: CPU {:.2}×, p99 {:.2}×",
+        r.deliveries_per_s, x.cpu_us_per_delivery, x.p99_ms, b.cpu_us_per_delivery, b.p99_ms, r.cpu_ratio, r.p99_ratio
+    )
+}
+
+fn ceiling_tables(s: &mut String, c: &crate::results::CeilingRun) {
+    let each = |v: &[f64]| v.iter().map(|x| format!("{x:.2}")).collect::<Vec<_>>().join(", ");
+    s.push_str("| deliveries/s | CPU per delivery: boardcast / bare (ratio) | p99: boardcast / bare (ratio) | target ≤ 1.25× on both | ratios per round: CPU; p99 |\n");
+    s.push_str("|---|---|---|---|---|\n");
+    for r in &c.rates {
+        let (x, b) = (&r.boardcast_median, &r.bare_median);
+        let _ = writeln!(
+            s,
+            "| {} | {:.2} / {:.2} µs (**{:.2}×**) | {:.2} / {:.2} ms (**{:.2}×**) | {} | {}; {} |",
+            r.deliveries_per_s,
+            x.cpu_us_per_delivery,
+            b.cpu_us_per_delivery,
+            r.cpu_ratio,
+            x.p99_ms,
+            b.p99_ms,
+            r.p99_ratio,
+            mark(Some(r.cpu_ratio <= 1.25 && r.p99_ratio <= 1.25)),
+            each(&r.cpu_ratios),
+            each(&r.p99_ratios),
+        );
+    }
+    s.push_str("\nEvery run, in the order they ran within each round:\n\n");
+    s.push_str("| deliveries/s offered | server | round | deliveries/s | server CPU (% of a core) | µs per delivery | p50 / p99 ms | lost / dup / disconnected | CPU postgres / bench, machine busy |\n");
+    s.push_str("|---|---|---|---|---|---|---|---|---|\n");
+    for r in &c.rates {
+        for (i, (x, b)) in r.boardcast.iter().zip(&r.bare).enumerate() {
+            ceiling_row(s, r.deliveries_per_s, "boardcast", i + 1, x);
+            ceiling_row(s, r.deliveries_per_s, "bare", i + 1, b);
+        }
+    }
+    s.push('\n');
+}
+
+fn ceiling_row(s: &mut String, rate: u64, server: &str, round: usize, x: &CeilingSample) {
+    let _ = writeln!(
+        s,
+        "| {rate} | {server} | {round} | {:.0} | {:.0} | {:.2} | {:.2} / {:.2} | {} / {} / {} | {:.0} / {:.0}, {:.0}% |",
+        x.deliveries_per_s,
+        x.server_cpu_pct,
+        x.cpu_us_per_delivery,
+        x.p50_ms,
+        x.p99_ms,
+        x.lost,
+        x.duplicates,
+        x.disconnected,
+        x.postgres_cpu_pct,
+        x.bench_cpu_pct,
+        x.machine_busy_pct,
+    );
+}
+
+/// The ceiling section of BENCHMARKS.md, between its markers.
+pub fn ceiling_section(r: &Results) -> String {
+    let Some(c) = &r.ceiling else { return String::new() };
+    let mut s = format!("{CEILING_START}\n## Fan-out ceiling: boardcast against a bare broadcaster (issue #20)\n\n");
+    run_lines(&mut s, r);
+    let load = |l: &str| l.split_whitespace().take(3).collect::<Vec<_>>().join(", ");
+    let _ = writeln!(
+        s,
+        "- load average (1, 5, 15 min) before the first run: {}; after the last: {} (the two cores are shared with other sessions' work: **CPU postgres / bench, machine busy** below say how busy the machine was in each run)",
+        load(&c.load_before),
+        load(&c.load_after)
+    );
+    let per_room = (c.clients / c.rooms.max(1)).max(1);
+    let _ = writeln!(
+        s,
+        "\n- **Load**: {} clients in {} rooms ({per_room} per room), {} SQL writers of single-row transactions, open loop, at deliveries/s ÷ {per_room} transactions/s; {} s measured after the warm-up, as in the fan-out run. The same clients and checks for both servers: every seq once, in order (**lost / dup**).",
+        c.clients, c.rooms, c.writers, c.duration_secs,
+    );
+    s.push_str("- **The bare broadcaster** (`bench/src/bin/bare-broadcaster.rs`) is the least a server can do to relay the feed: one LISTEN connection on `boardcast_feed`, the WebSocket library and socket settings of boardcast, a room per `join` as a tokio broadcast channel, and each notification's frames, byte for byte boardcast's, written to the room's sockets (what is ready at once, in one write). No cursors, history, catch-up, limits, pings, authentication or checks: nothing it could not lose.\n");
+    let _ = writeln!(
+        s,
+        "- **Rounds**: {} rounds; in each, every rate, boardcast then the bare broadcaster, each with its own fresh server process and clients. Figures are the medians over the rounds, and each ratio is the median of the rounds' ratios. **CPU per delivery** is the server process's user + system time over the write phase divided by deliveries/s; **p99** is commit-to-client, as in the fan-out run.",
+        c.rounds
+    );
+    s.push_str("- Not part of `make bench`: run `make bench BENCH_ARGS='--scenario ceiling --report'` (about six minutes), which rewrites only this section; `--deliveries 10000,100000` picks the rates, `--rounds`, `--duration` the rest.\n\n");
+    ceiling_tables(&mut s, c);
+    s.push_str(CEILING_END);
+    s
+}
+
 fn fmt_ms(v: f64) -> String {
     if v >= 1.0 { format!("{v:.0}") } else { format!("{v}") }
 }
@@ -761,5 +887,38 @@ mod tests {
         let kept = kept_abuse(&second);
         let rerun = markdown(&Results { kept_abuse: kept.clone(), ..Default::default() });
         assert_eq!(kept_abuse(&rerun), kept);
+    }
+
+    #[test]
+    fn the_ceiling_section_is_replaced_alone_and_kept_by_other_runs() {
+        let sample = |cpu: f64, p99: f64| CeilingSample { cpu_us_per_delivery: cpu, p99_ms: p99, ..Default::default() };
+        let ceiling = |cpu: f64| {
+            let mut rate = CeilingRate {
+                deliveries_per_s: 100_000,
+                boardcast: vec![sample(cpu, 10.0), sample(cpu, 30.0)],
+                bare: vec![sample(2.0, 10.0), sample(2.0, 10.0)],
+                ..Default::default()
+            };
+            rate.summarize();
+            Results {
+                command: "boardcast-bench --scenario ceiling".into(),
+                ceiling: Some(crate::results::CeilingRun { rates: vec![rate], ..Default::default() }),
+                ..Default::default()
+            }
+        };
+        let with = ceiling(3.0);
+        let rate = &with.ceiling.as_ref().unwrap().rates[0];
+        assert_eq!((rate.cpu_ratio, rate.p99_ratio), (1.5, 2.0), "medians of the rounds' ratios");
+        let full = markdown(&Results { command: "boardcast-bench".into(), ..Default::default() });
+        let first = with_section(&full, &ceiling_section(&with), CEILING_START, CEILING_END);
+        assert!(
+            first.contains("(**1.50×**)")
+                && first.find("## Fan-out ceiling").unwrap() < first.find("## Reference").unwrap()
+        );
+        let second = with_section(&first, &ceiling_section(&ceiling(2.2)), CEILING_START, CEILING_END);
+        assert!(second.contains("(**1.10×**)") && !second.contains("(**1.50×**)"), "{second}");
+        assert_eq!(second.matches(CEILING_START).count(), 1);
+        let rerun = markdown(&Results { kept_ceiling: kept_ceiling(&second), ..Default::default() });
+        assert_eq!(kept_ceiling(&rerun), kept_ceiling(&second));
     }
 }

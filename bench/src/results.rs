@@ -103,6 +103,7 @@ pub struct Results {
     pub scale_out: Option<ScaleRun>,
     #[serde(default)]
     pub storm: Option<ScaleRun>,
+    pub ceiling: Option<CeilingRun>,
     pub lost: u64,
     pub duplicates: u64,
     pub errors: Vec<String>,
@@ -115,6 +116,9 @@ pub struct Results {
     /// The scale-out and reconnect-storm sections, likewise.
     #[serde(skip, default)]
     pub kept_scale: Vec<String>,
+    /// The same for the ceiling section.
+    #[serde(skip, default)]
+    pub kept_ceiling: Option<String>,
 }
 
 /// The abuse scenario: well-behaved clients and an API writer through a baseline phase and one phase per
@@ -344,4 +348,108 @@ pub struct StormRun {
     pub disconnected_per_500ms: Vec<u64>,
     #[serde(default)]
     pub resumed_per_500ms: Vec<u64>,
+}
+
+/// The ceiling scenario (issue #20): boardcast against the bare broadcaster, the same fan-out at each rate.
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+pub struct CeilingRun {
+    pub clients: usize,
+    pub rooms: usize,
+    pub writers: usize,
+    pub duration_secs: f64,
+    pub rounds: usize,
+    /// /proc/loadavg before the first run and after the last: how busy the machine was besides.
+    pub load_before: String,
+    pub load_after: String,
+    pub rates: Vec<CeilingRate>,
+}
+
+/// One rate of deliveries/s: each server's runs, round by round, their medians, and boardcast's ratios to the
+/// bare broadcaster (the median of the rounds' ratios).
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+pub struct CeilingRate {
+    pub deliveries_per_s: u64,
+    pub boardcast: Vec<CeilingSample>,
+    pub bare: Vec<CeilingSample>,
+    pub boardcast_median: CeilingSample,
+    pub bare_median: CeilingSample,
+    pub cpu_ratio: f64,
+    pub p99_ratio: f64,
+    pub cpu_ratios: Vec<f64>,
+    pub p99_ratios: Vec<f64>,
+}
+
+/// What one run of one server measured.
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+pub struct CeilingSample {
+    pub deliveries_per_s: f64,
+    pub server_cpu_pct: f64,
+    /// Server CPU (user + system) per delivery, µs.
+    pub cpu_us_per_delivery: f64,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+    pub lost: u64,
+    pub duplicates: u64,
+    pub disconnected: usize,
+    pub machine_busy_pct: f64,
+    pub bench_cpu_pct: f64,
+    pub postgres_cpu_pct: f64,
+}
+
+impl CeilingSample {
+    pub fn of(r: &LoadRun) -> CeilingSample {
+        let per = if r.deliveries_per_s > 0.0 { r.server_cpu_pct / 100.0 / r.deliveries_per_s * 1e6 } else { 0.0 };
+        CeilingSample {
+            deliveries_per_s: r.deliveries_per_s,
+            server_cpu_pct: r.server_cpu_pct,
+            cpu_us_per_delivery: per,
+            p50_ms: r.p50_ms,
+            p99_ms: r.p99_ms,
+            lost: r.lost,
+            duplicates: r.duplicates,
+            disconnected: r.disconnected,
+            machine_busy_pct: r.machine_busy_pct,
+            bench_cpu_pct: r.bench_cpu_pct,
+            postgres_cpu_pct: r.postgres_cpu_pct,
+        }
+    }
+}
+
+impl CeilingRate {
+    /// Medians of each server's runs, and the median of the rounds' ratios.
+    pub fn summarize(&mut self) {
+        let med = |v: &[CeilingSample], f: fn(&CeilingSample) -> f64| median(&v.iter().map(f).collect::<Vec<_>>());
+        let summary = |v: &[CeilingSample]| CeilingSample {
+            deliveries_per_s: med(v, |s| s.deliveries_per_s),
+            server_cpu_pct: med(v, |s| s.server_cpu_pct),
+            cpu_us_per_delivery: med(v, |s| s.cpu_us_per_delivery),
+            p50_ms: med(v, |s| s.p50_ms),
+            p99_ms: med(v, |s| s.p99_ms),
+            lost: v.iter().map(|s| s.lost).sum(),
+            duplicates: v.iter().map(|s| s.duplicates).sum(),
+            disconnected: v.iter().map(|s| s.disconnected).sum(),
+            machine_busy_pct: med(v, |s| s.machine_busy_pct),
+            bench_cpu_pct: med(v, |s| s.bench_cpu_pct),
+            postgres_cpu_pct: med(v, |s| s.postgres_cpu_pct),
+        };
+        self.boardcast_median = summary(&self.boardcast);
+        self.bare_median = summary(&self.bare);
+        let ratio = |a: f64, b: f64| if b > 0.0 { a / b } else { 0.0 };
+        let pairs = self.boardcast.iter().zip(&self.bare);
+        self.cpu_ratios = pairs.clone().map(|(x, b)| ratio(x.cpu_us_per_delivery, b.cpu_us_per_delivery)).collect();
+        self.p99_ratios = pairs.map(|(x, b)| ratio(x.p99_ms, b.p99_ms)).collect();
+        self.cpu_ratio = median(&self.cpu_ratios);
+        self.p99_ratio = median(&self.p99_ratios);
+    }
+}
+
+pub fn median(v: &[f64]) -> f64 {
+    let mut v = v.to_vec();
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    match n {
+        0 => 0.0,
+        _ if n % 2 == 1 => v[n / 2],
+        _ => (v[n / 2 - 1] + v[n / 2]) / 2.0,
+    }
 }

@@ -19,6 +19,9 @@
 //! * `tx-groups` — a fan-out of transactions of 10 events (2,000 clients in 10 rooms), once with `event` frames
 //!   and once with `"group":"tx"`: deliveries/s and server CPU per event written and per delivery (issue #15);
 //!   not part of `all`. Printed and kept in results.json.
+//! * `ceiling` — the fan-out against boardcast and against a bare broadcaster, side by side at several rates,
+//!   in interleaved rounds: boardcast's server CPU per delivery and p99 as ratios (issue #20); not part of
+//!   `all`. Its section of BENCHMARKS.md is written by itself (`--report`) and kept by the other runs.
 //!
 //! * `scale-out` — 50,000 clients across three servers behind nginx (issue #20); not part of `all`.
 //! * `reconnect-storm` — 20,000 clients across three servers behind nginx, one restarted (issue #20); not part
@@ -33,7 +36,7 @@ use crate::args::{Args, Scenario};
 use crate::ctx::Ctx;
 use crate::delivery::Shape;
 use crate::results::Results;
-use crate::{abuse, broadcast, delivery, machine, memory, pg, report, scale, server, writes};
+use crate::{abuse, broadcast, ceiling, delivery, machine, memory, pg, report, scale, server, writes};
 
 const LATENCY: Shape =
     Shape { clients: 1000, rooms: 100, writers: 8, rate: Some(1000.0), duration: 20.0, rows: 1, group_tx: false };
@@ -104,17 +107,28 @@ async fn scenarios(ctx: &Ctx, results: &mut Results) -> Result<(), String> {
     if args.runs(Scenario::ReconnectStorm) {
         results.storm = Some(scale::reconnect_storm(ctx).await?);
     }
+    if args.runs(Scenario::Ceiling) {
+        results.ceiling = Some(ceiling::run(ctx).await?);
+    }
     let abuse = results.abuse.as_ref();
     let scale = [&results.scale_out, &results.storm];
     results.lost = results.load.iter().map(|r| r.lost).sum::<u64>()
         + results.writes.iter().filter_map(|w| w.lost).sum::<u64>()
         + abuse.map_or(0, |a| a.lost)
-        + scale.iter().filter_map(|s| s.as_ref()).map(|s| s.lost).sum::<u64>();
+        + scale.iter().filter_map(|s| s.as_ref()).map(|s| s.lost).sum::<u64>()
+        + ceiling_sum(results, |s| s.lost);
     results.duplicates = results.load.iter().map(|r| r.duplicates).sum::<u64>()
         + results.writes.iter().filter_map(|w| w.duplicates).sum::<u64>()
         + abuse.map_or(0, |a| a.duplicates)
-        + scale.iter().filter_map(|s| s.as_ref()).map(|s| s.duplicates).sum::<u64>();
+        + scale.iter().filter_map(|s| s.as_ref()).map(|s| s.duplicates).sum::<u64>()
+        + ceiling_sum(results, |s| s.duplicates);
     Ok(())
+}
+
+/// A count over every run of the ceiling scenario, both servers'.
+fn ceiling_sum(results: &Results, f: fn(&crate::results::CeilingSample) -> u64) -> u64 {
+    let rates = results.ceiling.iter().flat_map(|c| &c.rates);
+    rates.flat_map(|r| r.boardcast.iter().chain(&r.bare)).map(f).sum()
 }
 
 /// results.json (and `--json`), the tables on stdout, and the report if asked for.

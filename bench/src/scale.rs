@@ -94,7 +94,7 @@ async fn run(ctx: &Ctx, plan: Plan) -> Result<ScaleRun, String> {
     r.pool_size = given.unwrap_or_else(|| POOL_SIZE.to_string());
     let mut servers = Vec::new();
     for k in 0..r.servers {
-        servers.push(ctx.spawn_server_with(&format!("{name}-{k}"), &pool)?);
+        servers.push(ctx.spawn_server_with(&format!("{name}-{k}"), &ctx.args.server_bin, &pool)?);
     }
     tokio::time::sleep(Duration::from_secs(1)).await;
     let idle: Vec<(u64, u64)> = servers.iter().map(|s| (s.rss(), fds_of(s.pid))).collect();
@@ -179,7 +179,7 @@ async fn run(ctx: &Ctx, plan: Plan) -> Result<ScaleRun, String> {
         let exited_us = wall_us();
         let mut env = pool.clone();
         env.push(("BOARDCAST_ADDR".to_string(), addr.to_string()));
-        let again = tokio::task::block_in_place(|| ctx.spawn_server_with(&format!("{name}-0-restarted"), &env))?;
+        let again = tokio::task::block_in_place(|| ctx.spawn_server_with(&format!("{name}-0-restarted"), &ctx.args.server_bin, &env))?;
         let listening_us = wall_us();
         ctx.say(format!(
             "{name}: server 0 exited {:.0} ms after SIGTERM, listening again {:.0} ms later",

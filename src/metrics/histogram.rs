@@ -3,8 +3,8 @@
 //! prometheus-client's own histogram takes a mutex per observation. That is fine once per request, but the
 //! listener → socket histogram is observed by every subscriber's session for every event it sends: thousands
 //! of sessions on every core would queue on one lock. Here an observation is a bucket search over a dozen
-//! bounds and three relaxed atomic adds; the encoder turns the per-bucket counts into Prometheus' cumulative
-//! buckets when scraped.
+//! bounds and two relaxed atomic adds, on the counts of the observing thread (see [`super::shard`]); the
+//! encoder adds the threads' counts up and turns them into Prometheus' cumulative buckets when scraped.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -12,6 +12,8 @@ use std::time::Duration;
 
 use prometheus_client::encoding::{EncodeMetric, MetricEncoder, NoLabelSet};
 use prometheus_client::metrics::{MetricType, TypedMetric};
+
+use super::shard::{Line, SHARDS, shard};
 
 /// A handle: clones share the same counts (as prometheus-client's metrics do).
 #[derive(Clone, Debug)]
@@ -21,25 +23,35 @@ pub struct FastHistogram(Arc<Buckets>);
 struct Buckets {
     /// Upper bounds, in seconds, ascending; `+Inf` is implied.
     bounds: &'static [f64],
-    /// Observations per bucket (not cumulative), one more than `bounds` for `+Inf`.
-    counts: Box<[AtomicU64]>,
-    /// The sum of all observations, in nanoseconds (584 years before it wraps).
+    /// Each thread's counts (see [`super::shard`]).
+    shards: Box<[Line<Counts>]>,
+}
+
+/// Bounds a histogram may have at most (with `+Inf`, one count more).
+const MAX_BOUNDS: usize = 15;
+
+#[derive(Debug, Default)]
+struct Counts {
+    /// Observations per bucket (not cumulative); the one after the last bound is `+Inf`.
+    counts: [AtomicU64; MAX_BOUNDS + 1],
+    /// The sum of the observations, in nanoseconds (584 years before it wraps).
     sum_nanos: AtomicU64,
 }
 
 impl FastHistogram {
     pub fn new(bounds: &'static [f64]) -> FastHistogram {
-        debug_assert!(bounds.windows(2).all(|w| w[0] < w[1]));
-        let counts = (0..=bounds.len()).map(|_| AtomicU64::new(0)).collect();
-        FastHistogram(Arc::new(Buckets { bounds, counts, sum_nanos: AtomicU64::new(0) }))
+        assert!(bounds.len() <= MAX_BOUNDS && bounds.windows(2).all(|w| w[0] < w[1]));
+        let shards = (0..SHARDS).map(|_| Line::default()).collect();
+        FastHistogram(Arc::new(Buckets { bounds, shards }))
     }
 
     pub fn observe(&self, d: Duration) {
         let h = &*self.0;
         let secs = d.as_secs_f64();
         let bucket = h.bounds.iter().position(|b| secs <= *b).unwrap_or(h.bounds.len());
-        h.counts[bucket].fetch_add(1, Ordering::Relaxed);
-        h.sum_nanos.fetch_add(d.as_nanos().min(u64::MAX as u128) as u64, Ordering::Relaxed);
+        let mine = &h.shards[shard()].0;
+        mine.counts[bucket].fetch_add(1, Ordering::Relaxed);
+        mine.sum_nanos.fetch_add(d.as_nanos().min(u64::MAX as u128) as u64, Ordering::Relaxed);
     }
 }
 
@@ -52,11 +64,11 @@ impl EncodeMetric for FastHistogram {
         let h = &*self.0;
         // Read without a lock: a scrape during observations may see a bucket's count before the sum moved, a
         // difference of one observation that the next scrape settles. The encoder makes the counts cumulative.
-        let buckets: Vec<(f64, u64)> = (h.counts.iter().enumerate())
-            .map(|(i, count)| (h.bounds.get(i).copied().unwrap_or(f64::INFINITY), count.load(Ordering::Relaxed)))
-            .collect();
+        let count = |i: usize| h.shards.iter().map(|l| l.0.counts[i].load(Ordering::Relaxed)).sum::<u64>();
+        let buckets: Vec<(f64, u64)> =
+            (0..=h.bounds.len()).map(|i| (h.bounds.get(i).copied().unwrap_or(f64::INFINITY), count(i))).collect();
         let total = buckets.iter().map(|b| b.1).sum();
-        let sum = h.sum_nanos.load(Ordering::Relaxed) as f64 / 1e9;
+        let sum = h.shards.iter().map(|l| l.0.sum_nanos.load(Ordering::Relaxed)).sum::<u64>() as f64 / 1e9;
         encoder.encode_histogram::<NoLabelSet>(sum, total, &buckets, None)
     }
 

@@ -6,13 +6,15 @@
 //! type, op, code, reason, route template, status — never a user, project, room or token.
 //! docs/operating.md lists them with what each means; `GET /metrics` serves them (see `crate::scrape`).
 //!
-//! The fan-out path (an event forwarded to thousands of sockets) records with atomics alone: its counters
-//! are resolved to their labelled children once, here, and its latency histogram is a lock-free one
-//! ([`histogram`]). Everything else (requests, joins, errors) is rare enough for a label lookup.
+//! The fan-out path (an event forwarded to thousands of sockets) records with atomics alone, each thread on
+//! counts of its own ([`shard`]): its counters are resolved to their labelled children once, here, and its
+//! latency histogram is a lock-free one ([`histogram`]). Everything else (requests, joins, errors) is rare
+//! enough for a label lookup.
 //!
 //! This module imports nothing of the server's: the parts call into it, never the other way round.
 
 mod histogram;
+mod shard;
 
 use std::sync::LazyLock;
 use std::time::{Duration, Instant};
@@ -26,6 +28,7 @@ use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::Registry;
 
 use self::histogram::FastHistogram;
+use self::shard::ShardedCounter;
 
 /// The content type of [`encode`]'s text: OpenMetrics 1.0, which Prometheus reads (and prefers).
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
@@ -77,9 +80,9 @@ struct Metrics {
     connections_opened: Counter,
     disconnects: Family<Labels1, Counter>,
     // Frames, both ways.
-    frames_sent: Vec<(&'static str, Counter, Counter)>,
-    frames: Family<Labels1, Counter>,
-    bytes: Family<Labels1, Counter>,
+    frames_sent: Vec<(&'static str, ShardedCounter, ShardedCounter)>,
+    frames: Family<Labels1, ShardedCounter>,
+    bytes: Family<Labels1, ShardedCounter>,
     client_frames: Family<Labels1, Counter>,
     errors: Family<[(&'static str, String); 1], Counter>,
     resyncs: Family<[(&'static str, String); 1], Counter>,
@@ -117,7 +120,8 @@ fn latency_histogram() -> Histogram {
 impl Metrics {
     fn new() -> Metrics {
         // The children of the frame families, resolved once: a send adds to them without a label lookup.
-        let (frames, bytes) = (Family::<Labels1, Counter>::default(), Family::<Labels1, Counter>::default());
+        let (frames, bytes) =
+            (Family::<Labels1, ShardedCounter>::default(), Family::<Labels1, ShardedCounter>::default());
         let frames_sent = (FRAME_TYPES.iter())
             .map(|t| (*t, frames.get_or_create(&[("type", *t)]).clone(), bytes.get_or_create(&[("type", *t)]).clone()))
             .collect();

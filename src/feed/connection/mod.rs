@@ -22,9 +22,11 @@
 //! * [`signals`] — presence and broadcasts: track, untrack, broadcast, and what the rooms' other clients send.
 //! * [`slots`] — how many connections the server and each user may hold.
 //! * [`end`] — why a session ends.
+//! * [`gated`] — shutdown and revocations, watched without a server-wide lock per turn of the loop.
 
 mod delivery;
 mod end;
+mod gated;
 mod grouping;
 mod join;
 mod rate;
@@ -35,7 +37,9 @@ mod slots;
 
 pub(crate) use self::slots::{Full, Slots};
 
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration;
 
 use futures::{SinkExt, StreamExt};
@@ -43,16 +47,22 @@ use serde_json::Value;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::broadcast;
 use tokio::time::Instant;
+use tokio_stream::StreamMap;
+use tokio_stream::wrappers::BroadcastStream;
+use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::{self, Message, Utf8Bytes};
-use tokio_util::sync::CancellationToken;
+use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 use uuid::Uuid;
 
 use self::end::End;
+use self::gated::Gate;
 use self::rate::{Limit, Verdict, millis};
 use self::session::Session;
 use super::Feed;
+use super::presence::SignalStream;
 use super::protocol::{self, ErrorCode, ServerFrame};
+use super::room_key::RoomKey;
 use crate::auth::Identity;
 use crate::config::Rate;
 use crate::http::gate::Door;
@@ -84,7 +94,7 @@ pub(crate) async fn serve<S>(
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     /// The session's loop: one thing at a time, whichever is ready first.
-    async fn run(&mut self, mut revoked: broadcast::Receiver<Uuid>) -> End {
+    async fn run(&mut self, revoked: broadcast::Receiver<Uuid>) -> End {
         let (ping_every, idle_timeout) = (self.feed.settings.ping_interval, self.feed.settings.idle_timeout);
         let mut ping = tokio::time::interval(ping_every);
         ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -93,16 +103,35 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         // Requests, catch-up pages and token checks may wait for a history slot or a pooled connection, behind
         // thousands of other sessions after a restart: shutdown must not wait for them.
         let shutdown = self.shutdown.clone();
+        // Boxed: every idle connection's future carries it.
+        let mut watches = Box::new(Watches {
+            gate: Gate::new(),
+            shutdown: Box::pin(shutdown.clone().cancelled_owned()),
+            revoked: BroadcastStream::new(revoked),
+            ping,
+        });
         loop {
             // A replay waits for its connection's byte budget (`retry` wakes the loop when it is there).
             let (backlog, paced) = self.catching_up();
             let retry = self.rooms.values().filter_map(|r| r.retry_at).chain(self.recheck_at).chain(paced).min();
             let step = tokio::select! {
                 biased;
-                _ = self.shutdown.cancelled() => Err(End::Shutdown),
-                token = revoked.recv() => self.revoked(token),
+                seldom = watches.next(&mut self.signals.rooms) => match seldom {
+                    Seldom::Shutdown => Err(End::Shutdown),
+                    Seldom::Revoked(token) => self.revoked(token),
+                    Seldom::Ping if heard.elapsed() > idle_timeout => Err(End::Silent),
+                    Seldom::Ping => self.send(Message::Ping(Default::default())).await,
+                    Seldom::Signal(frame) => {
+                        let relayed = self.relay(frame).await;
+                        // The relay took what else was ready itself, registering the session directly.
+                        watches.gate.again();
+                        relayed
+                    }
+                },
                 msg = next_when_drained(&mut self.ws) => {
                     heard = std::time::Instant::now();
+                    // A request may join a room, and so its signals: poll them at the next turn.
+                    watches.gate.again();
                     match received(msg) {
                         // Boxed: requests are rare, and their futures (database round trips) are large.
                         // Inline, they would make every idle connection's future as large as the largest.
@@ -110,22 +139,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                         Err(end) => Err(end),
                     }
                 }
-                _ = ping.tick() => {
-                    if heard.elapsed() > idle_timeout {
-                        Err(End::Silent)
-                    } else {
-                        self.send(Message::Ping(Default::default())).await
-                    }
-                }
-                _ = tokio::time::sleep_until(retry.unwrap_or_else(Instant::now)), if retry.is_some() => {
-                    self.retry(&shutdown).await
-                }
+                // The timer is made only when a retry is due: a branch's future is made at every turn, polled or not.
+                _ = sleep_until(retry) => self.retry(&shutdown).await,
                 // One page of history per turn, for a room that is catching up.
                 Some(project) = std::future::ready(backlog) => {
                     Box::pin(unless_shutdown(&shutdown, self.catch_up(project))).await
                 }
                 Some((project, item)) = self.streams.next() => self.deliver(project, item).await,
-                Some((_, frame)) = self.signals.rooms.next() => self.relay(frame).await,
             };
             if let Err(end) = step {
                 return end;
@@ -239,6 +259,55 @@ fn received(msg: Option<Result<Message, tungstenite::Error>>) -> Result<Received
         Some(Err(tungstenite::Error::Protocol(e))) => Err(End::Protocol(e.to_string())),
         Some(Err(tungstenite::Error::Utf8(_))) => Err(End::NotUtf8),
         Some(Err(_)) => Err(End::Gone),
+    }
+}
+
+/// What the session watches besides the client and its rooms' events: seldom ready, so behind a [`Gate`].
+struct Watches {
+    gate: Gate,
+    shutdown: Pin<Box<WaitForCancellationFutureOwned>>,
+    revoked: BroadcastStream<Uuid>,
+    ping: tokio::time::Interval,
+}
+
+/// Which of the [`Watches`] (or the rooms' signals) is ready.
+enum Seldom {
+    Shutdown,
+    Revoked(Result<Uuid, BroadcastStreamRecvError>),
+    Ping,
+    Signal(Utf8Bytes),
+}
+
+impl Watches {
+    /// The first of them to be ready, in this order, or the rooms' signals, for a client.
+    fn next<'a>(&'a mut self, signals: &'a mut StreamMap<RoomKey, SignalStream>) -> impl Future<Output = Seldom> + 'a {
+        std::future::poll_fn(move |cx| {
+            if !self.gate.open(cx) {
+                return Poll::Pending;
+            }
+            let cx = &mut self.gate.context();
+            let ready = if self.shutdown.as_mut().poll(cx).is_ready() {
+                Seldom::Shutdown
+            } else if let Poll::Ready(Some(token)) = self.revoked.poll_next_unpin(cx) {
+                Seldom::Revoked(token)
+            } else if self.ping.poll_tick(cx).is_ready() {
+                Seldom::Ping
+            } else if let Poll::Ready(Some((_, frame))) = signals.poll_next_unpin(cx) {
+                Seldom::Signal(frame)
+            } else {
+                return Poll::Pending;
+            };
+            self.gate.again();
+            Poll::Ready(ready)
+        })
+    }
+}
+
+/// Sleeps until `at`, or forever.
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
     }
 }
 

@@ -12,8 +12,8 @@ use std::time::{Duration, SystemTime};
 
 use serde_json::Value;
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::sync::broadcast::error::RecvError;
 use tokio::time::Instant;
+use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
 use uuid::Uuid;
 
 use super::end::End;
@@ -40,13 +40,13 @@ fn expired(who: &Identity) -> bool {
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     /// A revocation from the listener (or its channel's error).
-    pub fn revoked(&mut self, token: Result<Uuid, RecvError>) -> Result<(), End> {
+    pub fn revoked(&mut self, token: Result<Uuid, BroadcastStreamRecvError>) -> Result<(), End> {
         match token {
             Ok(token) if Some(token) == self.who.token_id => Err(End::Revoked),
             // The nil id means "revocations may have been missed" (the listener was reconnecting), and so does
             // falling behind the channel: check this token again, soon (a JWT has nothing to check).
             Ok(token) if token.is_nil() && self.who.token_id.is_some() => self.schedule_recheck(),
-            Err(RecvError::Lagged(_)) if self.who.token_id.is_some() => self.schedule_recheck(),
+            Err(BroadcastStreamRecvError::Lagged(_)) if self.who.token_id.is_some() => self.schedule_recheck(),
             _ => Ok(()),
         }
     }

@@ -56,6 +56,7 @@ pub(super) struct Session<S> {
 /// to the rooms' signals, and its rates.
 pub(super) struct Signals {
     pub conn: u64,
+    /// Polled behind the session's gate (see `gated`).
     pub rooms: StreamMap<RoomKey, SignalStream>,
     pub broadcasts: Bucket,
     pub updates: Bucket,
