@@ -179,7 +179,9 @@ async fn run(ctx: &Ctx, plan: Plan) -> Result<ScaleRun, String> {
         let exited_us = wall_us();
         let mut env = pool.clone();
         env.push(("BOARDCAST_ADDR".to_string(), addr.to_string()));
-        let again = tokio::task::block_in_place(|| ctx.spawn_server_with(&format!("{name}-0-restarted"), &ctx.args.server_bin, &env))?;
+        let again = tokio::task::block_in_place(|| {
+            ctx.spawn_server_with(&format!("{name}-0-restarted"), &ctx.args.server_bin, &env)
+        })?;
         let listening_us = wall_us();
         ctx.say(format!(
             "{name}: server 0 exited {:.0} ms after SIGTERM, listening again {:.0} ms later",
