@@ -11,7 +11,8 @@
 //! * [`ws`] — a minimal WebSocket client built for many connections; [`http`] — a minimal HTTP/1.1 client;
 //! * [`hist`] — latency histograms; [`report`] — BENCHMARKS.md and the latency chart;
 //! * [`scale`] — the `scale-out` and `reconnect-storm` scenarios, behind [`nginx`], with clients in [`children`]
-//!   processes; [`scale_report`] — their sections of BENCHMARKS.md.
+//!   processes; [`scale_report`] — their sections of BENCHMARKS.md;
+//! * [`sections`] — the sections of BENCHMARKS.md a scenario writes alone and other runs keep.
 
 mod abuse;
 mod abusers;
@@ -33,6 +34,7 @@ mod results;
 mod run;
 mod scale;
 mod scale_report;
+mod sections;
 mod server;
 mod writes;
 mod ws;

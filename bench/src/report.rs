@@ -6,6 +6,7 @@ use crate::results::{
     AbusePhase, AbuseRun, AbuserReport, CeilingRate, CeilingSample, LoadRun, MemoryRun, Results, WriteRun,
 };
 use crate::scale_report;
+use crate::sections::{kept, with_section};
 
 const MIB: f64 = 1024.0 * 1024.0;
 
@@ -385,13 +386,13 @@ const ABUSE_END: &str = "<!-- end of abuse -->";
 
 /// The abuse section of an existing BENCHMARKS.md, markers included.
 pub fn kept_abuse(existing: &str) -> Option<String> {
-    kept_section(existing, ABUSE_START, ABUSE_END)
+    kept(existing, (ABUSE_START, ABUSE_END))
 }
 
 /// `existing` with its abuse section replaced by `section` (or, if it has none, with `section` added before
 /// the reference figures).
 pub fn with_abuse(existing: &str, section: &str) -> String {
-    with_section(existing, section, ABUSE_START, ABUSE_END)
+    with_section(existing, (ABUSE_START, ABUSE_END), section)
 }
 
 /// Marks the ceiling section: `--scenario ceiling --report` writes it (and only it), the other runs keep it.
@@ -401,26 +402,7 @@ const CEILING_END: &str = "<!-- end of ceiling -->";
 
 /// The ceiling section of an existing BENCHMARKS.md, markers included.
 pub fn kept_ceiling(existing: &str) -> Option<String> {
-    kept_section(existing, CEILING_START, CEILING_END)
-}
-
-/// A section between its markers, markers included.
-fn kept_section(existing: &str, start_marker: &str, end_marker: &str) -> Option<String> {
-    let start = existing.find(start_marker)?;
-    let end = existing[start..].find(end_marker)? + start + end_marker.len();
-    Some(existing[start..end].to_string())
-}
-
-/// `existing` with the section between these markers replaced by `section` (or, if it has none, with `section`
-/// added before the reference figures).
-fn with_section(existing: &str, section: &str, start_marker: &str, end_marker: &str) -> String {
-    if let Some(old) = kept_section(existing, start_marker, end_marker) {
-        return existing.replacen(&old, section, 1);
-    }
-    match existing.find("## Reference") {
-        Some(i) => format!("{}{section}\n\n{}", &existing[..i], &existing[i..]),
-        None => format!("{}\n\n{section}\n", existing.trim_end()),
-    }
+    kept(existing, (CEILING_START, CEILING_END))
 }
 
 pub fn write_files(r: &Results) -> std::io::Result<()> {
@@ -433,10 +415,10 @@ pub fn write_files(r: &Results) -> std::io::Result<()> {
     {
         let mut new = if r.abuse.is_some() { with_abuse(old, &abuse_section(&r)) } else { old.clone() };
         if r.ceiling.is_some() {
-            new = with_section(&new, &ceiling_section(&r), CEILING_START, CEILING_END);
+            new = with_section(&new, (CEILING_START, CEILING_END), &ceiling_section(&r));
         }
         for (markers, section) in scale {
-            new = scale_report::with_section(&new, markers, &section);
+            new = with_section(&new, markers, &section);
         }
         return std::fs::write("BENCHMARKS.md", new);
     }
@@ -910,12 +892,12 @@ mod tests {
         let rate = &with.ceiling.as_ref().unwrap().rates[0];
         assert_eq!((rate.cpu_ratio, rate.p99_ratio), (1.5, 2.0), "medians of the rounds' ratios");
         let full = markdown(&Results { command: "boardcast-bench".into(), ..Default::default() });
-        let first = with_section(&full, &ceiling_section(&with), CEILING_START, CEILING_END);
+        let first = with_section(&full, (CEILING_START, CEILING_END), &ceiling_section(&with));
         assert!(
             first.contains("(**1.50×**)")
                 && first.find("## Fan-out ceiling").unwrap() < first.find("## Reference").unwrap()
         );
-        let second = with_section(&first, &ceiling_section(&ceiling(2.2)), CEILING_START, CEILING_END);
+        let second = with_section(&first, (CEILING_START, CEILING_END), &ceiling_section(&ceiling(2.2)));
         assert!(second.contains("(**1.10×**)") && !second.contains("(**1.50×**)"), "{second}");
         assert_eq!(second.matches(CEILING_START).count(), 1);
         let rerun = markdown(&Results { kept_ceiling: kept_ceiling(&second), ..Default::default() });

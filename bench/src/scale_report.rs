@@ -6,6 +6,7 @@
 use std::fmt::Write as _;
 
 use crate::results::{Results, ScaleRun};
+use crate::sections::kept;
 
 const MIB: f64 = 1024.0 * 1024.0;
 
@@ -206,25 +207,6 @@ pub fn storm_section(r: &Results, run_lines: &str) -> String {
     s
 }
 
-/// The section between `markers` in `existing`, markers included.
-pub fn kept(existing: &str, markers: (&str, &str)) -> Option<String> {
-    let start = existing.find(markers.0)?;
-    let end = existing[start..].find(markers.1)? + start + markers.1.len();
-    Some(existing[start..end].to_string())
-}
-
-/// `existing` with the section between `markers` replaced by `section` (or, if it has none, with `section`
-/// added before the reference figures).
-pub fn with_section(existing: &str, markers: (&str, &str), section: &str) -> String {
-    if let Some(old) = kept(existing, markers) {
-        return existing.replacen(&old, section, 1);
-    }
-    match existing.find("## Reference") {
-        Some(i) => format!("{}{section}\n\n{}", &existing[..i], &existing[i..]),
-        None => format!("{}\n\n{section}\n", existing.trim_end()),
-    }
-}
-
 /// The sections this run wrote, with their markers.
 pub fn written(r: &Results, run_lines: &str) -> Vec<((&'static str, &'static str), String)> {
     let mut out = Vec::new();
@@ -253,6 +235,7 @@ pub fn carried(existing: &str, r: &Results) -> Vec<String> {
 mod tests {
     use super::*;
     use crate::results::StormRun;
+    use crate::sections::with_section;
 
     #[test]
     fn each_section_is_replaced_alone() {
