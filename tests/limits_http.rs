@@ -47,6 +47,10 @@ impl Res {
     }
 }
 
+/// The slow-body test measures the process's RSS, which every other test of this file (its requests, its
+/// server, its allocator's arenas) moves too: it runs alone (`write`), the others beside each other (`read`).
+static RSS_MEASURED: tokio::sync::RwLock<()> = tokio::sync::RwLock::const_new(());
+
 async fn call(
     http: &reqwest::Client,
     app: &TestApp,
@@ -91,6 +95,10 @@ async fn writes(http: &reqwest::Client, app: &TestApp, token: &str, project: Uui
 }
 
 fn rss_kib() -> u64 {
+    // Freed memory first goes back to the OS: glibc keeps what a thread freed in that thread's arena, and which
+    // arena a wave's buffers land in depends on which threads ran it, so RSS alone would count freed waves.
+    // SAFETY: malloc_trim only releases free memory; it touches nothing in use.
+    unsafe { libc::malloc_trim(0) };
     let status = std::fs::read_to_string("/proc/self/status").unwrap();
     let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
     line.split_whitespace().nth(1).unwrap().parse().unwrap()
@@ -125,6 +133,7 @@ async fn until_closed(s: &mut tokio::net::TcpStream) -> String {
 
 #[tokio::test]
 async fn a_body_that_does_not_arrive_in_time_is_a_408_and_frees_its_connection() {
+    let _alone = RSS_MEASURED.write().await;
     let db_url = fresh_database(&admin_url()).await;
     let mut settings = test_settings(&db_url);
     settings.http.body_timeout = Duration::from_secs(3);
@@ -204,6 +213,7 @@ fn assert_rate_limited(res: &Res) {
 
 #[tokio::test]
 async fn unknown_tokens_reach_the_database_only_within_a_budget_then_get_429() {
+    let _beside = RSS_MEASURED.read().await;
     let db_url = fresh_database(&admin_url()).await;
     let mut settings = test_settings(&db_url);
     settings.http.auth_failures_per_min = 5; // one more every 12 s
@@ -262,6 +272,7 @@ async fn unknown_tokens_reach_the_database_only_within_a_budget_then_get_429() {
 
 #[tokio::test]
 async fn a_burst_of_good_tokens_from_one_address_waits_for_the_budget_and_is_never_refused() {
+    let _beside = RSS_MEASURED.read().await;
     // After a restart every client reconnects at once: many users behind one NAT, none of their tokens seen
     // yet. Their lookups hold the address's budget while they run, and give it back when they succeed; the
     // rest wait for them instead of getting 429. Stale tokens retried without end (a tab with a revoked token)
@@ -302,6 +313,7 @@ async fn a_burst_of_good_tokens_from_one_address_waits_for_the_budget_and_is_nev
 
 #[tokio::test]
 async fn a_client_beside_a_token_flood_keeps_its_latency_and_its_writes() {
+    let _beside = RSS_MEASURED.read().await;
     let db_url = fresh_database(&admin_url()).await;
     let mut settings = test_settings(&db_url);
     settings.http.auth_failures_per_min = 30;
@@ -352,6 +364,7 @@ async fn a_client_beside_a_token_flood_keeps_its_latency_and_its_writes() {
 
 #[tokio::test]
 async fn every_answer_is_nosniff_and_token_answers_are_not_stored() {
+    let _beside = RSS_MEASURED.read().await;
     let app = spawn_app().await;
     let (_, token) = app.user("alice").await;
     let http = reqwest::Client::new();
@@ -382,6 +395,7 @@ async fn every_answer_is_nosniff_and_token_answers_are_not_stored() {
 
 #[tokio::test]
 async fn a_token_expires_for_the_api_and_for_its_open_socket() {
+    let _beside = RSS_MEASURED.read().await;
     let app = spawn_app().await;
     let (token, project) = app.member_of_new_project("alice").await;
     let http = reqwest::Client::new();
@@ -435,6 +449,7 @@ async fn psql_write(app: &TestApp, project: Uuid) -> i64 {
 
 #[tokio::test]
 async fn a_user_holds_a_limited_number_of_active_tokens() {
+    let _beside = RSS_MEASURED.read().await;
     let db_url = fresh_database(&admin_url()).await;
     let mut settings = test_settings(&db_url);
     settings.http.max_tokens_per_user = 3;
@@ -468,6 +483,7 @@ async fn a_user_holds_a_limited_number_of_active_tokens() {
 
 #[tokio::test]
 async fn the_cli_issues_a_token_with_a_lifetime() {
+    let _beside = RSS_MEASURED.read().await;
     let db_url = fresh_database(&admin_url()).await;
     let sql = connect(&db_url).await;
     boardcast::admin::add_user(&sql, "ops").await.unwrap();
@@ -493,6 +509,7 @@ async fn the_cli_issues_a_token_with_a_lifetime() {
 
 #[tokio::test]
 async fn no_token_or_hash_reaches_the_log_even_at_trace() {
+    let _beside = RSS_MEASURED.read().await;
     let db_url = fresh_database(&admin_url()).await;
     let sql = connect(&db_url).await;
     let (_, token) = boardcast::admin::add_user(&sql, "alice").await.unwrap();
