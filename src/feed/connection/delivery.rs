@@ -7,10 +7,8 @@
 //! needs, the client gets `resync` instead of a silent hole.
 
 use crate::feed::room_key::RoomKey;
-use std::sync::Arc;
 use std::time::Duration;
 
-use futures::{FutureExt, StreamExt};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::time::Instant;
 use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
@@ -22,10 +20,8 @@ use super::session::{Joined, Session};
 use crate::feed::event::Event;
 use crate::feed::history::{CLIENT_PAGE_BYTES, Reader};
 use crate::feed::protocol::{LeftReason, ResyncReason, ServerFrame};
-use crate::feed::room::RoomMessage;
+use crate::feed::room::{Item, RoomMessage};
 use crate::metrics;
-
-pub(super) type Item = Result<Arc<RoomMessage>, BroadcastStreamRecvError>;
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     /// A message from a room's broadcast, then whatever else is ready, flushed once: a burst of events costs
@@ -36,9 +32,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         metrics::delivered(heard(&item));
         self.take(project, item).await?;
         for _ in 0..256 {
-            match self.streams.next().now_or_never() {
-                Some(Some((project, item))) => self.take(project, item).await?,
-                _ => break,
+            // A plain look at each room's buffer: a room with nothing now wakes the loop when it has.
+            match self.rooms.try_next() {
+                Some((project, item)) => self.take(project, item).await?,
+                None => break,
             }
         }
         self.flush().await
@@ -155,7 +152,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
 
     /// Leaves the room (the subscription, dropped, tells the room).
     pub fn drop_room(&mut self, project: &RoomKey) {
-        self.streams.remove(project);
         self.rooms.remove(project);
         // Out of the room's presence too, on every server.
         self.signals.leave(project);

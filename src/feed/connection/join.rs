@@ -130,10 +130,17 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     ) -> Result<(), End> {
         let Start { seq, latest, at, replay, replaying, ends_tx } = start;
         let rewinds = subscription.rewinds();
-        self.streams.insert(project.clone(), subscription);
         let group = options.group_tx.then(|| Box::new(TxGroup::new(ends_tx)));
-        let joined =
-            Joined { cursor: seq, verified_at: latest, catch_up_to: None, retry_at: None, rewinds, replaying, group };
+        let joined = Joined {
+            subscription,
+            cursor: seq,
+            verified_at: latest,
+            catch_up_to: None,
+            retry_at: None,
+            rewinds,
+            replaying,
+            group,
+        };
         self.rooms.insert(project.clone(), joined);
         if replaying {
             metrics::resumed();

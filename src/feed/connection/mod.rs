@@ -20,6 +20,7 @@
 //! * [`grouping`] — one `tx` frame per transaction, for a client that joined with `"group":"tx"`.
 //! * [`rate`] — the rate limits of one connection.
 //! * [`signals`] — presence and broadcasts: track, untrack, broadcast, and what the rooms' other clients send.
+//! * [`rooms`] — the rooms a session is in, as a short list.
 //! * [`slots`] — how many connections the server and each user may hold.
 //! * [`end`] — why a session ends.
 //! * [`gated`] — shutdown and revocations, watched without a server-wide lock per turn of the loop.
@@ -31,6 +32,7 @@ mod grouping;
 mod join;
 mod rate;
 mod revocation;
+mod rooms;
 mod session;
 mod signals;
 mod slots;
@@ -103,9 +105,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         // Requests, catch-up pages and token checks may wait for a history slot or a pooled connection, behind
         // thousands of other sessions after a restart: shutdown must not wait for them.
         let shutdown = self.shutdown.clone();
+        // Not boxed: every turn of the loop looks at it, and a box would be one more cache line to miss.
+        let mut gate = Gate::new();
         // Boxed: every idle connection's future carries it.
         let mut watches = Box::new(Watches {
-            gate: Gate::new(),
             shutdown: Box::pin(shutdown.clone().cancelled_owned()),
             revoked: BroadcastStream::new(revoked),
             ping,
@@ -116,7 +119,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             let retry = self.rooms.values().filter_map(|r| r.retry_at).chain(self.recheck_at).chain(paced).min();
             let step = tokio::select! {
                 biased;
-                seldom = watches.next(&mut self.signals.rooms) => match seldom {
+                seldom = watches.next(&mut gate, &mut self.signals.rooms) => match seldom {
                     Seldom::Shutdown => Err(End::Shutdown),
                     Seldom::Revoked(token) => self.revoked(token),
                     Seldom::Ping if heard.elapsed() > idle_timeout => Err(End::Silent),
@@ -124,14 +127,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                     Seldom::Signal(frame) => {
                         let relayed = self.relay(frame).await;
                         // The relay took what else was ready itself, registering the session directly.
-                        watches.gate.again();
+                        gate.again();
                         relayed
                     }
                 },
                 msg = next_when_drained(&mut self.ws) => {
                     heard = std::time::Instant::now();
                     // A request may join a room, and so its signals: poll them at the next turn.
-                    watches.gate.again();
+                    gate.again();
                     match received(msg) {
                         // Boxed: requests are rare, and their futures (database round trips) are large.
                         // Inline, they would make every idle connection's future as large as the largest.
@@ -145,7 +148,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 Some(project) = std::future::ready(backlog) => {
                     Box::pin(unless_shutdown(&shutdown, self.catch_up(project))).await
                 }
-                Some((project, item)) = self.streams.next() => self.deliver(project, item).await,
+                (project, item) = self.rooms.next() => self.deliver(project, item).await,
             };
             if let Err(end) = step {
                 return end;
@@ -264,7 +267,6 @@ fn received(msg: Option<Result<Message, tungstenite::Error>>) -> Result<Received
 
 /// What the session watches besides the client and its rooms' events: seldom ready, so behind a [`Gate`].
 struct Watches {
-    gate: Gate,
     shutdown: Pin<Box<WaitForCancellationFutureOwned>>,
     revoked: BroadcastStream<Uuid>,
     ping: tokio::time::Interval,
@@ -280,12 +282,16 @@ enum Seldom {
 
 impl Watches {
     /// The first of them to be ready, in this order, or the rooms' signals, for a client.
-    fn next<'a>(&'a mut self, signals: &'a mut StreamMap<RoomKey, SignalStream>) -> impl Future<Output = Seldom> + 'a {
+    fn next<'a>(
+        &'a mut self,
+        gate: &'a mut Gate,
+        signals: &'a mut StreamMap<RoomKey, SignalStream>,
+    ) -> impl Future<Output = Seldom> + 'a {
         std::future::poll_fn(move |cx| {
-            if !self.gate.open(cx) {
+            if !gate.open(cx) {
                 return Poll::Pending;
             }
-            let cx = &mut self.gate.context();
+            let cx = &mut gate.context();
             let ready = if self.shutdown.as_mut().poll(cx).is_ready() {
                 Seldom::Shutdown
             } else if let Poll::Ready(Some(token)) = self.revoked.poll_next_unpin(cx) {
@@ -297,7 +303,7 @@ impl Watches {
             } else {
                 return Poll::Pending;
             };
-            self.gate.again();
+            gate.again();
             Poll::Ready(ready)
         })
     }

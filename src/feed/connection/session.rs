@@ -2,7 +2,6 @@
 //! the send timeout and by shutdown.
 
 use crate::feed::room_key::RoomKey;
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::task::Poll;
 
@@ -18,6 +17,7 @@ use tokio_util::sync::CancellationToken;
 use super::end::End;
 use super::grouping::TxGroup;
 use super::rate::Bucket;
+use super::rooms::{Rooms, Subscribed};
 use crate::auth::Identity;
 use crate::feed::Feed;
 use crate::feed::history::CLIENT_PAGE_BYTES;
@@ -34,10 +34,9 @@ pub(super) struct Session<S> {
     pub door: Door,
     pub feed: Arc<Feed>,
     pub ws: WebSocketStream<S>,
-    /// The session's state in each room it is in...
-    pub rooms: HashMap<RoomKey, Joined>,
-    /// ...and its subscriptions, as one stream of what the rooms broadcast. Dropping one leaves the room.
-    pub streams: StreamMap<RoomKey, Subscription>,
+    /// The session's state in each room it is in, with its subscription: one stream of what the rooms
+    /// broadcast. Dropping a room's entry leaves the room.
+    pub rooms: Rooms<Joined>,
     /// Also watched while a write to the client waits: a client that stopped reading must not hold up the
     /// server's shutdown until its send timeout.
     pub shutdown: CancellationToken,
@@ -80,6 +79,8 @@ impl Signals {
 
 /// The session's state in one room.
 pub(super) struct Joined {
+    /// The room's broadcast (dropped, it leaves the room).
+    pub subscription: Subscription,
     /// The last seq sent to the client.
     pub cursor: i64,
     /// The project's latest seq when membership was checked. A member removal at or before it is history
@@ -97,6 +98,12 @@ pub(super) struct Joined {
     pub replaying: bool,
     /// Set when the client joined with `"group":"tx"`: its events wait here until their transaction ends.
     pub group: Option<Box<TxGroup>>,
+}
+
+impl Subscribed for Joined {
+    fn subscription(&mut self) -> &mut Subscription {
+        &mut self.subscription
+    }
 }
 
 impl Joined {
@@ -129,8 +136,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             who: Box::new(who),
             door,
             ws,
-            rooms: HashMap::new(),
-            streams: StreamMap::new(),
+            rooms: Rooms::new(),
             shutdown,
             recheck_at,
             messages,

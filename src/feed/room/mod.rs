@@ -24,7 +24,7 @@ use std::sync::{Arc, Mutex};
 use self::held::Held;
 use self::inbox::{Room, RoomMap};
 pub(crate) use self::message::RoomMessage;
-pub(crate) use self::subscription::{RewindWatch, Subscription};
+pub(crate) use self::subscription::{Item, RewindWatch, Subscription};
 use super::announcement::Announcement;
 use super::history::History;
 use crate::config::FeedSettings;
