@@ -682,3 +682,50 @@ async fn a_medium_statement_split_over_several_notifications_arrives_whole_and_i
     assert_eq!(chunks.last().map(|c| c.1), Some(s + 100));
     assert!(chunks.windows(2).all(|w| w[1].0 == w[0].1 + 1), "{chunks:?}");
 }
+
+/// A client that sends its first request in the same packet as the handshake (RFC 6455 says to wait for the
+/// answer; some do not): the server read it with the HTTP request, and must still answer it.
+#[tokio::test]
+async fn a_join_sent_ahead_of_the_handshakes_answer_is_answered_and_events_follow() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio_tungstenite::tungstenite::protocol::Role;
+
+    let app = spawn_app().await;
+    let (token, project) = app.member_of_new_project("alice").await;
+    let mut stream = tokio::net::TcpStream::connect(app.addr).await.unwrap();
+    let request = format!(
+        "GET /ws HTTP/1.1\r\nHost: {}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nAuthorization: Bearer {token}\r\n\r\n",
+        app.addr
+    );
+    // A client's text frame: final, masked, its length in the second byte.
+    let join = json!({"op": "join", "project": project}).to_string();
+    let mask = [0x37u8, 0xfa, 0x21, 0x3d];
+    let mut packet = request.into_bytes();
+    packet.extend([0x81, 0x80 | join.len() as u8]);
+    packet.extend(mask);
+    packet.extend(join.bytes().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+    stream.write_all(&packet).await.unwrap();
+
+    // The answer's head, byte by byte: what follows it is the WebSocket's.
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        head.push(stream.read_u8().await.unwrap());
+    }
+    let head = String::from_utf8(head).unwrap();
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    let ws = tokio_tungstenite::WebSocketStream::from_raw_socket(
+        tokio_tungstenite::MaybeTlsStream::Plain(stream),
+        Role::Client,
+        None,
+    )
+    .await;
+    let mut alice = WsClient { ws };
+    let joined = alice.recv().await;
+    assert_eq!((joined["op"].as_str(), joined["project"].clone()), (Some("joined"), json!(project)), "{joined}");
+
+    app.insert_task(project, "Sent ahead").await;
+    let e = alice.event().await;
+    assert_eq!(e["seq"], joined["seq"].as_i64().unwrap() + 1);
+    assert_eq!(e["row"]["title"], "Sent ahead");
+}

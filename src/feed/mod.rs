@@ -9,6 +9,7 @@
 //! * [`presence`] — who is in a room, and broadcasts between its clients, across every server.
 //! * [`connection`] — one WebSocket client's session.
 //! * [`upgrade`] — the `/ws` route: authentication and the WebSocket handshake.
+//! * [`socket`] — the socket a connection talks over after the handshake.
 //!
 //! Public are only what the tests watch: [`Feed`]'s pool, rooms and history.
 
@@ -22,6 +23,7 @@ pub(crate) mod presence;
 mod protocol;
 pub(crate) mod room;
 pub mod room_key;
+mod socket;
 pub(crate) mod upgrade;
 
 use std::sync::Arc;

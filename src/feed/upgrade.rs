@@ -15,7 +15,6 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use hyper_util::rt::TokioIo;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
@@ -27,6 +26,7 @@ use warp::hyper::body::Bytes;
 use warp::{Filter, Rejection, Reply};
 
 use super::connection::{Full, Slots};
+use super::socket::Socket;
 use super::{Feed, connection};
 use crate::auth;
 use crate::http::auth::{authorization, identify};
@@ -174,7 +174,7 @@ async fn upgrade(
             Ok(u) => u,
             Err(e) => return tracing::debug!("websocket upgrade failed: {e}"),
         };
-        let ws = WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(config)).await;
+        let ws = WebSocketStream::from_raw_socket(Socket::new(upgraded), Role::Server, Some(config)).await;
         connection::serve(ws, who, door, feed, revoked, shutdown).await;
     };
     tracker.spawn(serving.instrument(span));
