@@ -1,7 +1,8 @@
 //! The machine the bench runs on: its description for the report, and what /proc says about the
 //! processes under test (resident memory, CPU time) and about the whole machine (how busy it was).
 
-use std::time::Duration;
+use std::process::{Child, Command};
+use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 use tokio_postgres::Client;
@@ -28,6 +29,20 @@ pub fn cpu_of(pid: u32) -> Duration {
     let ticks: u64 =
         f.get(11).and_then(|v| v.parse().ok()).unwrap_or(0) + f.get(12).and_then(|v| v.parse().ok()).unwrap_or(0);
     Duration::from_millis(ticks * 10) // USER_HZ is 100 on Linux
+}
+
+/// Stops a child process the way an operator would: SIGTERM, then SIGKILL if it has not exited within `grace`.
+pub fn terminate(child: &mut Child, grace: Duration) {
+    let _ = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
+    let deadline = Instant::now() + grace;
+    while Instant::now() < deadline {
+        if let Ok(Some(_)) = child.try_wait() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
 }
 
 /// Total CPU time of every `postgres` process (the shared server: other users' load counts too).

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::machine::{cpu_of, rss_of};
+use crate::machine::{cpu_of, rss_of, terminate};
 
 /// Client connections per worker the configuration allows: each holds two descriptors (client and upstream),
 /// and a worker may not open more than the hard limit (20,000 here) allows.
@@ -171,16 +171,7 @@ impl Nginx {
 
     /// Fast shutdown (SIGTERM), then SIGKILL after 5 s.
     pub fn stop(mut self) {
-        let _ = Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status();
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        terminate(&mut self.child, Duration::from_secs(5));
     }
 }
 

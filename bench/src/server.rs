@@ -6,12 +6,12 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tokio_postgres::Client;
 use uuid::Uuid;
 
-use crate::machine::{cpu_of, rss_of};
+use crate::machine::{cpu_of, rss_of, terminate};
 use crate::pg::pg_connect;
 
 /// Drops and recreates the `public` schema of the bench database, then applies the migrations.
@@ -116,16 +116,7 @@ impl Server {
 
     /// SIGTERM, then SIGKILL after 15s.
     pub fn stop(mut self) {
-        let _ = Command::new("kill").arg("-TERM").arg(self.pid.to_string()).status();
-        let deadline = Instant::now() + Duration::from_secs(15);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        terminate(&mut self.child, Duration::from_secs(15));
     }
 }
 
