@@ -26,27 +26,40 @@ use crate::metrics;
 impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     /// A message from a room's broadcast, then whatever else is ready, flushed once: a burst of events costs
     /// one write to the socket, not one per event.
-    pub async fn deliver(&mut self, project: RoomKey, item: Item) -> Result<(), End> {
+    /// `at`: the room's entry in the session's rooms (see [`super::rooms::Rooms::next`]).
+    pub async fn deliver(&mut self, at: usize, item: Item) -> Result<(), End> {
         // How long the burst's first event took from the listener to this session, which writes it now. (Not
         // kept until the flush: every idle connection's future would carry it.)
         metrics::delivered(heard(&item));
-        self.take(project, item).await?;
+        self.take(at, item).await?;
         for _ in 0..256 {
             // A plain look at each room's buffer: a room with nothing now wakes the loop when it has.
             match self.rooms.try_next() {
-                Some((project, item)) => self.take(project, item).await?,
+                Some((at, item)) => self.take(at, item).await?,
                 None => break,
             }
         }
         self.flush().await
     }
 
-    async fn take(&mut self, project: RoomKey, item: Item) -> Result<(), End> {
-        let Some(room) = self.rooms.get_mut(&project) else { return Ok(()) };
+    async fn take(&mut self, at: usize, item: Item) -> Result<(), End> {
+        let (project, room) = self.rooms.at_mut(at);
+        // The common case, a room's next event for a client that takes them one by one, needs no more than the
+        // entry (what `emit` does, without a removed member or a transaction to group by).
+        if let Ok(RoomMessage::Event { seq, frame, removed_member: None, .. }) = item.as_deref()
+            && *seq == room.cursor + 1
+            && room.catch_up_to.is_none()
+            && room.group.is_none()
+            && let Some(frame) = frame.get()
+        {
+            room.cursor = *seq;
+            return self.feed_frame(Message::Text(frame)).await;
+        }
+        let project = project.clone();
         let behind_to = match item.as_deref() {
             // This session fell behind the room's buffer: catch up from history, unless what it skipped
             // included the room's warning that history was rewound.
-            Err(BroadcastStreamRecvError::Lagged(_)) if room.rewinds.rewound_since_start() => {
+            Err(BroadcastStreamRecvError::Lagged(_)) if room.subscription.rewound_since_start() => {
                 return Box::pin(self.resync(project, ResyncReason::HistoryRewound)).await;
             }
             Err(BroadcastStreamRecvError::Lagged(_)) => i64::MAX,
@@ -90,7 +103,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     /// Sends one page of recorded events after the room's cursor.
     pub async fn catch_up(&mut self, project: RoomKey) -> Result<(), End> {
         let Some(room) = self.rooms.get(&project) else { return Ok(()) };
-        if room.rewinds.rewound_since_start() {
+        if room.subscription.rewound_since_start() {
             // History no longer continues what this client was sent; its warning may be behind us in the
             // room's buffer, or already skipped.
             return self.resync(project, ResyncReason::HistoryRewound).await;

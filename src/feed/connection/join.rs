@@ -129,7 +129,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         reference: Option<&Value>,
     ) -> Result<(), End> {
         let Start { seq, latest, at, replay, replaying, ends_tx } = start;
-        let rewinds = subscription.rewinds();
         let group = options.group_tx.then(|| Box::new(TxGroup::new(ends_tx)));
         let joined = Joined {
             subscription,
@@ -137,7 +136,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             verified_at: latest,
             catch_up_to: None,
             retry_at: None,
-            rewinds,
             replaying,
             group,
         };

@@ -148,7 +148,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 Some(project) = std::future::ready(backlog) => {
                     Box::pin(unless_shutdown(&shutdown, self.catch_up(project))).await
                 }
-                (project, item) = self.rooms.next() => self.deliver(project, item).await,
+                (at, item) = self.rooms.next() => self.deliver(at, item).await,
             };
             if let Err(end) = step {
                 return end;

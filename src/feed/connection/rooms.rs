@@ -37,11 +37,11 @@ impl<T> Rooms<T> {
     }
 
     pub fn get(&self, project: &RoomKey) -> Option<&T> {
-        self.entries.iter().find(|(key, _)| key == project).map(|(_, room)| room)
+        self.position(project).map(|i| &self.entries[i].1)
     }
 
     pub fn get_mut(&mut self, project: &RoomKey) -> Option<&mut T> {
-        self.entries.iter_mut().find(|(key, _)| key == project).map(|(_, room)| room)
+        self.position(project).map(|i| &mut self.entries[i].1)
     }
 
     pub fn contains_key(&self, project: &RoomKey) -> bool {
@@ -59,6 +59,12 @@ impl<T> Rooms<T> {
     pub fn remove(&mut self, project: &RoomKey) -> Option<T> {
         let i = self.position(project)?;
         Some(self.entries.swap_remove(i).1)
+    }
+
+    /// The entry at `i`, as [`Self::next`] and [`Self::try_next`] name it (until the next insert or remove).
+    pub fn at_mut(&mut self, i: usize) -> (&RoomKey, &mut T) {
+        let (key, room) = &mut self.entries[i];
+        (key, room)
     }
 
     pub fn len(&self) -> usize {
@@ -79,28 +85,29 @@ impl<T> Rooms<T> {
 }
 
 impl<T: Subscribed> Rooms<T> {
-    /// The next message of any room (never ready while the session is in none).
-    pub fn next(&mut self) -> impl Future<Output = (RoomKey, Item)> + '_ {
+    /// The next message of any room, with the index of the room's entry (never ready while the session is in
+    /// none). An index, not the room's key: a clone of the key would count a reference on the key that all the
+    /// room's sessions share, at every delivery, from every core.
+    pub fn next(&mut self) -> impl Future<Output = (usize, Item)> + '_ {
         std::future::poll_fn(|cx| self.poll_next(cx))
     }
 
-    fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<(RoomKey, Item)> {
+    fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<(usize, Item)> {
         let n = self.entries.len();
         let first = self.next_first;
         self.next_first = self.next_first.wrapping_add(1);
-        for i in 0..n {
-            let (project, room) = &mut self.entries[(first + i) % n];
+        for i in (0..n).map(|i| (first + i) % n) {
             // A room's broadcast ends only when its last subscriber leaves: never while this one is in it.
-            if let Poll::Ready(Some(item)) = room.subscription().poll_next_unpin(cx) {
-                return Poll::Ready((project.clone(), item));
+            if let Poll::Ready(Some(item)) = self.entries[i].1.subscription().poll_next_unpin(cx) {
+                return Poll::Ready((i, item));
             }
         }
         Poll::Pending
     }
 
     /// A room's next message if one is there now, without waiting (see [`Subscription::try_next`]).
-    pub fn try_next(&mut self) -> Option<(RoomKey, Item)> {
-        self.entries.iter_mut().find_map(|(project, room)| Some((project.clone(), room.subscription().try_next()?)))
+    pub fn try_next(&mut self) -> Option<(usize, Item)> {
+        self.entries.iter_mut().enumerate().find_map(|(i, (_, room))| Some((i, room.subscription().try_next()?)))
     }
 }
 

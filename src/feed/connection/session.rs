@@ -23,7 +23,7 @@ use crate::feed::Feed;
 use crate::feed::history::CLIENT_PAGE_BYTES;
 use crate::feed::presence::SignalStream;
 use crate::feed::protocol::{ErrorCode, ServerFrame};
-use crate::feed::room::{RewindWatch, Subscription};
+use crate::feed::room::Subscription;
 use crate::http::gate::Door;
 use crate::metrics;
 
@@ -88,8 +88,6 @@ pub(super) struct Joined {
     pub verified_at: i64,
     /// Set while catching up from history: read up to this seq (`i64::MAX`: until history runs out).
     pub catch_up_to: Option<i64>,
-    /// Whether the room found history rewound since this session joined it.
-    pub rewinds: RewindWatch,
     /// After a failed history read (the database is restarting, the pool is exhausted): when to try again.
     /// The client stays connected meanwhile; it just waits for its events a little longer.
     pub retry_at: Option<Instant>,

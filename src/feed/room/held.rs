@@ -16,10 +16,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use tokio::sync::broadcast;
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 
+use super::broadcast::Broadcast;
 use super::message::{Frame, RoomMessage};
 use crate::feed::event::Event;
 
@@ -31,8 +31,6 @@ pub(super) const LARGE_FRAME: usize = 4 * 1024;
 /// A room whose slowest subscriber has taken nothing for this long, while all rooms are over the budget,
 /// lets go of its oldest large frames: that subscriber will read them from history.
 const STALLED: Duration = Duration::from_millis(500);
-
-type Sender = broadcast::Sender<Arc<RoomMessage>>;
 
 /// A room's large frames, by the index of the broadcast send that carried them.
 pub(super) struct Held {
@@ -71,7 +69,7 @@ impl Held {
     }
 
     /// Broadcasts an event; a large frame is held here and the buffer gets a weak reference to it.
-    pub fn send_event(&mut self, messages: &Sender, event: Event) {
+    pub fn send_event(&mut self, messages: &Broadcast, event: Event) {
         let Event { seq, frame, removed_member, heard } = event;
         let large = (frame.len() >= LARGE_FRAME).then(|| Arc::new(frame.clone()));
         let frame = match &large {
@@ -89,8 +87,8 @@ impl Held {
     }
 
     /// Broadcasts a message; `false` if the room has no subscribers (then nothing is sent).
-    pub fn send(&mut self, messages: &Sender, message: RoomMessage) -> bool {
-        let sent = messages.send(Arc::new(message)).is_ok();
+    pub fn send(&mut self, messages: &Broadcast, message: RoomMessage) -> bool {
+        let sent = messages.send(message);
         if sent {
             self.sent += 1;
         }
@@ -99,7 +97,7 @@ impl Held {
 
     /// Lets go of the frames every subscriber has taken, and, while all rooms together are over the budget and
     /// this room's slowest subscriber is stalled, of the oldest ones (keeping the newest).
-    pub fn release(&mut self, messages: &Sender) {
+    pub fn release(&mut self, messages: &Broadcast) {
         // `len` counts the messages some subscriber has yet to take; they are the latest sends.
         let first_queued = self.sent.saturating_sub(messages.len() as u64);
         // A subscriber that has just taken an event may not have read its frame yet: let go only of what was
@@ -122,7 +120,7 @@ impl Held {
     /// Before reading more history: while all rooms are over the budget, wait until this room's subscribers
     /// have taken what it holds (or the stalled ones have been given up on). A room that reads ahead of its
     /// subscribers would otherwise push even the ones that keep up into reading history themselves.
-    pub async fn make_room(&mut self, messages: &Sender) {
+    pub async fn make_room(&mut self, messages: &Broadcast) {
         loop {
             self.release(messages);
             if self.frames.len() <= 1 || !self.over_budget() {

@@ -9,9 +9,9 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
 
-use tokio::sync::{Notify, broadcast};
+use tokio::sync::Notify;
 
-use super::message::RoomMessage;
+use super::broadcast::Broadcast;
 use crate::feed::event::Event;
 
 /// Inline events a room holds before its task takes them. Past this the oldest are dropped and the task reads
@@ -23,7 +23,7 @@ pub(super) type RoomMap = Mutex<HashMap<RoomKey, Arc<Room>>>;
 
 pub(super) struct Room {
     pub project: RoomKey,
-    pub messages: broadcast::Sender<Arc<RoomMessage>>,
+    pub messages: Broadcast,
     /// How many times this room found the database's history rewound (see `RoomMessage::Rewound`).
     pub rewinds: Arc<AtomicU64>,
     inbox: Mutex<Inbox>,
@@ -60,17 +60,16 @@ pub(super) enum Step {
 }
 
 impl Room {
-    pub fn new(project: RoomKey, buffer: usize) -> (Arc<Room>, broadcast::Receiver<Arc<RoomMessage>>) {
-        let (messages, rx) = broadcast::channel(buffer);
+    pub fn new(project: RoomKey, buffer: usize) -> Arc<Room> {
         let room = Room {
             project,
-            messages,
+            messages: Broadcast::new(buffer),
             rewinds: Arc::default(),
             inbox: Mutex::default(),
             wake: Notify::new(),
             subjects: Mutex::default(),
         };
-        (Arc::new(room), rx)
+        Arc::new(room)
     }
 
     /// Seqs `first..=last` were committed; `events` are those whose frames came with the announcement.

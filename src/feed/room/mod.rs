@@ -6,9 +6,11 @@
 //! ([`held`]), and tells them to start over if the database's history was rewound ([`rewind`]).
 //!
 //! * [`inbox`] — a room, and what the listener announced to it.
+//! * [`broadcast`] — a room's buffer of messages, and its subscribers waiting for the next.
 //! * [`message`] — what a room broadcasts.
 //! * [`subscription`] — a subscriber's place in a room, left when dropped.
 
+mod broadcast;
 mod held;
 mod inbox;
 mod message;
@@ -24,7 +26,7 @@ use std::sync::{Arc, Mutex};
 use self::held::Held;
 use self::inbox::{Room, RoomMap};
 pub(crate) use self::message::RoomMessage;
-pub(crate) use self::subscription::{Item, RewindWatch, Subscription};
+pub(crate) use self::subscription::{Item, Subscription};
 use super::announcement::Announcement;
 use super::history::History;
 use crate::config::FeedSettings;
@@ -50,11 +52,11 @@ impl Rooms {
         crate::metrics::room_joined();
         let mut map = self.map.lock().unwrap();
         if let Some(room) = map.get(&project) {
-            return Subscription::new(room, self.map.clone(), room.messages.subscribe(), subject);
+            return Subscription::new(room, self.map.clone(), subject);
         }
-        let (room, rx) = Room::new(project.clone(), self.settings.room_buffer);
+        let room = Room::new(project.clone(), self.settings.room_buffer);
         map.insert(project, room.clone());
-        let subscription = Subscription::new(&room, self.map.clone(), rx, subject);
+        let subscription = Subscription::new(&room, self.map.clone(), subject);
         let held = Held::new(self.held_bytes.clone(), self.settings.held_frames_budget);
         tokio::spawn(task::run(room, self.history.clone(), self.settings.history_page, held));
         subscription
@@ -94,7 +96,7 @@ impl Rooms {
 
     /// Subscribers of a project's room in this process (0 if it has no room).
     pub fn subscribers(&self, project: &RoomKey) -> usize {
-        self.map.lock().unwrap().get(project).map(|r| r.messages.receiver_count()).unwrap_or(0)
+        self.map.lock().unwrap().get(project).map(|r| r.messages.subscribers()).unwrap_or(0)
     }
 
     pub(crate) fn len(&self) -> usize {
