@@ -397,7 +397,10 @@ async fn client(ctx: ClientCtx, permit: tokio::sync::OwnedSemaphorePermit) -> Cl
         match session(&ctx, &mut conn, &mut out, &mut st).await {
             Ended::Stopped => break,
             Ended::Refused => return out,
-            Ended::Lost(e) if !(ctx.reconnect && st.joined) => {
+            // A client that reconnects does so as the JavaScript client does: whenever a connection it had
+            // joined on ends, and whenever a reconnection ends before its `joined` (it reached a server that was
+            // shutting down, say).
+            Ended::Lost(e) if !(ctx.reconnect && (st.joined || out.resume.disconnects > 0)) => {
                 if st.joined || out.resume.disconnects > 0 {
                     out.error = Some(e);
                 } else {
