@@ -261,6 +261,31 @@ async fn a_non_member_and_an_unknown_project_get_the_same_error_and_the_connecti
 }
 
 #[tokio::test]
+async fn a_stranger_joining_or_resuming_in_a_room_already_open_here_is_refused_and_gets_none_of_its_events() {
+    let app = spawn_app().await;
+    let (alice_token, project) = app.member_of_new_project("alice").await;
+    app.insert_task(project, "before").await;
+    // Alice's join opens the room on this server: a later join enters it without a query of its own.
+    let (mut alice, seq) = app.joined(&alice_token, project).await;
+    let (_, stranger_token) = app.user("mallory").await;
+    let mut mallory = app.client(&stranger_token).await;
+
+    mallory.send(json!({"op": "join", "project": Uuid::new_v4(), "ref": "a"})).await;
+    let unknown = mallory.recv().await;
+    assert_eq!(unknown["code"], "not_found");
+    mallory.send(json!({"op": "join", "project": project, "ref": "a"})).await;
+    assert_eq!(mallory.recv().await, unknown, "the same answer as for no such project");
+    mallory.send(json!({"op": "join", "project": project, "since": 0, "ref": "a"})).await;
+    assert_eq!(mallory.recv().await, unknown, "a resume is refused the same way, and replays nothing");
+
+    app.insert_task(project, "secret").await;
+    let event = alice.event().await;
+    assert_eq!((event["seq"].as_i64(), event["row"]["title"].as_str()), (Some(seq + 1), Some("secret")));
+    mallory.send(json!({"op": "ping", "ref": 1})).await;
+    assert_eq!(mallory.recv().await, json!({"op": "pong", "ref": 1}), "the stranger got nothing but the pong");
+}
+
+#[tokio::test]
 async fn a_missing_or_bad_token_is_refused_at_the_upgrade_with_401() {
     let app = spawn_app().await;
     app.user("alice").await;

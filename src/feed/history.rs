@@ -14,6 +14,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use deadpool_postgres::{Object, Pool};
 use tokio::sync::{Semaphore, SemaphorePermit};
+use tokio_postgres::types::ToSql;
 
 use super::event::Event;
 use crate::error::Result;
@@ -92,14 +93,7 @@ impl History {
         if reader == Reader::Client {
             self.client_pages.fetch_add(1, Ordering::Relaxed);
         }
-        let stmt = client
-            .prepare_cached(
-                "SELECT seq, frame FROM (
-                 SELECT seq, frame, sum(octet_length(frame)) OVER (ORDER BY seq) - octet_length(frame) AS before
-                   FROM feed_events WHERE room = $1 AND seq > $2 AND seq <= $3 ORDER BY seq LIMIT $4
-             ) page WHERE before < $5 ORDER BY seq",
-            )
-            .await?;
+        let stmt = client.prepare_cached(PAGE).await?;
         let rows = client.query(&stmt, &[&project, &after, &upto, &limit, &max_bytes]).await?;
         Ok(rows.into_iter().map(|r| Event::new(r.get(0), r.get(1))).collect())
     }
@@ -130,13 +124,21 @@ impl History {
     /// from (for a project's member, where their membership began: `project_members.since_seq`; 0 otherwise),
     /// if the join rule still lets `subject` in; `None` if not. Read after the client subscribed, so a removal
     /// committed in between is seen here or arrives as an event.
-    pub(crate) async fn latest_if_allowed(
+    ///
+    /// With `replay` (a resume: the events after `after`, at most `limit` and about `max_bytes` of them), the
+    /// first page of the replay comes with it, in the same round trip on the same connection: the two queries
+    /// are pipelined, and a resume costs one wait for a client slot instead of two (after a server restarts,
+    /// thousands of clients resume at once through an eighth of the pool). The page is read without knowing
+    /// the latest seq, so it is read after it and what lies past it is left out; it is dropped unread unless
+    /// the join rule lets the subject in (the caller still checks `since` against membership before sending).
+    pub(crate) async fn join_start(
         &self,
         room: &RoomKey,
         subject: &str,
-    ) -> Result<Option<(i64, Option<String>, i64)>> {
+        replay: Option<Replay>,
+    ) -> Result<Option<JoinStart>> {
         let (_slot, client) = self.connection(Reader::Client).await?;
-        let stmt = client
+        let latest = client
             .prepare_cached(
                 "SELECT coalesce(e.seq, 0), to_json(e.at) #>> '{}',
                         coalesce((SELECT m.since_seq FROM project_members m
@@ -147,6 +149,47 @@ impl History {
                   WHERE boardcast.may_join($2, $1)",
             )
             .await?;
-        Ok(client.query_opt(&stmt, &[room, &subject]).await?.map(|r| (r.get(0), r.get(1), r.get(2))))
+        let (row, page) = match replay {
+            None => (client.query_opt(&latest, &[room, &subject]).await?, Vec::new()),
+            Some(Replay { after, limit, max_bytes }) => {
+                let _timed = crate::metrics::history_read(false);
+                self.client_pages.fetch_add(1, Ordering::Relaxed);
+                let page = client.prepare_cached(PAGE).await?;
+                let (latest_params, page_params) = (
+                    [room as &(dyn ToSql + Sync), &subject],
+                    [room as &(dyn ToSql + Sync), &after, &i64::MAX, &limit, &max_bytes],
+                );
+                futures::try_join!(client.query_opt(&latest, &latest_params), client.query(&page, &page_params))?
+            }
+        };
+        let Some(row) = row else { return Ok(None) };
+        let latest: i64 = row.get(0);
+        let replay = page.into_iter().map(|r| Event::new(r.get(0), r.get(1))).filter(|e| e.seq <= latest).collect();
+        Ok(Some(JoinStart { latest, latest_at: row.get(1), since_seq: row.get(2), replay }))
     }
+}
+
+/// A page of events with `$2 < seq <= $3` of room `$1`, in seq order: at most `$4` events, and only those
+/// whose frames, summed in seq order before them, come to less than `$5` bytes (so the first is always there).
+const PAGE: &str = "SELECT seq, frame FROM (
+                     SELECT seq, frame, sum(octet_length(frame)) OVER (ORDER BY seq) - octet_length(frame) AS before
+                       FROM feed_events WHERE room = $1 AND seq > $2 AND seq <= $3 ORDER BY seq LIMIT $4
+                 ) page WHERE before < $5 ORDER BY seq";
+
+/// The first page of a resume's replay (see [`History::join_start`]).
+pub(crate) struct Replay {
+    pub after: i64,
+    pub limit: i64,
+    pub max_bytes: i64,
+}
+
+/// Where a joining client may start, as the database says (see [`History::join_start`]).
+pub(crate) struct JoinStart {
+    pub latest: i64,
+    /// The `at` of the latest event.
+    pub latest_at: Option<String>,
+    /// The lowest `since` the client may resume from.
+    pub since_seq: i64,
+    /// The replay's first page, up to `latest` (empty without a replay).
+    pub replay: Vec<Event>,
 }

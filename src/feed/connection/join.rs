@@ -7,7 +7,8 @@
 //! began, that history still reaches back to it, and still records the client's last event as the client saw
 //! it, before promising anything.
 //!
-//! Membership is checked before any room work: a join by a non-member costs one query, and no room is made.
+//! Membership is checked before any room work: a join by a non-member costs one query, and no room is made
+//! (into a room that exists already, the query that reads where the client starts checks it).
 //! Joins are limited per connection ([`super::rate`]), and a replay reads only as much as the connection's
 //! replay budget allows at once; the rest follows at the budget's pace, a page per turn.
 
@@ -24,7 +25,7 @@ use super::session::{Joined, Session};
 use crate::feed::Feed;
 use crate::feed::access;
 use crate::feed::event::{Event, tx_marks};
-use crate::feed::history::Reader;
+use crate::feed::history::{JoinStart, Replay};
 use crate::feed::protocol::{self, At, ErrorCode, JoinOptions, LeftReason, Op, Request, ResyncReason, ServerFrame};
 use crate::feed::room::Subscription;
 use crate::metrics;
@@ -99,10 +100,19 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             Verdict::Limited(wait) => return self.rate_limited(Limit::Joins, wait, reference).await,
             Verdict::Abusive => return Err(End::RateLimited(Limit::Joins)),
         }
-        if let Err(Refusal::Error(code, msg)) = allowed(&self.feed, &self.who.subject, &project).await {
-            return self.error(code, msg, reference).await;
-        }
-        let subscription = self.feed.rooms.subscribe(project.clone(), &self.who.subject);
+        // Entering a room this process has already makes nothing, so the membership check is left to the query
+        // that reads where the client starts (which refuses a non-member the same way): one query fewer per
+        // join, and per resume in the thousands that follow a server's restart. A room is made only for a
+        // member.
+        let subscription = match self.feed.rooms.subscribe_existing(&project, &self.who.subject) {
+            Some(subscription) => subscription,
+            None => {
+                if let Err(Refusal::Error(code, msg)) = allowed(&self.feed, &self.who.subject, &project).await {
+                    return self.error(code, msg, reference).await;
+                }
+                self.feed.rooms.subscribe(project.clone(), &self.who.subject)
+            }
+        };
         let first_page = if since.is_some() { self.replay_page() } else { 0 };
         match start(&self.feed, &self.who.subject, &project, since, since_at, first_page).await {
             Ok(start) => self.enter(project, subscription, start, options, reference).await,
@@ -167,7 +177,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
 /// One answer for "no such room" and "not allowed in", so keys cannot be probed.
 const NOT_FOUND: Refusal = Refusal::Error(ErrorCode::NotFound, "no such project, or you are not a member of it");
 
-/// Whether the join rule lets `subject` into `room`: the one query a join costs before it touches a room.
+/// Whether the join rule lets `subject` into `room`: the one query a join into a room not yet here costs before
+/// it makes the room.
 async fn allowed(feed: &Feed, subject: &str, room: &RoomKey) -> Result<(), Refusal> {
     match access::may_join(&feed.history, subject, room).await {
         Ok(true) => Ok(()),
@@ -189,50 +200,41 @@ async fn start(
     since_at: Option<At>,
     first_page: i64,
 ) -> Result<Start, Refusal> {
-    let (latest, latest_at, since_seq) = match feed.history.latest_if_allowed(project, subject).await {
-        Ok(Some(latest)) => latest,
-        Ok(None) => return Err(NOT_FOUND),
-        Err(e) => {
-            tracing::error!(%project, "join failed: {e}");
-            let msg = "the server could not check your membership; try again";
-            return Err(Refusal::Error(ErrorCode::Unavailable, msg));
-        }
-    };
+    // Event `since` itself is read too, for its `at` (the `joined` frame carries it, for the next resume).
+    let replay = since.map(|since| Replay {
+        after: (since - 1).max(0),
+        limit: feed.settings.history_page,
+        max_bytes: first_page,
+    });
+    let JoinStart { latest, latest_at, since_seq, replay } =
+        match feed.history.join_start(project, subject, replay).await {
+            Ok(Some(start)) => start,
+            Ok(None) => return Err(NOT_FOUND),
+            Err(e) => {
+                tracing::error!(%project, "join failed: {e}");
+                let msg = "the server could not check your membership; try again";
+                return Err(Refusal::Error(ErrorCode::Unavailable, msg));
+            }
+        };
     match since {
         // The latest event is committed, and so is its transaction: it ends it.
         None => Ok(Start { seq: latest, latest, at: latest_at, replay: Vec::new(), replaying: false, ends_tx: true }),
         Some(since) if since > latest => Err(Refusal::Resync { latest, reason: ResyncReason::SinceAhead }),
         // A replay never reaches back before the membership: what the project said before is not theirs to read.
         Some(since) if since < since_seq => Err(Refusal::Resync { latest, reason: ResyncReason::BeforeMembership }),
-        Some(since) => resume(feed, project, since, since_at, latest, first_page).await,
+        Some(since) => resume(since, since_at, latest, replay),
     }
 }
 
 /// A resume: checks that history still reaches back to `since` and, if the client named its last event,
-/// that history still records that event as the client saw it. Event `since` itself is read too, for its
-/// `at` (the `joined` frame carries it, for the next resume). The first page holds at most `max_bytes` of
-/// frames (at least one event).
-async fn resume(
-    feed: &Feed,
-    project: &RoomKey,
-    since: i64,
-    since_at: Option<At>,
-    latest: i64,
-    max_bytes: i64,
-) -> Result<Start, Refusal> {
-    let mut start = Start { seq: since, latest, at: None, replay: Vec::new(), replaying: true, ends_tx: true };
+/// that history still records that event as the client saw it. `replay` is the first page of history from
+/// event `since` on (at least one event, if history has any).
+fn resume(since: i64, since_at: Option<At>, latest: i64, replay: Vec<Event>) -> Result<Start, Refusal> {
+    let mut start = Start { seq: since, latest, at: None, replay, replaying: true, ends_tx: true };
     if latest == 0 {
+        start.replay.clear();
         return Ok(start);
     }
-    let (from, page) = ((since - 1).max(0), feed.settings.history_page);
-    start.replay = match feed.history.read(Reader::Client, project, from, latest, page, max_bytes).await {
-        Ok(events) => events,
-        Err(e) => {
-            tracing::error!(%project, "history read failed: {e}");
-            let msg = "the server could not read the project's history; try again";
-            return Err(Refusal::Error(ErrorCode::Unavailable, msg));
-        }
-    };
     // (If retention removed event `since`, or `since` is 0, there is nothing to compare: the rest is
     // checked as usual.)
     if since > 0 && start.replay.first().is_some_and(|e| e.seq == since) {

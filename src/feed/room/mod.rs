@@ -45,6 +45,14 @@ impl Rooms {
         Rooms { map: Arc::new(Mutex::new(HashMap::new())), history, settings, held_bytes: Arc::default() }
     }
 
+    /// Subscribes to a room this process has already, without making one: `None` if it has none.
+    pub(crate) fn subscribe_existing(&self, project: &RoomKey, subject: &str) -> Option<Subscription> {
+        let map = self.map.lock().unwrap();
+        let room = map.get(project)?;
+        crate::metrics::room_joined();
+        Some(Subscription::new(room, self.map.clone(), subject))
+    }
+
     /// Subscribes to a project's messages, creating its room if this is the first subscriber. Events are
     /// received from the moment of this call; the caller decides where its client starts and fills the rest
     /// from history.
