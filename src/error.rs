@@ -16,6 +16,9 @@ pub enum Error {
     Io(#[from] std::io::Error),
     #[error("{0}")]
     Usage(String),
+    /// A failed read that several callers shared (see `feed::history::join_start`), as its message.
+    #[error("{0}")]
+    Shared(String),
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -286,6 +286,56 @@ async fn a_stranger_joining_or_resuming_in_a_room_already_open_here_is_refused_a
 }
 
 #[tokio::test]
+async fn clients_resuming_into_one_room_at_once_each_get_their_own_replay_and_a_stranger_among_them_nothing() {
+    let app = spawn_app().await;
+    let (alice_token, project) = app.member_of_new_project("alice").await;
+    let mut tokens = Vec::new();
+    for i in 0..12 {
+        let name = format!("member{i}");
+        tokens.push(app.user(&name).await.1);
+        app.add_member(project, &name).await;
+    }
+    // The room is open on this server; then 30 plain SQL writes the resuming clients missed.
+    let (mut alice, _) = app.joined(&alice_token, project).await;
+    let start = app.latest_seq(project).await;
+    for i in 0..30 {
+        app.insert_task(project, &format!("missed {i}")).await;
+    }
+    let latest = start + 30;
+    alice.events(30).await;
+    let (_, stranger_token) = app.user("mallory").await;
+    let mut mallory = app.client(&stranger_token).await;
+    let mut members = Vec::new();
+    for token in &tokens {
+        members.push(app.client(token).await);
+    }
+    // Every join is sent before any answer is read, so that they queue for the room's read together; two
+    // clients resume from each point, and the stranger asks for the whole history.
+    let since = |i: usize| start + (i / 2) as i64 * 5;
+    for (i, member) in members.iter_mut().enumerate() {
+        member.send(json!({"op": "join", "project": project, "since": since(i)})).await;
+    }
+    mallory.send(json!({"op": "join", "project": project, "since": 0, "ref": "m"})).await;
+    for (i, member) in members.iter_mut().enumerate() {
+        let joined = member.recv().await;
+        assert_eq!((joined["op"].as_str(), joined["seq"].as_i64()), (Some("joined"), Some(since(i))), "{joined}");
+        assert_eq!(joined["latest"].as_i64(), Some(latest));
+        let events = member.events((latest - since(i)) as usize).await;
+        assert_gapless(&events, project, since(i) + 1, latest);
+    }
+    let refused = mallory.recv().await;
+    assert_eq!((refused["op"].as_str(), refused["code"].as_str()), (Some("error"), Some("not_found")), "{refused}");
+
+    // All of them are live in the room now, and the stranger is not.
+    app.insert_task(project, "after").await;
+    for member in members.iter_mut() {
+        assert_eq!(member.event().await["seq"].as_i64(), Some(latest + 1));
+    }
+    mallory.send(json!({"op": "ping", "ref": 1})).await;
+    assert_eq!(mallory.recv().await, json!({"op": "pong", "ref": 1}), "the stranger got nothing but the pong");
+}
+
+#[tokio::test]
 async fn a_missing_or_bad_token_is_refused_at_the_upgrade_with_401() {
     let app = spawn_app().await;
     app.user("alice").await;

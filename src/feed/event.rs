@@ -10,7 +10,7 @@ use std::time::Instant;
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 use uuid::Uuid;
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub(crate) struct Event {
     pub seq: i64,
     pub frame: Utf8Bytes,

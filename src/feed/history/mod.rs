@@ -7,14 +7,20 @@
 //! replay long histories over many connections: without a limit their reads would take every connection (and
 //! the database's CPU) and API writes would wait. With it, the reads queue here (a client just gets its replay
 //! a little later) and writes always find a connection. Rooms have slots of their own, so the read that serves
-//! a whole room never waits behind individual clients catching up.
+//! a whole room never waits behind individual clients catching up. Where joining clients start is read a room
+//! at a time for the joins that queue together ([`join_start`]).
+//!
+//! * [`join_start`] — where joining clients start, read once for the joins of a room that arrive together.
+
+mod join_start;
+
+pub(crate) use self::join_start::{JoinStart, Replay};
 
 use crate::feed::room_key::RoomKey;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use deadpool_postgres::{Object, Pool};
 use tokio::sync::{Semaphore, SemaphorePermit};
-use tokio_postgres::types::ToSql;
 
 use super::event::Event;
 use crate::error::Result;
@@ -43,6 +49,8 @@ pub struct History {
     client_slots: Semaphore,
     /// Pages read for single clients (catching up, resuming), since the start: how often clients were behind.
     client_pages: AtomicU64,
+    /// Joins waiting for their room's read of where they start.
+    joins: join_start::Queues,
 }
 
 impl History {
@@ -54,6 +62,7 @@ impl History {
             room_slots: Semaphore::new((size / 4).max(1)),
             client_slots: Semaphore::new((size / 8).max(1)),
             client_pages: AtomicU64::new(0),
+            joins: join_start::Queues::default(),
         }
     }
 
@@ -119,54 +128,6 @@ impl History {
         let row = client.query_opt(&stmt, &[&project]).await?;
         Ok(row.map(|r| Event::new(r.get(0), r.get(1))))
     }
-
-    /// For a join: the room's latest seq, that event's `at`, and the lowest `since` the client may resume
-    /// from (for a project's member, where their membership began: `project_members.since_seq`; 0 otherwise),
-    /// if the join rule still lets `subject` in; `None` if not. Read after the client subscribed, so a removal
-    /// committed in between is seen here or arrives as an event.
-    ///
-    /// With `replay` (a resume: the events after `after`, at most `limit` and about `max_bytes` of them), the
-    /// first page of the replay comes with it, in the same round trip on the same connection: the two queries
-    /// are pipelined, and a resume costs one wait for a client slot instead of two (after a server restarts,
-    /// thousands of clients resume at once through an eighth of the pool). The page is read without knowing
-    /// the latest seq, so it is read after it and what lies past it is left out; it is dropped unread unless
-    /// the join rule lets the subject in (the caller still checks `since` against membership before sending).
-    pub(crate) async fn join_start(
-        &self,
-        room: &RoomKey,
-        subject: &str,
-        replay: Option<Replay>,
-    ) -> Result<Option<JoinStart>> {
-        let (_slot, client) = self.connection(Reader::Client).await?;
-        let latest = client
-            .prepare_cached(
-                "SELECT coalesce(e.seq, 0), to_json(e.at) #>> '{}',
-                        coalesce((SELECT m.since_seq FROM project_members m
-                                   WHERE m.project_id = boardcast.uuid_or_null($1)
-                                     AND m.user_id = boardcast.uuid_or_null($2)), 0)
-                   FROM (SELECT 1) one
-                   LEFT JOIN LATERAL (SELECT seq, at FROM feed_events WHERE room = $1 ORDER BY seq DESC LIMIT 1) e ON true
-                  WHERE boardcast.may_join($2, $1)",
-            )
-            .await?;
-        let (row, page) = match replay {
-            None => (client.query_opt(&latest, &[room, &subject]).await?, Vec::new()),
-            Some(Replay { after, limit, max_bytes }) => {
-                let _timed = crate::metrics::history_read(false);
-                self.client_pages.fetch_add(1, Ordering::Relaxed);
-                let page = client.prepare_cached(PAGE).await?;
-                let (latest_params, page_params) = (
-                    [room as &(dyn ToSql + Sync), &subject],
-                    [room as &(dyn ToSql + Sync), &after, &i64::MAX, &limit, &max_bytes],
-                );
-                futures::try_join!(client.query_opt(&latest, &latest_params), client.query(&page, &page_params))?
-            }
-        };
-        let Some(row) = row else { return Ok(None) };
-        let latest: i64 = row.get(0);
-        let replay = page.into_iter().map(|r| Event::new(r.get(0), r.get(1))).filter(|e| e.seq <= latest).collect();
-        Ok(Some(JoinStart { latest, latest_at: row.get(1), since_seq: row.get(2), replay }))
-    }
 }
 
 /// A page of events with `$2 < seq <= $3` of room `$1`, in seq order: at most `$4` events, and only those
@@ -175,21 +136,3 @@ const PAGE: &str = "SELECT seq, frame FROM (
                      SELECT seq, frame, sum(octet_length(frame)) OVER (ORDER BY seq) - octet_length(frame) AS before
                        FROM feed_events WHERE room = $1 AND seq > $2 AND seq <= $3 ORDER BY seq LIMIT $4
                  ) page WHERE before < $5 ORDER BY seq";
-
-/// The first page of a resume's replay (see [`History::join_start`]).
-pub(crate) struct Replay {
-    pub after: i64,
-    pub limit: i64,
-    pub max_bytes: i64,
-}
-
-/// Where a joining client may start, as the database says (see [`History::join_start`]).
-pub(crate) struct JoinStart {
-    pub latest: i64,
-    /// The `at` of the latest event.
-    pub latest_at: Option<String>,
-    /// The lowest `since` the client may resume from.
-    pub since_seq: i64,
-    /// The replay's first page, up to `latest` (empty without a replay).
-    pub replay: Vec<Event>,
-}
