@@ -102,25 +102,33 @@ pub async fn issue_token(
     Ok((row.get(0), token))
 }
 
-/// Looks a token up by its hash. `None` for an unknown, revoked or expired token.
-pub async fn authenticate(db: &impl GenericClient, token_hash: &[u8]) -> Result<Option<Identity>> {
-    let row = db
-        .query_opt(
-            "SELECT u.id, u.name, t.id, t.expires_at FROM api_tokens t JOIN users u ON u.id = t.user_id
-              WHERE t.token_hash = $1 AND t.revoked_at IS NULL AND (t.expires_at IS NULL OR t.expires_at > now())",
-            &[&token_hash],
+/// Looks tokens up by their hashes, in one query: the identities of those that are known, not revoked and not
+/// expired, by hash (an unknown, revoked or expired token is not there).
+pub async fn authenticate_many(
+    db: &impl GenericClient,
+    token_hashes: &[&[u8]],
+) -> Result<std::collections::HashMap<Vec<u8>, Identity>> {
+    let rows = db
+        .query(
+            "SELECT t.token_hash, u.id, u.name, t.id, t.expires_at FROM api_tokens t JOIN users u ON u.id = t.user_id
+              WHERE t.token_hash = ANY($1) AND t.revoked_at IS NULL AND (t.expires_at IS NULL OR t.expires_at > now())",
+            &[&token_hashes],
         )
         .await?;
-    Ok(row.map(|r| {
-        let user_id: Uuid = r.get(0);
-        Identity {
-            subject: user_id.to_string(),
-            user_id: Some(user_id),
-            name: r.get(1),
-            token_id: Some(r.get(2)),
-            expires_at: r.get(3),
-        }
-    }))
+    Ok(rows
+        .into_iter()
+        .map(|r| {
+            let user_id: Uuid = r.get(1);
+            let who = Identity {
+                subject: user_id.to_string(),
+                user_id: Some(user_id),
+                name: r.get(2),
+                token_id: Some(r.get(3)),
+                expires_at: r.get(4),
+            };
+            (r.get(0), who)
+        })
+        .collect())
 }
 
 /// The name of the boardcast user whose id is `subject`, if it is one (a JWT's `sub` may name one).

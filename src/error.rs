@@ -16,7 +16,8 @@ pub enum Error {
     Io(#[from] std::io::Error),
     #[error("{0}")]
     Usage(String),
-    /// A failed read that several callers shared (see `feed::history::join_start`), as its message.
+    /// A failed read that several callers shared (a batch of joins or of token lookups), as its message: the
+    /// database could not be reached or read.
     #[error("{0}")]
     Shared(String),
 }

@@ -151,6 +151,36 @@ async fn me_tells_who_the_token_belongs_to() {
 }
 
 #[tokio::test]
+async fn tokens_looked_up_at_the_same_time_each_get_their_own_answer() {
+    let app = spawn_app().await;
+    let (alice_id, alice) = caller(&app, "alice").await;
+    let (bob_id, bob) = caller(&app, "bob").await;
+    let issued = alice.post("/api/tokens", json!({"label": "revoked"})).await;
+    let revoked = Api::new(&app, issued.body["token"].as_str());
+    assert_eq!(alice.delete(&format!("/api/tokens/{}", issued.body["id"].as_str().unwrap())).await.status, 200);
+    let unknown = Api::new(&app, Some(&format!("bc_{}", "1".repeat(64))));
+    // Sent at once and interleaved, so that their lookups queue together; a few bad ones among them (each
+    // failure is charged to the client's budget).
+    let callers: Vec<(&Api, Option<Uuid>)> = (0..24)
+        .map(|i| match i {
+            5 => (&revoked, None),
+            11 => (&unknown, None),
+            _ if i % 2 == 0 => (&alice, Some(alice_id)),
+            _ => (&bob, Some(bob_id)),
+        })
+        .collect();
+    let answers = futures::future::join_all(callers.iter().map(|(api, _)| api.get("/api/me"))).await;
+    for ((_, who), r) in callers.iter().zip(answers) {
+        match who {
+            Some(id) => assert_eq!((r.status, r.body["id"].clone()), (200, json!(id)), "{r:?}"),
+            None => {
+                r.error(401, "unauthorized");
+            }
+        }
+    }
+}
+
+#[tokio::test]
 async fn a_missing_malformed_or_unknown_token_is_401_in_the_error_shape() {
     let app = spawn_app().await;
     caller(&app, "alice").await;

@@ -45,10 +45,7 @@ pub async fn identify(door: &Door, pool: &Pool, token: &str) -> Result<Identity,
         return Err(bad_token());
     }
     let reservation = admission(gate, client, &hash).await?;
-    let found = {
-        let client = pool.get().await?;
-        auth::authenticate(&**client, &hash).await?
-    };
+    let found = gate.lookups.authenticate(pool, hash).await?;
     match found {
         // Dropping the reservation gives its unit back.
         Some(who) => {

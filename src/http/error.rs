@@ -159,6 +159,11 @@ impl From<crate::error::Error> for ApiError {
                 tracing::warn!("no database connection: {p}");
                 ApiError::Unavailable("the database is not reachable right now; try again".into())
             }
+            // A read shared by several requests (a batch of token lookups) is a query that failed for all.
+            Error::Shared(e) => {
+                tracing::warn!("a shared database read failed: {e}");
+                ApiError::Unavailable("the database is not reachable right now; try again".into())
+            }
             other => ApiError::Internal(other.to_string()),
         }
     }

@@ -28,6 +28,7 @@ use tokio::time::Instant;
 use warp::Filter;
 
 use crate::config::HttpSettings;
+use crate::http::lookups::Lookups;
 use crate::jwt::Keys;
 
 /// How long the gate remembers a token hash (unknown or valid): between this and twice this.
@@ -46,6 +47,8 @@ pub struct Gate {
     valid: Mutex<Recent>,
     /// Woken whenever a lookup ends: requests waiting for its unit ([`Refusal::Pending`]) look again.
     released: Notify,
+    /// The database's lookups of tokens, batched.
+    pub lookups: Arc<Lookups>,
 }
 
 /// The gate and the client address of one request: what the accept loop puts in every request's extensions.
@@ -186,6 +189,7 @@ impl Gate {
             unknown: Mutex::new(Recent::new(REMEMBER)),
             valid: Mutex::new(Recent::new(REMEMBER)),
             released: Notify::new(),
+            lookups: Arc::default(),
         }
     }
 

@@ -13,6 +13,7 @@ pub mod auth;
 pub mod error;
 pub mod gate;
 pub mod input;
+pub mod lookups;
 pub mod origin;
 pub mod reply;
 pub mod server;
